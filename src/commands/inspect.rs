@@ -1,0 +1,72 @@
+//! `amfmn inspect`: reads a dataset through its option file, checks it, and prints statistics.
+
+use anyhow::{bail, Result};
+
+use super::OptionArgs;
+use crate::data::image_file::load_rgb;
+use crate::data::{CaptionSet, PrecompSplit};
+use crate::table::Table;
+use crate::text::Vocabulary;
+
+/// Arguments of `amfmn inspect`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub options: OptionArgs,
+    /// Splits to read.
+    #[arg(long, value_delimiter = ',', default_value = "train,test")]
+    pub splits: Vec<String>,
+}
+
+/// Reads every split, checks that its images exist, and prints one table row per split.
+pub fn run(args: &InspectArgs) -> Result<()> {
+    let options = args.options.load()?;
+    let d = &options.dataset;
+    let vocab = Vocabulary::load(&d.vocab_path)?;
+    let mut table = Table::new([
+        "split",
+        "images",
+        "captions",
+        "keywords",
+        "tokens/caption",
+        "max tokens",
+        "<unk> %",
+        "first image",
+    ]);
+    for split_name in &args.splits {
+        let split = PrecompSplit::read(&d.data_path, split_name, d.captions_per_image)?;
+        if let Some(warning) = split.blank_caption_warning(&d.data_path.join(format!("{split_name}_caps.txt"))) {
+            eprintln!("warning: {warning}");
+        }
+        let set = CaptionSet::new(&split, &d.image_path, &vocab);
+        let missing = set.missing_images();
+        if let Some(first) = missing.first() {
+            bail!(
+                "{} of {} images of the {split_name} split are missing, first {}; put the images under dataset.image_path ({})",
+                missing.len(),
+                set.num_images(),
+                first.display(),
+                d.image_path.display()
+            );
+        }
+        let first = load_rgb(&set.image_paths[0])?;
+        let tokens: usize = set.captions.iter().map(Vec::len).sum();
+        let unknown = set.captions.iter().flatten().filter(|&&id| id == vocab.unk_id()).count();
+        let keywords = split.keywords.as_ref().map_or("-".to_string(), |k| {
+            format!("{:.1}/image", k.iter().map(Vec::len).sum::<usize>() as f64 / k.len() as f64)
+        });
+        table.row([
+            split_name.clone(),
+            set.num_images().to_string(),
+            set.num_captions().to_string(),
+            keywords,
+            format!("{:.1}", tokens as f64 / set.num_captions() as f64),
+            set.captions.iter().map(Vec::len).max().unwrap_or(0).to_string(),
+            format!("{:.2}", 100.0 * unknown as f64 / tokens as f64),
+            format!("{}x{}", first.width(), first.height()),
+        ]);
+    }
+    print!("{table}");
+    println!("\nvocabulary {}: {} words; all images present", d.vocab_path.display(), vocab.len());
+    Ok(())
+}

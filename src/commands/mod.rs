@@ -1,0 +1,29 @@
+//! The subcommands of the `amfmn` binary; `main.rs` parses the command line and calls these.
+
+pub mod inspect;
+pub mod synth;
+pub mod vocab;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::options::Options;
+
+/// The option-file arguments shared by every subcommand that runs on a dataset.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OptionArgs {
+    /// YAML option file in the original's format (e.g. option/RSITMD_AMFMN.yaml).
+    #[arg(long = "path_opt", visible_alias = "path-opt", value_name = "FILE")]
+    pub path_opt: PathBuf,
+    /// Override one option, e.g. --set optim.lr=0.0001 (repeatable; value in YAML syntax).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl OptionArgs {
+    /// Reads the option file with the overrides applied.
+    pub fn load(&self) -> Result<Options> {
+        Options::load(&self.path_opt, &self.set)
+    }
+}

@@ -1,0 +1,83 @@
+//! A split in memory, ready for the loader: encoded captions grouped by image, image paths.
+
+use std::path::{Path, PathBuf};
+
+use super::precomp::PrecompSplit;
+use crate::text::Vocabulary;
+
+/// Encoded captions of a set of images; caption `k` belongs to image `k / captions_per_image`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptionSet {
+    /// Image file names as listed in the split (recorded in fold files and reports).
+    pub image_names: Vec<String>,
+    /// Full paths of the images.
+    pub image_paths: Vec<PathBuf>,
+    /// Token ids per caption (never empty: a blank caption is one `<unk>`).
+    pub captions: Vec<Vec<i64>>,
+    pub captions_per_image: usize,
+}
+
+impl CaptionSet {
+    /// Encodes `split` with `vocab`; image names are resolved under `image_path`.
+    pub fn new(split: &PrecompSplit, image_path: &Path, vocab: &Vocabulary) -> CaptionSet {
+        CaptionSet {
+            image_names: split.images.clone(),
+            image_paths: split.image_paths(image_path),
+            captions: split.captions.iter().map(|c| vocab.encode(c)).collect(),
+            captions_per_image: split.captions_per_image,
+        }
+    }
+
+    pub fn num_images(&self) -> usize {
+        self.image_paths.len()
+    }
+
+    pub fn num_captions(&self) -> usize {
+        self.captions.len()
+    }
+
+    /// The image of caption `k`.
+    pub fn image_of_caption(&self, k: usize) -> usize {
+        k / self.captions_per_image
+    }
+
+    /// The images `images` (in that order) with their captions.
+    pub fn subset(&self, images: &[usize]) -> CaptionSet {
+        let per = self.captions_per_image;
+        CaptionSet {
+            image_names: images.iter().map(|&i| self.image_names[i].clone()).collect(),
+            image_paths: images.iter().map(|&i| self.image_paths[i].clone()).collect(),
+            captions: images.iter().flat_map(|&i| self.captions[i * per..(i + 1) * per].iter().cloned()).collect(),
+            captions_per_image: per,
+        }
+    }
+
+    /// Paths of images that do not exist, in order.
+    pub fn missing_images(&self) -> Vec<&Path> {
+        self.image_paths.iter().filter(|p| !p.is_file()).map(PathBuf::as_path).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subset_keeps_captions_with_their_images() {
+        let split = PrecompSplit {
+            captions: vec!["a".into(), "b".into(), "c".into(), "d".into(), "e".into(), "f".into()],
+            images: vec!["x.png".into(), "y.png".into(), "z.png".into()],
+            keywords: None,
+            captions_per_image: 2,
+            blank_caption_lines: vec![],
+        };
+        let vocab = Vocabulary::from_words(["a", "b", "c", "d", "e", "f", "<unk>"].map(String::from).to_vec()).unwrap();
+        let set = CaptionSet::new(&split, Path::new("/img"), &vocab);
+        let sub = set.subset(&[2, 0]);
+        assert_eq!(sub.image_names, ["z.png", "x.png"]);
+        assert_eq!(sub.image_paths[0], Path::new("/img/z.png"));
+        assert_eq!(sub.captions, [vec![5], vec![6], vec![1], vec![2]]);
+        assert_eq!(sub.image_of_caption(3), 1);
+        assert_eq!(sub.missing_images().len(), 2);
+    }
+}

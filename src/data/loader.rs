@@ -1,0 +1,355 @@
+//! Batches for training and evaluation. `workers` threads decode and transform images into
+//! bounded queues of ready batches (at most `prefetch` per worker), delivered in plan order.
+//! Every sample draws its augmentation from its own random stream (seed, epoch, caption), so a
+//! batch does not depend on the number of workers or on thread timing.
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Result;
+use tch::Tensor;
+
+use super::dataset::CaptionSet;
+use super::image_file::load_rgb;
+use super::transforms::Transform;
+use crate::rng;
+
+/// How batches are made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoaderConfig {
+    pub batch_size: usize,
+    /// Decode threads; 0 decodes on the consuming thread.
+    pub workers: usize,
+    /// Ready batches each worker may queue.
+    pub prefetch: usize,
+    /// Seed of the epoch order and augmentation streams.
+    pub seed: u64,
+}
+
+/// A batch of (image, caption) pairs.
+#[derive(Debug)]
+pub struct PairBatch {
+    /// `[B, 3, S, S]` f32, normalized.
+    pub images: Tensor,
+    /// `[B, L]` i64 token ids, zero-padded to the longest caption of the batch.
+    pub captions: Tensor,
+    /// `[B]` i64 caption lengths (at least 1).
+    pub lengths: Tensor,
+    /// Caption index of each row in the caption set.
+    pub caption_ids: Vec<usize>,
+    /// Image index of each row in the caption set.
+    pub image_ids: Vec<usize>,
+}
+
+/// A batch of images (evaluation encodes each image once).
+#[derive(Debug)]
+pub struct ImageBatch {
+    /// `[B, 3, S, S]` f32, normalized.
+    pub images: Tensor,
+    pub image_ids: Vec<usize>,
+}
+
+/// One sample of a plan: which image, and which augmentation stream it draws from.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    image: usize,
+    stream: [u64; 3],
+}
+
+/// Makes batches of a caption set.
+pub struct Loader {
+    set: Arc<CaptionSet>,
+    transform: Transform,
+    config: LoaderConfig,
+}
+
+impl Loader {
+    pub fn new(set: Arc<CaptionSet>, transform: Transform, config: LoaderConfig) -> Loader {
+        assert!(config.batch_size > 0 && config.prefetch > 0, "batch_size and prefetch are at least 1");
+        Loader { set, transform, config }
+    }
+
+    /// The caption set batches are drawn from.
+    pub fn set(&self) -> &CaptionSet {
+        &self.set
+    }
+
+    /// Caption order of training epoch `epoch`: a shuffle seeded by (seed, epoch).
+    pub fn epoch_order(&self, epoch: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.set.num_captions()).collect();
+        rng::shuffle(&mut rng::stream(self.config.seed, &[rng::tag::EPOCH_ORDER, epoch as u64]), &mut order);
+        order
+    }
+
+    /// Number of pair batches of an epoch.
+    pub fn num_pair_batches(&self) -> usize {
+        self.set.num_captions().div_ceil(self.config.batch_size)
+    }
+
+    /// Number of image batches of [`Loader::images`].
+    pub fn num_image_batches(&self) -> usize {
+        self.set.num_images().div_ceil(self.config.batch_size)
+    }
+
+    /// Shuffled (image, caption) pairs of training epoch `epoch`.
+    pub fn train_epoch(&self, epoch: usize) -> impl Iterator<Item = Result<PairBatch>> {
+        self.pairs(self.epoch_order(epoch), epoch)
+    }
+
+    /// Every caption with its image, in caption order.
+    pub fn pairs_in_order(&self) -> impl Iterator<Item = Result<PairBatch>> {
+        self.pairs((0..self.set.num_captions()).collect(), 0)
+    }
+
+    fn pairs(&self, order: Vec<usize>, epoch: usize) -> impl Iterator<Item = Result<PairBatch>> {
+        let set = Arc::clone(&self.set);
+        let batches: Vec<Vec<usize>> = order.chunks(self.config.batch_size).map(<[usize]>::to_vec).collect();
+        let plan = batches
+            .iter()
+            .map(|ids| {
+                ids.iter()
+                    .map(|&k| Sample {
+                        image: set.image_of_caption(k),
+                        stream: [rng::tag::AUGMENT, epoch as u64, k as u64],
+                    })
+                    .collect()
+            })
+            .collect();
+        ImagePipeline::start(Arc::clone(&self.set), self.transform, self.config, plan).zip(batches).map(
+            move |(images, caption_ids)| {
+                let captions: Vec<&[i64]> = caption_ids.iter().map(|&k| set.captions[k].as_slice()).collect();
+                let (captions, lengths) = pad_captions(&captions);
+                Ok(PairBatch {
+                    images: images?,
+                    captions,
+                    lengths,
+                    image_ids: caption_ids.iter().map(|&k| set.image_of_caption(k)).collect(),
+                    caption_ids,
+                })
+            },
+        )
+    }
+
+    /// Every image once, in order.
+    pub fn images(&self) -> impl Iterator<Item = Result<ImageBatch>> {
+        let ids: Vec<usize> = (0..self.set.num_images()).collect();
+        let batches: Vec<Vec<usize>> = ids.chunks(self.config.batch_size).map(<[usize]>::to_vec).collect();
+        let plan = batches
+            .iter()
+            .map(|ids| ids.iter().map(|&i| Sample { image: i, stream: [rng::tag::AUGMENT, 0, i as u64] }).collect())
+            .collect();
+        ImagePipeline::start(Arc::clone(&self.set), self.transform, self.config, plan)
+            .zip(batches)
+            .map(|(images, image_ids)| Ok(ImageBatch { images: images?, image_ids }))
+    }
+}
+
+/// Pads token-id lists into `[B, L]` (zeros after each caption) and their lengths `[B]`.
+pub fn pad_captions(captions: &[&[i64]]) -> (Tensor, Tensor) {
+    let longest = captions.iter().map(|c| c.len()).max().unwrap_or(0).max(1);
+    let mut ids = vec![0i64; captions.len() * longest];
+    for (row, caption) in ids.chunks_exact_mut(longest).zip(captions) {
+        row[..caption.len()].copy_from_slice(caption);
+    }
+    let lengths: Vec<i64> = captions.iter().map(|c| c.len().max(1) as i64).collect();
+    (Tensor::from_slice(&ids).view([captions.len() as i64, longest as i64]), Tensor::from_slice(&lengths))
+}
+
+/// Decodes and transforms the images of a batch plan, in order.
+struct ImagePipeline {
+    set: Arc<CaptionSet>,
+    transform: Transform,
+    seed: u64,
+    /// Batches still to decode on the consuming thread (no workers).
+    plan: std::vec::IntoIter<Vec<Sample>>,
+    receivers: Vec<Receiver<Result<Tensor>>>,
+    handles: Vec<JoinHandle<()>>,
+    next: usize,
+    total: usize,
+}
+
+impl ImagePipeline {
+    fn start(
+        set: Arc<CaptionSet>,
+        transform: Transform,
+        config: LoaderConfig,
+        plan: Vec<Vec<Sample>>,
+    ) -> ImagePipeline {
+        let total = plan.len();
+        let workers = config.workers.min(total);
+        let mut receivers = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        let plan = Arc::new(plan);
+        for w in 0..workers {
+            let (tx, rx) = sync_channel(config.prefetch);
+            let (set, plan) = (Arc::clone(&set), Arc::clone(&plan));
+            handles.push(std::thread::spawn(move || {
+                for batch in plan.iter().skip(w).step_by(workers) {
+                    if tx.send(decode_batch(&set, transform, config.seed, batch)).is_err() {
+                        return;
+                    }
+                }
+            }));
+            receivers.push(rx);
+        }
+        let own_plan = if workers == 0 { Arc::try_unwrap(plan).unwrap_or_default() } else { Vec::new() };
+        ImagePipeline {
+            set,
+            transform,
+            seed: config.seed,
+            plan: own_plan.into_iter(),
+            receivers,
+            handles,
+            next: 0,
+            total,
+        }
+    }
+}
+
+impl Iterator for ImagePipeline {
+    type Item = Result<Tensor>;
+
+    fn next(&mut self) -> Option<Result<Tensor>> {
+        if self.next == self.total {
+            return None;
+        }
+        let item = if self.receivers.is_empty() {
+            let batch = self.plan.next()?;
+            decode_batch(&self.set, self.transform, self.seed, &batch)
+        } else {
+            let rx = &self.receivers[self.next % self.receivers.len()];
+            rx.recv().unwrap_or_else(|_| Err(anyhow::anyhow!("an image loader thread stopped unexpectedly")))
+        };
+        self.next += 1;
+        if item.is_err() {
+            self.next = self.total;
+        }
+        Some(item)
+    }
+}
+
+impl Drop for ImagePipeline {
+    fn drop(&mut self) {
+        self.receivers.clear();
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Loads and transforms the images of one batch into a `[B, 3, S, S]` tensor.
+fn decode_batch(set: &CaptionSet, transform: Transform, seed: u64, batch: &[Sample]) -> Result<Tensor> {
+    let len = transform.output_len();
+    let mut buffer = vec![0f32; batch.len() * len];
+    for (sample, out) in batch.iter().zip(buffer.chunks_exact_mut(len)) {
+        let image = load_rgb(&set.image_paths[sample.image])?;
+        transform.apply(&image, &mut rng::stream(seed, &sample.stream), out);
+    }
+    let side = transform.output_size() as i64;
+    Ok(Tensor::from_slice(&buffer).view([batch.len() as i64, 3, side, side]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Images whose red channel encodes their index, 2 captions each.
+    fn set_with_images(dir: &Path, n: usize) -> Arc<CaptionSet> {
+        let mut paths = Vec::new();
+        for i in 0..n {
+            let path = dir.join(format!("{i}.png"));
+            image::RgbImage::from_pixel(8, 8, image::Rgb([i as u8 * 10, 0, 0])).save(&path).unwrap();
+            paths.push(path);
+        }
+        Arc::new(CaptionSet {
+            image_names: (0..n).map(|i| format!("{i}.png")).collect(),
+            image_paths: paths,
+            captions: (0..2 * n).map(|k| vec![1; 1 + k % 3]).collect(),
+            captions_per_image: 2,
+        })
+    }
+
+    fn red_index(images: &Tensor, row: i64) -> i64 {
+        let v = images.get(row).get(0).get(0).get(0).double_value(&[]) as f32;
+        ((v * 0.229 + 0.485) * 255.0 / 10.0).round() as i64
+    }
+
+    fn config(workers: usize) -> LoaderConfig {
+        LoaderConfig { batch_size: 4, workers, prefetch: 1, seed: 9 }
+    }
+
+    #[test]
+    fn train_epoch_pairs_each_caption_with_its_image_in_shuffled_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = set_with_images(dir.path(), 5);
+        let transform = Transform::Train { resize: 10, crop: 8, rotation: [0.0, 0.0] };
+        let loader = Loader::new(set, transform, config(2));
+        let order = loader.epoch_order(3);
+        assert_ne!(order, (0..10).collect::<Vec<_>>());
+        assert_eq!(order, loader.epoch_order(3));
+        assert_ne!(order, loader.epoch_order(4));
+        let batches: Vec<PairBatch> = loader.train_epoch(3).collect::<Result<_>>().unwrap();
+        assert_eq!(batches.len(), 3);
+        assert_eq!(batches[2].images.size(), [2, 3, 8, 8]);
+        let ids: Vec<usize> = batches.iter().flat_map(|b| b.caption_ids.clone()).collect();
+        assert_eq!(ids, order);
+        for b in &batches {
+            for (row, (&k, &img)) in b.caption_ids.iter().zip(&b.image_ids).enumerate() {
+                assert_eq!(img, k / 2);
+                assert_eq!(red_index(&b.images, row as i64), img as i64);
+                assert_eq!(b.lengths.int64_value(&[row as i64]), 1 + (k % 3) as i64);
+            }
+        }
+    }
+
+    #[test]
+    fn batches_do_not_depend_on_worker_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = set_with_images(dir.path(), 6);
+        let transform = Transform::Train { resize: 12, crop: 8, rotation: [-30.0, 30.0] };
+        let run = |workers| {
+            Loader::new(Arc::clone(&set), transform, config(workers))
+                .train_epoch(1)
+                .map(|b| b.unwrap().images)
+                .collect::<Vec<_>>()
+        };
+        let (a, b, c) = (run(0), run(1), run(3));
+        for ((x, y), z) in a.iter().zip(&b).zip(&c) {
+            assert!(x.equal(y) && x.equal(z));
+        }
+    }
+
+    #[test]
+    fn images_come_once_each_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = set_with_images(dir.path(), 7);
+        let loader = Loader::new(set, Transform::Eval { size: 8 }, config(2));
+        assert_eq!(loader.num_image_batches(), 2);
+        let batches: Vec<ImageBatch> = loader.images().collect::<Result<_>>().unwrap();
+        let ids: Vec<usize> = batches.iter().flat_map(|b| b.image_ids.clone()).collect();
+        assert_eq!(ids, (0..7).collect::<Vec<_>>());
+        assert_eq!(red_index(&batches[1].images, 2), 6);
+    }
+
+    #[test]
+    fn a_missing_image_stops_the_epoch_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = set_with_images(dir.path(), 4);
+        std::fs::remove_file(dir.path().join("2.png")).unwrap();
+        let loader = Loader::new(set, Transform::Eval { size: 8 }, config(2));
+        let results: Vec<Result<PairBatch>> = loader.pairs_in_order().collect();
+        let err = results.iter().find_map(|r| r.as_ref().err()).expect("an error");
+        assert!(format!("{err:#}").contains("2.png"), "{err:#}");
+        assert!(results.last().unwrap().is_err(), "iteration ends at the error");
+    }
+
+    #[test]
+    fn padding_and_lengths() {
+        let (ids, lengths) = pad_captions(&[&[3, 4, 5], &[7]]);
+        assert_eq!(ids.size(), [2, 3]);
+        assert_eq!(Vec::<i64>::try_from(ids.view([-1])).unwrap(), [3, 4, 5, 7, 0, 0]);
+        assert_eq!(Vec::<i64>::try_from(lengths).unwrap(), [3, 1]);
+    }
+}

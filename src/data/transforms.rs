@@ -1,0 +1,329 @@
+//! Image transforms of the original `data.py`, computed like torchvision on PIL images:
+//! train = resize (bilinear) → random rotation → random crop → to float → normalize;
+//! eval = resize → to float → normalize.
+//!
+//! The resize reproduces Pillow's two-pass fixed-point bilinear resampling and the rotation
+//! Pillow's nearest-neighbour affine transform, so outputs equal torchvision's bit for bit on
+//! the same decoded pixels.
+
+use image::RgbImage;
+use rand::Rng;
+
+use crate::rng;
+
+/// ImageNet channel means of `transforms.Normalize`.
+pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet channel standard deviations of `transforms.Normalize`.
+pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Fixed-point precision of Pillow's 8-bit resampling.
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// What happens to a decoded image before it enters the network.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Transform {
+    /// Resize to `resize`², rotate by a uniform angle in `rotation` degrees, crop `crop`² at a
+    /// uniform position.
+    Train { resize: u32, crop: u32, rotation: [f64; 2] },
+    /// Resize to `size`².
+    Eval { size: u32 },
+}
+
+impl Transform {
+    /// Side of the square output.
+    pub fn output_size(&self) -> u32 {
+        match *self {
+            Transform::Train { crop, .. } => crop,
+            Transform::Eval { size } => size,
+        }
+    }
+
+    /// Number of floats of one output image (`3 * size * size`).
+    pub fn output_len(&self) -> usize {
+        let s = self.output_size() as usize;
+        3 * s * s
+    }
+
+    /// Transforms `image` into `out` (`[3, size, size]`, normalized), drawing random choices
+    /// from `rng`.
+    pub fn apply(&self, image: &RgbImage, rng: &mut impl Rng, out: &mut [f32]) {
+        match *self {
+            Transform::Train { resize, crop, rotation } => {
+                let resized = resize_bilinear(image, resize, resize);
+                let angle =
+                    if rotation[0] == rotation[1] { rotation[0] } else { rng::uniform(rng, rotation[0], rotation[1]) };
+                let rotated = rotate_nearest(&resized, angle);
+                let top = rng::below(rng, (resize - crop + 1) as usize) as u32;
+                let left = rng::below(rng, (resize - crop + 1) as usize) as u32;
+                to_normalized_chw(&rotated, left, top, crop, out);
+            }
+            Transform::Eval { size } => {
+                let resized = resize_bilinear(image, size, size);
+                to_normalized_chw(&resized, 0, 0, size, out);
+            }
+        }
+    }
+}
+
+/// Writes the `side`² window at (`left`, `top`) of `image` as normalized `[3, side, side]`
+/// floats: `(v / 255 - mean) / std` in f32, like `ToTensor` + `Normalize`.
+pub fn to_normalized_chw(image: &RgbImage, left: u32, top: u32, side: u32, out: &mut [f32]) {
+    let side = side as usize;
+    assert_eq!(out.len(), 3 * side * side, "output buffer of a {side}x{side} image");
+    let width = image.width() as usize;
+    let raw = image.as_raw();
+    let mut lut = [[0f32; 256]; 3];
+    for (c, table) in lut.iter_mut().enumerate() {
+        for (v, entry) in table.iter_mut().enumerate() {
+            *entry = (v as f32 / 255.0 - MEAN[c]) / STD[c];
+        }
+    }
+    let plane = side * side;
+    for y in 0..side {
+        let row = &raw[((top as usize + y) * width + left as usize) * 3..][..side * 3];
+        for (x, px) in row.chunks_exact(3).enumerate() {
+            let o = y * side + x;
+            out[o] = lut[0][px[0] as usize];
+            out[plane + o] = lut[1][px[1] as usize];
+            out[2 * plane + o] = lut[2][px[2] as usize];
+        }
+    }
+}
+
+/// Pillow's `precompute_coeffs` for the bilinear filter, normalized to fixed point:
+/// per output index the first input index, the tap count, and `ksize` taps.
+fn bilinear_coefficients(in_size: u32, out_size: u32) -> (Vec<(usize, usize)>, Vec<i32>, usize) {
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = filterscale;
+    let ksize = support.ceil() as usize * 2 + 1;
+    let mut bounds = Vec::with_capacity(out_size as usize);
+    let mut coefficients = vec![0i32; out_size as usize * ksize];
+    let mut taps = vec![0f64; ksize];
+    for xx in 0..out_size as usize {
+        let center = (xx as f64 + 0.5) * scale;
+        let ss = 1.0 / filterscale;
+        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+        let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
+        let mut ww = 0.0;
+        for (x, tap) in taps.iter_mut().enumerate().take(xmax) {
+            let t = ((x + xmin) as f64 - center + 0.5) * ss;
+            let w = if t.abs() < 1.0 { 1.0 - t.abs() } else { 0.0 };
+            *tap = w;
+            ww += w;
+        }
+        for (x, &tap) in taps.iter().enumerate().take(xmax) {
+            let k = if ww != 0.0 { tap / ww } else { tap };
+            let fixed = k * (1u32 << PRECISION_BITS) as f64;
+            coefficients[xx * ksize + x] = if k < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
+        }
+        bounds.push((xmin, xmax));
+    }
+    (bounds, coefficients, ksize)
+}
+
+/// Pillow's `clip8`: rounds a fixed-point accumulator to a byte.
+fn clip8(v: i32) -> u8 {
+    if v >= (1 << PRECISION_BITS << 8) {
+        255
+    } else if v <= 0 {
+        0
+    } else {
+        (v >> PRECISION_BITS) as u8
+    }
+}
+
+/// Bilinear resize equal to PIL's `Image.resize(size, BILINEAR)` (what torchvision's `Resize`
+/// runs on PIL images): separable, antialiased when shrinking, horizontal pass first with an
+/// 8-bit intermediate image.
+pub fn resize_bilinear(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let (w_in, h_in) = image.dimensions();
+    if (w_in, h_in) == (width, height) {
+        return image.clone();
+    }
+    let (hb, hk, hksize) = bilinear_coefficients(w_in, width);
+    let (vb, vk, vksize) = bilinear_coefficients(h_in, height);
+    let first_row = vb[0].0;
+    let last_row = vb[height as usize - 1].0 + vb[height as usize - 1].1;
+
+    let src = image.as_raw();
+    let (mid_rows, mid, row_offset) = if width != w_in {
+        let rows = last_row - first_row;
+        let mut mid = vec![0u8; rows * width as usize * 3];
+        for y in 0..rows {
+            let in_row = &src[(y + first_row) * w_in as usize * 3..][..w_in as usize * 3];
+            let out_row = &mut mid[y * width as usize * 3..][..width as usize * 3];
+            for (xx, &(xmin, xmax)) in hb.iter().enumerate() {
+                let k = &hk[xx * hksize..][..xmax];
+                let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
+                for (x, &kx) in k.iter().enumerate() {
+                    let p = &in_row[(xmin + x) * 3..][..3];
+                    acc[0] += p[0] as i32 * kx;
+                    acc[1] += p[1] as i32 * kx;
+                    acc[2] += p[2] as i32 * kx;
+                }
+                out_row[xx * 3..][..3].copy_from_slice(&[clip8(acc[0]), clip8(acc[1]), clip8(acc[2])]);
+            }
+        }
+        (rows, std::borrow::Cow::Owned(mid), first_row)
+    } else {
+        (h_in as usize, std::borrow::Cow::Borrowed(src.as_slice()), 0)
+    };
+    debug_assert!(mid_rows >= last_row - row_offset);
+    if height == h_in {
+        return RgbImage::from_raw(width, height, mid.into_owned()).expect("buffer of the output size");
+    }
+    let stride = width as usize * 3;
+    let mut out = vec![0u8; height as usize * stride];
+    let mut acc = vec![0i32; stride];
+    for (yy, &(ymin, ymax)) in vb.iter().enumerate() {
+        acc.fill(1 << (PRECISION_BITS - 1));
+        let k = &vk[yy * vksize..][..ymax];
+        for (y, &ky) in k.iter().enumerate() {
+            let row = &mid[(ymin + y - row_offset) * stride..][..stride];
+            for (a, &p) in acc.iter_mut().zip(row) {
+                *a += p as i32 * ky;
+            }
+        }
+        for (o, &a) in out[yy * stride..][..stride].iter_mut().zip(&acc) {
+            *o = clip8(a);
+        }
+    }
+    RgbImage::from_raw(width, height, out).expect("buffer of the output size")
+}
+
+/// Rotation equal to PIL's `Image.rotate(angle, NEAREST, expand=False)` (torchvision's
+/// `RandomRotation` default): counter-clockwise by `angle` degrees about the centre, corners
+/// filled with black.
+pub fn rotate_nearest(image: &RgbImage, angle: f64) -> RgbImage {
+    let angle = angle.rem_euclid(360.0);
+    let (w, h) = image.dimensions();
+    if angle == 0.0 {
+        return image.clone();
+    }
+    if angle == 180.0 {
+        return image::imageops::rotate180(image);
+    }
+    if w == h && angle == 90.0 {
+        return image::imageops::rotate270(image);
+    }
+    if w == h && angle == 270.0 {
+        return image::imageops::rotate90(image);
+    }
+    let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
+    let theta = -angle.to_radians();
+    let round15 = |v: f64| (v * 1e15).round() / 1e15;
+    let (a, b, d, e) = (round15(theta.cos()), round15(theta.sin()), round15(-theta.sin()), round15(theta.cos()));
+    let c = a * -cx + b * -cy + cx;
+    let f = d * -cx + e * -cy + cy;
+    // Pillow's `affine_fixed`: 16.16 fixed point, sampling at pixel centres.
+    let fix = |v: f64| (v * 65536.0 + 0.5).floor() as i64;
+    let (a0, a1, a3, a4) = (fix(a), fix(b), fix(d), fix(e));
+    let mut row_x = fix(c + a * 0.5 + b * 0.5);
+    let mut row_y = fix(f + d * 0.5 + e * 0.5);
+    let (w, h) = (w as usize, h as usize);
+    let src = image.as_raw();
+    let mut out = vec![0u8; src.len()];
+    for y in 0..h {
+        let (mut xx, mut yy) = (row_x, row_y);
+        for x in 0..w {
+            let (xin, yin) = (xx >> 16, yy >> 16);
+            if (0..w as i64).contains(&xin) && (0..h as i64).contains(&yin) {
+                let s = (yin as usize * w + xin as usize) * 3;
+                out[(y * w + x) * 3..][..3].copy_from_slice(&src[s..s + 3]);
+            }
+            xx += a0;
+            yy += a3;
+        }
+        row_x += a1;
+        row_y += a4;
+    }
+    let (w, h) = (w as u32, h as u32);
+    RgbImage::from_raw(w, h, out).expect("buffer of the input size")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7 + y) as u8, (y * 5) as u8, ((x ^ y) * 3) as u8]))
+    }
+
+    #[test]
+    fn identity_resize_and_constant_image() {
+        let img = gradient(16, 12);
+        assert_eq!(resize_bilinear(&img, 16, 12), img);
+        let flat = RgbImage::from_pixel(10, 10, image::Rgb([9, 200, 255]));
+        for (w, h) in [(23, 17), (4, 6), (10, 3)] {
+            let r = resize_bilinear(&flat, w, h);
+            assert_eq!(r.dimensions(), (w, h));
+            assert!(r.pixels().all(|p| p.0 == [9, 200, 255]), "{w}x{h}");
+        }
+    }
+
+    #[test]
+    fn upscale_by_two_interpolates_between_neighbours() {
+        let img = RgbImage::from_fn(2, 1, |x, _| image::Rgb([if x == 0 { 0 } else { 100 }; 3]));
+        let r = resize_bilinear(&img, 4, 1);
+        // Output centres at input coordinates 0.25, 0.75, 1.25, 1.75 (clamped at the borders).
+        assert_eq!(r.pixels().map(|p| p.0[0]).collect::<Vec<_>>(), [0, 25, 75, 100]);
+    }
+
+    #[test]
+    fn quarter_turns_move_corners() {
+        let img = gradient(8, 8);
+        let r = rotate_nearest(&img, 90.0);
+        // Counter-clockwise: the top-right corner goes to the top-left.
+        assert_eq!(r.get_pixel(0, 0), img.get_pixel(7, 0));
+        assert_eq!(rotate_nearest(&img, 360.0), img);
+        let r45 = rotate_nearest(&img, 45.0);
+        assert_eq!(r45.get_pixel(0, 0).0, [0, 0, 0], "corners are filled with black");
+        assert_eq!(r45.get_pixel(4, 4), img.get_pixel(4, 4), "the centre stays");
+    }
+
+    #[test]
+    fn train_transform_crops_inside_the_resized_image() {
+        let t = Transform::Train { resize: 20, crop: 16, rotation: [0.0, 0.0] };
+        let flat = RgbImage::from_pixel(30, 30, image::Rgb([255, 0, 128]));
+        let mut out = vec![0f32; t.output_len()];
+        let mut rng = crate::rng::stream(0, &[]);
+        for _ in 0..20 {
+            t.apply(&flat, &mut rng, &mut out);
+            let expect = [(1.0 - MEAN[0]) / STD[0], (0.0 - MEAN[1]) / STD[1], (128.0 / 255.0 - MEAN[2]) / STD[2]];
+            for c in 0..3 {
+                assert!(out[c * 256..(c + 1) * 256].iter().all(|&v| v == expect[c]));
+            }
+        }
+    }
+
+    #[test]
+    fn crop_offsets_cover_every_position() {
+        let t = Transform::Train { resize: 6, crop: 4, rotation: [0.0, 0.0] };
+        // Pixel value = column index, so the first output value tells the crop's left edge.
+        let img = RgbImage::from_fn(6, 6, |x, y| image::Rgb([(x * 40) as u8, (y * 40) as u8, 0]));
+        let mut out = vec![0f32; t.output_len()];
+        let mut rng = crate::rng::stream(5, &[]);
+        let mut lefts = std::collections::BTreeSet::new();
+        let mut tops = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            t.apply(&img, &mut rng, &mut out);
+            lefts.insert(((out[0] * STD[0] + MEAN[0]) * 255.0 / 40.0).round() as i32);
+            tops.insert(((out[16] * STD[1] + MEAN[1]) * 255.0 / 40.0).round() as i32);
+        }
+        assert_eq!(lefts.into_iter().collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(tops.into_iter().collect::<Vec<_>>(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn eval_transform_values_are_normalized_bytes() {
+        let t = Transform::Eval { size: 8 };
+        let img = gradient(8, 8);
+        let mut out = vec![0f32; t.output_len()];
+        t.apply(&img, &mut crate::rng::stream(0, &[]), &mut out);
+        let lo = (0.0 - MEAN[0]) / STD[0];
+        let hi = (1.0 - MEAN[2]) / STD[2];
+        assert!(out.iter().all(|&v| v >= lo - 1e-6 && v <= hi + 1e-6));
+        assert_eq!(out[8 * 8 + 3 * 8 + 2], (15.0 / 255.0 - MEAN[1]) / STD[1]);
+    }
+}

@@ -1,0 +1,15 @@
+//! amfmn: the AMFMN cross-modal remote-sensing image-text retrieval model (Yuan et al., IEEE
+//! TGRS 2021) on libtorch.
+//!
+//! The modules follow the pipeline: [`options`] → [`text`] (tokenizer, vocabulary) → [`data`]
+//! (precomp files, splits, transforms, loader, synthetic set); [`commands`] holds the
+//! subcommands of the `amfmn` binary.
+
+pub mod commands;
+pub mod data;
+pub mod fsutil;
+pub mod options;
+pub mod progress;
+pub mod rng;
+pub mod table;
+pub mod text;

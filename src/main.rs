@@ -1,0 +1,40 @@
+//! The `amfmn` command line: parses arguments and calls the library.
+
+use std::process::ExitCode;
+
+use amfmn::commands::{inspect, synth, vocab};
+use clap::{Parser, Subcommand};
+
+/// AMFMN cross-modal remote-sensing image-text retrieval (Yuan et al., TGRS 2021).
+#[derive(Parser)]
+#[command(name = "amfmn", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a vocabulary JSON from caption files (the original's vocab.py).
+    Vocab(vocab::VocabArgs),
+    /// Write the synthetic remote-sensing demo set in the precomp layout.
+    Synth(synth::SynthArgs),
+    /// Read a dataset through its option file, check it and print statistics.
+    Inspect(inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Vocab(args) => vocab::run(args),
+        Command::Synth(args) => synth::run(args),
+        Command::Inspect(args) => inspect::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

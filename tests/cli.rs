@@ -1,0 +1,193 @@
+//! The `amfmn` binary end to end: synth → vocab → inspect, determinism, option handling, and
+//! the one-line errors of bad input.
+
+mod common;
+
+use std::path::Path;
+
+use common::{amfmn, amfmn_in, stderr, stdout};
+
+/// Writes an option file for a dataset under `root`.
+fn write_options(root: &Path, data: &str, vocab: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml"))
+        .unwrap()
+        .replace("'data/demo_precomp/'", &format!("'{data}/'"))
+        .replace("'data/demo_precomp/images/'", &format!("'{data}/images/'"))
+        .replace("'vocab/demo_vocab.json'", &format!("'{vocab}'"));
+    let path = root.join("opt.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn assert_one_line_error(out: &std::process::Output, needle: &str) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "expected failure, got: {}", stdout(out));
+    assert!(err.starts_with("error: ") && err.contains(needle), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().filter(|l| !l.starts_with("warning:")).count(), 1, "stderr: {err}");
+    assert!(!err.contains("panicked"), "stderr: {err}");
+}
+
+fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in walk(dir) {
+        out.push((entry.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&entry).unwrap()));
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn synth_is_deterministic_and_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, seed: &str| {
+        let out = amfmn_in(dir.path(), &["synth", "--out", name, "--images", "30", "--size", "48", "--seed", seed]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let table = run("a", "3");
+    run("b", "3");
+    run("c", "4");
+    let (a, b, c) = (files_of(&dir.path().join("a")), files_of(&dir.path().join("b")), files_of(&dir.path().join("c")));
+    assert_eq!(a, b, "same seed, same files");
+    assert_ne!(a, c, "another seed, other files");
+    let names: Vec<&str> = a.iter().map(|(n, _)| n.as_str()).collect();
+    for f in ["train_caps.txt", "train_filename.txt", "train_keywords.txt", "test_caps.txt", "test_filename.txt"] {
+        assert!(names.contains(&f), "{f} in {names:?}");
+    }
+    let images: Vec<&&str> = names.iter().filter(|n| n.starts_with("images/")).collect();
+    assert_eq!(images.len(), 30);
+    for ext in [".tif", ".jpg", ".png"] {
+        assert!(images.iter().any(|n| n.ends_with(ext)), "a {ext} image");
+    }
+    let text = |name: &str| String::from_utf8(a.iter().find(|(n, _)| n == name).unwrap().1.clone()).unwrap();
+    assert_eq!(text("train_filename.txt").lines().count(), 24);
+    assert_eq!(text("train_caps.txt").lines().count(), 120);
+    assert_eq!(text("test_filename.txt").lines().count(), 30, "test lists one file name per caption");
+    assert_eq!(text("test_caps.txt").lines().count(), 30);
+    assert!(text("train_keywords.txt").lines().all(|l| (1..=5).contains(&l.split(',').count())));
+    assert!(table.contains("harbour") && table.contains("30 images of 48x48"), "{table}");
+}
+
+#[test]
+fn vocab_command_equals_the_original_algorithm() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = amfmn_in(dir.path(), &["synth", "--out", "d", "--images", "60", "--size", "32", "--seed", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = amfmn_in(dir.path(), &["vocab", "--data_path", "d", "--splits", "train,test", "--threshold", "3", "--out", "v.json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("written to v.json"), "{}", stdout(&out));
+    let d = dir.path().join("d");
+    let reference = dir.path().join("ref.json");
+    common::run_reference(
+        "build_vocab.py",
+        &[
+            reference.to_str().unwrap(),
+            "3",
+            d.join("train_caps.txt").to_str().unwrap(),
+            d.join("test_caps.txt").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read(dir.path().join("v.json")).unwrap(), std::fs::read(&reference).unwrap());
+    let vocab = amfmn::text::Vocabulary::load(&reference).unwrap();
+    assert!(vocab.len() > 50, "{}", vocab.len());
+    assert_eq!(vocab.words().last().unwrap(), "<unk>");
+}
+
+#[test]
+fn inspect_reads_a_dataset_through_its_option_file() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(amfmn_in(dir.path(), &["synth", "--out", "d", "--images", "20", "--size", "40"]).status.success());
+    assert!(amfmn_in(dir.path(), &["vocab", "--data_path", "d", "--out", "v.json", "--threshold", "2"]).status.success());
+    let opt = write_options(dir.path(), "d", "v.json");
+    let out = amfmn_in(dir.path(), &["inspect", "--path-opt", opt.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let train = table.lines().find(|l| l.starts_with("train")).expect("train row");
+    let cells: Vec<&str> = train.split_whitespace().collect();
+    assert_eq!(&cells[..3], ["train", "16", "80"], "{table}");
+    assert_eq!(cells.last(), Some(&"40x40"), "{table}");
+    assert!(table.contains("all images present"), "{table}");
+
+    let names = std::fs::read_to_string(dir.path().join("d/train_filename.txt")).unwrap();
+    let second = names.lines().nth(1).unwrap();
+    std::fs::remove_file(dir.path().join("d/images").join(second)).unwrap();
+    let out = amfmn_in(dir.path(), &["inspect", "--path_opt", opt.to_str().unwrap()]);
+    assert_one_line_error(&out, &format!("1 of 16 images of the train split are missing, first d/images/{second}"));
+}
+
+#[test]
+fn bad_options_and_data_fail_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(amfmn_in(dir.path(), &["synth", "--out", "d", "--images", "10", "--size", "32"]).status.success());
+    assert!(amfmn_in(dir.path(), &["vocab", "--data_path", "d", "--out", "v.json"]).status.success());
+    let opt = write_options(dir.path(), "d", "v.json");
+    let opt_s = opt.to_str().unwrap();
+
+    let out = amfmn_in(dir.path(), &["inspect", "--path_opt", "none.yaml"]);
+    assert_one_line_error(&out, "cannot read option file none.yaml");
+    let out = amfmn_in(dir.path(), &["inspect", "--path_opt", opt_s, "--set", "dataset.batch_sise=3"]);
+    assert_one_line_error(&out, "opt.yaml: dataset.batch_sise: unknown field `batch_sise`");
+    let out = amfmn_in(dir.path(), &["inspect", "--path_opt", opt_s, "--set", "model.cross_attention.att_type=x"]);
+    assert_one_line_error(&out, "model.cross_attention.att_type: unknown variant `x`");
+    let out = amfmn_in(dir.path(), &["inspect", "--path_opt", opt_s, "--set", "dataset.vocab_path=nope.json"]);
+    assert_one_line_error(&out, "cannot read vocabulary nope.json");
+
+    std::fs::write(dir.path().join("d/train_filename.txt"), "a.png\n").unwrap();
+    let out = amfmn_in(dir.path(), &["inspect", "--path_opt", opt_s]);
+    assert_one_line_error(&out, "train_filename.txt has 1 lines but d/train_caps.txt has 40 captions");
+
+    let mut caps = std::fs::read(dir.path().join("d/test_caps.txt")).unwrap();
+    caps.extend_from_slice(b"caf\xe9\n");
+    std::fs::write(dir.path().join("d/test_caps.txt"), &caps).unwrap();
+    let out = amfmn_in(dir.path(), &["inspect", "--path_opt", opt_s, "--splits", "test"]);
+    assert_one_line_error(&out, "test_caps.txt:11: not valid UTF-8");
+
+    let out = amfmn_in(dir.path(), &["synth", "--out", "e", "--images", "3"]);
+    assert_one_line_error(&out, "--images 3: at least 10 images");
+}
+
+#[test]
+fn blank_captions_warn_with_line_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(amfmn_in(dir.path(), &["synth", "--out", "d", "--images", "10", "--size", "32"]).status.success());
+    assert!(amfmn_in(dir.path(), &["vocab", "--data_path", "d", "--out", "v.json"]).status.success());
+    let caps_path = dir.path().join("d/train_caps.txt");
+    let mut lines: Vec<String> = std::fs::read_to_string(&caps_path).unwrap().lines().map(String::from).collect();
+    lines[2] = String::new();
+    lines[6] = "   ".into();
+    std::fs::write(&caps_path, lines.join("\n") + "\n").unwrap();
+    let opt = write_options(dir.path(), "d", "v.json");
+    let out = amfmn_in(dir.path(), &["inspect", "--path_opt", opt.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("train_caps.txt: 2 blank caption(s) on line(s) 3, 7; each is encoded as one <unk>"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn shipped_option_files_parse() {
+    for name in ["RSITMD_AMFMN.yaml", "RSICD_AMFMN.yaml", "demo_AMFMN.yaml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("option").join(name);
+        let o = amfmn::options::Options::load(&path, &[]).unwrap();
+        assert_eq!(o.model.embed.embed_dim, 512, "{name}");
+    }
+    let help = stdout(&amfmn(&["--help"]));
+    for sub in ["vocab", "synth", "inspect"] {
+        assert!(help.contains(sub), "{help}");
+    }
+}
