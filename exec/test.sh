@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source exec/env.sh
+cargo build --release --benches --quiet
 cargo test --release "$@"
