@@ -13,6 +13,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Like [`write_atomic`], with the content produced by `write` into the temporary file.
 pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<()>) -> Result<()> {
+    write_atomic_path(path, |tmp| {
+        let mut file = std::fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        write(&mut file).with_context(|| format!("cannot write {}", path.display()))?;
+        file.sync_all().with_context(|| format!("cannot write {}", path.display()))
+    })
+}
+
+/// Like [`write_atomic`], for writers that take a file path: `write` creates the temporary
+/// file it is given, which then replaces `path`.
+pub fn write_atomic_path(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -20,12 +30,9 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut std::fs::File) -> 
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
     let name = path.file_name().with_context(|| format!("{} is not a file path", path.display()))?;
     let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        write(&mut file).with_context(|| format!("cannot write {}", path.display()))?;
-        file.sync_all().with_context(|| format!("cannot write {}", path.display()))?;
+    let result = write(&tmp).and_then(|()| {
         std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-    })();
+    });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

@@ -8,6 +8,8 @@
 pub mod commands;
 pub mod data;
 pub mod fsutil;
+pub mod loss;
+pub mod model;
 pub mod options;
 pub mod progress;
 pub mod rng;

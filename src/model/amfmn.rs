@@ -1,0 +1,194 @@
+//! The whole AMFMN network: images → Fv, captions → t, pairs → cosine scores.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use tch::nn::{self, VarStore};
+use tch::{Device, Tensor};
+
+use super::attention::CrossAttention;
+use super::backbone::ExtractFeature;
+use super::fusion::VgmfGate;
+use super::mvsa::Mvsa;
+use super::text_encoder::TextFeature;
+use crate::options::Options;
+
+/// The modules, named like the original's attributes (and so its checkpoint keys).
+#[derive(Debug)]
+pub struct Amfmn {
+    pub extract_feature: ExtractFeature,
+    pub mvsa: Mvsa,
+    pub text_feature: TextFeature,
+    pub cross_attention_s: CrossAttention,
+    pub vgmf_gate: VgmfGate,
+}
+
+/// An AMFMN network with its variables.
+pub struct Model {
+    pub vs: VarStore,
+    pub net: Amfmn,
+    /// Images go through the CNN in channels-last layout (faster on CPU with oneDNN).
+    channels_last: bool,
+}
+
+impl Amfmn {
+    /// Builds the modules under `vs` for a vocabulary of `vocab_size` words.
+    pub fn new(vs: &nn::Path, options: &Options, vocab_size: i64) -> Result<Amfmn> {
+        let m = &options.model;
+        let image_size = options.dataset.image_size as i64;
+        if image_size % 32 != 0 || image_size < 32 {
+            bail!("dataset.image_size: {image_size} must be a multiple of 32 (the CNN halves it five times)");
+        }
+        let d = m.embed.embed_dim;
+        if d < 1 {
+            bail!("model.embed.embed_dim: must be positive, got {d}");
+        }
+        if m.multiscale.multiscale_input_channel < 1 || m.multiscale.multiscale_output_channel < 1 {
+            bail!("model.multiscale: channel counts must be positive");
+        }
+        Ok(Amfmn {
+            extract_feature: ExtractFeature::new(vs / "extract_feature", d),
+            mvsa: Mvsa::new(vs / "mvsa", &m.multiscale, d, image_size),
+            text_feature: TextFeature::new(vs / "text_feature", &m.seq2vec, vocab_size, d),
+            cross_attention_s: CrossAttention::new(vs / "cross_attention_s", m.cross_attention.att_type, d),
+            vgmf_gate: VgmfGate::new(vs / "vgmf_gate", d),
+        })
+    }
+
+    /// Images `[B, 3, S, S]` → Fv `[B, d]`.
+    pub fn encode_images(&self, images: &Tensor, train: bool) -> Tensor {
+        let f = self.extract_feature.forward(images, train);
+        self.mvsa.forward(&f.lower, &f.higher, &f.global)
+    }
+
+    /// Token ids `[B, L]` and lengths `[B]` → t `[B, d]`.
+    pub fn encode_texts(&self, ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
+        self.text_feature.forward(ids, lengths, train)
+    }
+
+    /// Scores of every image against every caption of a batch: `[B_img, B_txt]`.
+    pub fn forward(&self, images: &Tensor, ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
+        let visual = self.encode_images(images, train);
+        let text = self.encode_texts(ids, lengths, train);
+        self.cross_attention_s.scores(&visual, &text)
+    }
+}
+
+impl Model {
+    /// A freshly initialised model on `device`; `seed` fixes the initial weights.
+    pub fn new(options: &Options, vocab_size: usize, device: Device, seed: u64) -> Result<Model> {
+        tch::manual_seed(seed as i64);
+        let vs = VarStore::new(device);
+        let net = Amfmn::new(&vs.root(), options, vocab_size as i64)?;
+        let channels_last = device == Device::Cpu;
+        let model = Model { vs, net, channels_last };
+        if channels_last {
+            model.convert_conv_weights();
+        }
+        Ok(model)
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Moves 4-d weights to channels-last strides (same shape and values).
+    fn convert_conv_weights(&self) {
+        tch::no_grad(|| {
+            for (_, mut var) in self.vs.variables() {
+                if var.dim() == 4 {
+                    let nhwc = to_channels_last(&var);
+                    var.set_data(&nhwc);
+                }
+            }
+        });
+    }
+
+    /// Puts a batch of images on the model's device, in the layout its CNN expects.
+    pub fn prepare_images(&self, images: &Tensor) -> Tensor {
+        let images = images.to_device(self.device());
+        if self.channels_last {
+            to_channels_last(&images)
+        } else {
+            images
+        }
+    }
+
+    /// Every variable (parameters and buffers) by checkpoint key, as contiguous CPU tensors.
+    pub fn state_dict(&self) -> BTreeMap<String, Tensor> {
+        tch::no_grad(|| {
+            self.vs.variables().into_iter().map(|(k, v)| (k, v.detach().to_device(Device::Cpu).contiguous())).collect()
+        })
+    }
+
+    /// Copies `tensors` into the variables; every variable must be present with its shape.
+    /// Extra keys are refused too, so a checkpoint of another configuration is not half-loaded.
+    pub fn load_state_dict(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        let variables = self.vs.variables();
+        let missing: Vec<&String> = variables.keys().filter(|k| !tensors.contains_key(*k)).collect();
+        if !missing.is_empty() {
+            let mut missing: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+            missing.sort_unstable();
+            bail!("{} keys are missing (first: {}); was it saved with other model options?", missing.len(), missing[0]);
+        }
+        let mut extra: Vec<&String> = tensors.keys().filter(|k| !variables.contains_key(*k)).collect();
+        extra.sort_unstable();
+        if let Some(first) = extra.first() {
+            bail!(
+                "{} keys are not in this model (first: {first}); was it saved with other model options (att_type, seq2vec.type)?",
+                extra.len()
+            );
+        }
+        tch::no_grad(|| {
+            for (key, mut var) in variables {
+                let src = &tensors[&key];
+                if src.size() != var.size() {
+                    bail!(
+                        "{key}: shape {:?} in the file, {:?} in the model (check the vocabulary and model options)",
+                        src.size(),
+                        var.size()
+                    );
+                }
+                var.copy_(&src.to_kind(var.kind()).to_device(var.device()));
+            }
+            Ok(())
+        })
+    }
+
+    /// Number of parameter values (trainable and frozen, buffers excluded).
+    pub fn num_parameters(&self) -> i64 {
+        self.vs
+            .variables()
+            .iter()
+            .filter(|(k, _)| {
+                !(k.ends_with("running_mean") || k.ends_with("running_var") || k.ends_with("num_batches_tracked"))
+            })
+            .map(|(_, v)| v.numel() as i64)
+            .sum()
+    }
+
+    /// Trainable variables by key (what the optimizer updates).
+    pub fn trainable(&self) -> BTreeMap<String, Tensor> {
+        self.vs.variables().into_iter().filter(|(_, v)| v.requires_grad()).collect()
+    }
+}
+
+/// The same 4-d tensor with channels-last (NHWC) strides.
+pub fn to_channels_last(x: &Tensor) -> Tensor {
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+/// Reads a safetensors file into a key → tensor map.
+pub fn read_safetensors(path: &std::path::Path) -> Result<BTreeMap<String, Tensor>> {
+    let tensors = Tensor::read_safetensors(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(tensors.into_iter().collect())
+}
+
+/// Writes tensors to a safetensors file atomically.
+pub fn write_safetensors(path: &std::path::Path, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+    let named: Vec<(&str, Tensor)> =
+        tensors.iter().map(|(k, v)| (k.as_str(), v.to_device(Device::Cpu).contiguous())).collect();
+    crate::fsutil::write_atomic_path(path, |tmp| {
+        Tensor::write_safetensors(&named, tmp).with_context(|| format!("cannot write {}", path.display()))
+    })
+}

@@ -1,0 +1,87 @@
+//! `cross_attention_s`: visual-guided attention (VGA) and the cosine score of SPEC §4.
+
+use tch::nn::Path;
+use tch::Tensor;
+
+use super::layers::Linear;
+use crate::options::AttentionType;
+
+/// `eps` of the original's cosine similarity.
+const COSINE_EPS: f64 = 1e-8;
+
+/// The three VGA variants: how text `t_j` is re-weighted under the guidance of image `Fv_i`.
+#[derive(Debug)]
+pub enum CrossAttention {
+    /// `T_ij = σ(W Fv_i + b) ⊙ t_j` (`cross_attention.0`).
+    Soft { gate: Linear },
+    /// `u = [Fv_i ; t_j]`, `T_ij = σ(W₁ u + b₁) ⊙ (W₂ u + b₂)` (`cross_attention_fc{1,2}.0`).
+    Fusion { fc1: Linear, fc2: Linear },
+    /// `a = W_v Fv_i + b_v`, `b = W_t t_j + b_t`, `T_ij = σ(a ⊙ b) ⊙ b` (`fc_{visual,text}.0`).
+    Similarity { fc_visual: Linear, fc_text: Linear },
+}
+
+impl CrossAttention {
+    pub fn new(vs: Path, att_type: AttentionType, dim: i64) -> CrossAttention {
+        let lin = |name: &str, input| Linear::new(&vs / name / "0", input, dim, true);
+        match att_type {
+            AttentionType::Soft => CrossAttention::Soft { gate: lin("cross_attention", dim) },
+            AttentionType::Fusion => CrossAttention::Fusion {
+                fc1: lin("cross_attention_fc1", 2 * dim),
+                fc2: lin("cross_attention_fc2", 2 * dim),
+            },
+            AttentionType::Similarity => {
+                CrossAttention::Similarity { fc_visual: lin("fc_visual", dim), fc_text: lin("fc_text", dim) }
+            }
+        }
+    }
+
+    /// The attended text `T` `[Bv, Bt, d]` for images `[Bv, d]` and texts `[Bt, d]`.
+    pub fn attended(&self, visual: &Tensor, text: &Tensor) -> Tensor {
+        let (bv, bt) = (visual.size()[0], text.size()[0]);
+        match self {
+            CrossAttention::Soft { gate } => gate.forward(visual).sigmoid().unsqueeze(1) * text.unsqueeze(0),
+            CrossAttention::Fusion { fc1, fc2 } => {
+                let d = visual.size()[1];
+                let u = Tensor::cat(
+                    &[visual.unsqueeze(1).expand([bv, bt, d], false), text.unsqueeze(0).expand([bv, bt, d], false)],
+                    -1,
+                );
+                fc1.forward(&u).sigmoid() * fc2.forward(&u)
+            }
+            CrossAttention::Similarity { fc_visual, fc_text } => {
+                let a = fc_visual.forward(visual).unsqueeze(1);
+                let b = fc_text.forward(text).unsqueeze(0);
+                (&a * &b).sigmoid() * b
+            }
+        }
+    }
+
+    /// Scores `s_ij = cos(Fv_i, T_ij)` `[Bv, Bt]`, computed through the full `[Bv, Bt, d]`
+    /// attended tensor exactly as the original (used in training, where gradients flow).
+    pub fn scores(&self, visual: &Tensor, text: &Tensor) -> Tensor {
+        let attended = self.attended(visual, text);
+        let dot = (visual.unsqueeze(1) * &attended).sum_dim_intlist(-1, false, None);
+        let visual_norm = visual.norm_scalaropt_dim(2, [-1], true);
+        let attended_norm = attended.norm_scalaropt_dim(2, [-1], false);
+        dot / (visual_norm * attended_norm).clamp_min(COSINE_EPS)
+    }
+
+    /// The same scores for evaluation, with bounded memory: soft attention in closed form
+    /// (`s_ij = Σ_k Fv_ik g_ik t_jk / (‖Fv_i‖ ‖g_i ⊙ t_j‖)`, `‖g_i ⊙ t_j‖² = Σ_k g_ik² t_jk²`:
+    /// two matrix products), the others in blocks of `block` images.
+    pub fn score_matrix(&self, visual: &Tensor, text: &Tensor, block: i64) -> Tensor {
+        tch::no_grad(|| match self {
+            CrossAttention::Soft { gate } => {
+                let g = gate.forward(visual).sigmoid();
+                let dot = (visual * &g).matmul(&text.tr());
+                let attended_norm = g.square().matmul(&text.square().tr()).sqrt();
+                let visual_norm = visual.norm_scalaropt_dim(2, [-1], true);
+                dot / (visual_norm * attended_norm).clamp_min(COSINE_EPS)
+            }
+            _ => {
+                let blocks: Vec<Tensor> = visual.split(block.max(1), 0).iter().map(|v| self.scores(v, text)).collect();
+                Tensor::cat(&blocks, 0)
+            }
+        })
+    }
+}

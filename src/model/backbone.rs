@@ -1,0 +1,45 @@
+//! `extract_feature`: the multiscale visual features of SPEC §4 from a ResNet-18.
+
+use tch::nn::Path;
+use tch::Tensor;
+
+use super::layers::Linear;
+use super::resnet::ResNet18;
+
+/// ResNet-18 plus the linear map of the global feature (`extract_feature.{resnet,linear}`).
+#[derive(Debug)]
+pub struct ExtractFeature {
+    pub resnet: ResNet18,
+    linear: Linear,
+}
+
+/// Multiscale features of a `[B, 3, S, S]` batch.
+pub struct VisualFeatures {
+    /// `concat(f1, up2(f2))`: `[B, 192, S/4, S/4]`.
+    pub lower: Tensor,
+    /// `concat(f3, up2(f4))`: `[B, 768, S/16, S/16]`.
+    pub higher: Tensor,
+    /// `v_g = Linear(mean over space of f4)`: `[B, d]`.
+    pub global: Tensor,
+}
+
+impl ExtractFeature {
+    pub fn new(vs: Path, embed_dim: i64) -> ExtractFeature {
+        ExtractFeature {
+            resnet: ResNet18::new(&vs / "resnet"),
+            linear: Linear::new(&vs / "linear", 512, embed_dim, true),
+        }
+    }
+
+    pub fn forward(&self, images: &Tensor, train: bool) -> VisualFeatures {
+        let s = self.resnet.forward(images, train);
+        let up2 = |t: &Tensor| {
+            let (_, _, h, w) = t.size4().expect("[B, C, H, W]");
+            t.upsample_nearest2d([2 * h, 2 * w], 2.0, 2.0)
+        };
+        let lower = Tensor::cat(&[&s.f1, &up2(&s.f2)], 1);
+        let higher = Tensor::cat(&[&s.f3, &up2(&s.f4)], 1);
+        let global = self.linear.forward(&s.f4.mean_dim(&[2i64, 3][..], false, None));
+        VisualFeatures { lower, higher, global }
+    }
+}

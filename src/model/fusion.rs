@@ -1,0 +1,31 @@
+//! `vgmf_gate`: visual-guided multi-source fusion of sentence and keyword features (SPEC §4).
+
+use tch::nn::Path;
+use tch::Tensor;
+
+use super::layers::Linear;
+
+/// `w = σ(W [ŝ ; k̂] + b)`, `F_t = w ⊙ ŝ + (1 − w) ⊙ k̂` with L2-normalised inputs.
+#[derive(Debug)]
+pub struct VgmfGate {
+    gate: Linear,
+}
+
+impl VgmfGate {
+    pub fn new(vs: Path, dim: i64) -> VgmfGate {
+        VgmfGate { gate: Linear::new(&vs / "gate", 2 * dim, dim, true) }
+    }
+
+    /// Sentence and keyword features `[..., d]` → fused `[..., d]`.
+    pub fn forward(&self, sentence: &Tensor, keywords: &Tensor) -> Tensor {
+        let s = l2norm(sentence);
+        let k = l2norm(keywords);
+        let w = self.gate.forward(&Tensor::cat(&[&s, &k], -1)).sigmoid();
+        &w * s + (1.0 - w) * k
+    }
+}
+
+/// `x / (‖x‖ + 1e-8)` along the last dimension (the original's `l2norm`).
+pub fn l2norm(x: &Tensor) -> Tensor {
+    x / (x.square().sum_dim_intlist(-1, true, None).sqrt() + 1e-8)
+}

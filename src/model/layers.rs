@@ -1,0 +1,139 @@
+//! The few layers AMFMN is built from, with PyTorch's parameter names and default
+//! initialisation, so that a fresh amfmn model starts like a fresh PyTorch one and checkpoint
+//! keys are `<path>.weight`, `<path>.bias`, `<path>.running_mean`, ...
+
+use tch::nn::{Init, Path};
+use tch::{Kind, Tensor};
+
+/// `nn.Linear`: `y = x Wᵀ + b`, weight `[out, in]`.
+#[derive(Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// PyTorch's default init: weight and bias uniform in ±1/√in.
+    pub fn new(vs: Path, in_dim: i64, out_dim: i64, bias: bool) -> Linear {
+        let bound = 1.0 / (in_dim as f64).sqrt();
+        let weight = vs.var("weight", &[out_dim, in_dim], Init::Uniform { lo: -bound, up: bound });
+        let bias = bias.then(|| vs.var("bias", &[out_dim], Init::Uniform { lo: -bound, up: bound }));
+        Linear { weight, bias }
+    }
+
+    /// `[..., in]` → `[..., out]`.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+}
+
+/// `nn.Conv2d` with square kernel, stride and padding; weight `[out, in, k, k]`.
+#[derive(Debug)]
+pub struct Conv2d {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    stride: i64,
+    padding: i64,
+}
+
+/// How a convolution's weights start.
+#[derive(Debug, Clone, Copy)]
+pub enum ConvInit {
+    /// PyTorch's default: uniform in ±1/√fan_in (weights and bias).
+    Default,
+    /// torchvision's ResNet init: normal with std √(2/fan_out).
+    KaimingFanOut,
+}
+
+impl Conv2d {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        vs: Path,
+        in_channels: i64,
+        out_channels: i64,
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+        bias: bool,
+        init: ConvInit,
+    ) -> Conv2d {
+        let fan_in = (in_channels * kernel * kernel) as f64;
+        let weight_init = match init {
+            ConvInit::Default => Init::Uniform { lo: -1.0 / fan_in.sqrt(), up: 1.0 / fan_in.sqrt() },
+            ConvInit::KaimingFanOut => {
+                Init::Randn { mean: 0.0, stdev: (2.0 / (out_channels * kernel * kernel) as f64).sqrt() }
+            }
+        };
+        let weight = vs.var("weight", &[out_channels, in_channels, kernel, kernel], weight_init);
+        let bound = 1.0 / fan_in.sqrt();
+        let bias = bias.then(|| vs.var("bias", &[out_channels], Init::Uniform { lo: -bound, up: bound }));
+        Conv2d { weight, bias, stride, padding }
+    }
+
+    /// `[B, in, H, W]` → `[B, out, H', W']`.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.conv2d(&self.weight, self.bias.as_ref(), [self.stride], [self.padding], [1], 1)
+    }
+}
+
+/// `nn.BatchNorm2d` (eps 1e-5, momentum 0.1) with its buffers, `num_batches_tracked` included.
+#[derive(Debug)]
+pub struct BatchNorm2d {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    pub num_batches_tracked: Tensor,
+}
+
+impl BatchNorm2d {
+    pub fn new(vs: Path, channels: i64) -> BatchNorm2d {
+        BatchNorm2d {
+            weight: vs.var("weight", &[channels], Init::Const(1.0)),
+            bias: vs.var("bias", &[channels], Init::Const(0.0)),
+            running_mean: vs.zeros_no_train("running_mean", &[channels]),
+            running_var: vs.ones_no_train("running_var", &[channels]),
+            num_batches_tracked: vs.add("num_batches_tracked", Tensor::zeros([], (Kind::Int64, vs.device())), false),
+        }
+    }
+
+    /// `[B, C, H, W]` → same shape; batch statistics (and running-stat updates) when `train`.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        if train {
+            tch::no_grad(|| {
+                let _ = self.num_batches_tracked.shallow_clone().g_add_scalar_(1);
+            });
+        }
+        Tensor::batch_norm(
+            x,
+            Some(&self.weight),
+            Some(&self.bias),
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            train,
+            0.1,
+            1e-5,
+            false,
+        )
+    }
+}
+
+/// `nn.Embedding` with `padding_idx = 0`: rows `[num, dim]`, row 0 zero and never trained.
+#[derive(Debug)]
+pub struct Embedding {
+    pub weight: Tensor,
+}
+
+impl Embedding {
+    /// Standard-normal rows (PyTorch's default), row 0 zeroed; frozen when `trainable` is false.
+    pub fn new(vs: Path, num: i64, dim: i64, trainable: bool) -> Embedding {
+        let init = Tensor::randn([num, dim], (Kind::Float, vs.device()));
+        let _ = init.get(0).zero_();
+        Embedding { weight: vs.add("weight", init, trainable) }
+    }
+
+    /// `[B, L]` ids → `[B, L, dim]`.
+    pub fn forward(&self, ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.weight, ids, 0, false, false)
+    }
+}

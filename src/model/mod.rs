@@ -1,0 +1,15 @@
+//! The AMFMN network (SPEC §4), one module per part: ResNet-18 backbone and multiscale features,
+//! MVSA, the skip-thoughts text encoder, visual-guided attention, VGMF fusion; plus the
+//! readers of pretrained weights.
+
+pub mod amfmn;
+pub mod attention;
+pub mod backbone;
+pub mod fusion;
+pub mod layers;
+pub mod mvsa;
+pub mod resnet;
+pub mod seq2vec;
+pub mod text_encoder;
+
+pub use amfmn::{Amfmn, Model};

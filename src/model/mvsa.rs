@@ -1,0 +1,45 @@
+//! `mvsa`: the multiscale visual self-attention module (SPEC §4, code version).
+
+use tch::nn::Path;
+use tch::Tensor;
+
+use super::layers::{Conv2d, ConvInit, Linear};
+use crate::options::MultiscaleOptions;
+
+/// Fuses lower and higher features into a gate on the global feature: `Fv = v_g ⊙ mask`.
+#[derive(Debug)]
+pub struct Mvsa {
+    lf_conv: Conv2d,
+    hf_conv: Conv2d,
+    conv1x1_1: Conv2d,
+    conv1x1_2: Conv2d,
+    solo_attention: Linear,
+}
+
+impl Mvsa {
+    /// `image_size` fixes the 16x16 grid of the code version (S/16 per side).
+    pub fn new(vs: Path, cfg: &MultiscaleOptions, embed_dim: i64, image_size: i64) -> Mvsa {
+        let (c, o) = (cfg.multiscale_input_channel, cfg.multiscale_output_channel);
+        let side = image_size / 16;
+        let conv = |name: &str, i, out, k, s| Conv2d::new(&vs / name, i, out, k, s, 0, true, ConvInit::Default);
+        Mvsa {
+            lf_conv: conv("LF_conv", 192, c, 3, 4),
+            hf_conv: conv("HF_conv", 768, c, 1, 1),
+            conv1x1_1: conv("conv1x1_1", 2 * c, o, 1, 1),
+            conv1x1_2: conv("conv1x1_2", 2 * c, o, 1, 1),
+            solo_attention: Linear::new(&vs / "solo_attention", o * side * side, embed_dim, true),
+        }
+    }
+
+    /// lower `[B, 192, S/4, S/4]`, higher `[B, 768, S/16, S/16]`, global `[B, d]` → Fv `[B, d]`.
+    pub fn forward(&self, lower: &Tensor, higher: &Tensor, global: &Tensor) -> Tensor {
+        let l = self.lf_conv.forward(lower);
+        let h = self.hf_conv.forward(higher);
+        let joint = Tensor::cat(&[&l, &h], 1);
+        let joint = &joint + h.mean_dim(&[1i64][..], true, None);
+        let main = self.conv1x1_1.forward(&joint);
+        let gate = self.conv1x1_2.forward(&joint).sigmoid();
+        let attended = (main * gate).flatten(1, -1);
+        global * self.solo_attention.forward(&attended).sigmoid()
+    }
+}

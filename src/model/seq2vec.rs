@@ -1,0 +1,240 @@
+//! `text_feature.seq2vec`: the skip-thoughts sentence encoders (620-dim word embedding, GRU with
+//! 2400 hidden units, output = hidden state after the last word).
+//!
+//! All variants compute the input side of every gate for all time steps in one matrix product
+//! (dropout masks are constant over time) and loop only over the hidden side.
+
+use tch::nn::{Init, Path};
+use tch::{Kind, Tensor};
+
+use super::layers::{Embedding, Linear};
+use crate::options::Seq2VecType;
+
+/// Skip-thoughts word-embedding width.
+pub const WORD_DIM: i64 = 620;
+/// Skip-thoughts sentence-vector width (UniSkip hidden size; BiSkip 2 x 1200).
+pub const SENTENCE_DIM: i64 = 2400;
+
+/// Input-side gate pre-activations for all steps: `[B, T, H]` each.
+struct InputGates {
+    r: Tensor,
+    z: Tensor,
+    n: Tensor,
+}
+
+impl InputGates {
+    /// Splits a `[B, T, 3H]` projection into its three gates (r, z, n order).
+    fn split(projection: Tensor) -> InputGates {
+        let mut parts = projection.chunk(3, -1).into_iter();
+        let mut next = || parts.next().expect("three chunks");
+        InputGates { r: next(), z: next(), n: next() }
+    }
+}
+
+/// The hidden state after step `lengths[b] - 1` of each row: `outputs` are `T` tensors `[B, H]`.
+fn select_last(outputs: &[Tensor], lengths: &Tensor) -> Tensor {
+    let stacked = Tensor::stack(outputs, 1);
+    let (b, _, h) = stacked.size3().expect("[B, T, H]");
+    let index = (lengths - 1).view([b, 1, 1]).expand([b, 1, h], false);
+    stacked.gather(1, &index, false).squeeze_dim(1)
+}
+
+/// A variational dropout mask of `shape`: Bernoulli(1 - p) / (1 - p).
+fn dropout_mask(p: f64, shape: [i64; 2], like: &Tensor) -> Tensor {
+    Tensor::empty(shape, (Kind::Float, like.device())).bernoulli_float_(1.0 - p) / (1.0 - p)
+}
+
+/// `rnn.gru_cell.*` of BayesianUniSkip: six projections, the input ones with bias.
+#[derive(Debug)]
+pub struct BayesianGruCell {
+    pub weight_ir: Linear,
+    pub weight_ii: Linear,
+    pub weight_in: Linear,
+    pub weight_hr: Linear,
+    pub weight_hi: Linear,
+    pub weight_hn: Linear,
+}
+
+impl BayesianGruCell {
+    fn new(vs: &Path) -> BayesianGruCell {
+        let lin = |name: &str, input, bias| Linear::new(vs / name, input, SENTENCE_DIM, bias);
+        BayesianGruCell {
+            weight_ir: lin("weight_ir", WORD_DIM, true),
+            weight_ii: lin("weight_ii", WORD_DIM, true),
+            weight_in: lin("weight_in", WORD_DIM, true),
+            weight_hr: lin("weight_hr", SENTENCE_DIM, false),
+            weight_hi: lin("weight_hi", SENTENCE_DIM, false),
+            weight_hn: lin("weight_hn", SENTENCE_DIM, false),
+        }
+    }
+
+    /// Every step's state for `x` `[B, T, 620]`. In training each of the six gate inputs gets
+    /// its own dropout mask, drawn once and reused at every step; otherwise the three input
+    /// projections and the three hidden projections are each one matrix product.
+    fn run(&self, x: &Tensor, p: f64, train: bool) -> Vec<Tensor> {
+        let (b, steps, _) = x.size3().expect("[B, T, 620]");
+        let bias = |l: &Linear| l.bias.as_ref().expect("input projections have a bias").shallow_clone();
+        let dropout = train && p > 0.0;
+        let (gates, hidden_masks) = if dropout {
+            let project = |l: &Linear| l.forward(&(x * dropout_mask(p, [b, WORD_DIM], x).unsqueeze(1)));
+            let gates =
+                InputGates { r: project(&self.weight_ir), z: project(&self.weight_ii), n: project(&self.weight_in) };
+            (gates, Some([0, 1, 2].map(|_| dropout_mask(p, [b, SENTENCE_DIM], x))))
+        } else {
+            let weight = Tensor::cat(&[&self.weight_ir.weight, &self.weight_ii.weight, &self.weight_in.weight], 0);
+            let bias = Tensor::cat(&[bias(&self.weight_ir), bias(&self.weight_ii), bias(&self.weight_in)], 0);
+            (InputGates::split(x.linear(&weight, Some(&bias))), None)
+        };
+        let hidden_weight = Tensor::cat(&[&self.weight_hr.weight, &self.weight_hi.weight, &self.weight_hn.weight], 0);
+        let mut h = Tensor::zeros([b, SENTENCE_DIM], (x.kind(), x.device()));
+        let mut outputs = Vec::with_capacity(steps as usize);
+        for t in 0..steps {
+            let (hr, hz, hn) = match &hidden_masks {
+                Some([mr, mz, mn]) => (
+                    self.weight_hr.forward(&(&h * mr)),
+                    self.weight_hi.forward(&(&h * mz)),
+                    self.weight_hn.forward(&(&h * mn)),
+                ),
+                None => three(h.linear::<Tensor>(&hidden_weight, None)),
+            };
+            let r = (gates.r.select(1, t) + hr).sigmoid();
+            let z = (gates.z.select(1, t) + hz).sigmoid();
+            let n = (gates.n.select(1, t) + r * hn).tanh();
+            h = (1.0 - &z) * n + z * &h;
+            outputs.push(h.shallow_clone());
+        }
+        outputs
+    }
+}
+
+/// The r, z, n chunks of a `[B, 3H]` projection.
+fn three(projection: Tensor) -> (Tensor, Tensor, Tensor) {
+    let mut parts = projection.chunk(3, -1).into_iter();
+    let mut next = || parts.next().expect("three chunks");
+    (next(), next(), next())
+}
+
+/// PyTorch `nn.GRU` / `nn.GRUCell` weights: `[3H, in]`, `[3H, H]`, biases `[3H]`, gates r, z, n.
+#[derive(Debug)]
+pub struct GruWeights {
+    pub weight_ih: Tensor,
+    pub weight_hh: Tensor,
+    pub bias_ih: Tensor,
+    pub bias_hh: Tensor,
+}
+
+impl GruWeights {
+    /// `suffix` is `_l0`, `_l0_reverse` (nn.GRU) or empty (nn.GRUCell); init uniform ±1/√H.
+    fn new(vs: &Path, suffix: &str, input: i64, hidden: i64) -> GruWeights {
+        let b = 1.0 / (hidden as f64).sqrt();
+        let init = Init::Uniform { lo: -b, up: b };
+        GruWeights {
+            weight_ih: vs.var(&format!("weight_ih{suffix}"), &[3 * hidden, input], init),
+            weight_hh: vs.var(&format!("weight_hh{suffix}"), &[3 * hidden, hidden], init),
+            bias_ih: vs.var(&format!("bias_ih{suffix}"), &[3 * hidden], init),
+            bias_hh: vs.var(&format!("bias_hh{suffix}"), &[3 * hidden], init),
+        }
+    }
+
+    /// Runs the GRU over `x` `[B, T, in]` (inputs multiplied by `x_mask`, hidden states by
+    /// `h_mask` before use, as DropUniSkip does) and returns every step's state.
+    fn run(&self, x: &Tensor, x_mask: &Option<Tensor>, h_mask: &Option<Tensor>) -> Vec<Tensor> {
+        let (b, t, _) = x.size3().expect("[B, T, in]");
+        let hidden = self.weight_hh.size()[1];
+        let x = match x_mask {
+            Some(m) => x * m.unsqueeze(1),
+            None => x.shallow_clone(),
+        };
+        let gates = InputGates::split(x.linear(&self.weight_ih, Some(&self.bias_ih)));
+        let mut h = Tensor::zeros([b, hidden], (x.kind(), x.device()));
+        let mut outputs = Vec::with_capacity(t as usize);
+        for step in 0..t {
+            let hd = match h_mask {
+                Some(m) => &h * m,
+                None => h.shallow_clone(),
+            };
+            let (hr, hz, hn) = three(hd.linear(&self.weight_hh, Some(&self.bias_hh)));
+            let r = (gates.r.select(1, step) + hr).sigmoid();
+            let z = (gates.z.select(1, step) + hz).sigmoid();
+            let n = (gates.n.select(1, step) + r * hn).tanh();
+            h = (1.0 - &z) * n + z * hd;
+            outputs.push(h.shallow_clone());
+        }
+        outputs
+    }
+}
+
+/// One skip-thoughts encoder variant (`model.seq2vec.type`).
+#[derive(Debug)]
+pub enum Encoder {
+    /// GRU with variational dropout on each of the six gate inputs (the default).
+    BayesianUniSkip(BayesianGruCell),
+    /// Plain `nn.GRU` (dropout has no effect on one layer).
+    UniSkip(GruWeights),
+    /// `nn.GRUCell` with one dropout mask on the inputs and one on the hidden state.
+    DropUniSkip(GruWeights),
+    /// Bidirectional `nn.GRU`, 2 x 1200 hidden units, final states concatenated.
+    BiSkip(GruWeights, GruWeights),
+}
+
+/// `text_feature.seq2vec`: word embedding plus a skip-thoughts encoder.
+#[derive(Debug)]
+pub struct Seq2Vec {
+    pub embedding: Embedding,
+    pub encoder: Encoder,
+    pub kind: Seq2VecType,
+    dropout: f64,
+}
+
+impl Seq2Vec {
+    /// `vocab_size` words (ids 1..=vocab_size, 0 = padding).
+    pub fn new(vs: Path, kind: Seq2VecType, vocab_size: i64, dropout: f64, fixed_emb: bool) -> Seq2Vec {
+        let embedding = Embedding::new(&vs / "embedding", vocab_size + 1, WORD_DIM, !fixed_emb);
+        let rnn = &vs / "rnn";
+        let encoder = match kind {
+            Seq2VecType::BayesianUniSkip => Encoder::BayesianUniSkip(BayesianGruCell::new(&(&rnn / "gru_cell"))),
+            Seq2VecType::UniSkip => Encoder::UniSkip(GruWeights::new(&rnn, "_l0", WORD_DIM, SENTENCE_DIM)),
+            Seq2VecType::DropUniSkip => Encoder::DropUniSkip(GruWeights::new(&rnn, "", WORD_DIM, SENTENCE_DIM)),
+            Seq2VecType::BiSkip => Encoder::BiSkip(
+                GruWeights::new(&rnn, "_l0", WORD_DIM, SENTENCE_DIM / 2),
+                GruWeights::new(&rnn, "_l0_reverse", WORD_DIM, SENTENCE_DIM / 2),
+            ),
+        };
+        Seq2Vec { embedding, encoder, kind, dropout }
+    }
+
+    /// ids `[B, L]` (0-padded), lengths `[B]` (≥ 1) → sentence vectors `[B, 2400]`.
+    pub fn forward(&self, ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
+        let steps = lengths.max().int64_value(&[]);
+        let x = self.embedding.forward(&ids.narrow(1, 0, steps));
+        let b = x.size()[0];
+        let p = self.dropout;
+        match &self.encoder {
+            Encoder::BayesianUniSkip(cell) => select_last(&cell.run(&x, p, train), lengths),
+            Encoder::UniSkip(w) => select_last(&w.run(&x, &None, &None), lengths),
+            Encoder::DropUniSkip(w) => {
+                let dropout = train && p > 0.0;
+                let x_mask = dropout.then(|| dropout_mask(p, [b, WORD_DIM], &x));
+                let h_mask = dropout.then(|| dropout_mask(p, [b, SENTENCE_DIM], &x));
+                select_last(&w.run(&x, &x_mask, &h_mask), lengths)
+            }
+            Encoder::BiSkip(forward, backward) => {
+                let fwd = select_last(&forward.run(&x, &None, &None), lengths);
+                let reversed = x.gather(1, &reverse_within_length(lengths, steps, WORD_DIM), false);
+                let bwd = select_last(&backward.run(&reversed, &None, &None), lengths);
+                Tensor::cat(&[fwd, bwd], 1)
+            }
+        }
+    }
+}
+
+/// Gather index `[B, T, dim]` that reverses each row's first `lengths[b]` steps (padding stays
+/// after them), so a forward pass over the result is the reverse direction of a packed GRU.
+fn reverse_within_length(lengths: &Tensor, steps: i64, dim: i64) -> Tensor {
+    let b = lengths.size()[0];
+    let t = Tensor::arange(steps, (Kind::Int64, lengths.device())).unsqueeze(0).expand([b, steps], false);
+    let len = lengths.unsqueeze(1);
+    let reversed = &len - 1 - &t;
+    let index = reversed.where_self(&t.lt_tensor(&len), &t);
+    index.unsqueeze(2).expand([b, steps, dim], false)
+}

@@ -1,0 +1,184 @@
+//! amfmn's network against the PyTorch reference of tests/reference (same weights through
+//! safetensors, same inputs): scores within 1e-4, loss within 1e-4, gradients within 1e-3, for
+//! the three attention types and the skip-thoughts variants; amfmn's weights load into the
+//! reference with `load_state_dict(strict=True)`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use amfmn::loss::{contrastive_loss, Margin};
+use amfmn::model::amfmn::{read_safetensors, write_safetensors};
+use amfmn::model::Model;
+use amfmn::options::Options;
+use tch::{Device, Kind, Tensor};
+
+const VOCAB: i64 = 20;
+/// A margin above the largest possible score gap (2), so every hinge term is active and a
+/// 1e-6 difference in scores cannot switch a term on or off between the implementations.
+const MARGIN: f64 = 2.5;
+/// libtorch's random generator is global: tests that seed it must not interleave.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn options(att_type: &str, seq2vec: &str) -> Options {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
+    let sets = [
+        format!("model.cross_attention.att_type={att_type}"),
+        format!("model.seq2vec.type={seq2vec}"),
+        "model.seq2vec.dropout=0.0".into(),
+        "model.embed.embed_dim=32".into(),
+        "dataset.image_size=64".into(),
+        "dataset.resize=70".into(),
+    ];
+    Options::parse(&text, &sets).unwrap()
+}
+
+/// Inputs: 4 images, captions of lengths 6, 3, 1, 4 (zero-padded).
+fn inputs() -> (Tensor, Tensor, Tensor) {
+    tch::manual_seed(11);
+    let images = Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu));
+    let lengths = [6i64, 3, 1, 4];
+    let mut ids = vec![0i64; 4 * 6];
+    for (row, &len) in lengths.iter().enumerate() {
+        for t in 0..len as usize {
+            ids[row * 6 + t] = 1 + ((row * 7 + t * 3) as i64 % VOCAB);
+        }
+    }
+    (images, Tensor::from_slice(&ids).view([4, 6]), Tensor::from_slice(&lengths))
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
+}
+
+/// Runs both implementations; returns the maximum differences (scores, loss, gradients).
+fn compare(att_type: &str, seq2vec: &str, max_violation: bool) -> (f64, f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(att_type, seq2vec);
+    let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let model = Model::new(&opts, VOCAB as usize, Device::Cpu, 3).unwrap();
+    let weights = dir.path().join("weights.safetensors");
+    write_safetensors(&weights, &model.state_dict()).unwrap();
+    let (images, ids, lengths) = inputs();
+    drop(guard);
+    let mut input_map = BTreeMap::new();
+    input_map.insert("images".to_string(), images.shallow_clone());
+    input_map.insert("ids".to_string(), ids.shallow_clone());
+    let input_path = dir.path().join("inputs.safetensors");
+    write_safetensors(&input_path, &input_map).unwrap();
+    let output = dir.path().join("out.safetensors");
+    let config = serde_json::json!({
+        "weights": weights, "inputs": input_path, "output": output, "vocab_size": VOCAB,
+        "att_type": att_type, "seq2vec": seq2vec, "embed_dim": 32, "image_size": 64,
+        "margin": MARGIN, "max_violation": max_violation,
+    });
+    let config_path = dir.path().join("config.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    common::run_reference("parity.py", &[config_path.to_str().unwrap()]);
+    let reference = read_safetensors(&output).unwrap();
+
+    let images = model.prepare_images(&images);
+    let eval = tch::no_grad(|| model.net.forward(&images, &ids, &lengths, false));
+    let scores = model.net.forward(&images, &ids, &lengths, true);
+    let loss = contrastive_loss(&scores, &Margin::Fixed(MARGIN), max_violation);
+    loss.backward();
+    let score_diff = max_diff(&eval, &reference["scores_eval"]).max(max_diff(&scores, &reference["scores_train"]));
+    let loss_diff = max_diff(&loss, &reference["loss"]);
+    let mut grad_diff = 0f64;
+    let mut compared = 0;
+    for (key, var) in model.trainable() {
+        let grad = var.grad();
+        match reference.get(&format!("grad.{key}")) {
+            Some(want) => {
+                assert!(grad.defined(), "{key}: the reference has a gradient, amfmn none");
+                grad_diff = grad_diff.max(max_diff(&grad, want));
+                compared += 1;
+            }
+            None => assert!(!grad.defined() || grad.abs().max().double_value(&[]) == 0.0, "{key}: unexpected gradient"),
+        }
+    }
+    assert!(compared > 60, "{compared} gradients compared");
+    for (key, value) in model.state_dict() {
+        if key.ends_with("running_mean") || key.ends_with("running_var") || key.ends_with("num_batches_tracked") {
+            let want = &reference[&format!("buffer.{key}")];
+            assert!(max_diff(&value, want) < 1e-4, "{key} after one training forward");
+        }
+    }
+    (score_diff, loss_diff, grad_diff)
+}
+
+fn check(att_type: &str, seq2vec: &str, max_violation: bool) {
+    let (s, l, g) = compare(att_type, seq2vec, max_violation);
+    eprintln!("{att_type} {seq2vec} max_violation={max_violation}: |Δscore| {s:.2e}, |Δloss| {l:.2e}, |Δgrad| {g:.2e}");
+    assert!(s < 1e-4, "score difference {s}");
+    assert!(l < 1e-4, "loss difference {l}");
+    assert!(g < 1e-3, "gradient difference {g}");
+}
+
+#[test]
+fn soft_attention_matches_the_reference() {
+    check("soft_att", "BayesianUniSkip", false);
+}
+
+#[test]
+fn fusion_attention_matches_the_reference() {
+    check("fusion_att", "BayesianUniSkip", true);
+}
+
+#[test]
+fn similarity_attention_matches_the_reference() {
+    check("similarity_att", "BayesianUniSkip", false);
+}
+
+#[test]
+fn uniskip_and_biskip_match_torch_gru() {
+    check("soft_att", "UniSkip", false);
+    check("soft_att", "BiSkip", false);
+}
+
+#[test]
+fn soft_att_model_has_the_original_150_keys() {
+    let model = {
+        let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        Model::new(&options("soft_att", "BayesianUniSkip"), 1349, Device::Cpu, 0).unwrap()
+    };
+    let keys = model.state_dict();
+    assert_eq!(keys.len(), 150);
+    for key in [
+        "extract_feature.resnet.fc.weight",
+        "extract_feature.resnet.layer4.1.bn2.num_batches_tracked",
+        "extract_feature.resnet.layer2.0.downsample.1.running_var",
+        "extract_feature.linear.bias",
+        "mvsa.LF_conv.weight",
+        "mvsa.solo_attention.weight",
+        "text_feature.seq2vec.embedding.weight",
+        "text_feature.seq2vec.rnn.gru_cell.weight_ii.bias",
+        "text_feature.seq2vec.rnn.gru_cell.weight_hn.weight",
+        "text_feature.to_out.weight",
+        "cross_attention_s.cross_attention.0.weight",
+        "vgmf_gate.gate.bias",
+    ] {
+        assert!(keys.contains_key(key), "{key}");
+    }
+    assert_eq!(keys["extract_feature.resnet.layer1.0.bn1.num_batches_tracked"].kind(), Kind::Int64);
+    assert_eq!(keys["text_feature.seq2vec.embedding.weight"].size(), [1350, 620]);
+    // SPEC §9: 36.7 M parameters with RSITMD's vocabulary at 256x256; at 64x64 solo_attention
+    // has 16 inputs instead of 256 (240 x 32 fewer weights) and embed_dim 32 instead of 512.
+    assert_eq!(model.num_parameters(), reference_parameter_count());
+}
+
+/// The parameter count of the same configuration in PyTorch, computed by hand from the layer
+/// shapes: ResNet-18 with fc 11,689,512; linear 512x32+32; MVSA convs and solo_attention;
+/// embedding 1350x620; six GRU projections; to_out; soft attention; VGMF gate.
+fn reference_parameter_count() -> i64 {
+    let resnet = 11_689_512;
+    let linear = 512 * 32 + 32;
+    let mvsa = (192 * 3 * 9 + 3) + (768 * 3 + 3) + 2 * (6 + 1) + (16 * 32 + 32);
+    let embedding = 1350 * 620;
+    let gru = 3 * (620 * 2400 + 2400) + 3 * 2400 * 2400;
+    let to_out = 2400 * 32 + 32;
+    let soft = 32 * 32 + 32;
+    let vgmf = 64 * 32 + 32;
+    resnet + linear + mvsa + embedding + gru + to_out + soft + vgmf
+}

@@ -1,0 +1,45 @@
+"""Runs the PyTorch reference on weights and inputs written by amfmn and writes its outputs.
+
+Usage: parity.py CONFIG.json
+CONFIG: {"weights": path, "inputs": path, "output": path, "vocab_size": n, "att_type": ...,
+         "seq2vec": ..., "embed_dim": d, "image_size": s, "margin": m, "max_violation": bool,
+         "margins": optional path of a safetensors file with a [B, B] "margins" matrix}
+inputs: images [B, 3, S, S] f32, ids [B, L] i64.
+output: scores_eval [B, B], scores_train [B, B], loss [], and grad.<key> for every parameter
+that received a gradient; the weights are loaded with load_state_dict(strict=True).
+"""
+import json
+import sys
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from amfmn_reference import AMFMN, contrastive_loss
+
+cfg = json.load(open(sys.argv[1]))
+torch.manual_seed(0)
+model = AMFMN(cfg["vocab_size"], att_type=cfg["att_type"], seq2vec=cfg["seq2vec"], dropout=0.0,
+              embed_dim=cfg["embed_dim"], image_size=cfg["image_size"])
+model.load_state_dict(load_file(cfg["weights"]), strict=True)
+inputs = load_file(cfg["inputs"])
+images, ids = inputs["images"], inputs["ids"]
+
+out = {}
+model.eval()
+with torch.no_grad():
+    out["scores_eval"] = model(images, ids).contiguous()
+model.train()
+scores = model(images, ids)
+margin = cfg["margin"]
+if cfg.get("margins"):
+    margin = load_file(cfg["margins"])["margins"]
+loss = contrastive_loss(scores, margin, cfg["max_violation"])
+loss.backward()
+out["scores_train"] = scores.detach().contiguous()
+out["loss"] = loss.detach().reshape([])
+for name, p in model.named_parameters():
+    if p.grad is not None:
+        out["grad." + name] = p.grad.contiguous()
+for name, b in model.named_buffers():
+    out["buffer." + name] = b.contiguous()
+save_file(out, cfg["output"])
