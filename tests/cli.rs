@@ -86,7 +86,10 @@ fn vocab_command_equals_the_original_algorithm() {
     let dir = tempfile::tempdir().unwrap();
     let out = amfmn_in(dir.path(), &["synth", "--out", "d", "--images", "60", "--size", "32", "--seed", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = amfmn_in(dir.path(), &["vocab", "--data_path", "d", "--splits", "train,test", "--threshold", "3", "--out", "v.json"]);
+    let out = amfmn_in(
+        dir.path(),
+        &["vocab", "--data_path", "d", "--splits", "train,test", "--threshold", "3", "--out", "v.json"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("written to v.json"), "{}", stdout(&out));
     let d = dir.path().join("d");
@@ -110,7 +113,9 @@ fn vocab_command_equals_the_original_algorithm() {
 fn inspect_reads_a_dataset_through_its_option_file() {
     let dir = tempfile::tempdir().unwrap();
     assert!(amfmn_in(dir.path(), &["synth", "--out", "d", "--images", "20", "--size", "40"]).status.success());
-    assert!(amfmn_in(dir.path(), &["vocab", "--data_path", "d", "--out", "v.json", "--threshold", "2"]).status.success());
+    assert!(amfmn_in(dir.path(), &["vocab", "--data_path", "d", "--out", "v.json", "--threshold", "2"])
+        .status
+        .success());
     let opt = write_options(dir.path(), "d", "v.json");
     let out = amfmn_in(dir.path(), &["inspect", "--path-opt", opt.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
