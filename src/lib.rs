@@ -10,6 +10,7 @@ pub mod data;
 pub mod fsutil;
 pub mod loss;
 pub mod model;
+pub mod npy;
 pub mod options;
 pub mod progress;
 pub mod rng;

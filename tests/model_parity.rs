@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use amfmn::loss::{contrastive_loss, Margin};
+use amfmn::loss::{contrastive_loss, dynamic_margins, Margin};
 use amfmn::model::amfmn::{read_safetensors, write_safetensors};
 use amfmn::model::Model;
 use amfmn::options::Options;
@@ -52,8 +52,17 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
 }
 
+/// Prior similarities of a 4-pair batch for the dynamic margin (1 on the diagonal).
+fn prior() -> Tensor {
+    Tensor::from_slice(&[1.0f32, 0.2, 0.55, 0.0, 0.1, 1.0, 0.35, 0.9, 0.75, 0.05, 1.0, 0.4, 0.0, 0.6, 0.25, 1.0])
+        .view([4, 4])
+}
+
+/// Dynamic-margin settings (gamma, beta) with margins above the largest score gap (2).
+const DYNAMIC: (f64, f64) = (2.5, 5.0);
+
 /// Runs both implementations; returns the maximum differences (scores, loss, gradients).
-fn compare(att_type: &str, seq2vec: &str, max_violation: bool) -> (f64, f64, f64) {
+fn compare(att_type: &str, seq2vec: &str, max_violation: bool, dynamic: bool) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let opts = options(att_type, seq2vec);
     let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
@@ -68,11 +77,18 @@ fn compare(att_type: &str, seq2vec: &str, max_violation: bool) -> (f64, f64, f64
     let input_path = dir.path().join("inputs.safetensors");
     write_safetensors(&input_path, &input_map).unwrap();
     let output = dir.path().join("out.safetensors");
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "weights": weights, "inputs": input_path, "output": output, "vocab_size": VOCAB,
         "att_type": att_type, "seq2vec": seq2vec, "embed_dim": 32, "image_size": 64,
         "margin": MARGIN, "max_violation": max_violation,
     });
+    if dynamic {
+        let prior_path = dir.path().join("prior.safetensors");
+        write_safetensors(&prior_path, &BTreeMap::from([("prior".to_string(), prior())])).unwrap();
+        config["prior"] = serde_json::json!(prior_path);
+        config["gamma"] = serde_json::json!(DYNAMIC.0);
+        config["beta"] = serde_json::json!(DYNAMIC.1);
+    }
     let config_path = dir.path().join("config.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
     common::run_reference("parity.py", &[config_path.to_str().unwrap()]);
@@ -81,7 +97,14 @@ fn compare(att_type: &str, seq2vec: &str, max_violation: bool) -> (f64, f64, f64
     let images = model.prepare_images(&images);
     let eval = tch::no_grad(|| model.net.forward(&images, &ids, &lengths, false));
     let scores = model.net.forward(&images, &ids, &lengths, true);
-    let loss = contrastive_loss(&scores, &Margin::Fixed(MARGIN), max_violation);
+    let margin = if dynamic {
+        // Diagonal margins are 0 (prior 1) but the diagonal is masked; off-diagonal ones lie
+        // between 2.5 (prior 0) and 0.25 (prior 0.9).
+        Margin::PerPair(dynamic_margins(&prior(), DYNAMIC.0, DYNAMIC.1))
+    } else {
+        Margin::Fixed(MARGIN)
+    };
+    let loss = contrastive_loss(&scores, &margin, max_violation);
     loss.backward();
     let score_diff = max_diff(&eval, &reference["scores_eval"]).max(max_diff(&scores, &reference["scores_train"]));
     let loss_diff = max_diff(&loss, &reference["loss"]);
@@ -108,9 +131,11 @@ fn compare(att_type: &str, seq2vec: &str, max_violation: bool) -> (f64, f64, f64
     (score_diff, loss_diff, grad_diff)
 }
 
-fn check(att_type: &str, seq2vec: &str, max_violation: bool) {
-    let (s, l, g) = compare(att_type, seq2vec, max_violation);
-    eprintln!("{att_type} {seq2vec} max_violation={max_violation}: |Δscore| {s:.2e}, |Δloss| {l:.2e}, |Δgrad| {g:.2e}");
+fn check(att_type: &str, seq2vec: &str, max_violation: bool, dynamic: bool) {
+    let (s, l, g) = compare(att_type, seq2vec, max_violation, dynamic);
+    eprintln!(
+        "{att_type} {seq2vec} max_violation={max_violation} dynamic={dynamic}: |Δscore| {s:.2e}, |Δloss| {l:.2e}, |Δgrad| {g:.2e}"
+    );
     assert!(s < 1e-4, "score difference {s}");
     assert!(l < 1e-4, "loss difference {l}");
     assert!(g < 1e-3, "gradient difference {g}");
@@ -118,23 +143,29 @@ fn check(att_type: &str, seq2vec: &str, max_violation: bool) {
 
 #[test]
 fn soft_attention_matches_the_reference() {
-    check("soft_att", "BayesianUniSkip", false);
+    check("soft_att", "BayesianUniSkip", false, false);
 }
 
 #[test]
 fn fusion_attention_matches_the_reference() {
-    check("fusion_att", "BayesianUniSkip", true);
+    check("fusion_att", "BayesianUniSkip", true, false);
 }
 
 #[test]
 fn similarity_attention_matches_the_reference() {
-    check("similarity_att", "BayesianUniSkip", false);
+    check("similarity_att", "BayesianUniSkip", false, false);
+}
+
+#[test]
+fn dynamic_margin_matches_the_reference() {
+    check("soft_att", "BayesianUniSkip", false, true);
+    check("similarity_att", "BayesianUniSkip", true, true);
 }
 
 #[test]
 fn uniskip_and_biskip_match_torch_gru() {
-    check("soft_att", "UniSkip", false);
-    check("soft_att", "BiSkip", false);
+    check("soft_att", "UniSkip", false, false);
+    check("soft_att", "BiSkip", false, false);
 }
 
 #[test]

@@ -14,6 +14,8 @@ pub struct CaptionSet {
     pub image_paths: Vec<PathBuf>,
     /// Token ids per caption (never empty: a blank caption is one `<unk>`).
     pub captions: Vec<Vec<i64>>,
+    /// The caption lines themselves (for the dynamic margin's prior similarity).
+    pub texts: Vec<String>,
     pub captions_per_image: usize,
 }
 
@@ -24,6 +26,7 @@ impl CaptionSet {
             image_names: split.images.clone(),
             image_paths: split.image_paths(image_path),
             captions: split.captions.iter().map(|c| vocab.encode(c)).collect(),
+            texts: split.captions.clone(),
             captions_per_image: split.captions_per_image,
         }
     }
@@ -48,6 +51,7 @@ impl CaptionSet {
             image_names: images.iter().map(|&i| self.image_names[i].clone()).collect(),
             image_paths: images.iter().map(|&i| self.image_paths[i].clone()).collect(),
             captions: images.iter().flat_map(|&i| self.captions[i * per..(i + 1) * per].iter().cloned()).collect(),
+            texts: images.iter().flat_map(|&i| self.texts[i * per..(i + 1) * per].iter().cloned()).collect(),
             captions_per_image: per,
         }
     }
@@ -77,6 +81,7 @@ mod tests {
         assert_eq!(sub.image_names, ["z.png", "x.png"]);
         assert_eq!(sub.image_paths[0], Path::new("/img/z.png"));
         assert_eq!(sub.captions, [vec![5], vec![6], vec![1], vec![2]]);
+        assert_eq!(sub.texts, ["e", "f", "a", "b"]);
         assert_eq!(sub.image_of_caption(3), 1);
         assert_eq!(sub.missing_images().len(), 2);
     }

@@ -267,6 +267,7 @@ mod tests {
             image_names: (0..n).map(|i| format!("{i}.png")).collect(),
             image_paths: paths,
             captions: (0..2 * n).map(|k| vec![1; 1 + k % 3]).collect(),
+            texts: (0..2 * n).map(|k| format!("caption {k}")).collect(),
             captions_per_image: 2,
         })
     }

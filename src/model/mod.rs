@@ -10,6 +10,7 @@ pub mod layers;
 pub mod mvsa;
 pub mod resnet;
 pub mod seq2vec;
+pub mod skipthoughts;
 pub mod text_encoder;
 
 pub use amfmn::{Amfmn, Model};

@@ -1,5 +1,7 @@
 //! Text half of the pipeline: NLTK-exact tokenization, the vocabulary, caption encoding.
 
+pub mod bleu;
+pub mod porter;
 mod punkt;
 mod python;
 pub mod stopwords;

@@ -7,15 +7,9 @@ Lines are read as bytes, stripped and lower-cased as bytes, then decoded (like d
 import json
 import sys
 
-from nltk.tokenize import NLTKWordTokenizer
-from nltk.tokenize.punkt import PunktSentenceTokenizer
+from text_reference import caption_text, word_tokenize
 
-sentences = PunktSentenceTokenizer()
-words = NLTKWordTokenizer()
-out = sys.stdout
 for path in sys.argv[1:]:
     with open(path, "rb") as f:
         for line in f:
-            text = line.strip().lower().decode("utf-8")
-            tokens = [t for s in sentences.tokenize(text) for t in words.tokenize(s)]
-            out.write(json.dumps(tokens) + "\n")
+            sys.stdout.write(json.dumps(word_tokenize(caption_text(line))) + "\n")

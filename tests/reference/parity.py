@@ -3,7 +3,8 @@
 Usage: parity.py CONFIG.json
 CONFIG: {"weights": path, "inputs": path, "output": path, "vocab_size": n, "att_type": ...,
          "seq2vec": ..., "embed_dim": d, "image_size": s, "margin": m, "max_violation": bool,
-         "margins": optional path of a safetensors file with a [B, B] "margins" matrix}
+         "prior": optional path of a safetensors file with a [B, B] "prior" matrix, used with
+         "gamma" and "beta" for dynamic margins}
 inputs: images [B, 3, S, S] f32, ids [B, L] i64.
 output: scores_eval [B, B], scores_train [B, B], loss [], and grad.<key> for every parameter
 that received a gradient; the weights are loaded with load_state_dict(strict=True).
@@ -14,7 +15,7 @@ import sys
 import torch
 from safetensors.torch import load_file, save_file
 
-from amfmn_reference import AMFMN, contrastive_loss
+from amfmn_reference import AMFMN, contrastive_loss, dynamic_margins
 
 cfg = json.load(open(sys.argv[1]))
 torch.manual_seed(0)
@@ -31,8 +32,8 @@ with torch.no_grad():
 model.train()
 scores = model(images, ids)
 margin = cfg["margin"]
-if cfg.get("margins"):
-    margin = load_file(cfg["margins"])["margins"]
+if cfg.get("prior"):
+    margin = dynamic_margins(load_file(cfg["prior"])["prior"], cfg["gamma"], cfg["beta"])
 loss = contrastive_loss(scores, margin, cfg["max_violation"])
 loss.backward()
 out["scores_train"] = scores.detach().contiguous()

@@ -1,5 +1,9 @@
 //! The triplet ranking loss of SPEC §5 with a fixed margin or the dynamic margin of the paper.
 
+mod prior;
+
+pub use prior::PriorSimilarity;
+
 use tch::{Kind, Tensor};
 
 /// The margin of every (image i, caption j) pair of a batch.

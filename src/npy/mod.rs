@@ -1,0 +1,276 @@
+//! NumPy `.npy` / `.npz` files: reading the skip-thoughts tables and parameters (numeric
+//! arrays, and the object arrays of per-word vectors that the original release pickled), and
+//! writing float32 score matrices.
+
+mod pickle;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::fsutil::write_atomic;
+
+/// A numeric array as f32 values in C order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Array {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl Array {
+    /// Number of rows (first dimension; 1 for a scalar).
+    pub fn rows(&self) -> usize {
+        self.shape.first().copied().unwrap_or(1)
+    }
+
+    /// Values per row.
+    pub fn row_len(&self) -> usize {
+        self.shape.iter().skip(1).product()
+    }
+}
+
+/// Element types the readers accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dtype {
+    F32,
+    F64,
+    Object,
+}
+
+/// The parsed `.npy` header.
+#[derive(Debug, Clone, PartialEq)]
+struct Header {
+    dtype: Dtype,
+    fortran_order: bool,
+    shape: Vec<usize>,
+}
+
+fn parse_descr(descr: &str) -> Result<Dtype> {
+    match descr {
+        "<f4" | "|f4" => Ok(Dtype::F32),
+        "<f8" | "|f8" => Ok(Dtype::F64),
+        "|O" | "O" => Ok(Dtype::Object),
+        other => bail!("unsupported element type {other:?} (expected little-endian float32/float64)"),
+    }
+}
+
+/// Reads the magic string and header dictionary; leaves `reader` at the start of the data.
+fn read_header(reader: &mut impl Read) -> Result<Header> {
+    let mut magic = [0u8; 8];
+    reader.read_exact(&mut magic).context("file too short for an .npy header")?;
+    if &magic[..6] != b"\x93NUMPY" {
+        bail!("not an .npy file (bad magic)");
+    }
+    let header_len = if magic[6] == 1 {
+        let mut len = [0u8; 2];
+        reader.read_exact(&mut len)?;
+        u16::from_le_bytes(len) as usize
+    } else {
+        let mut len = [0u8; 4];
+        reader.read_exact(&mut len)?;
+        u32::from_le_bytes(len) as usize
+    };
+    let mut text = vec![0u8; header_len];
+    reader.read_exact(&mut text)?;
+    let text = String::from_utf8_lossy(&text);
+    let field = |key: &str| -> Result<&str> {
+        let start = text.find(&format!("'{key}':")).with_context(|| format!("header has no {key}"))? + key.len() + 3;
+        Ok(text[start..].trim_start())
+    };
+    let descr = field("descr")?;
+    let descr = descr.strip_prefix('\'').and_then(|d| d.split('\'').next()).context("bad descr in header")?;
+    let fortran_order = field("fortran_order")?.starts_with("True");
+    let shape_text = field("shape")?;
+    let shape_text = shape_text.strip_prefix('(').and_then(|s| s.split(')').next()).context("bad shape in header")?;
+    let shape = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches('L').parse::<usize>().context("bad shape in header"))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Header { dtype: parse_descr(descr)?, fortran_order, shape })
+}
+
+fn to_f32(bytes: &[u8], dtype: Dtype) -> Vec<f32> {
+    match dtype {
+        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect(),
+        Dtype::F64 => {
+            bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect()
+        }
+        Dtype::Object => unreachable!("object arrays are unpickled"),
+    }
+}
+
+/// Reorders Fortran-order data into C order.
+fn fortran_to_c(data: Vec<f32>, shape: &[usize]) -> Vec<f32> {
+    if shape.len() < 2 {
+        return data;
+    }
+    let mut out = vec![0f32; data.len()];
+    let mut index = vec![0usize; shape.len()];
+    for (c_pos, value) in out.iter_mut().enumerate() {
+        let mut rem = c_pos;
+        for d in (0..shape.len()).rev() {
+            index[d] = rem % shape[d];
+            rem /= shape[d];
+        }
+        let mut f_pos = 0;
+        for d in (0..shape.len()).rev() {
+            f_pos = f_pos * shape[d] + index[d];
+        }
+        *value = data[f_pos];
+    }
+    out
+}
+
+/// Reads a whole numeric array from an `.npy` stream.
+fn read_array(reader: &mut impl Read) -> Result<Array> {
+    let header = read_header(reader)?;
+    if header.dtype == Dtype::Object {
+        bail!("holds pickled Python objects where numbers were expected");
+    }
+    let count: usize = header.shape.iter().product();
+    let width = if header.dtype == Dtype::F32 { 4 } else { 8 };
+    let mut bytes = vec![0u8; count * width];
+    reader.read_exact(&mut bytes).context("the array data is shorter than its header says")?;
+    let data = to_f32(&bytes, header.dtype);
+    let data = if header.fortran_order { fortran_to_c(data, &header.shape) } else { data };
+    Ok(Array { shape: header.shape, data })
+}
+
+/// Reads the rows `rows` (in that order) of a table in an `.npy` file, e.g. the words of a
+/// vocabulary from skip-thoughts' `utable.npy`: `[rows.len(), columns...]`. Numeric C-order
+/// tables are read row by row; the original release's pickled object arrays (one vector per
+/// word) are streamed, keeping only the requested rows.
+pub fn read_rows(path: &Path, rows: &[usize]) -> Result<Array> {
+    let open = || -> Result<std::io::BufReader<std::fs::File>> {
+        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(std::io::BufReader::with_capacity(1 << 20, file))
+    };
+    let mut reader = open()?;
+    let header = read_header(&mut reader).with_context(|| format!("{}: not a readable .npy file", path.display()))?;
+    if header.dtype == Dtype::Object {
+        let keep: BTreeSet<usize> = rows.iter().copied().collect();
+        let table = pickle::read_object_rows(&mut reader, &keep)
+            .with_context(|| format!("{}: cannot read its pickled rows", path.display()))?;
+        let mut data = Vec::new();
+        for &r in rows {
+            let row = table.rows.get(r).and_then(Option::as_ref).with_context(|| {
+                format!("{}: row {r} requested but the table has {} rows", path.display(), table.rows.len())
+            })?;
+            data.extend_from_slice(row);
+        }
+        let mut shape = vec![rows.len()];
+        shape.extend(&table.row_shape);
+        return Ok(Array { shape, data });
+    }
+    if header.shape.is_empty() {
+        bail!("{}: expected a table, found a scalar", path.display());
+    }
+    let table_rows = header.shape[0];
+    if let Some(&bad) = rows.iter().find(|&&r| r >= table_rows) {
+        bail!("{}: row {bad} requested but the table has {table_rows} rows", path.display());
+    }
+    if header.fortran_order {
+        let array = read_array(&mut open()?).with_context(|| format!("{}: cannot read the table", path.display()))?;
+        let width = array.row_len();
+        let data = rows.iter().flat_map(|&r| array.data[r * width..(r + 1) * width].iter().copied()).collect();
+        let mut shape = array.shape;
+        shape[0] = rows.len();
+        return Ok(Array { shape, data });
+    }
+    let columns: usize = header.shape.iter().skip(1).product();
+    let width = if header.dtype == Dtype::F32 { 4 } else { 8 };
+    let data_start = reader.stream_position()?;
+    let mut data = Vec::with_capacity(rows.len() * columns);
+    let mut buf = vec![0u8; columns * width];
+    for &r in rows {
+        reader.seek(SeekFrom::Start(data_start + (r * columns * width) as u64))?;
+        reader.read_exact(&mut buf).with_context(|| format!("{}: truncated at row {r}", path.display()))?;
+        data.extend(to_f32(&buf, header.dtype));
+    }
+    let mut shape = header.shape;
+    shape[0] = rows.len();
+    Ok(Array { shape, data })
+}
+
+/// Reads every array of an `.npz` archive (stored or deflated members).
+pub fn read_npz(path: &Path) -> Result<HashMap<String, Array>> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut archive =
+        zip::ZipArchive::new(file).with_context(|| format!("{}: not an .npz (zip) file", path.display()))?;
+    let mut arrays = HashMap::new();
+    for i in 0..archive.len() {
+        let mut member = archive.by_index(i)?;
+        let name = member.name()?.trim_end_matches(".npy").to_owned();
+        let mut bytes = Vec::with_capacity(member.size() as usize);
+        member.read_to_end(&mut bytes)?;
+        let array = read_array(&mut bytes.as_slice()).with_context(|| format!("{}: member {name}", path.display()))?;
+        arrays.insert(name, array);
+    }
+    Ok(arrays)
+}
+
+/// Writes a float32 array as `.npy` (version 1.0, C order), atomically.
+pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    assert_eq!(shape.iter().product::<usize>(), data.len(), "shape and data agree");
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let shape_text = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut bytes = Vec::with_capacity(10 + header.len() + data.len() * 4);
+    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for v in data {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    write_atomic(path, &bytes)
+}
+
+/// Reads a whole `.npy` file.
+pub fn read(path: &Path) -> Result<Array> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    read_array(&mut std::io::BufReader::new(file))
+        .with_context(|| format!("{}: not a readable .npy file", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_then_read_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.npy");
+        let data: Vec<f32> = (0..12).map(|v| v as f32 * 0.5).collect();
+        write_f32(&path, &[3, 4], &data).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!((bytes.len() - data.len() * 4) % 64, 0, "header padded to 64 bytes");
+        assert_eq!(read(&path).unwrap(), Array { shape: vec![3, 4], data: data.clone() });
+        let rows = read_rows(&path, &[2, 0]).unwrap();
+        assert_eq!(rows.shape, [2, 4]);
+        assert_eq!(rows.data, [4.0, 4.5, 5.0, 5.5, 0.0, 0.5, 1.0, 1.5]);
+        assert!(
+            format!("{:#}", read_rows(&path, &[3]).unwrap_err()).contains("row 3 requested but the table has 3 rows")
+        );
+    }
+
+    #[test]
+    fn fortran_order_is_reordered() {
+        // [[1, 2, 3], [4, 5, 6]] stored column by column.
+        assert_eq!(fortran_to_c(vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0], &[2, 3]), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn bad_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        std::fs::write(&path, b"not numpy").unwrap();
+        assert!(format!("{:#}", read(&path).unwrap_err()).contains("x.npy: not a readable .npy file"));
+    }
+}

@@ -1,0 +1,70 @@
+//! Pretrained skip-thoughts files: small generated `dictionary.txt`, `utable.npy` / `btable.npy`
+//! (numeric, and object arrays pickled by Python 3 and the Python 2 way of the original release),
+//! `uni_skip.npz` / `bi_skip.npz` (stored and deflated) load into every encoder variant exactly
+//! as the original `skipthoughts` package maps them.
+
+mod common;
+
+use std::path::Path;
+
+use amfmn::model::amfmn::read_safetensors;
+use amfmn::model::skipthoughts;
+use amfmn::model::Model;
+use amfmn::options::Options;
+use tch::Device;
+
+fn options(seq2vec: &str) -> Options {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
+    let sets = [format!("model.seq2vec.type={seq2vec}"), "dataset.image_size=64".into(), "dataset.resize=70".into()];
+    Options::parse(&text, &sets).unwrap()
+}
+
+fn check_format(table_format: &str, variants: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let words: Vec<String> =
+        ["red", "house", "lake", "boat", "<unk>", "road", "ship"].iter().map(|w| w.to_string()).collect();
+    let vocab_path = dir.path().join("vocab.txt");
+    std::fs::write(&vocab_path, words.join("\n")).unwrap();
+    common::run_reference(
+        "skipthoughts_files.py",
+        &[dir.path().to_str().unwrap(), vocab_path.to_str().unwrap(), table_format],
+    );
+    for variant in variants {
+        let model = Model::new(&options(variant), words.len(), Device::Cpu, 0).unwrap();
+        let seq2vec = &model.net.text_feature.seq2vec;
+        let loaded = skipthoughts::load(seq2vec, dir.path(), &words).unwrap().expect("all files present");
+        assert_eq!(loaded, skipthoughts::Loaded { unknown_words: 3, vocabulary: 7, dictionary: 11 }, "{variant}");
+        let expected = read_safetensors(&dir.path().join(format!("expected_{variant}.safetensors"))).unwrap();
+        let state = model.state_dict();
+        for (key, want) in &expected {
+            let got = &state[&format!("text_feature.seq2vec.{key}")];
+            assert_eq!(got.size(), want.size(), "{variant} {key}");
+            assert!(got.equal(want), "{variant} {table_format}: {key} differs");
+        }
+        let keys = state.keys().filter(|k| k.starts_with("text_feature.seq2vec.")).count();
+        assert_eq!(keys, expected.len(), "{variant}: every encoder weight was loaded");
+    }
+}
+
+#[test]
+fn numeric_tables_load_into_every_variant() {
+    check_format("numeric", &["BayesianUniSkip", "UniSkip", "DropUniSkip", "BiSkip"]);
+}
+
+#[test]
+fn pickled_tables_of_the_original_release_load() {
+    check_format("object2", &["BayesianUniSkip"]);
+    check_format("object3", &["BiSkip"]);
+}
+
+#[test]
+fn missing_files_leave_the_weights_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Model::new(&options("BayesianUniSkip"), 3, Device::Cpu, 0).unwrap();
+    let before = model.state_dict();
+    let words = vec!["a".to_string(), "b".into(), "<unk>".into()];
+    assert_eq!(skipthoughts::load(&model.net.text_feature.seq2vec, dir.path(), &words).unwrap(), None);
+    for (k, v) in model.state_dict() {
+        assert!(v.equal(&before[&k]), "{k}");
+    }
+}
