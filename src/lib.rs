@@ -2,17 +2,24 @@
 //! TGRS 2021) on libtorch.
 //!
 //! The modules follow the pipeline: [`options`] → [`text`] (tokenizer, vocabulary) → [`data`]
-//! (precomp files, splits, transforms, loader, synthetic set); [`commands`] holds the
-//! subcommands of the `amfmn` binary.
+//! (precomp files, splits, transforms, loader, synthetic set) → [`model`] (backbone, MVSA, text
+//! encoder, attention, fusion) → [`loss`] → [`train`] / [`eval`] (metrics) → [`checkpoint`] /
+//! [`logging`]; [`commands`] holds the subcommands of the `amfmn` binary.
 
+pub mod checkpoint;
 pub mod commands;
 pub mod data;
+pub mod device;
+pub mod eval;
 pub mod fsutil;
+pub mod logging;
 pub mod loss;
 pub mod model;
 pub mod npy;
+pub mod optim;
 pub mod options;
 pub mod progress;
 pub mod rng;
 pub mod table;
 pub mod text;
+pub mod train;

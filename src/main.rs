@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use amfmn::commands::{inspect, synth, vocab};
+use amfmn::commands::{inspect, synth, train, vocab};
 use clap::{Parser, Subcommand};
 
 /// AMFMN cross-modal remote-sensing image-text retrieval (Yuan et al., TGRS 2021).
@@ -21,6 +21,8 @@ enum Command {
     Synth(synth::SynthArgs),
     /// Read a dataset through its option file, check it and print statistics.
     Inspect(inspect::InspectArgs),
+    /// Train AMFMN on every fold (the original's train.py).
+    Train(train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
         Command::Vocab(args) => vocab::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Train(args) => train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,6 +27,9 @@ pub struct Options {
     /// amfmn: where the model runs (`auto`, `cpu`, `cuda`, `cuda:N`).
     #[serde(default)]
     pub device: DeviceChoice,
+    /// amfmn: libtorch intra-op threads (0: libtorch's default, one per core).
+    #[serde(default)]
+    pub threads: usize,
 }
 
 /// `model:` section.
@@ -38,6 +41,21 @@ pub struct ModelOptions {
     pub seq2vec: Seq2VecOptions,
     pub embed: EmbedOptions,
     pub name: ModelName,
+    /// amfmn: ImageNet ResNet-18 weights: `auto` (torchvision's download cache), `none`, or a
+    /// file (`.pth` from torchvision, or `.safetensors`).
+    #[serde(default)]
+    pub resnet_weights: ResnetWeights,
+}
+
+/// Where the ImageNet ResNet-18 weights come from (`model.resnet_weights`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ResnetWeights {
+    /// `resnet18-f37072fd.pth` or `resnet18-5c106cde.pth` in torchvision's cache, if there.
+    #[default]
+    Auto,
+    /// Random initialisation, on purpose.
+    None,
+    File(PathBuf),
 }
 
 /// `model.multiscale`: channel counts of the MVSA module.
@@ -158,6 +176,24 @@ pub struct OptimOptions {
     pub margin: f64,
     /// `False` or the path of a checkpoint to resume from.
     pub resume: Resume,
+    /// amfmn: `fixed` (the code's `margin`) or `dynamic` (the paper's eq. 29-30).
+    #[serde(default)]
+    pub margin_type: MarginType,
+    /// amfmn: largest dynamic margin γ.
+    #[serde(default = "default_gamma")]
+    pub gamma: f64,
+    /// amfmn: decay β of the dynamic margin.
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+}
+
+/// `optim.margin_type`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MarginType {
+    #[default]
+    Fixed,
+    Dynamic,
 }
 
 /// `optim.resume`: the original writes `False` for "start fresh" and a path otherwise.
@@ -207,6 +243,12 @@ fn default_captions_per_image() -> usize {
 }
 fn default_prefetch() -> usize {
     2
+}
+fn default_gamma() -> f64 {
+    0.6
+}
+fn default_beta() -> f64 {
+    5.0
 }
 
 impl std::str::FromStr for DeviceChoice {
@@ -275,6 +317,27 @@ impl<'de> Deserialize<'de> for Resume {
     }
 }
 
+impl Serialize for ResnetWeights {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            ResnetWeights::Auto => s.serialize_str("auto"),
+            ResnetWeights::None => s.serialize_str("none"),
+            ResnetWeights::File(path) => path.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ResnetWeights {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(match text.as_str() {
+            "auto" => ResnetWeights::Auto,
+            "none" | "" => ResnetWeights::None,
+            _ => ResnetWeights::File(PathBuf::from(text)),
+        })
+    }
+}
+
 /// The original writes flags as `0`/`1` (`max_violation: 0`); accept those and YAML booleans.
 fn bool_or_int<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
     #[derive(Deserialize)]
@@ -288,6 +351,15 @@ fn bool_or_int<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<bool, D::
         Raw::Int(0) => Ok(false),
         Raw::Int(1) => Ok(true),
         Raw::Int(n) => Err(serde::de::Error::custom(format!("expected 0 or 1, got {n}"))),
+    }
+}
+
+impl ModelOptions {
+    /// The model name as written in option files and log file names.
+    pub fn name_str(&self) -> &'static str {
+        match self.name {
+            ModelName::Amfmn => "AMFMN",
+        }
     }
 }
 
@@ -354,6 +426,25 @@ impl Options {
         }
         if self.optim.lr.is_nan() || self.optim.lr <= 0.0 {
             bail!("optim.lr: must be positive, got {}", self.optim.lr);
+        }
+        if self.optim.lr_decay_param.is_nan() || self.optim.lr_decay_param <= 0.0 {
+            bail!("optim.lr_decay_param: must be positive, got {}", self.optim.lr_decay_param);
+        }
+        if self.optim.grad_clip.is_nan() || self.optim.grad_clip < 0.0 {
+            bail!("optim.grad_clip: must be 0 (off) or positive, got {}", self.optim.grad_clip);
+        }
+        if self.optim.margin.is_nan() || self.optim.margin < 0.0 {
+            bail!("optim.margin: must be 0 or positive, got {}", self.optim.margin);
+        }
+        if !(self.optim.gamma >= 0.0 && self.optim.beta > 0.0) {
+            bail!(
+                "optim.gamma/optim.beta: need gamma >= 0 and beta > 0, got {} and {}",
+                self.optim.gamma,
+                self.optim.beta
+            );
+        }
+        if self.k_fold.nums == 0 {
+            bail!("k_fold.nums: must be at least 1, got 0");
         }
         Ok(())
     }
@@ -463,6 +554,8 @@ k_fold:
         assert_eq!((o.dataset.image_size, o.dataset.resize), (256, 278));
         assert_eq!(o.dataset.rotation, [0.0, 0.0]);
         assert_eq!(o.device, DeviceChoice::Auto);
+        assert_eq!(o.optim.margin_type, MarginType::Fixed);
+        assert_eq!(o.model.resnet_weights, ResnetWeights::Auto);
     }
 
     #[test]
@@ -480,6 +573,8 @@ k_fold:
             "dataset.rotation=[0, 90]".to_string(),
             "device=cuda:1".to_string(),
             "optim.max_violation=1".to_string(),
+            "optim.margin_type=dynamic".to_string(),
+            "model.resnet_weights=w/r18.pth".to_string(),
         ];
         let o = Options::parse(ORIGINAL_LAYOUT, &sets).unwrap();
         assert_eq!(o.optim.lr, 0.001);
@@ -487,6 +582,8 @@ k_fold:
         assert_eq!(o.dataset.rotation, [0.0, 90.0]);
         assert_eq!(o.device, DeviceChoice::Cuda(1));
         assert!(o.optim.max_violation);
+        assert_eq!(o.optim.margin_type, MarginType::Dynamic);
+        assert_eq!(o.model.resnet_weights, ResnetWeights::File("w/r18.pth".into()));
     }
 
     #[test]
@@ -533,6 +630,11 @@ k_fold:
         assert!(err(ORIGINAL_LAYOUT, &["dataset.resize=200"]).starts_with("dataset.resize: 200 is smaller"));
         assert!(err(ORIGINAL_LAYOUT, &["optim.resume=True"]).starts_with("optim.resume: True is not a checkpoint"));
         assert!(err(ORIGINAL_LAYOUT, &["optim.max_violation=2"]).starts_with("optim.max_violation: expected 0 or 1"));
+        assert!(
+            err(ORIGINAL_LAYOUT, &["optim.margin_type=soft"]).starts_with("optim.margin_type: unknown variant `soft`")
+        );
+        assert!(err(ORIGINAL_LAYOUT, &["optim.grad_clip=-1"]).starts_with("optim.grad_clip: must be 0"));
+        assert!(err(ORIGINAL_LAYOUT, &["k_fold.nums=0"]).starts_with("k_fold.nums: must be at least 1"));
     }
 
     #[test]

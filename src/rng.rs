@@ -19,12 +19,23 @@ pub fn stream(seed: u64, stream: &[u64]) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(mixed)
 }
 
+/// A seed derived from `seed` and `stream` (for libtorch's generator or a sub-component).
+pub fn derive(seed: u64, tags: &[u64]) -> u64 {
+    stream(seed, tags).next_u64() >> 1
+}
+
 /// Stream tags, so that different uses of one seed never share a stream.
 pub mod tag {
     pub const FOLD: u64 = 1;
     pub const EPOCH_ORDER: u64 = 2;
     pub const AUGMENT: u64 = 3;
     pub const SYNTH: u64 = 4;
+    /// Initial weights of a fold's model.
+    pub const INIT: u64 = 5;
+    /// Dropout masks of a training step.
+    pub const DROPOUT: u64 = 6;
+    /// Epoch order and augmentation of a fold's loader.
+    pub const DATA: u64 = 7;
 }
 
 /// A uniform integer in `0..n` (`n > 0`), by Lemire's multiply-shift.

@@ -2,6 +2,7 @@
 
 pub mod inspect;
 pub mod synth;
+pub mod train;
 pub mod vocab;
 
 use std::path::PathBuf;

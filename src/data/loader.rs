@@ -94,7 +94,14 @@ impl Loader {
 
     /// Shuffled (image, caption) pairs of training epoch `epoch`.
     pub fn train_epoch(&self, epoch: usize) -> impl Iterator<Item = Result<PairBatch>> {
-        self.pairs(self.epoch_order(epoch), epoch)
+        self.train_epoch_from(epoch, 0)
+    }
+
+    /// The batches of training epoch `epoch` after the first `skip` (to resume within an epoch).
+    pub fn train_epoch_from(&self, epoch: usize, skip: usize) -> impl Iterator<Item = Result<PairBatch>> {
+        let order = self.epoch_order(epoch);
+        let start = (skip * self.config.batch_size).min(order.len());
+        self.pairs(order[start..].to_vec(), epoch)
     }
 
     /// Every caption with its image, in caption order.
@@ -296,6 +303,10 @@ mod tests {
         assert_eq!(batches[2].images.size(), [2, 3, 8, 8]);
         let ids: Vec<usize> = batches.iter().flat_map(|b| b.caption_ids.clone()).collect();
         assert_eq!(ids, order);
+        let rest: Vec<PairBatch> = loader.train_epoch_from(3, 2).collect::<Result<_>>().unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].caption_ids, batches[2].caption_ids);
+        assert!(rest[0].images.equal(&batches[2].images), "same augmentation when resumed");
         for b in &batches {
             for (row, (&k, &img)) in b.caption_ids.iter().zip(&b.image_ids).enumerate() {
                 assert_eq!(img, k / 2);

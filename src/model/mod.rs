@@ -8,6 +8,7 @@ pub mod backbone;
 pub mod fusion;
 pub mod layers;
 pub mod mvsa;
+pub mod pretrained;
 pub mod resnet;
 pub mod seq2vec;
 pub mod skipthoughts;

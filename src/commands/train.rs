@@ -1,0 +1,79 @@
+//! `amfmn train`: k-fold training (the original `train.py`).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use super::OptionArgs;
+use crate::options::DeviceChoice;
+use crate::table::Table;
+use crate::train::{self, Outcome};
+
+/// Arguments of `amfmn train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub options: OptionArgs,
+    /// Where the model runs: auto (CUDA when available), cpu, cuda or cuda:N (overrides `device`).
+    #[arg(long)]
+    pub device: Option<DeviceChoice>,
+    /// libtorch threads on the CPU (overrides `threads`; 0 = one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Resume from a checkpoint: a fold folder, its last.json, or last.safetensors (overrides
+    /// `optim.resume`).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+}
+
+/// Trains, then prints each fold's best validation result; Ctrl-C stops after the current step
+/// with a checkpoint and exit code 0, a second Ctrl-C at once.
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let mut options = args.options.load()?;
+    if let Some(device) = args.device {
+        options.device = device;
+    }
+    if let Some(threads) = args.threads {
+        options.threads = threads;
+    }
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupt);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nCtrl-C: stopping after this step and writing a checkpoint (press again to quit at once)");
+    })?;
+    match train::run(&options, args.resume.as_deref(), &interrupt)? {
+        Outcome::Finished(results) => {
+            let mut table =
+                Table::new(["fold", "best epoch", "r1i", "r5i", "r10i", "r1t", "r5t", "r10t", "mR", "checkpoint"]);
+            for r in &results {
+                let m = &r.best;
+                table.row([
+                    r.fold.to_string(),
+                    r.best_epoch.to_string(),
+                    format!("{:.2}", m.r1i),
+                    format!("{:.2}", m.r5i),
+                    format!("{:.2}", m.r10i),
+                    format!("{:.2}", m.r1t),
+                    format!("{:.2}", m.r5t),
+                    format!("{:.2}", m.r10t),
+                    format!("{:.2}", m.mR),
+                    r.dir.join("best.safetensors").display().to_string(),
+                ]);
+            }
+            println!("\nbest validation results\n{table}");
+        }
+        Outcome::Interrupted { checkpoint } => {
+            println!(
+                "stopped; resume with: amfmn train --path_opt {} --resume {}",
+                args.options.path_opt.display(),
+                checkpoint.display()
+            );
+        }
+    }
+    Ok(())
+}

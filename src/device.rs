@@ -1,0 +1,41 @@
+//! Choosing where tensors live, and libtorch's thread count.
+
+use anyhow::{bail, Result};
+use tch::{Cuda, Device};
+
+use crate::options::DeviceChoice;
+
+/// The device for `choice`: `auto` is the first CUDA device when libtorch sees one, else the
+/// CPU; an explicit CUDA device must exist (`CUDA_VISIBLE_DEVICES` is applied by CUDA itself).
+pub fn resolve(choice: DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+        DeviceChoice::Cuda(n) => {
+            let count = if Cuda::is_available() { Cuda::device_count() as usize } else { 0 };
+            if n >= count {
+                bail!(
+                    "--device cuda:{n}: libtorch sees {count} CUDA device(s){}; use --device cpu or another index",
+                    if count == 0 { " (no GPU, or a CPU-only libtorch)" } else { "" }
+                );
+            }
+            Ok(Device::Cuda(n))
+        }
+    }
+}
+
+/// Sets libtorch's intra-op threads (0 keeps its default of one per core).
+pub fn set_threads(threads: usize) {
+    if threads > 0 {
+        tch::set_num_threads(threads as i32);
+    }
+}
+
+/// A short name for tables and logs.
+pub fn describe(device: Device) -> String {
+    match device {
+        Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
+        Device::Cuda(n) => format!("cuda:{n}"),
+        other => format!("{other:?}"),
+    }
+}

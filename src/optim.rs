@@ -1,0 +1,285 @@
+//! Adam as `torch.optim.Adam` computes it, gradient-norm clipping, and the learning-rate
+//! schedule of the original (SPEC §6). The state (moments and steps per parameter) is saved
+//! with checkpoints so a resumed run continues the same curve.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const EPS: f64 = 1e-8;
+
+/// Moments and step count of one parameter.
+struct State {
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    step: i64,
+}
+
+/// Adam over named parameters (no weight decay, no amsgrad: the original's settings).
+pub struct Adam {
+    params: BTreeMap<String, Tensor>,
+    state: BTreeMap<String, State>,
+    lr: f64,
+}
+
+impl Adam {
+    pub fn new(params: BTreeMap<String, Tensor>, lr: f64) -> Adam {
+        Adam { params, state: BTreeMap::new(), lr }
+    }
+
+    pub fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    pub fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    /// Zeroes every gradient (in place, keeping the buffers).
+    pub fn zero_grad(&self) {
+        for p in self.params.values() {
+            let mut grad = p.grad();
+            if grad.defined() {
+                let _ = grad.zero_();
+            }
+        }
+    }
+
+    /// `clip_grad_norm_(params, max_norm)`: scales all gradients by
+    /// `min(1, max_norm / (‖g‖₂ + 1e-6))`; returns the total norm before clipping.
+    pub fn clip_grad_norm(&self, max_norm: f64) -> f64 {
+        let grads: Vec<Tensor> = self.params.values().map(Tensor::grad).filter(Tensor::defined).collect();
+        let total = tch::no_grad(|| {
+            grads.iter().map(|g| g.norm().to_kind(Kind::Double).double_value(&[]).powi(2)).sum::<f64>().sqrt()
+        });
+        let coef = (max_norm / (total + 1e-6)).min(1.0);
+        tch::no_grad(|| {
+            for g in &grads {
+                let _ = g.shallow_clone().g_mul_scalar_(coef);
+            }
+        });
+        total
+    }
+
+    /// One update of every parameter that has a gradient.
+    pub fn step(&mut self) {
+        tch::no_grad(|| {
+            for (name, param) in &self.params {
+                let grad = param.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let state = self.state.entry(name.clone()).or_insert_with(|| State {
+                    exp_avg: param.zeros_like(),
+                    exp_avg_sq: param.zeros_like(),
+                    step: 0,
+                });
+                state.step += 1;
+                let bias1 = 1.0 - BETA1.powi(state.step as i32);
+                let bias2_sqrt = (1.0 - BETA2.powi(state.step as i32)).sqrt();
+                let step_size = self.lr / bias1;
+                let mut p = param.shallow_clone();
+                if !fused_cpu_update(&mut p, &grad, state, step_size, bias2_sqrt) {
+                    tensor_update(&mut p, &grad, state, step_size, bias2_sqrt);
+                }
+            }
+        });
+    }
+
+    /// The optimizer state as tensors: `exp_avg.<name>`, `exp_avg_sq.<name>`, `step.<name>`.
+    pub fn state_dict(&self) -> BTreeMap<String, Tensor> {
+        let mut out = BTreeMap::new();
+        for (name, s) in &self.state {
+            out.insert(format!("exp_avg.{name}"), s.exp_avg.to_device(Device::Cpu).contiguous());
+            out.insert(format!("exp_avg_sq.{name}"), s.exp_avg_sq.to_device(Device::Cpu).contiguous());
+            out.insert(format!("step.{name}"), Tensor::from(s.step));
+        }
+        out
+    }
+
+    /// Restores a state written by [`Adam::state_dict`] for the same parameters.
+    pub fn load_state_dict(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        self.state.clear();
+        for (key, step) in tensors.iter().filter(|(k, _)| k.starts_with("step.")) {
+            let name = &key["step.".len()..];
+            let param =
+                self.params.get(name).with_context(|| format!("optimizer state for unknown parameter {name}"))?;
+            let get = |prefix: &str| -> Result<Tensor> {
+                let t = tensors.get(&format!("{prefix}.{name}")).with_context(|| format!("missing {prefix}.{name}"))?;
+                if t.size() != param.size() {
+                    bail!("{prefix}.{name}: shape {:?}, parameter {:?}", t.size(), param.size());
+                }
+                let like = param.zeros_like();
+                tch::no_grad(|| like.shallow_clone().copy_(&t.to_device(param.device())));
+                Ok(like)
+            };
+            self.state.insert(
+                name.to_owned(),
+                State { exp_avg: get("exp_avg")?, exp_avg_sq: get("exp_avg_sq")?, step: step.int64_value(&[]) },
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Adam's update with tensor operations (any device and layout), as PyTorch's for-loop Adam.
+fn tensor_update(param: &mut Tensor, grad: &Tensor, state: &mut State, step_size: f64, bias2_sqrt: f64) {
+    let _ = state.exp_avg.lerp_(grad, 1.0 - BETA1);
+    let _ = state.exp_avg_sq.g_mul_scalar_(BETA2).g_add_(&(grad.square() * (1.0 - BETA2)));
+    let denom = state.exp_avg_sq.sqrt() / bias2_sqrt + EPS;
+    let _ = param.g_add_(&(&state.exp_avg / denom * -step_size));
+}
+
+/// Adam's update in one pass over the four buffers of a CPU float parameter (parameter,
+/// gradient and both moments share one dense layout), on all cores; `false` when the tensors
+/// do not qualify and the tensor-op path must run.
+fn fused_cpu_update(param: &mut Tensor, grad: &Tensor, state: &mut State, step_size: f64, bias2_sqrt: f64) -> bool {
+    let tensors = [&*param, grad, &state.exp_avg, &state.exp_avg_sq];
+    let stride = param.stride();
+    if tensors.iter().any(|t| t.device() != Device::Cpu || t.kind() != Kind::Float || t.stride() != stride)
+        || !is_dense(param)
+    {
+        return false;
+    }
+    let n = param.numel();
+    // SAFETY: the four tensors are distinct dense float buffers of `n` elements with identical
+    // strides (checked above), so element i of each is at the same offset; no other reference
+    // reads or writes them during the update (autograd is off).
+    let (p, g, m, v) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(param.data_ptr() as *mut f32, n),
+            std::slice::from_raw_parts(grad.data_ptr() as *const f32, n),
+            std::slice::from_raw_parts_mut(state.exp_avg.data_ptr() as *mut f32, n),
+            std::slice::from_raw_parts_mut(state.exp_avg_sq.data_ptr() as *mut f32, n),
+        )
+    };
+    let (b1, b2, eps) = ((1.0 - BETA1) as f32, BETA2 as f32, EPS as f32);
+    let (one_minus_b2, step_size, bias2_sqrt) = ((1.0 - BETA2) as f32, step_size as f32, bias2_sqrt as f32);
+    let update = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
+        for i in 0..p.len() {
+            let gi = g[i];
+            m[i] += b1 * (gi - m[i]);
+            v[i] = v[i] * b2 + one_minus_b2 * gi * gi;
+            p[i] += -step_size * (m[i] / (v[i].sqrt() / bias2_sqrt + eps));
+        }
+    };
+    let threads = if n > 1 << 16 { std::thread::available_parallelism().map_or(1, |t| t.get()) } else { 1 };
+    let chunk = n.div_ceil(threads);
+    std::thread::scope(|s| {
+        for (((p, g), m), v) in
+            p.chunks_mut(chunk).zip(g.chunks(chunk)).zip(m.chunks_mut(chunk)).zip(v.chunks_mut(chunk))
+        {
+            s.spawn(move || update(p, g, m, v));
+        }
+    });
+    true
+}
+
+/// A tensor whose elements fill its storage span exactly once (any dimension order).
+fn is_dense(t: &Tensor) -> bool {
+    let mut dims: Vec<(i64, i64)> = t.size().into_iter().zip(t.stride()).filter(|&(s, _)| s != 1).collect();
+    dims.sort_by_key(|&(_, stride)| stride);
+    let mut expected = 1;
+    for (size, stride) in dims {
+        if stride != expected {
+            return false;
+        }
+        expected *= size;
+    }
+    true
+}
+
+/// The learning rate of epoch `epoch` (0-based): the original multiplies it by `decay` at the
+/// start of every epoch `e` with `e % every == every - 1`, compounding.
+pub fn learning_rate(lr: f64, decay: f64, every: usize, epoch: usize) -> f64 {
+    let decays = (epoch + 1) / every;
+    lr * decay.powi(decays as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_over_70_epochs() {
+        let lrs: Vec<f64> = (0..70).map(|e| learning_rate(2e-4, 0.7, 20, e)).collect();
+        assert!(lrs[..19].iter().all(|&l| l == 2e-4));
+        assert!(lrs[19..39].iter().all(|&l| (l - 1.4e-4).abs() < 1e-12), "{:?}", &lrs[19..39]);
+        assert!(lrs[39..59].iter().all(|&l| (l - 0.98e-4).abs() < 1e-12));
+        assert!(lrs[59..].iter().all(|&l| (l - 0.686e-4).abs() < 1e-12));
+        // The original's loop: adjust at the start of each epoch, compounding.
+        let mut lr = 2e-4;
+        for (e, &want) in lrs.iter().enumerate() {
+            if e % 20 == 19 {
+                lr *= 0.7;
+            }
+            assert!((lr - want).abs() < 1e-15, "epoch {e}");
+        }
+    }
+
+    #[test]
+    fn adam_equals_the_pytorch_formula() {
+        let p = Tensor::from_slice(&[1.0f32, -2.0, 0.5]).set_requires_grad(true);
+        let mut adam = Adam::new(BTreeMap::from([("w".to_string(), p.shallow_clone())]), 0.1);
+        let mut expected = [1.0f64, -2.0, 0.5];
+        let (mut m, mut v) = ([0f64; 3], [0f64; 3]);
+        for step in 1..=3 {
+            adam.zero_grad();
+            let loss = (&p * &p).sum(Kind::Float);
+            loss.backward();
+            adam.step();
+            for i in 0..3 {
+                let g = 2.0 * expected[i];
+                m[i] = 0.9 * m[i] + 0.1 * g;
+                v[i] = 0.999 * v[i] + 0.001 * g * g;
+                let denom = v[i].sqrt() / (1.0 - 0.999f64.powi(step)).sqrt() + 1e-8;
+                expected[i] -= 0.1 / (1.0 - 0.9f64.powi(step)) * m[i] / denom;
+            }
+        }
+        let got: Vec<f32> = Vec::try_from(p.detach()).unwrap();
+        for (g, e) in got.iter().zip(expected) {
+            assert!((*g as f64 - e).abs() < 1e-6, "{got:?} vs {expected:?}");
+        }
+        let state = adam.state_dict();
+        assert_eq!(state["step.w"].int64_value(&[]), 3);
+    }
+
+    #[test]
+    fn fused_and_tensor_paths_agree() {
+        for channels_last in [false, true] {
+            tch::manual_seed(1);
+            let w = Tensor::randn([4, 3, 2, 2], (Kind::Float, Device::Cpu));
+            let w = if channels_last { crate::model::amfmn::to_channels_last(&w) } else { w.contiguous() };
+            let grad = (&w * 3.0 + 1.0).to_kind(Kind::Float);
+            let grad = if channels_last { crate::model::amfmn::to_channels_last(&grad) } else { grad };
+            let new_state = || State { exp_avg: w.zeros_like(), exp_avg_sq: w.zeros_like(), step: 0 };
+            let (mut a, mut b) = (w.copy(), w.copy());
+            let (mut sa, mut sb) = (new_state(), new_state());
+            for step in 1..=4 {
+                let bias1 = 1.0 - BETA1.powi(step);
+                let bias2_sqrt = (1.0 - BETA2.powi(step)).sqrt();
+                assert!(fused_cpu_update(&mut a, &grad, &mut sa, 0.01 / bias1, bias2_sqrt));
+                tensor_update(&mut b, &grad, &mut sb, 0.01 / bias1, bias2_sqrt);
+            }
+            assert!((&a - &b).abs().max().double_value(&[]) < 1e-6, "channels_last {channels_last}");
+            assert!((&sa.exp_avg_sq - &sb.exp_avg_sq).abs().max().double_value(&[]) < 1e-6);
+            assert!((a - w).abs().max().double_value(&[]) > 1e-3, "the parameter moved");
+        }
+    }
+
+    #[test]
+    fn clipping_scales_to_the_max_norm() {
+        let p = Tensor::from_slice(&[3.0f32, 4.0]).set_requires_grad(true);
+        let adam = Adam::new(BTreeMap::from([("w".to_string(), p.shallow_clone())]), 0.1);
+        (&p * 1.0).sum(Kind::Float).backward();
+        p.grad().copy_(&Tensor::from_slice(&[3.0f32, 4.0]));
+        let total = adam.clip_grad_norm(1.0);
+        assert!((total - 5.0).abs() < 1e-6);
+        let g: Vec<f32> = Vec::try_from(p.grad()).unwrap();
+        assert!((g[0] - 0.6).abs() < 1e-5 && (g[1] - 0.8).abs() < 1e-5, "{g:?}");
+        assert!((adam.clip_grad_norm(10.0) - 1.0).abs() < 1e-4, "no scaling below the max");
+    }
+}

@@ -1,0 +1,234 @@
+//! `amfmn train` end to end on a tiny synthetic set: checkpoints and their compatibility with
+//! PyTorch, resume equivalence (at an epoch boundary and after Ctrl-C), the NaN stop, the text
+//! log and TensorBoard events, bad options, pretrained ResNet files.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use amfmn::model::amfmn::read_safetensors;
+use amfmn::model::{pretrained, Model};
+use amfmn::options::Options;
+use common::{amfmn_in, stderr, stdout};
+use tch::{Device, Tensor};
+
+/// A synthetic set (20 images of 32x32: 16 train, 4 test), its vocabulary and an option file
+/// for 2 epochs of batch 10 at 32x32 on the CPU.
+fn setup(dir: &Path) -> PathBuf {
+    let out = amfmn_in(dir, &["synth", "--out", "d", "--images", "20", "--size", "32", "--seed", "5"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = amfmn_in(dir, &["vocab", "--data_path", "d", "--out", "v.json", "--threshold", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml"))
+        .unwrap()
+        .replace("'data/demo_precomp/'", "'d/'")
+        .replace("'data/demo_precomp/images/'", "'d/images/'")
+        .replace("'vocab/demo_vocab.json'", "'v.json'")
+        .replace("image_size: 128", "image_size: 32")
+        .replace("resize: 139", "resize: 36")
+        .replace("batch_size: 32", "batch_size: 10")
+        .replace("epochs: 8", "epochs: 2")
+        .replace("print_freq: 10", "print_freq: 2")
+        + "threads: 2\n";
+    let path = dir.join("opt.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn train(dir: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["train", "--path_opt", "opt.yaml", "--device", "cpu", "--set", "model.resnet_weights=none"];
+    args.extend_from_slice(extra);
+    amfmn_in(dir, &args)
+}
+
+fn weights(path: &Path) -> BTreeMap<String, Tensor> {
+    read_safetensors(path).unwrap()
+}
+
+fn assert_same_weights(a: &Path, b: &Path) {
+    let (a, b) = (weights(a), weights(b));
+    assert_eq!(a.len(), b.len());
+    for (k, v) in &a {
+        let diff = (v.to_kind(tch::Kind::Double) - b[k].to_kind(tch::Kind::Double)).abs().max().double_value(&[]);
+        assert!(diff == 0.0, "{k} differs by {diff}");
+    }
+}
+
+#[test]
+fn trains_logs_and_writes_checkpoints_pytorch_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let out = train(dir.path(), &[]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("fold epoch      loss"), "{text}");
+    assert!(text.contains("best validation results"), "{text}");
+    assert!(stderr(&out).contains("warning: no skip-thoughts files in seq2vec/"), "{}", stderr(&out));
+    let fold = dir.path().join("checkpoint/demo/0");
+    for f in
+        ["best.safetensors", "best.json", "last.safetensors", "last.json", "last.optimizer.safetensors", "split.json"]
+    {
+        assert!(fold.join(f).is_file(), "{f}");
+    }
+    let last: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fold.join("last.json")).unwrap()).unwrap();
+    assert_eq!((last["epoch"].as_u64(), last["batch"].as_u64(), last["Eiters"].as_u64()), (Some(2), Some(0), Some(12)));
+    let split: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fold.join("split.json")).unwrap()).unwrap();
+    assert_eq!((split["train"].as_array().unwrap().len(), split["val"].as_array().unwrap().len()), (12, 4));
+
+    let log = std::fs::read_to_string(fold.join("AMFMN_demo.txt")).unwrap();
+    assert!(log.starts_with("Epoch: [0][0/6]\tTime "), "{log}");
+    assert!(log.contains("\nEpoch:1 r1i:") && log.contains("\nBest:   r1i:") && log.contains(" ------\n"), "{log}");
+
+    let events = common::run_reference("read_events.py", &[dir.path().join("logs/demo/demo/0").to_str().unwrap()]);
+    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    assert_eq!(events["L"][0].as_u64(), Some(12), "{events}");
+    assert_eq!(events["L"][1].as_u64(), Some(12), "{events}");
+    assert_eq!(events["rsum"][0].as_u64(), Some(2), "{events}");
+    for tag in ["lr", "batch_time", "r1i", "r10t", "medrt", "meanri"] {
+        assert!(events[tag][0].as_u64().unwrap() >= 1, "{tag} in {events}");
+    }
+
+    let best = fold.join("best.safetensors");
+    let exported = dir.path().join("exported.safetensors");
+    let vocab = amfmn::text::Vocabulary::load(&dir.path().join("v.json")).unwrap().len().to_string();
+    let keys = common::run_reference(
+        "strict_load.py",
+        &[best.to_str().unwrap(), exported.to_str().unwrap(), &vocab, "soft_att", "BayesianUniSkip", "512", "32"],
+    );
+    assert_eq!(keys.trim(), "150");
+    assert_same_weights(&best, &exported);
+    let options = Options::load(&dir.path().join("opt.yaml"), &[]).unwrap();
+    let mut model = Model::new(&options, vocab.parse().unwrap(), Device::Cpu, 1).unwrap();
+    model.load_state_dict(&weights(&exported)).unwrap();
+}
+
+#[test]
+fn resuming_at_an_epoch_boundary_continues_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let straight = train(dir.path(), &["--set", "k_fold.experiment_name=straight"]);
+    assert!(straight.status.success(), "{}", stderr(&straight));
+    let first = train(dir.path(), &["--set", "k_fold.experiment_name=split", "--set", "optim.epochs=1"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let second = train(dir.path(), &["--set", "k_fold.experiment_name=split", "--resume", "checkpoint/split/0"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(stdout(&second).contains("resuming checkpoint/split/0 at epoch 1, batch 0"), "{}", stdout(&second));
+    let c = dir.path().join("checkpoint");
+    assert_same_weights(&c.join("straight/0/last.safetensors"), &c.join("split/0/last.safetensors"));
+    assert_same_weights(
+        &c.join("straight/0/last.optimizer.safetensors"),
+        &c.join("split/0/last.optimizer.safetensors"),
+    );
+}
+
+#[test]
+fn ctrl_c_writes_a_checkpoint_that_resumes_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let straight = train(dir.path(), &["--set", "k_fold.experiment_name=straight", "--set", "logs.print_freq=1"]);
+    assert!(straight.status.success(), "{}", stderr(&straight));
+
+    let child = Command::new(env!("CARGO_BIN_EXE_amfmn"))
+        .current_dir(dir.path())
+        .args(["train", "--path_opt", "opt.yaml", "--device", "cpu", "--set", "model.resnet_weights=none"])
+        .args(["--set", "k_fold.experiment_name=stopped", "--set", "logs.print_freq=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = dir.path().join("checkpoint/stopped/0/AMFMN_demo.txt");
+    let start = Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |l| l.lines().count()) < 3 {
+        assert!(start.elapsed() < Duration::from_secs(120), "training did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
+    assert!(
+        stdout(&out).contains("stopped; resume with: amfmn train --path_opt opt.yaml --resume"),
+        "{}",
+        stdout(&out)
+    );
+    let last: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("checkpoint/stopped/0/last.json")).unwrap())
+            .unwrap();
+    assert!(last["batch"].as_u64().unwrap() > 0 || last["epoch"].as_u64().unwrap() > 0, "{last}");
+
+    let resumed = train(
+        dir.path(),
+        &[
+            "--set",
+            "k_fold.experiment_name=stopped",
+            "--set",
+            "logs.print_freq=1",
+            "--resume",
+            "checkpoint/stopped/0/last.json",
+        ],
+    );
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let c = dir.path().join("checkpoint");
+    assert_same_weights(&c.join("straight/0/last.safetensors"), &c.join("stopped/0/last.safetensors"));
+}
+
+#[test]
+fn a_diverging_loss_stops_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let out = train(dir.path(), &["--set", "optim.lr=1e30"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("error: the loss became") && err.contains("at epoch 0, step"), "{err}");
+    assert!(err.contains("lower optim.lr"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_options_fail_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    for (set, needle) in [
+        ("model.cross_attention.att_type=hard", "model.cross_attention.att_type: unknown variant `hard`"),
+        ("model.seq2vec.type=Skip", "model.seq2vec.type: unknown variant `Skip`"),
+        ("optim.lr=-1", "optim.lr: must be positive"),
+        ("dataset.image_size=33", "dataset.image_size: 33 must be a multiple of 32"),
+    ] {
+        let out = train(dir.path(), &["--set", set]);
+        assert!(!out.status.success(), "{set}");
+        assert!(stderr(&out).contains(needle), "{set}: {}", stderr(&out));
+    }
+    let out = amfmn_in(dir.path(), &["train", "--path_opt", "opt.yaml", "--device", "cuda:7"]);
+    assert!(stderr(&out).contains("--device cuda:7: libtorch sees"), "{}", stderr(&out));
+    std::fs::remove_dir_all(dir.path().join("d/images")).unwrap();
+    let out = train(dir.path(), &[]);
+    assert!(stderr(&out).contains("16 of 16 training images are missing"), "{}", stderr(&out));
+}
+
+#[test]
+fn torchvision_resnet_files_load() {
+    let dir = tempfile::tempdir().unwrap();
+    common::run_reference("resnet_files.py", &[dir.path().to_str().unwrap()]);
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
+    let options = Options::parse(&text, &[]).unwrap();
+    let model = Model::new(&options, 5, Device::Cpu, 0).unwrap();
+    let expected = weights(&dir.path().join("expected.safetensors"));
+    assert_eq!(pretrained::load_resnet(&model, &dir.path().join("resnet18-zip.pth")).unwrap(), expected.len());
+    let state = model.state_dict();
+    for (k, v) in &expected {
+        assert!(state[&format!("extract_feature.resnet.{k}")].equal(v), "{k}");
+    }
+    let legacy = dir.path().join("resnet18-legacy.pth");
+    let err = format!("{:#}", pretrained::load_resnet(&model, &legacy).unwrap_err());
+    assert!(err.contains("legacy (pre-1.6) format") && err.contains("exec/pth_to_safetensors.py"), "{err}");
+    let converted = dir.path().join("converted.safetensors");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("exec/pth_to_safetensors.py");
+    let out = Command::new(common::python()).arg(script).arg(&legacy).arg(&converted).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(pretrained::load_resnet(&model, &converted).unwrap(), expected.len());
+}
