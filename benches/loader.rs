@@ -11,6 +11,7 @@ use std::time::Instant;
 use amfmn::data::{CaptionSet, Loader, LoaderConfig, PrecompSplit, Transform};
 
 fn main() -> anyhow::Result<()> {
+    amfmn::device::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let data = PathBuf::from(args.first().expect("DATA_DIR"));
     let workers: usize = args.get(1).expect("WORKERS").parse()?;

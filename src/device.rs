@@ -31,6 +31,19 @@ pub fn set_threads(threads: usize) {
     }
 }
 
+/// Keeps freed tensor memory in the process instead of returning it to the system after every
+/// step: glibc maps allocations above a moving threshold with mmap and unmaps them on free, so
+/// each training step would page-fault its activations in again (about 15 % of a CPU step).
+/// Blocks up to 32 MiB come from the heap, which is trimmed only above 2 GiB of free space.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before any tensor exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 /// A short name for tables and logs.
 pub fn describe(device: Device) -> String {
     match device {

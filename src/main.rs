@@ -26,6 +26,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    amfmn::device::tune_allocator();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Vocab(args) => vocab::run(args),

@@ -330,7 +330,7 @@ impl Run<'_> {
                 );
             }
             s.adam.zero_grad();
-            loss.backward();
+            s.model.backward(&loss);
             if o.optim.grad_clip > 0.0 {
                 s.adam.clip_grad_norm(o.optim.grad_clip);
             }

@@ -105,7 +105,7 @@ fn compare(att_type: &str, seq2vec: &str, max_violation: bool, dynamic: bool) ->
         Margin::Fixed(MARGIN)
     };
     let loss = contrastive_loss(&scores, &margin, max_violation);
-    loss.backward();
+    model.backward(&loss);
     let score_diff = max_diff(&eval, &reference["scores_eval"]).max(max_diff(&scores, &reference["scores_train"]));
     let loss_diff = max_diff(&loss, &reference["loss"]);
     let mut grad_diff = 0f64;

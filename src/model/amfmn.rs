@@ -155,6 +155,12 @@ impl Model {
         })
     }
 
+    /// Backpropagates `loss` (of a training forward) into every parameter's gradient.
+    pub fn backward(&self, loss: &Tensor) {
+        loss.backward();
+        self.net.text_feature.seq2vec.finish_backward();
+    }
+
     /// Number of parameter values (trainable and frozen, buffers excluded).
     pub fn num_parameters(&self) -> i64 {
         self.vs

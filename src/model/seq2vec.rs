@@ -2,7 +2,11 @@
 //! 2400 hidden units, output = hidden state after the last word).
 //!
 //! All variants compute the input side of every gate for all time steps in one matrix product
-//! (dropout masks are constant over time) and loop only over the hidden side.
+//! (dropout masks are constant over time) and loop only over the hidden side. In training, the
+//! hidden-side weights get their gradient from one product over all steps after the backward
+//! pass ([`Seq2Vec::finish_backward`]) instead of one outer product per step.
+
+use std::sync::Mutex;
 
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
@@ -39,6 +43,66 @@ fn select_last(outputs: &[Tensor], lengths: &Tensor) -> Tensor {
     stacked.gather(1, &index, false).squeeze_dim(1)
 }
 
+/// A hidden-side weight used at every step of a recurrence. When gradients are wanted, each
+/// step multiplies by a detached copy of the weight and adds a zero-valued leaf `sink[t]`;
+/// autograd then leaves dL/du_t in `sink.grad[t]`, and the weight's gradient is the single
+/// product `Σ_t sink.grad[t]ᵀ x_t` ([`PendingGradient::apply`]). The values are those of
+/// `x_t Wᵀ`, and so are the gradients, up to summation order.
+struct HiddenProjection {
+    weight: Tensor,
+    detached: Tensor,
+    sink: Option<Tensor>,
+    inputs: Vec<Tensor>,
+}
+
+impl HiddenProjection {
+    /// `weight` `[out, in]`; `sink` when training a `[B, in]` x `steps` recurrence.
+    fn new(weight: &Tensor, steps: i64, batch: i64, train: bool) -> HiddenProjection {
+        let out = weight.size()[0];
+        let sink = (train && weight.requires_grad())
+            .then(|| Tensor::zeros([steps, batch, out], (weight.kind(), weight.device())).set_requires_grad(true));
+        HiddenProjection { weight: weight.shallow_clone(), detached: weight.detach(), sink, inputs: Vec::new() }
+    }
+
+    /// `x Wᵀ` for step `t`: `[B, in]` → `[B, out]`.
+    fn apply(&mut self, t: i64, x: &Tensor) -> Tensor {
+        match &self.sink {
+            Some(sink) => {
+                self.inputs.push(x.detach());
+                x.matmul(&self.detached.tr()) + sink.get(t)
+            }
+            None => x.matmul(&self.weight.tr()),
+        }
+    }
+
+    fn into_pending(self) -> Option<PendingGradient> {
+        let sink = self.sink?;
+        Some(PendingGradient { weight: self.weight, sink, inputs: Tensor::cat(&self.inputs, 0) })
+    }
+}
+
+/// The deferred gradient of one hidden-side weight of a training forward pass.
+#[derive(Debug)]
+struct PendingGradient {
+    weight: Tensor,
+    sink: Tensor,
+    /// `x_t` of every step, `[T * B, in]`.
+    inputs: Tensor,
+}
+
+impl PendingGradient {
+    /// Adds `Σ_t sink.grad[t]ᵀ x_t` to the weight's gradient.
+    fn apply(self) {
+        let grad = self.sink.grad();
+        if !grad.defined() {
+            return;
+        }
+        let out = self.weight.size()[0];
+        let dw = tch::no_grad(|| grad.reshape([-1, out]).tr().matmul(&self.inputs));
+        (&self.weight * dw).sum(Kind::Float).backward();
+    }
+}
+
 /// A variational dropout mask of `shape`: Bernoulli(1 - p) / (1 - p).
 fn dropout_mask(p: f64, shape: [i64; 2], like: &Tensor) -> Tensor {
     Tensor::empty(shape, (Kind::Float, like.device())).bernoulli_float_(1.0 - p) / (1.0 - p)
@@ -69,42 +133,59 @@ impl BayesianGruCell {
     }
 
     /// Every step's state for `x` `[B, T, 620]`. In training each of the six gate inputs gets
-    /// its own dropout mask, drawn once and reused at every step; otherwise the three input
+    /// its own dropout mask, drawn once and reused at every step; in inference the three input
     /// projections and the three hidden projections are each one matrix product.
-    fn run(&self, x: &Tensor, p: f64, train: bool) -> Vec<Tensor> {
+    fn run(&self, x: &Tensor, p: f64, train: bool, pending: &mut Vec<PendingGradient>) -> Vec<Tensor> {
         let (b, steps, _) = x.size3().expect("[B, T, 620]");
         let bias = |l: &Linear| l.bias.as_ref().expect("input projections have a bias").shallow_clone();
-        let dropout = train && p > 0.0;
-        let (gates, hidden_masks) = if dropout {
-            let project = |l: &Linear| l.forward(&(x * dropout_mask(p, [b, WORD_DIM], x).unsqueeze(1)));
-            let gates =
-                InputGates { r: project(&self.weight_ir), z: project(&self.weight_ii), n: project(&self.weight_in) };
-            (gates, Some([0, 1, 2].map(|_| dropout_mask(p, [b, SENTENCE_DIM], x))))
-        } else {
-            let weight = Tensor::cat(&[&self.weight_ir.weight, &self.weight_ii.weight, &self.weight_in.weight], 0);
-            let bias = Tensor::cat(&[bias(&self.weight_ir), bias(&self.weight_ii), bias(&self.weight_in)], 0);
-            (InputGates::split(x.linear(&weight, Some(&bias))), None)
-        };
-        let hidden_weight = Tensor::cat(&[&self.weight_hr.weight, &self.weight_hi.weight, &self.weight_hn.weight], 0);
         let mut h = Tensor::zeros([b, SENTENCE_DIM], (x.kind(), x.device()));
         let mut outputs = Vec::with_capacity(steps as usize);
+        if !train {
+            let weight = Tensor::cat(&[&self.weight_ir.weight, &self.weight_ii.weight, &self.weight_in.weight], 0);
+            let bias = Tensor::cat(&[bias(&self.weight_ir), bias(&self.weight_ii), bias(&self.weight_in)], 0);
+            let gates = InputGates::split(x.linear(&weight, Some(&bias)));
+            let hidden = Tensor::cat(&[&self.weight_hr.weight, &self.weight_hi.weight, &self.weight_hn.weight], 0);
+            for t in 0..steps {
+                let (hr, hz, hn) = three(h.linear::<Tensor>(&hidden, None));
+                h = gru_update(&gates, t, hr, hz, hn, &h);
+                outputs.push(h.shallow_clone());
+            }
+            return outputs;
+        }
+        let dropout = p > 0.0;
+        let mask = |dim| dropout.then(|| dropout_mask(p, [b, dim], x));
+        let project = |l: &Linear| match mask(WORD_DIM) {
+            Some(m) => l.forward(&(x * m.unsqueeze(1))),
+            None => l.forward(x),
+        };
+        let gates =
+            InputGates { r: project(&self.weight_ir), z: project(&self.weight_ii), n: project(&self.weight_in) };
+        let hidden_masks = [mask(SENTENCE_DIM), mask(SENTENCE_DIM), mask(SENTENCE_DIM)];
+        let mut projections = [&self.weight_hr, &self.weight_hi, &self.weight_hn]
+            .map(|l| HiddenProjection::new(&l.weight, steps, b, true));
         for t in 0..steps {
-            let (hr, hz, hn) = match &hidden_masks {
-                Some([mr, mz, mn]) => (
-                    self.weight_hr.forward(&(&h * mr)),
-                    self.weight_hi.forward(&(&h * mz)),
-                    self.weight_hn.forward(&(&h * mn)),
-                ),
-                None => three(h.linear::<Tensor>(&hidden_weight, None)),
-            };
-            let r = (gates.r.select(1, t) + hr).sigmoid();
-            let z = (gates.z.select(1, t) + hz).sigmoid();
-            let n = (gates.n.select(1, t) + r * hn).tanh();
-            h = (1.0 - &z) * n + z * &h;
+            let [hr, hz, hn] = std::array::from_fn(|g| {
+                let input = match &hidden_masks[g] {
+                    Some(m) => &h * m,
+                    None => h.shallow_clone(),
+                };
+                projections[g].apply(t, &input)
+            });
+            h = gru_update(&gates, t, hr, hz, hn, &h);
             outputs.push(h.shallow_clone());
         }
+        pending.extend(projections.into_iter().filter_map(HiddenProjection::into_pending));
         outputs
     }
+}
+
+/// One GRU step from the gate pre-activations: `r = σ(x_r + h_r)`, `z = σ(x_z + h_z)`,
+/// `n = tanh(x_n + r ⊙ h_n)`, `h' = (1 − z) ⊙ n + z ⊙ carry`.
+fn gru_update(gates: &InputGates, t: i64, hr: Tensor, hz: Tensor, hn: Tensor, carry: &Tensor) -> Tensor {
+    let r = (gates.r.select(1, t) + hr).sigmoid();
+    let z = (gates.z.select(1, t) + hz).sigmoid();
+    let n = (gates.n.select(1, t) + r * hn).tanh();
+    (1.0 - &z) * n + z * carry
 }
 
 /// The r, z, n chunks of a `[B, 3H]` projection.
@@ -138,28 +219,34 @@ impl GruWeights {
 
     /// Runs the GRU over `x` `[B, T, in]` (inputs multiplied by `x_mask`, hidden states by
     /// `h_mask` before use, as DropUniSkip does) and returns every step's state.
-    fn run(&self, x: &Tensor, x_mask: &Option<Tensor>, h_mask: &Option<Tensor>) -> Vec<Tensor> {
-        let (b, t, _) = x.size3().expect("[B, T, in]");
+    fn run(
+        &self,
+        x: &Tensor,
+        x_mask: &Option<Tensor>,
+        h_mask: &Option<Tensor>,
+        train: bool,
+        pending: &mut Vec<PendingGradient>,
+    ) -> Vec<Tensor> {
+        let (b, steps, _) = x.size3().expect("[B, T, in]");
         let hidden = self.weight_hh.size()[1];
         let x = match x_mask {
             Some(m) => x * m.unsqueeze(1),
             None => x.shallow_clone(),
         };
         let gates = InputGates::split(x.linear(&self.weight_ih, Some(&self.bias_ih)));
+        let mut projection = HiddenProjection::new(&self.weight_hh, steps, b, train);
         let mut h = Tensor::zeros([b, hidden], (x.kind(), x.device()));
-        let mut outputs = Vec::with_capacity(t as usize);
-        for step in 0..t {
+        let mut outputs = Vec::with_capacity(steps as usize);
+        for t in 0..steps {
             let hd = match h_mask {
                 Some(m) => &h * m,
                 None => h.shallow_clone(),
             };
-            let (hr, hz, hn) = three(hd.linear(&self.weight_hh, Some(&self.bias_hh)));
-            let r = (gates.r.select(1, step) + hr).sigmoid();
-            let z = (gates.z.select(1, step) + hz).sigmoid();
-            let n = (gates.n.select(1, step) + r * hn).tanh();
-            h = (1.0 - &z) * n + z * hd;
+            let (hr, hz, hn) = three(projection.apply(t, &hd) + &self.bias_hh);
+            h = gru_update(&gates, t, hr, hz, hn, &hd);
             outputs.push(h.shallow_clone());
         }
+        pending.extend(projection.into_pending());
         outputs
     }
 }
@@ -184,6 +271,8 @@ pub struct Seq2Vec {
     pub encoder: Encoder,
     pub kind: Seq2VecType,
     dropout: f64,
+    /// Hidden-weight gradients of the last training forward, for [`Seq2Vec::finish_backward`].
+    pending: Mutex<Vec<PendingGradient>>,
 }
 
 impl Seq2Vec {
@@ -200,30 +289,44 @@ impl Seq2Vec {
                 GruWeights::new(&rnn, "_l0_reverse", WORD_DIM, SENTENCE_DIM / 2),
             ),
         };
-        Seq2Vec { embedding, encoder, kind, dropout }
+        Seq2Vec { embedding, encoder, kind, dropout, pending: Mutex::new(Vec::new()) }
     }
 
-    /// ids `[B, L]` (0-padded), lengths `[B]` (≥ 1) → sentence vectors `[B, 2400]`.
+    /// ids `[B, L]` (0-padded), lengths `[B]` (≥ 1) → sentence vectors `[B, 2400]`. A
+    /// training forward must be followed by `loss.backward()` and [`Seq2Vec::finish_backward`]
+    /// (`Model::backward` does both).
     pub fn forward(&self, ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
         let steps = lengths.max().int64_value(&[]);
         let x = self.embedding.forward(&ids.narrow(1, 0, steps));
         let b = x.size()[0];
         let p = self.dropout;
-        match &self.encoder {
-            Encoder::BayesianUniSkip(cell) => select_last(&cell.run(&x, p, train), lengths),
-            Encoder::UniSkip(w) => select_last(&w.run(&x, &None, &None), lengths),
+        let mut pending = Vec::new();
+        let out = match &self.encoder {
+            Encoder::BayesianUniSkip(cell) => select_last(&cell.run(&x, p, train, &mut pending), lengths),
+            Encoder::UniSkip(w) => select_last(&w.run(&x, &None, &None, train, &mut pending), lengths),
             Encoder::DropUniSkip(w) => {
                 let dropout = train && p > 0.0;
                 let x_mask = dropout.then(|| dropout_mask(p, [b, WORD_DIM], &x));
                 let h_mask = dropout.then(|| dropout_mask(p, [b, SENTENCE_DIM], &x));
-                select_last(&w.run(&x, &x_mask, &h_mask), lengths)
+                select_last(&w.run(&x, &x_mask, &h_mask, train, &mut pending), lengths)
             }
             Encoder::BiSkip(forward, backward) => {
-                let fwd = select_last(&forward.run(&x, &None, &None), lengths);
+                let fwd = select_last(&forward.run(&x, &None, &None, train, &mut pending), lengths);
                 let reversed = x.gather(1, &reverse_within_length(lengths, steps, WORD_DIM), false);
-                let bwd = select_last(&backward.run(&reversed, &None, &None), lengths);
+                let bwd = select_last(&backward.run(&reversed, &None, &None, train, &mut pending), lengths);
                 Tensor::cat(&[fwd, bwd], 1)
             }
+        };
+        *self.pending.lock().expect("pending gradients") = pending;
+        out
+    }
+
+    /// Completes the backward pass of the last training forward: adds the hidden-side weight
+    /// gradients (one product over all steps each).
+    pub fn finish_backward(&self) {
+        let pending = std::mem::take(&mut *self.pending.lock().expect("pending gradients"));
+        for p in pending {
+            p.apply();
         }
     }
 }
