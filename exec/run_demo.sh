@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: sets up the environment, builds amfmn, synthesises a small remote-sensing set,
 # builds its vocabulary, prints the dataset statistics and trains AMFMN on it on the CPU
-# (4 epochs of one fold; the per-epoch table shows validation recall climbing).
+# (4 epochs of one fold; the per-epoch table shows validation recall climbing), then
+# evaluates the best checkpoint on the test split.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source exec/env.sh
@@ -20,3 +21,6 @@ echo
 echo "== amfmn train --path_opt option/demo_AMFMN.yaml --device cpu"
 rm -rf checkpoint/demo logs/demo
 "$amfmn" train --path_opt option/demo_AMFMN.yaml --device cpu --set model.resnet_weights=none
+echo
+echo "== amfmn test --path_opt option/demo_AMFMN.yaml"
+"$amfmn" test --path_opt option/demo_AMFMN.yaml --device cpu

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use amfmn::commands::{inspect, synth, train, vocab};
+use amfmn::commands::{inspect, metrics, synth, test, train, vocab};
 use clap::{Parser, Subcommand};
 
 /// AMFMN cross-modal remote-sensing image-text retrieval (Yuan et al., TGRS 2021).
@@ -23,6 +23,12 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Train AMFMN on every fold (the original's train.py).
     Train(train::TrainArgs),
+    /// Evaluate every fold's best checkpoint on the test split, and the average (test.py).
+    Test(test::TestArgs),
+    /// Evaluate one checkpoint on the test split (test_single.py).
+    TestSingle(test::TestSingleArgs),
+    /// Recall metrics of a saved images x captions score matrix.
+    Metrics(metrics::MetricsArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +39,9 @@ fn main() -> ExitCode {
         Command::Synth(args) => synth::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Train(args) => train::run(args),
+        Command::Test(args) => test::run_test(args),
+        Command::TestSingle(args) => test::run_test_single(args),
+        Command::Metrics(args) => metrics::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,17 +22,19 @@ fn setup(dir: &Path) -> PathBuf {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = amfmn_in(dir, &["vocab", "--data_path", "d", "--out", "v.json", "--threshold", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml"))
-        .unwrap()
-        .replace("'data/demo_precomp/'", "'d/'")
-        .replace("'data/demo_precomp/images/'", "'d/images/'")
-        .replace("'vocab/demo_vocab.json'", "'v.json'")
-        .replace("image_size: 128", "image_size: 32")
-        .replace("resize: 139", "resize: 36")
-        .replace("batch_size: 32", "batch_size: 10")
-        .replace("epochs: 8", "epochs: 2")
-        .replace("print_freq: 10", "print_freq: 2")
-        + "threads: 2\n";
+    let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
+    let sets = [
+        "dataset.data_path=d/",
+        "dataset.image_path=d/images/",
+        "dataset.vocab_path=v.json",
+        "dataset.image_size=32",
+        "dataset.resize=36",
+        "dataset.batch_size=10",
+        "optim.epochs=2",
+        "logs.print_freq=2",
+        "threads=2",
+    ];
+    let text = Options::parse(&demo, &sets.map(String::from)).unwrap().to_yaml();
     let path = dir.join("opt.yaml");
     std::fs::write(&path, text).unwrap();
     path

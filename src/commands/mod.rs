@@ -1,7 +1,9 @@
 //! The subcommands of the `amfmn` binary; `main.rs` parses the command line and calls these.
 
 pub mod inspect;
+pub mod metrics;
 pub mod synth;
+pub mod test;
 pub mod train;
 pub mod vocab;
 

@@ -3,16 +3,20 @@
 
 pub mod metrics;
 
+use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 pub use metrics::Metrics;
 
+use crate::checkpoint::Checkpoint;
 use crate::data::loader::pad_captions;
-use crate::data::{CaptionSet, Loader, LoaderConfig, Transform};
+use crate::data::{CaptionSet, Loader, LoaderConfig, PrecompSplit, Transform};
 use crate::model::Model;
+use crate::options::Options;
+use crate::text::Vocabulary;
 
 /// Image and caption codes of a caption set.
 pub struct Codes {
@@ -85,4 +89,69 @@ pub fn evaluate(model: &Model, set: &Arc<CaptionSet>, config: EvalConfig, label:
     let values: Vec<f32> = Vec::try_from(scores.to_kind(Kind::Float).view([-1]))?;
     let metrics = Metrics::from_scores(&values, set.num_images(), set.captions_per_image);
     Ok((scores, metrics))
+}
+
+/// The test split of `options`' dataset, encoded with its vocabulary; images must exist.
+pub fn load_test_set(options: &Options, vocab: &Vocabulary) -> Result<Arc<CaptionSet>> {
+    let d = &options.dataset;
+    let split = PrecompSplit::read(&d.data_path, "test", d.captions_per_image)?;
+    if let Some(warning) = split.blank_caption_warning(&d.data_path.join("test_caps.txt")) {
+        eprintln!("warning: {warning}");
+    }
+    let set = CaptionSet::new(&split, &d.image_path, vocab);
+    let missing = set.missing_images();
+    if let Some(first) = missing.first() {
+        bail!(
+            "{} of {} test images are missing, first {}; put the images under dataset.image_path ({})",
+            missing.len(),
+            set.num_images(),
+            first.display(),
+            d.image_path.display()
+        );
+    }
+    Ok(Arc::new(set))
+}
+
+/// A model with the weights of `path`: an amfmn checkpoint (its sidecar fixes the model
+/// options; a fold folder means its `best`) or bare safetensors weights (the model options of
+/// `options`).
+pub fn load_model(options: &Options, path: &Path, vocab: &Vocabulary, device: Device) -> Result<Model> {
+    let sidecar = if path.is_dir() {
+        Some(Checkpoint::open(&path.join("best.json"))?)
+    } else if path.extension().is_some_and(|e| e == "json") {
+        Some(Checkpoint::open(path)?)
+    } else if path.with_extension("json").is_file() {
+        Some(Checkpoint::open(&path.with_extension("json"))?)
+    } else {
+        None
+    };
+    let mut model_options = options.clone();
+    if let Some(c) = &sidecar {
+        if c.info.vocab_size != vocab.len() {
+            bail!(
+                "{} was trained with a vocabulary of {} words ({}), dataset.vocab_path has {}",
+                c.dir.display(),
+                c.info.vocab_size,
+                c.info.vocab_path.display(),
+                vocab.len()
+            );
+        }
+        model_options.model = c.info.options.model.clone();
+        model_options.dataset.image_size = c.info.options.dataset.image_size;
+    }
+    let mut model = Model::new(&model_options, vocab.len(), device, 0)?;
+    match &sidecar {
+        Some(c) => c.load_model(&mut model)?,
+        None => {
+            let tensors = crate::model::amfmn::read_safetensors(path)?;
+            model.load_state_dict(&tensors).with_context(|| format!("cannot load {}", path.display()))?;
+        }
+    }
+    Ok(model)
+}
+
+/// The evaluation settings of `options` for a model trained at `image_size`.
+pub fn eval_config(options: &Options, image_size: u32) -> EvalConfig {
+    let d = &options.dataset;
+    EvalConfig { image_size, batch_size: d.batch_size_val, workers: d.workers, prefetch: d.prefetch }
 }

@@ -27,6 +27,8 @@ pub struct Amfmn {
 pub struct Model {
     pub vs: VarStore,
     pub net: Amfmn,
+    /// Side of the square images the model was built for.
+    image_size: u32,
     /// Images go through the CNN in channels-last layout (faster on CPU with oneDNN).
     channels_last: bool,
 }
@@ -81,7 +83,7 @@ impl Model {
         let vs = VarStore::new(device);
         let net = Amfmn::new(&vs.root(), options, vocab_size as i64)?;
         let channels_last = device == Device::Cpu;
-        let model = Model { vs, net, channels_last };
+        let model = Model { vs, net, image_size: options.dataset.image_size, channels_last };
         if channels_last {
             model.convert_conv_weights();
         }
@@ -90,6 +92,11 @@ impl Model {
 
     pub fn device(&self) -> Device {
         self.vs.device()
+    }
+
+    /// Side of the square images the model was built for (`dataset.image_size`).
+    pub fn image_size(&self) -> u32 {
+        self.image_size
     }
 
     /// Moves 4-d weights to channels-last strides (same shape and values).

@@ -85,3 +85,34 @@ impl CrossAttention {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn::VarStore;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn closed_form_and_blocked_scores_equal_the_pairwise_ones() {
+        tch::manual_seed(4);
+        let visual = Tensor::randn([7, 16], (Kind::Float, Device::Cpu));
+        // Non-negative like relu outputs, with one all-zero text vector.
+        let text = Tensor::randn([9, 16], (Kind::Float, Device::Cpu)).relu();
+        let _ = text.get(3).zero_();
+        for att in [AttentionType::Soft, AttentionType::Fusion, AttentionType::Similarity] {
+            let vs = VarStore::new(Device::Cpu);
+            let attention = CrossAttention::new(vs.root(), att, 16);
+            let pairwise = tch::no_grad(|| attention.scores(&visual, &text));
+            for block in [1, 3, 100] {
+                let fast = attention.score_matrix(&visual, &text, block);
+                assert_eq!(fast.size(), [7, 9]);
+                let diff = (&fast - &pairwise).abs().max().double_value(&[]);
+                assert!(diff < 1e-6, "{att:?} block {block}: {diff}");
+            }
+            if att == AttentionType::Soft {
+                let zero_column = pairwise.select(1, 3).abs().max().double_value(&[]);
+                assert_eq!(zero_column, 0.0, "an all-zero text scores 0 (eps, no NaN)");
+            }
+        }
+    }
+}

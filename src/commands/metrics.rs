@@ -1,0 +1,52 @@
+//! `amfmn metrics`: the recall metrics of a saved score matrix (from amfmn, the original code,
+//! or any other model).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use super::test::results_table;
+use crate::eval::Metrics;
+
+/// Arguments of `amfmn metrics`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MetricsArgs {
+    /// An images x captions score matrix (.npy, float32 or float64); caption k belongs to
+    /// image k / captions-per-image.
+    #[arg(long, value_name = "FILE.npy")]
+    pub sims: PathBuf,
+    #[arg(long = "captions-per-image", default_value_t = 5)]
+    pub captions_per_image: usize,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Checks the matrix and prints its metrics.
+pub fn run(args: &MetricsArgs) -> Result<()> {
+    let array = crate::npy::read(&args.sims)?;
+    let name = args.sims.display();
+    let per = args.captions_per_image;
+    if per == 0 {
+        bail!("--captions-per-image 0: must be at least 1");
+    }
+    let [images, captions] = array.shape[..] else {
+        bail!("{name}: expected a 2-d images x captions matrix, got shape {:?}", array.shape);
+    };
+    if images == 0 || captions % per != 0 {
+        bail!("{name}: {captions} captions is not a multiple of {per} captions per image (--captions-per-image)");
+    }
+    if captions != images * per {
+        bail!("{name}: {images} images need {} captions ({per} each), the matrix has {captions} columns", images * per);
+    }
+    if let Some(bad) = array.data.iter().position(|v| !v.is_finite()) {
+        bail!("{name}: entry ({}, {}) is {}; scores must be finite", bad / captions, bad % captions, array.data[bad]);
+    }
+    let m = Metrics::from_scores(&array.data, images, per);
+    if args.json {
+        println!("{}", serde_json::to_value(m)?);
+    } else {
+        print!("{}", results_table(&[("sims".into(), m)]));
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! `amfmn test` (every fold's best checkpoint on the test split, and their average, like the
+//! original `test.py`) and `amfmn test-single` (one checkpoint, like `test_single.py`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use tch::Kind;
+
+use super::OptionArgs;
+use crate::eval::{self, Metrics};
+use crate::fsutil::write_atomic;
+use crate::options::{DeviceChoice, Options};
+use crate::table::Table;
+use crate::text::Vocabulary;
+use crate::train::fold_dir;
+
+/// Options shared by `test` and `test-single`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub options: OptionArgs,
+    /// Where the model runs: auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long)]
+    pub device: Option<DeviceChoice>,
+    /// libtorch threads on the CPU (0 = one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Save the images x captions score matrix as float32 .npy (`test`: one file per fold,
+    /// FILE.fold<k>.npy).
+    #[arg(long = "save-sims", value_name = "FILE.npy")]
+    pub save_sims: Option<PathBuf>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `amfmn test`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub eval: EvalArgs,
+}
+
+/// Arguments of `amfmn test-single`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TestSingleArgs {
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    /// The checkpoint: a fold folder, a .json sidecar, or a .safetensors file (with or
+    /// without sidecar; without one the model options come from --path_opt).
+    #[arg(long, value_name = "CKPT")]
+    pub resume: PathBuf,
+}
+
+impl EvalArgs {
+    fn options(&self) -> Result<Options> {
+        let mut options = self.options.load()?;
+        if let Some(device) = self.device {
+            options.device = device;
+        }
+        if let Some(threads) = self.threads {
+            options.threads = threads;
+        }
+        Ok(options)
+    }
+}
+
+/// The table columns (and JSON keys) of a result.
+const COLUMNS: [&str; 11] = ["r1i", "r5i", "r10i", "medri", "meanri", "r1t", "r5t", "r10t", "medrt", "meanrt", "mR"];
+
+fn values(m: &Metrics) -> [f64; 11] {
+    [m.r1i, m.r5i, m.r10i, m.medri, m.meanri, m.r1t, m.r5t, m.r10t, m.medrt, m.meanrt, m.mR]
+}
+
+/// A results table: one row per labelled result.
+pub fn results_table(rows: &[(String, Metrics)]) -> Table {
+    let mut table = Table::new(std::iter::once("").chain(COLUMNS));
+    for (label, m) in rows {
+        table.row(std::iter::once(label.clone()).chain(values(m).iter().map(|v| format!("{v:.2}"))));
+    }
+    table
+}
+
+/// Scores `set` with the model of `checkpoint`; saves the matrix when asked.
+fn evaluate_one(
+    options: &Options,
+    checkpoint: &Path,
+    vocab: &Vocabulary,
+    set: &std::sync::Arc<crate::data::CaptionSet>,
+    sims: Option<&Path>,
+    label: &str,
+) -> Result<Metrics> {
+    let device = crate::device::resolve(options.device)?;
+    let model = eval::load_model(options, checkpoint, vocab, device)?;
+    let image_size = model.image_size();
+    let (scores, metrics) = eval::evaluate(&model, set, eval::eval_config(options, image_size), label)?;
+    if let Some(path) = sims {
+        let values: Vec<f32> = Vec::try_from(scores.to_kind(Kind::Float).contiguous().view([-1]))?;
+        crate::npy::write_f32(path, &[set.num_images(), set.num_captions()], &values)?;
+    }
+    Ok(metrics)
+}
+
+/// `sims.npy` → `sims.fold<k>.npy`.
+fn fold_file(path: &Path, fold: usize) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!("{stem}.fold{fold}.npy"))
+}
+
+/// `amfmn test`: every fold's best checkpoint on the test split, then the average.
+pub fn run_test(args: &TestArgs) -> Result<()> {
+    let options = args.eval.options()?;
+    crate::device::set_threads(options.threads);
+    let checkpoints: Vec<PathBuf> = (0..options.k_fold.nums).map(|k| fold_dir(&options, k).join("best.json")).collect();
+    let missing: Vec<String> = checkpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.is_file())
+        .map(|(k, p)| format!("fold {k} ({})", p.display()))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "no best checkpoint for {} of {} folds: {}; train them with `amfmn train --path_opt {}`",
+            missing.len(),
+            checkpoints.len(),
+            missing.join(", "),
+            args.eval.options.path_opt.display()
+        );
+    }
+    let vocab = Vocabulary::load(&options.dataset.vocab_path)?;
+    let set = eval::load_test_set(&options, &vocab)?;
+    let mut rows = Vec::new();
+    for (k, checkpoint) in checkpoints.iter().enumerate() {
+        let sims = args.eval.save_sims.as_ref().map(|p| fold_file(p, k));
+        let m = evaluate_one(&options, checkpoint, &vocab, &set, sims.as_deref(), &format!("testing fold {k}"))?;
+        rows.push((k.to_string(), m));
+    }
+    let average = Metrics::mean(&rows.iter().map(|(_, m)| *m).collect::<Vec<_>>());
+    let mut object = serde_json::Map::new();
+    for (k, m) in &rows {
+        object.insert(k.clone(), serde_json::to_value(m)?);
+    }
+    object.insert("average".into(), serde_json::to_value(average)?);
+    let json = serde_json::Value::Object(object);
+    let out = options.logs.ckpt_save_path.join(&options.k_fold.experiment_name).join("test.json");
+    write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    if args.eval.json {
+        println!("{json}");
+    } else {
+        rows.push(("average".into(), average));
+        print!("{}", results_table(&rows));
+        println!(
+            "\n{} test images, {} captions; results written to {}",
+            set.num_images(),
+            set.num_captions(),
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// `amfmn test-single`: one checkpoint on the test split.
+pub fn run_test_single(args: &TestSingleArgs) -> Result<()> {
+    let options = args.eval.options()?;
+    crate::device::set_threads(options.threads);
+    let vocab = Vocabulary::load(&options.dataset.vocab_path)?;
+    let set = eval::load_test_set(&options, &vocab)?;
+    let m = evaluate_one(&options, &args.resume, &vocab, &set, args.eval.save_sims.as_deref(), "testing")?;
+    let json = serde_json::to_value(m)?;
+    let base = if args.resume.is_dir() { args.resume.join("best.json") } else { args.resume.clone() };
+    let out = base.with_extension("test.json");
+    write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    if args.eval.json {
+        println!("{json}");
+    } else {
+        print!("{}", results_table(&[("test".into(), m)]));
+        println!(
+            "\n{} test images, {} captions; results written to {}",
+            set.num_images(),
+            set.num_captions(),
+            out.display()
+        );
+    }
+    Ok(())
+}

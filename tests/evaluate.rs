@@ -1,0 +1,158 @@
+//! `amfmn test`, `test-single` and `metrics` end to end: the k-fold table and its JSON, saved
+//! score matrices, the same scores as the original's shard-by-shard evaluation on the PyTorch
+//! reference, and the one-line errors of bad input.
+
+mod common;
+
+use std::path::Path;
+
+use common::{amfmn_in, stderr, stdout};
+
+/// A synthetic set (25 images of 32x32: 20 train, 5 test), vocabulary and options for one
+/// epoch per fold with `folds` folds, trained.
+fn trained(dir: &Path, folds: usize) {
+    let out =
+        amfmn_in(dir, &["synth", "--out", "d", "--images", "25", "--size", "32", "--seed", "9", "--format", "png"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = amfmn_in(dir, &["vocab", "--data_path", "d", "--out", "v.json", "--threshold", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
+    let sets = [
+        "dataset.data_path=d/".to_string(),
+        "dataset.image_path=d/images/".into(),
+        "dataset.vocab_path=v.json".into(),
+        "dataset.image_size=32".into(),
+        "dataset.resize=36".into(),
+        "dataset.batch_size=10".into(),
+        "optim.epochs=1".into(),
+        format!("k_fold.nums={folds}"),
+        "threads=2".into(),
+    ];
+    let text = amfmn::options::Options::parse(&demo, &sets).unwrap().to_yaml();
+    std::fs::write(dir.join("opt.yaml"), text).unwrap();
+    let out =
+        amfmn_in(dir, &["train", "--path_opt", "opt.yaml", "--device", "cpu", "--set", "model.resnet_weights=none"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+const KEYS: [&str; 11] = ["r1i", "r5i", "r10i", "medri", "meanri", "r1t", "r5t", "r10t", "medrt", "meanrt", "mR"];
+
+#[test]
+fn test_averages_folds_and_saves_what_metrics_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    trained(dir.path(), 2);
+    let out = amfmn_in(dir.path(), &["test", "--path_opt", "opt.yaml", "--device", "cpu", "--save-sims", "sims.npy"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(table.lines().next().unwrap().split_whitespace().eq(KEYS), "{table}");
+    for label in ["0 ", "1 ", "average "] {
+        assert!(table.lines().any(|l| l.starts_with(label)), "{label} in {table}");
+    }
+    assert!(table.contains("5 test images, 25 captions; results written to checkpoint/demo/test.json"), "{table}");
+    let written = json(&std::fs::read_to_string(dir.path().join("checkpoint/demo/test.json")).unwrap());
+    for part in ["0", "1", "average"] {
+        for key in KEYS {
+            assert!(written[part][key].is_number(), "{part}.{key} in {written}");
+        }
+    }
+    let mean_r1i = (written["0"]["r1i"].as_f64().unwrap() + written["1"]["r1i"].as_f64().unwrap()) / 2.0;
+    assert!((written["average"]["r1i"].as_f64().unwrap() - mean_r1i).abs() < 1e-9);
+
+    let out = amfmn_in(dir.path(), &["test", "--path_opt", "opt.yaml", "--device", "cpu", "--json"]);
+    assert_eq!(json(&stdout(&out)), written, "--json prints what test.json holds");
+
+    for fold in ["0", "1"] {
+        let out = amfmn_in(dir.path(), &["metrics", "--sims", &format!("sims.fold{fold}.npy"), "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(json(&stdout(&out)), written[fold], "metrics of the saved matrix of fold {fold}");
+    }
+    let out =
+        amfmn_in(dir.path(), &["test-single", "--path_opt", "opt.yaml", "--resume", "checkpoint/demo/1", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&stdout(&out)), written["1"]);
+    assert!(dir.path().join("checkpoint/demo/1/best.test.json").is_file());
+}
+
+#[test]
+fn scores_equal_the_original_shard_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    trained(dir.path(), 1);
+    let out = amfmn_in(
+        dir.path(),
+        &[
+            "test-single",
+            "--path_opt",
+            "opt.yaml",
+            "--device",
+            "cpu",
+            "--resume",
+            "checkpoint/demo/0/best.safetensors",
+            "--save-sims",
+            "ours.npy",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = dir.path();
+    let p = |name: &str| d.join(name).to_str().unwrap().to_owned();
+    common::run_reference(
+        "shard_eval.py",
+        &[
+            &p("checkpoint/demo/0/best.safetensors"),
+            &p("v.json"),
+            &p("d"),
+            &p("d/images"),
+            "32",
+            "2",
+            "soft_att",
+            "512",
+            &p("theirs.npy"),
+        ],
+    );
+    let ours = amfmn::npy::read(&d.join("ours.npy")).unwrap();
+    let theirs = amfmn::npy::read(&d.join("theirs.npy")).unwrap();
+    assert_eq!(ours.shape, [5, 25]);
+    assert_eq!(ours.shape, theirs.shape);
+    let diff = ours.data.iter().zip(&theirs.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff <= 1e-5, "max |Δscore| {diff}");
+}
+
+#[test]
+fn missing_folds_and_bad_matrices_fail_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    trained(dir.path(), 1);
+    let out = amfmn_in(dir.path(), &["test", "--path_opt", "opt.yaml", "--set", "k_fold.nums=3"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: no best checkpoint for 2 of 3 folds: fold 1 (checkpoint/demo/1/best.json), fold 2"),
+        "{err}"
+    );
+
+    let write = |name: &str, shape: &[usize], data: &[f32]| {
+        amfmn::npy::write_f32(&dir.path().join(name), shape, data).unwrap();
+    };
+    write("flat.npy", &[10], &[0.0; 10]);
+    write("odd.npy", &[2, 9], &[0.0; 18]);
+    write("short.npy", &[2, 5], &[0.0; 10]);
+    let mut nan = vec![0.5f32; 20];
+    nan[13] = f32::NAN;
+    write("nan.npy", &[2, 10], &nan);
+    for (file, needle) in [
+        ("flat.npy", "flat.npy: expected a 2-d images x captions matrix, got shape [10]"),
+        ("odd.npy", "odd.npy: 9 captions is not a multiple of 5 captions per image"),
+        ("short.npy", "short.npy: 2 images need 10 captions (5 each), the matrix has 5 columns"),
+        ("nan.npy", "nan.npy: entry (1, 3) is NaN; scores must be finite"),
+        ("none.npy", "cannot open none.npy"),
+    ] {
+        let out = amfmn_in(dir.path(), &["metrics", "--sims", file]);
+        assert!(!out.status.success(), "{file}");
+        assert!(stderr(&out).contains(needle), "{file}: {}", stderr(&out));
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
+    let out = amfmn_in(dir.path(), &["metrics", "--sims", "short.npy", "--captions-per-image", "2"]);
+    assert!(stderr(&out).contains("short.npy: 5 captions is not a multiple of 2"), "{}", stderr(&out));
+}
