@@ -79,6 +79,17 @@ fn synth_is_deterministic_and_complete() {
     assert_eq!(text("test_caps.txt").lines().count(), 30);
     assert!(text("train_keywords.txt").lines().all(|l| (1..=5).contains(&l.split(',').count())));
     assert!(table.contains("harbour") && table.contains("30 images of 48x48"), "{table}");
+
+    let keep = dir.path().join("a/images/notes.txt");
+    std::fs::write(&keep, "mine").unwrap();
+    let out = amfmn_in(
+        dir.path(),
+        &["synth", "--out", "a", "--images", "20", "--size", "48", "--seed", "3", "--format", "png"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let images: Vec<String> = files_of(&dir.path().join("a/images")).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(images.len(), 21, "20 new images and the user's file, no leftovers: {images:?}");
+    assert!(images.iter().filter(|n| n.ends_with(".png")).count() == 20 && keep.exists());
 }
 
 #[test]

@@ -814,6 +814,7 @@ pub fn write_dataset(out: &Path, config: SynthConfig) -> Result<SynthSummary> {
     let mut summary = SynthSummary::default();
     let mut text: [[String; 3]; 2] = Default::default();
     let progress = crate::progress::bar(config.images as u64, "synthesising images");
+    let mut written = std::collections::HashSet::new();
     for i in 0..config.images {
         let mut rng = rng::stream(config.seed, &[rng::tag::SYNTH, i as u64]);
         let class = i % CLASSES.len();
@@ -832,6 +833,7 @@ pub fn write_dataset(out: &Path, config: SynthConfig) -> Result<SynthSummary> {
             _ => ImageFormat::Png,
         };
         let path = image_dir.join(&name);
+        written.insert(name.clone());
         write_atomic_with(&path, |file| {
             let mut writer = std::io::BufWriter::new(file);
             image.write_to(&mut writer, format)?;
@@ -865,12 +867,29 @@ pub fn write_dataset(out: &Path, config: SynthConfig) -> Result<SynthSummary> {
         progress.inc(1);
     }
     progress.finish_and_clear();
+    remove_stale_images(&image_dir, &written)?;
     for (split, [caps, names, keywords]) in ["train", "test"].iter().zip(&text) {
         write_atomic(&out.join(format!("{split}_caps.txt")), caps.as_bytes())?;
         write_atomic(&out.join(format!("{split}_filename.txt")), names.as_bytes())?;
         write_atomic(&out.join(format!("{split}_keywords.txt")), keywords.as_bytes())?;
     }
     Ok(summary)
+}
+
+/// Removes images an earlier `synth` run left in `dir`: files named like `<class>_<n>.<ext>`
+/// that this run did not write. Other files are left alone.
+fn remove_stale_images(dir: &Path, written: &std::collections::HashSet<String>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|s| s.to_str()) else { continue };
+        let Some((stem, ext)) = name.rsplit_once('.') else { continue };
+        let Some((class, n)) = stem.rsplit_once('_') else { continue };
+        let synth_like = matches!(ext, "tif" | "jpg" | "png") && CLASSES.contains(&class) && n.parse::<usize>().is_ok();
+        if synth_like && !written.contains(name) {
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
