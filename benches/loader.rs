@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         image_paths: split.image_paths(&data.join("images")),
         captions: vec![vec![1]; split.num_images()],
         texts: vec![String::new(); split.num_images()],
+        keywords: None,
         captions_per_image: 1,
     });
     let transform = Transform::Train { resize: 278, crop: 256, rotation: [0.0, 90.0] };

@@ -160,6 +160,10 @@ pub struct DatasetOptions {
     /// amfmn: batches each loader thread may hold ready ahead of the training step.
     #[serde(default = "default_prefetch")]
     pub prefetch: usize,
+    /// amfmn: train and evaluate with each image's keywords (`<split>_keywords.txt`) fused with
+    /// the sentence through VGMF; the loss sums the sentence, keyword and fused rankings.
+    #[serde(default)]
+    pub keywords: bool,
 }
 
 /// `optim:` section.

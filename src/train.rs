@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use tch::Device;
+use tch::{Device, Tensor};
 
 use crate::checkpoint::{Checkpoint, CheckpointInfo};
 use crate::data::{CaptionSet, FoldSplit, Loader, LoaderConfig, PrecompSplit, Transform};
-use crate::eval::{self, EvalConfig, Metrics};
+use crate::eval::{self, EvalConfig, Metrics, Mode};
 use crate::logging::{score_block, Board, TextLog};
 use crate::loss::{contrastive_loss, dynamic_margins, Margin, PriorSimilarity};
 use crate::model::{pretrained, skipthoughts, Model};
@@ -75,6 +75,12 @@ pub fn run(options: &Options, resume: Option<&Path>, interrupt: &AtomicBool) -> 
     let split = PrecompSplit::read(&d.data_path, "train", d.captions_per_image)?;
     if let Some(warning) = split.blank_caption_warning(&d.data_path.join("train_caps.txt")) {
         eprintln!("warning: {warning}");
+    }
+    if d.keywords && split.keywords.is_none() {
+        bail!(
+            "dataset.keywords is on but {} does not exist; write it (one line per image, keywords separated by ',') or set dataset.keywords to False",
+            d.data_path.join("train_keywords.txt").display()
+        );
     }
     let data = Arc::new(CaptionSet::new(&split, &d.image_path, &vocab));
     let missing = data.missing_images();
@@ -197,7 +203,9 @@ impl Run<'_> {
             val_set.num_images(),
             dir.display()
         );
-        println!("{}", EpochRow::header());
+        let modes: &[Mode] =
+            if d.keywords { &[Mode::Sentence, Mode::Keywords, Mode::Fused] } else { &[Mode::Sentence] };
+        println!("{}", EpochRow::header(modes));
 
         let mut fold_state = FoldState { fold, model, adam, position, dir, loader, prior, log, board, data_seed };
         for epoch in fold_state.position.epoch..o.optim.epochs {
@@ -213,8 +221,15 @@ impl Run<'_> {
                 return Ok(FoldEnd::Interrupted(saved.dir.join("last.json")));
             }
             let mut metrics = None;
+            let mut others = Vec::new();
             if epoch % o.logs.eval_step == 0 {
-                let (_, m) = eval::evaluate(&fold_state.model, &val_set, eval_config, "validating")?;
+                let results = eval::evaluate(&fold_state.model, &val_set, eval_config, modes, "validating")?;
+                // The last mode (fused with keywords, else sentence) selects the best epoch.
+                let m = results.last().expect("at least one mode").2;
+                for (mode, _, r) in &results[..results.len() - 1] {
+                    fold_state.board.scalar(&format!("rsum_{}", mode.name()), r.mR, fold_state.position.eiters);
+                    others.push(r.mR);
+                }
                 let is_best = m.mR > fold_state.position.best_rsum;
                 fold_state.position.best_rsum = fold_state.position.best_rsum.max(m.mR);
                 fold_state.position.epoch = epoch + 1;
@@ -233,6 +248,7 @@ impl Run<'_> {
             fold_state.position.batch = 0;
             self.save(&fold_state, "last", lr, metrics)?;
             let row = EpochRow {
+                others,
                 fold,
                 epoch: epoch + 1,
                 loss: stats.mean_loss,
@@ -306,12 +322,16 @@ impl Run<'_> {
             let batch = batch?;
             tch::manual_seed(rng::derive(s.data_seed, &[rng::tag::DROPOUT, epoch as u64, i as u64]) as i64);
             let device = self.device;
-            let scores = s.model.net.forward(
-                &s.model.prepare_images(&batch.images),
-                &batch.captions.to_device(device),
-                &batch.lengths.to_device(device),
-                true,
-            );
+            let pixels = s.model.prepare_images(&batch.images);
+            let captions = (&batch.captions.to_device(device), &batch.lengths.to_device(device));
+            let scores: Vec<Tensor> = match &batch.keywords {
+                Some((ids, lengths)) => {
+                    let keywords = (&ids.to_device(device), &lengths.to_device(device));
+                    let m = s.model.net.forward_with_keywords(&pixels, captions, keywords, true);
+                    vec![m.sentence, m.keywords, m.fused]
+                }
+                None => vec![s.model.net.forward(&pixels, captions.0, captions.1, true)],
+            };
             let margin = match &s.prior {
                 Some(prior) => Margin::PerPair(
                     dynamic_margins(&prior.matrix(&batch.image_ids, &batch.caption_ids), o.optim.gamma, o.optim.beta)
@@ -319,7 +339,11 @@ impl Run<'_> {
                 ),
                 None => Margin::Fixed(o.optim.margin),
             };
-            let loss = contrastive_loss(&scores, &margin, o.optim.max_violation);
+            let loss = scores
+                .iter()
+                .map(|mode_scores| contrastive_loss(mode_scores, &margin, o.optim.max_violation))
+                .reduce(|a, b| a + b)
+                .expect("one mode at least");
             let value = loss.double_value(&[]);
             if !value.is_finite() {
                 bail!(
@@ -424,6 +448,8 @@ struct FoldState {
 
 /// One line of the per-epoch table.
 struct EpochRow {
+    /// Validation mR of the modes other than the selecting one (sentence, keywords).
+    others: Vec<f64>,
     fold: usize,
     epoch: usize,
     loss: f64,
@@ -435,11 +461,17 @@ struct EpochRow {
 }
 
 impl EpochRow {
-    fn header() -> String {
-        format!(
+    /// The header; with several modes the recalls are the last (selecting) mode's and the
+    /// other modes' mR follow.
+    fn header(modes: &[Mode]) -> String {
+        let mut header = format!(
             "{:>4} {:>5} {:>9} {:>9} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
             "fold", "epoch", "loss", "lr", "img/s", "r1i", "r5i", "r10i", "r1t", "r5t", "r10t", "mR", "best", "sec"
-        )
+        );
+        for mode in &modes[..modes.len() - 1] {
+            header.push_str(&format!(" {:>11}", format!("mR {}", mode.name())));
+        }
+        header
     }
 }
 
@@ -458,6 +490,10 @@ impl std::fmt::Display for EpochRow {
             )?,
             None => write!(f, " {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}", "-", "-", "-", "-", "-", "-", "-")?,
         }
-        write!(f, " {:>6.2} {:>6.1}", self.best, self.seconds)
+        write!(f, " {:>6.2} {:>6.1}", self.best, self.seconds)?;
+        for mr in &self.others {
+            write!(f, " {mr:>11.2}")?;
+        }
+        Ok(())
     }
 }

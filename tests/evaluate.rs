@@ -11,6 +11,11 @@ use common::{amfmn_in, stderr, stdout};
 /// A synthetic set (25 images of 32x32: 20 train, 5 test), vocabulary and options for one
 /// epoch per fold with `folds` folds, trained.
 fn trained(dir: &Path, folds: usize) {
+    trained_with(dir, folds, false);
+}
+
+/// Like [`trained`], with `dataset.keywords` set as given.
+fn trained_with(dir: &Path, folds: usize, keywords: bool) {
     let out =
         amfmn_in(dir, &["synth", "--out", "d", "--images", "25", "--size", "32", "--seed", "9", "--format", "png"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -26,6 +31,7 @@ fn trained(dir: &Path, folds: usize) {
         "dataset.batch_size=10".into(),
         "optim.epochs=1".into(),
         format!("k_fold.nums={folds}"),
+        format!("dataset.keywords={keywords}"),
         "threads=2".into(),
     ];
     let text = amfmn::options::Options::parse(&demo, &sets).unwrap().to_yaml();
@@ -155,4 +161,40 @@ fn missing_folds_and_bad_matrices_fail_with_one_line() {
     }
     let out = amfmn_in(dir.path(), &["metrics", "--sims", "short.npy", "--captions-per-image", "2"]);
     assert!(stderr(&out).contains("short.npy: 5 captions is not a multiple of 2"), "{}", stderr(&out));
+}
+
+#[test]
+fn keyword_training_reports_three_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    trained_with(dir.path(), 1, true);
+    let log = std::fs::read_to_string(dir.path().join("checkpoint/demo/0/best.json")).unwrap();
+    assert!(log.contains("\"keywords\": true"), "{log}");
+    let out =
+        amfmn_in(dir.path(), &["test", "--path_opt", "opt.yaml", "--device", "cpu", "--json", "--save-sims", "s.npy"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let result = json(&stdout(&out));
+    for part in ["0", "average"] {
+        for mode in ["sentence", "keywords", "fused"] {
+            assert!(result[part][mode]["mR"].is_number(), "{part}.{mode} in {result}");
+        }
+    }
+    for file in ["s.fold0.npy", "s.fold0.keywords.npy", "s.fold0.fused.npy"] {
+        assert!(dir.path().join(file).is_file(), "{file}");
+    }
+    let out = amfmn_in(dir.path(), &["metrics", "--sims", "s.fold0.fused.npy", "--json"]);
+    assert_eq!(json(&stdout(&out)), result["0"]["fused"]);
+    let out = amfmn_in(dir.path(), &["test", "--path_opt", "opt.yaml", "--device", "cpu", "--modes", "sentence"]);
+    let table = stdout(&out);
+    assert!(table.lines().any(|l| l.starts_with("0 ")) && !table.contains("fused"), "{table}");
+
+    std::fs::remove_file(dir.path().join("d/test_keywords.txt")).unwrap();
+    let out = amfmn_in(dir.path(), &["test", "--path_opt", "opt.yaml", "--device", "cpu", "--modes", "fused"]);
+    assert!(stderr(&out).contains("--modes fused: the test split has no keywords"), "{}", stderr(&out));
+    std::fs::remove_file(dir.path().join("d/train_keywords.txt")).unwrap();
+    let out = amfmn_in(dir.path(), &["train", "--path_opt", "opt.yaml", "--device", "cpu"]);
+    assert!(
+        stderr(&out).contains("dataset.keywords is on but d/train_keywords.txt does not exist"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use tch::Kind;
 
 use super::OptionArgs;
-use crate::eval::{self, Metrics};
+use crate::eval::{self, Metrics, Mode};
 use crate::fsutil::write_atomic;
 use crate::options::{DeviceChoice, Options};
 use crate::table::Table;
@@ -32,6 +32,10 @@ pub struct EvalArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Retrieval modes to report: sentence, keywords, fused (default: all three for a model
+    /// trained with keywords, else sentence).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub modes: Vec<Mode>,
 }
 
 /// Arguments of `amfmn test`.
@@ -81,24 +85,73 @@ pub fn results_table(rows: &[(String, Metrics)]) -> Table {
     table
 }
 
-/// Scores `set` with the model of `checkpoint`; saves the matrix when asked.
+/// The modes to report: the ones asked for, else those the checkpoint was trained for.
+fn modes_for(asked: &[Mode], keywords_trained: bool) -> Vec<Mode> {
+    let mut modes = if !asked.is_empty() {
+        asked.to_vec()
+    } else if keywords_trained {
+        vec![Mode::Sentence, Mode::Keywords, Mode::Fused]
+    } else {
+        vec![Mode::Sentence]
+    };
+    modes.sort();
+    modes.dedup();
+    modes
+}
+
+/// Scores `set` with the model of `checkpoint` in each mode; saves the matrices when asked
+/// (`FILE.npy` for the first mode, `FILE.<mode>.npy` for the others).
 fn evaluate_one(
     options: &Options,
     checkpoint: &Path,
     vocab: &Vocabulary,
     set: &std::sync::Arc<crate::data::CaptionSet>,
+    asked: &[Mode],
     sims: Option<&Path>,
     label: &str,
-) -> Result<Metrics> {
+) -> Result<Vec<(Mode, Metrics)>> {
     let device = crate::device::resolve(options.device)?;
-    let model = eval::load_model(options, checkpoint, vocab, device)?;
-    let image_size = model.image_size();
-    let (scores, metrics) = eval::evaluate(&model, set, eval::eval_config(options, image_size), label)?;
-    if let Some(path) = sims {
-        let values: Vec<f32> = Vec::try_from(scores.to_kind(Kind::Float).contiguous().view([-1]))?;
-        crate::npy::write_f32(path, &[set.num_images(), set.num_captions()], &values)?;
+    let (model, keywords_trained) = eval::load_model(options, checkpoint, vocab, device)?;
+    let modes = modes_for(asked, keywords_trained);
+    if modes.iter().any(|&m| m != Mode::Sentence) && set.keywords.is_none() {
+        bail!(
+            "--modes {}: the test split has no keywords ({} is missing)",
+            modes.iter().map(|m| m.name()).collect::<Vec<_>>().join(","),
+            options.dataset.data_path.join("test_keywords.txt").display()
+        );
     }
-    Ok(metrics)
+    let config = eval::eval_config(options, model.image_size());
+    let results = eval::evaluate(&model, set, config, &modes, label)?;
+    let mut out = Vec::new();
+    for (i, (mode, scores, metrics)) in results.into_iter().enumerate() {
+        if let Some(path) = sims {
+            let path = if i == 0 { path.to_owned() } else { path.with_extension(format!("{}.npy", mode.name())) };
+            let values: Vec<f32> = Vec::try_from(scores.to_kind(Kind::Float).contiguous().view([-1]))?;
+            crate::npy::write_f32(&path, &[set.num_images(), set.num_captions()], &values)?;
+        }
+        out.push((mode, metrics));
+    }
+    Ok(out)
+}
+
+/// One result as JSON: the metrics object, or `{mode: metrics}` for several modes.
+fn result_json(results: &[(Mode, Metrics)]) -> Result<serde_json::Value> {
+    if let [(Mode::Sentence, m)] = results {
+        return Ok(serde_json::to_value(m)?);
+    }
+    let mut object = serde_json::Map::new();
+    for (mode, m) in results {
+        object.insert(mode.name().to_owned(), serde_json::to_value(m)?);
+    }
+    Ok(serde_json::Value::Object(object))
+}
+
+/// Table rows `label` (one mode) or `label mode`.
+fn labelled(label: &str, results: &[(Mode, Metrics)]) -> Vec<(String, Metrics)> {
+    results
+        .iter()
+        .map(|(mode, m)| (if results.len() == 1 { label.to_owned() } else { format!("{label} {}", mode.name()) }, *m))
+        .collect()
 }
 
 /// `sims.npy` → `sims.fold<k>.npy`.
@@ -129,25 +182,31 @@ pub fn run_test(args: &TestArgs) -> Result<()> {
     }
     let vocab = Vocabulary::load(&options.dataset.vocab_path)?;
     let set = eval::load_test_set(&options, &vocab)?;
-    let mut rows = Vec::new();
+    let mut folds = Vec::new();
     for (k, checkpoint) in checkpoints.iter().enumerate() {
         let sims = args.eval.save_sims.as_ref().map(|p| fold_file(p, k));
-        let m = evaluate_one(&options, checkpoint, &vocab, &set, sims.as_deref(), &format!("testing fold {k}"))?;
-        rows.push((k.to_string(), m));
+        let label = format!("testing fold {k}");
+        folds.push(evaluate_one(&options, checkpoint, &vocab, &set, &args.eval.modes, sims.as_deref(), &label)?);
     }
-    let average = Metrics::mean(&rows.iter().map(|(_, m)| *m).collect::<Vec<_>>());
+    let average: Vec<(Mode, Metrics)> = folds[0]
+        .iter()
+        .enumerate()
+        .map(|(i, (mode, _))| (*mode, Metrics::mean(&folds.iter().map(|f| f[i].1).collect::<Vec<_>>())))
+        .collect();
     let mut object = serde_json::Map::new();
-    for (k, m) in &rows {
-        object.insert(k.clone(), serde_json::to_value(m)?);
+    for (k, results) in folds.iter().enumerate() {
+        object.insert(k.to_string(), result_json(results)?);
     }
-    object.insert("average".into(), serde_json::to_value(average)?);
+    object.insert("average".into(), result_json(&average)?);
     let json = serde_json::Value::Object(object);
     let out = options.logs.ckpt_save_path.join(&options.k_fold.experiment_name).join("test.json");
     write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())?;
     if args.eval.json {
         println!("{json}");
     } else {
-        rows.push(("average".into(), average));
+        let mut rows: Vec<(String, Metrics)> =
+            folds.iter().enumerate().flat_map(|(k, results)| labelled(&k.to_string(), results)).collect();
+        rows.extend(labelled("average", &average));
         print!("{}", results_table(&rows));
         println!(
             "\n{} test images, {} captions; results written to {}",
@@ -165,15 +224,23 @@ pub fn run_test_single(args: &TestSingleArgs) -> Result<()> {
     crate::device::set_threads(options.threads);
     let vocab = Vocabulary::load(&options.dataset.vocab_path)?;
     let set = eval::load_test_set(&options, &vocab)?;
-    let m = evaluate_one(&options, &args.resume, &vocab, &set, args.eval.save_sims.as_deref(), "testing")?;
-    let json = serde_json::to_value(m)?;
+    let results = evaluate_one(
+        &options,
+        &args.resume,
+        &vocab,
+        &set,
+        &args.eval.modes,
+        args.eval.save_sims.as_deref(),
+        "testing",
+    )?;
+    let json = result_json(&results)?;
     let base = if args.resume.is_dir() { args.resume.join("best.json") } else { args.resume.clone() };
     let out = base.with_extension("test.json");
     write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())?;
     if args.eval.json {
         println!("{json}");
     } else {
-        print!("{}", results_table(&[("test".into(), m)]));
+        print!("{}", results_table(&labelled("test", &results)));
         println!(
             "\n{} test images, {} captions; results written to {}",
             set.num_images(),

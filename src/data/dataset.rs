@@ -16,6 +16,8 @@ pub struct CaptionSet {
     pub captions: Vec<Vec<i64>>,
     /// The caption lines themselves (for the dynamic margin's prior similarity).
     pub texts: Vec<String>,
+    /// Token ids of each image's keywords (joined by `, `), when the split has keywords.
+    pub keywords: Option<Vec<Vec<i64>>>,
     pub captions_per_image: usize,
 }
 
@@ -27,6 +29,7 @@ impl CaptionSet {
             image_paths: split.image_paths(image_path),
             captions: split.captions.iter().map(|c| vocab.encode(c)).collect(),
             texts: split.captions.clone(),
+            keywords: split.keywords.as_ref().map(|k| k.iter().map(|words| vocab.encode(&words.join(", "))).collect()),
             captions_per_image: split.captions_per_image,
         }
     }
@@ -52,6 +55,7 @@ impl CaptionSet {
             image_paths: images.iter().map(|&i| self.image_paths[i].clone()).collect(),
             captions: images.iter().flat_map(|&i| self.captions[i * per..(i + 1) * per].iter().cloned()).collect(),
             texts: images.iter().flat_map(|&i| self.texts[i * per..(i + 1) * per].iter().cloned()).collect(),
+            keywords: self.keywords.as_ref().map(|k| images.iter().map(|&i| k[i].clone()).collect()),
             captions_per_image: per,
         }
     }
@@ -71,7 +75,7 @@ mod tests {
         let split = PrecompSplit {
             captions: vec!["a".into(), "b".into(), "c".into(), "d".into(), "e".into(), "f".into()],
             images: vec!["x.png".into(), "y.png".into(), "z.png".into()],
-            keywords: None,
+            keywords: Some(vec![vec!["a".into(), "f".into()], vec!["c".into()], vec!["zzz".into()]]),
             captions_per_image: 2,
             blank_caption_lines: vec![],
         };
@@ -82,6 +86,7 @@ mod tests {
         assert_eq!(sub.image_paths[0], Path::new("/img/z.png"));
         assert_eq!(sub.captions, [vec![5], vec![6], vec![1], vec![2]]);
         assert_eq!(sub.texts, ["e", "f", "a", "b"]);
+        assert_eq!(sub.keywords, Some(vec![vec![7], vec![1, 6]]), "keywords follow their image, unknown ones as <unk>");
         assert_eq!(sub.image_of_caption(3), 1);
         assert_eq!(sub.missing_images().len(), 2);
     }

@@ -40,6 +40,8 @@ pub struct PairBatch {
     pub caption_ids: Vec<usize>,
     /// Image index of each row in the caption set.
     pub image_ids: Vec<usize>,
+    /// The keywords of each row's image, `([B, K] ids, [B] lengths)`, when the set has them.
+    pub keywords: Option<(Tensor, Tensor)>,
 }
 
 /// A batch of images (evaluation encodes each image once).
@@ -127,13 +129,12 @@ impl Loader {
             move |(images, caption_ids)| {
                 let captions: Vec<&[i64]> = caption_ids.iter().map(|&k| set.captions[k].as_slice()).collect();
                 let (captions, lengths) = pad_captions(&captions);
-                Ok(PairBatch {
-                    images: images?,
-                    captions,
-                    lengths,
-                    image_ids: caption_ids.iter().map(|&k| set.image_of_caption(k)).collect(),
-                    caption_ids,
-                })
+                let image_ids: Vec<usize> = caption_ids.iter().map(|&k| set.image_of_caption(k)).collect();
+                let keywords = set.keywords.as_ref().map(|k| {
+                    let rows: Vec<&[i64]> = image_ids.iter().map(|&i| k[i].as_slice()).collect();
+                    pad_captions(&rows)
+                });
+                Ok(PairBatch { images: images?, captions, lengths, image_ids, caption_ids, keywords })
             },
         )
     }
@@ -275,6 +276,7 @@ mod tests {
             image_paths: paths,
             captions: (0..2 * n).map(|k| vec![1; 1 + k % 3]).collect(),
             texts: (0..2 * n).map(|k| format!("caption {k}")).collect(),
+            keywords: Some((0..n).map(|i| vec![1 + i as i64; 1 + i % 2]).collect()),
             captions_per_image: 2,
         })
     }
@@ -312,6 +314,9 @@ mod tests {
                 assert_eq!(img, k / 2);
                 assert_eq!(red_index(&b.images, row as i64), img as i64);
                 assert_eq!(b.lengths.int64_value(&[row as i64]), 1 + (k % 3) as i64);
+                let (kw, kw_lengths) = b.keywords.as_ref().expect("the set has keywords");
+                assert_eq!(kw.int64_value(&[row as i64, 0]), 1 + img as i64, "keywords of the row's image");
+                assert_eq!(kw_lengths.int64_value(&[row as i64]), 1 + (img % 2) as i64);
             }
         }
     }

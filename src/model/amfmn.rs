@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use tch::nn::{self, VarStore};
 use tch::{Device, Tensor};
 
-use super::attention::CrossAttention;
+use super::attention::{cosine, CrossAttention};
 use super::backbone::ExtractFeature;
 use super::fusion::VgmfGate;
 use super::mvsa::Mvsa;
@@ -23,12 +23,22 @@ pub struct Amfmn {
     pub vgmf_gate: VgmfGate,
 }
 
+/// Scores `[B_img, B_txt]` in each retrieval mode.
+#[derive(Debug)]
+pub struct ModeScores {
+    pub sentence: Tensor,
+    pub keywords: Tensor,
+    pub fused: Tensor,
+}
+
 /// An AMFMN network with its variables.
 pub struct Model {
     pub vs: VarStore,
     pub net: Amfmn,
     /// Side of the square images the model was built for.
     image_size: u32,
+    /// Width d of the joint space.
+    embed_dim: i64,
     /// Images go through the CNN in channels-last layout (faster on CPU with oneDNN).
     channels_last: bool,
 }
@@ -74,6 +84,39 @@ impl Amfmn {
         let text = self.encode_texts(ids, lengths, train);
         self.cross_attention_s.scores(&visual, &text)
     }
+
+    /// Scores of images `[Bv, d]` against texts given by their sentence and keyword codes
+    /// (`[Bt, d]` each) in the three retrieval modes: by sentence, by keywords, and by both
+    /// fused through VGMF (`F = vgmf(T_sentence, T_keywords)`, score `cos(Fv, F)`).
+    pub fn mode_scores(&self, visual: &Tensor, sentence: &Tensor, keywords: &Tensor) -> ModeScores {
+        let by_sentence = self.cross_attention_s.attended(visual, sentence);
+        let by_keywords = self.cross_attention_s.attended(visual, keywords);
+        let fused = self.vgmf_gate.forward(&by_sentence, &by_keywords);
+        ModeScores {
+            sentence: cosine(visual, &by_sentence),
+            keywords: cosine(visual, &by_keywords),
+            fused: cosine(visual, &fused),
+        }
+    }
+
+    /// A training or validation batch with keywords: captions and keywords go through the text
+    /// encoder together; returns the `[B, B]` scores of the three modes.
+    pub fn forward_with_keywords(
+        &self,
+        images: &Tensor,
+        captions: (&Tensor, &Tensor),
+        keywords: (&Tensor, &Tensor),
+        train: bool,
+    ) -> ModeScores {
+        let visual = self.encode_images(images, train);
+        let b = captions.0.size()[0];
+        let width = captions.0.size()[1].max(keywords.0.size()[1]);
+        let pad = |ids: &Tensor| ids.constant_pad_nd([0, width - ids.size()[1]]);
+        let ids = Tensor::cat(&[pad(captions.0), pad(keywords.0)], 0);
+        let lengths = Tensor::cat(&[captions.1, keywords.1], 0);
+        let text = self.encode_texts(&ids, &lengths, train);
+        self.mode_scores(&visual, &text.narrow(0, 0, b), &text.narrow(0, b, b))
+    }
 }
 
 impl Model {
@@ -83,7 +126,13 @@ impl Model {
         let vs = VarStore::new(device);
         let net = Amfmn::new(&vs.root(), options, vocab_size as i64)?;
         let channels_last = device == Device::Cpu;
-        let model = Model { vs, net, image_size: options.dataset.image_size, channels_last };
+        let model = Model {
+            vs,
+            net,
+            image_size: options.dataset.image_size,
+            embed_dim: options.model.embed.embed_dim,
+            channels_last,
+        };
         if channels_last {
             model.convert_conv_weights();
         }
@@ -97,6 +146,11 @@ impl Model {
     /// Side of the square images the model was built for (`dataset.image_size`).
     pub fn image_size(&self) -> u32 {
         self.image_size
+    }
+
+    /// Width d of the joint space (`model.embed.embed_dim`).
+    pub fn embed_dim(&self) -> i64 {
+        self.embed_dim
     }
 
     /// Moves 4-d weights to channels-last strides (same shape and values).

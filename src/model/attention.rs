@@ -9,6 +9,15 @@ use crate::options::AttentionType;
 /// `eps` of the original's cosine similarity.
 const COSINE_EPS: f64 = 1e-8;
 
+/// `cos(Fv_i, T_ij)` for images `[Bv, d]` and attended texts `[Bv, Bt, d]` → `[Bv, Bt]`, with
+/// the original's `w12 / max(‖x1‖ ‖x2‖, 1e-8)`.
+pub fn cosine(visual: &Tensor, attended: &Tensor) -> Tensor {
+    let dot = (visual.unsqueeze(1) * attended).sum_dim_intlist(-1, false, None);
+    let visual_norm = visual.norm_scalaropt_dim(2, [-1], true);
+    let attended_norm = attended.norm_scalaropt_dim(2, [-1], false);
+    dot / (visual_norm * attended_norm).clamp_min(COSINE_EPS)
+}
+
 /// The three VGA variants: how text `t_j` is re-weighted under the guidance of image `Fv_i`.
 #[derive(Debug)]
 pub enum CrossAttention {
@@ -32,6 +41,19 @@ impl CrossAttention {
             AttentionType::Similarity => {
                 CrossAttention::Similarity { fc_visual: lin("fc_visual", dim), fc_text: lin("fc_text", dim) }
             }
+        }
+    }
+
+    /// True for soft attention, whose scores have a closed form.
+    pub fn is_soft(&self) -> bool {
+        matches!(self, CrossAttention::Soft { .. })
+    }
+
+    /// For soft attention, the gates `g = σ(W Fv + b)` `[B, d]` of images `[B, d]`.
+    pub fn soft_gate(&self, visual: &Tensor) -> Option<Tensor> {
+        match self {
+            CrossAttention::Soft { gate } => Some(gate.forward(visual).sigmoid()),
+            _ => None,
         }
     }
 
@@ -59,11 +81,7 @@ impl CrossAttention {
     /// Scores `s_ij = cos(Fv_i, T_ij)` `[Bv, Bt]`, computed through the full `[Bv, Bt, d]`
     /// attended tensor exactly as the original (used in training, where gradients flow).
     pub fn scores(&self, visual: &Tensor, text: &Tensor) -> Tensor {
-        let attended = self.attended(visual, text);
-        let dot = (visual.unsqueeze(1) * &attended).sum_dim_intlist(-1, false, None);
-        let visual_norm = visual.norm_scalaropt_dim(2, [-1], true);
-        let attended_norm = attended.norm_scalaropt_dim(2, [-1], false);
-        dot / (visual_norm * attended_norm).clamp_min(COSINE_EPS)
+        cosine(visual, &self.attended(visual, text))
     }
 
     /// The same scores for evaluation, with bounded memory: soft attention in closed form
