@@ -20,6 +20,7 @@ pub mod optim;
 pub mod options;
 pub mod progress;
 pub mod rng;
+pub mod search;
 pub mod table;
 pub mod text;
 pub mod train;

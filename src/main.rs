@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use amfmn::commands::{inspect, metrics, synth, test, train, vocab};
+use amfmn::commands::{index, inspect, metrics, prepare, retrieve, synth, test, train, vocab};
 use clap::{Parser, Subcommand};
 
 /// AMFMN cross-modal remote-sensing image-text retrieval (Yuan et al., TGRS 2021).
@@ -29,6 +29,12 @@ enum Command {
     TestSingle(test::TestSingleArgs),
     /// Recall metrics of a saved images x captions score matrix.
     Metrics(metrics::MetricsArgs),
+    /// Encode every image of a folder once, for retrieve.
+    Index(index::IndexArgs),
+    /// Rank indexed images for a sentence and/or keywords, or captions for an image.
+    Retrieve(retrieve::RetrieveArgs),
+    /// Write the precomp layout from a release JSON (dataset_RSITMD.json, dataset_rsicd.json).
+    Prepare(prepare::PrepareArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +48,9 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run_test(args),
         Command::TestSingle(args) => test::run_test_single(args),
         Command::Metrics(args) => metrics::run(args),
+        Command::Index(args) => index::run(args),
+        Command::Retrieve(args) => retrieve::run(args),
+        Command::Prepare(args) => prepare::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

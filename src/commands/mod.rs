@@ -1,7 +1,10 @@
 //! The subcommands of the `amfmn` binary; `main.rs` parses the command line and calls these.
 
+pub mod index;
 pub mod inspect;
 pub mod metrics;
+pub mod prepare;
+pub mod retrieve;
 pub mod synth;
 pub mod test;
 pub mod train;

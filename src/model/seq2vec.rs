@@ -108,7 +108,10 @@ fn dropout_mask(p: f64, shape: [i64; 2], like: &Tensor) -> Tensor {
     Tensor::empty(shape, (Kind::Float, like.device())).bernoulli_float_(1.0 - p) / (1.0 - p)
 }
 
-/// `rnn.gru_cell.*` of BayesianUniSkip: six projections, the input ones with bias.
+/// `rnn.gru_cell.*` of BayesianUniSkip: six projections, the input ones with bias. The three
+/// input weights (and biases) are rows of one `[3H, 620]` tensor and the three hidden weights
+/// rows of one `[3H, H]` tensor, so inference uses them without copying; each projection is a
+/// separate parameter (a view of those rows) with its original name.
 #[derive(Debug)]
 pub struct BayesianGruCell {
     pub weight_ir: Linear,
@@ -117,18 +120,42 @@ pub struct BayesianGruCell {
     pub weight_hr: Linear,
     pub weight_hi: Linear,
     pub weight_hn: Linear,
+    input_weight: Tensor,
+    input_bias: Tensor,
+    hidden_weight: Tensor,
 }
 
 impl BayesianGruCell {
+    /// PyTorch's `nn.Linear` initialisation (uniform ±1/√in) for every projection.
     fn new(vs: &Path) -> BayesianGruCell {
-        let lin = |name: &str, input, bias| Linear::new(vs / name, input, SENTENCE_DIM, bias);
+        let h = SENTENCE_DIM;
+        let options = (Kind::Float, vs.device());
+        let uniform = |dims: &[i64], input: i64| {
+            let bound = 1.0 / (input as f64).sqrt();
+            Tensor::empty(dims, options).uniform_(-bound, bound)
+        };
+        let input_weight = uniform(&[3 * h, WORD_DIM], WORD_DIM);
+        let input_bias = uniform(&[3 * h], WORD_DIM);
+        let hidden_weight = uniform(&[3 * h, h], h);
+        let part = |t: &Tensor, g: i64| t.narrow(0, g * h, h);
+        let input = |name: &str, g: i64| Linear {
+            weight: (vs / name).add("weight", part(&input_weight, g), true),
+            bias: Some((vs / name).add("bias", part(&input_bias, g), true)),
+        };
+        let hidden = |name: &str, g: i64| Linear {
+            weight: (vs / name).add("weight", part(&hidden_weight, g), true),
+            bias: None,
+        };
         BayesianGruCell {
-            weight_ir: lin("weight_ir", WORD_DIM, true),
-            weight_ii: lin("weight_ii", WORD_DIM, true),
-            weight_in: lin("weight_in", WORD_DIM, true),
-            weight_hr: lin("weight_hr", SENTENCE_DIM, false),
-            weight_hi: lin("weight_hi", SENTENCE_DIM, false),
-            weight_hn: lin("weight_hn", SENTENCE_DIM, false),
+            weight_ir: input("weight_ir", 0),
+            weight_ii: input("weight_ii", 1),
+            weight_in: input("weight_in", 2),
+            weight_hr: hidden("weight_hr", 0),
+            weight_hi: hidden("weight_hi", 1),
+            weight_hn: hidden("weight_hn", 2),
+            input_weight,
+            input_bias,
+            hidden_weight,
         }
     }
 
@@ -137,16 +164,18 @@ impl BayesianGruCell {
     /// projections and the three hidden projections are each one matrix product.
     fn run(&self, x: &Tensor, p: f64, train: bool, pending: &mut Vec<PendingGradient>) -> Vec<Tensor> {
         let (b, steps, _) = x.size3().expect("[B, T, 620]");
-        let bias = |l: &Linear| l.bias.as_ref().expect("input projections have a bias").shallow_clone();
         let mut h = Tensor::zeros([b, SENTENCE_DIM], (x.kind(), x.device()));
         let mut outputs = Vec::with_capacity(steps as usize);
         if !train {
-            let weight = Tensor::cat(&[&self.weight_ir.weight, &self.weight_ii.weight, &self.weight_in.weight], 0);
-            let bias = Tensor::cat(&[bias(&self.weight_ir), bias(&self.weight_ii), bias(&self.weight_in)], 0);
-            let gates = InputGates::split(x.linear(&weight, Some(&bias)));
-            let hidden = Tensor::cat(&[&self.weight_hr.weight, &self.weight_hi.weight, &self.weight_hn.weight], 0);
+            let gates = InputGates::split(x.linear(&self.input_weight, Some(&self.input_bias)));
             for t in 0..steps {
-                let (hr, hz, hn) = three(h.linear::<Tensor>(&hidden, None));
+                // The state starts at zero, so the first hidden projection is zero too.
+                let projected = if t == 0 {
+                    Tensor::zeros([b, 3 * SENTENCE_DIM], (x.kind(), x.device()))
+                } else {
+                    h.linear::<Tensor>(&self.hidden_weight, None)
+                };
+                let (hr, hz, hn) = three(projected);
                 h = gru_update(&gates, t, hr, hz, hn, &h);
                 outputs.push(h.shallow_clone());
             }

@@ -1,0 +1,256 @@
+//! `amfmn index` and `amfmn retrieve` on a folder of images with an (untrained) checkpoint:
+//! incremental indexing, unreadable files, the three query kinds and image-to-text, the closed
+//! form against the model's own scores, and the HTML page rendered by headless Chromium.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use amfmn::checkpoint::{Checkpoint, CheckpointInfo};
+use amfmn::model::Model;
+use amfmn::options::Options;
+use amfmn::search::index::Index;
+use amfmn::search::{Query, Searcher};
+use amfmn::text::Vocabulary;
+use common::{amfmn_in, stderr, stdout};
+use tch::{Device, Kind};
+
+/// Solid colours, one image each (distinct, so a screenshot shows which thumbnail is where).
+const COLOURS: [[u8; 3]; 6] =
+    [[200, 30, 30], [30, 180, 40], [40, 60, 210], [230, 210, 40], [190, 40, 200], [40, 200, 210]];
+
+/// A vocabulary, a checkpoint of a fresh 64x64 model (with sidecar) and a folder of images.
+fn setup(dir: &Path) -> PathBuf {
+    let words = ["two", "white", "houses", "baseball", "field", "red", "boat", "port", "<unk>"];
+    let vocab = Vocabulary::from_words(words.iter().map(|w| w.to_string()).collect()).unwrap();
+    vocab.save(&dir.join("v.json")).unwrap();
+    let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
+    let sets = ["dataset.vocab_path=v.json", "dataset.image_size=64", "dataset.resize=70", "model.embed.embed_dim=32"];
+    let options = Options::parse(&demo, &sets.map(String::from)).unwrap();
+    let model = Model::new(&options, vocab.len(), Device::Cpu, 7).unwrap();
+    let info = CheckpointInfo {
+        kind: "best".into(),
+        fold: 0,
+        epoch: 1,
+        batch: 0,
+        best_rsum: 0.0,
+        eiters: 0,
+        lr: 2e-4,
+        split_seed: 0,
+        vocab_path: "v.json".into(),
+        vocab_size: vocab.len(),
+        metrics: None,
+        options,
+        amfmn_version: "test".into(),
+        model_file: String::new(),
+        optimizer_file: None,
+    };
+    let ckpt = dir.join("ckpt");
+    Checkpoint::save(&ckpt, info, &model, None).unwrap();
+    let images = dir.join("images");
+    std::fs::create_dir_all(images.join("sub")).unwrap();
+    for (i, c) in COLOURS.iter().enumerate() {
+        let name = if i == 5 { format!("sub/c{i}.png") } else { format!("c{i}.png") };
+        image::RgbImage::from_pixel(64, 64, image::Rgb(*c)).save(images.join(name)).unwrap();
+    }
+    std::fs::write(images.join("broken.jpg"), b"not a jpeg").unwrap();
+    std::fs::write(images.join("notes.txt"), b"ignored").unwrap();
+    ckpt
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", stderr(out));
+    serde_json::from_str(stdout(out).trim()).unwrap()
+}
+
+#[test]
+fn index_is_incremental_and_skips_unreadable_files() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let d = dir.path();
+    let out = amfmn_in(
+        d,
+        &["index", "--checkpoint", "ckpt/best.json", "--images", "images", "--out", "i.st", "--device", "cpu"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.lines().nth(2).unwrap().split_whitespace().take(4).eq(["5", "0", "5", "1"]), "{text}");
+    assert!(text.contains("skipped broken.jpg: cannot decode image"), "{text}");
+
+    let out = amfmn_in(
+        d,
+        &["index", "--checkpoint", "ckpt", "--images", "images", "--recursive", "--out", "i.st", "--device", "cpu"],
+    );
+    let text = stdout(&out);
+    assert!(
+        text.lines().nth(2).unwrap().split_whitespace().take(4).eq(["6", "5", "1", "1"]),
+        "only sub/c5.png is new: {text}"
+    );
+
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    image::RgbImage::from_pixel(64, 64, image::Rgb([1, 2, 3])).save(d.join("images/c0.png")).unwrap();
+    std::fs::remove_file(d.join("images/c1.png")).unwrap();
+    let out = amfmn_in(
+        d,
+        &["index", "--checkpoint", "ckpt", "--images", "images", "--recursive", "--out", "i.st", "--device", "cpu"],
+    );
+    let text = stdout(&out);
+    assert!(
+        text.lines().nth(2).unwrap().split_whitespace().take(4).eq(["5", "4", "1", "1"]),
+        "c0 changed, c1 gone: {text}"
+    );
+    let index = Index::load(&d.join("i.st")).unwrap();
+    let names: Vec<&str> = index.info.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(names, ["c0.png", "c2.png", "c3.png", "c4.png", "sub/c5.png"]);
+    assert_eq!(index.fv.size(), [5, 32]);
+    assert_eq!(index.gate.unwrap().size(), [5, 32], "soft attention stores the gates");
+}
+
+#[test]
+fn closed_form_search_equals_the_model_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let d = dir.path();
+    let out = amfmn_in(
+        d,
+        &["index", "--checkpoint", "ckpt", "--images", "images", "--recursive", "--out", "i.st", "--device", "cpu"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let index = Index::load(&d.join("i.st")).unwrap();
+    let vocab = Vocabulary::load(&d.join("v.json")).unwrap();
+    let ckpt = Checkpoint::open(&d.join("ckpt/best.json")).unwrap();
+    let mut model = Model::new(&ckpt.info.options, vocab.len(), Device::Cpu, 0).unwrap();
+    ckpt.load_model(&mut model).unwrap();
+    let searcher =
+        Searcher::new(model, vocab, index.fv.shallow_clone(), index.gate.as_ref().map(|g| g.shallow_clone()));
+    let query = Query { sentence: Some("two white houses".into()), keywords: None };
+    let fast = searcher.scores(&query).unwrap();
+    let text = searcher.encode_texts(&["two white houses"]);
+    let direct = tch::no_grad(|| searcher.model.net.cross_attention_s.scores(&index.fv, &text)).squeeze_dim(1);
+    let diff = (&fast - direct.to_kind(Kind::Float)).abs().max().double_value(&[]);
+    assert!(diff < 1e-6, "closed form vs pairwise: {diff}");
+    let both = Query { sentence: Some("two white houses".into()), keywords: Some("baseball field, red".into()) };
+    let keywords = searcher.encode_texts(&["baseball field, red"]);
+    let fused = tch::no_grad(|| searcher.model.net.mode_scores(&index.fv, &text, &keywords).fused).squeeze_dim(1);
+    let diff = (searcher.scores(&both).unwrap() - fused).abs().max().double_value(&[]);
+    assert!(diff < 1e-6, "fused query: {diff}");
+}
+
+#[test]
+fn two_pass_top_k_equals_the_exact_ranking() {
+    let vocab =
+        Vocabulary::from_words(["two", "white", "houses", "red", "boat", "<unk>"].map(String::from).to_vec()).unwrap();
+    let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
+    let options = Options::parse(&demo, &["dataset.image_size=64".into(), "dataset.resize=70".into()]).unwrap();
+    let model = Model::new(&options, vocab.len(), Device::Cpu, 3).unwrap();
+    tch::manual_seed(5);
+    let fv = tch::Tensor::randn([20_000, 512], (Kind::Float, Device::Cpu)).abs();
+    let gate = tch::Tensor::randn([20_000, 512], (Kind::Float, Device::Cpu)).sigmoid();
+    let searcher = Searcher::new(model, vocab, fv, Some(gate));
+    for text in ["two white houses", "red boat", "houses"] {
+        let query = Query { sentence: Some(text.into()), keywords: None };
+        let exact = amfmn::search::top_k(&searcher.scores(&query).unwrap(), 25);
+        assert_eq!(searcher.top(&query, 25).unwrap(), exact, "{text}");
+    }
+}
+
+#[test]
+fn retrieve_ranks_images_and_captions() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let d = dir.path();
+    let out = amfmn_in(
+        d,
+        &["index", "--checkpoint", "ckpt", "--images", "images", "--recursive", "--out", "i.st", "--device", "cpu"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for args in [
+        vec!["--query", "two white houses"],
+        vec!["--keywords", "red, boat"],
+        vec!["--query", "two white houses", "--keywords", "baseball field"],
+    ] {
+        let mut all = vec!["retrieve", "--index", "i.st", "--top", "3", "--json"];
+        all.extend(args.iter());
+        let result = json(&amfmn_in(d, &all));
+        let results = result["results"].as_array().unwrap();
+        assert_eq!(results.len(), 3, "{result}");
+        assert_eq!(result["indexed"], 6);
+        let scores: Vec<f64> = results.iter().map(|r| r["score"].as_f64().unwrap()).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+        assert_eq!(results[0]["rank"], 1);
+    }
+    let out = amfmn_in(d, &["retrieve", "--index", "i.st", "--query", "red boat in a port"]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).lines().count(), 8, "header, rule and 6 images: {}", stdout(&out));
+
+    std::fs::write(d.join("caps.txt"), "two white houses\n\nred boat in a port\nbaseball field\n").unwrap();
+    let result = json(&amfmn_in(
+        d,
+        &["retrieve", "--index", "i.st", "--image", "images/c2.png", "--captions", "caps.txt", "--json"],
+    ));
+    let lines: Vec<u64> = result["results"].as_array().unwrap().iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    let mut sorted = lines.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, [1, 2, 3], "three non-empty caption lines ranked");
+
+    let out = amfmn_in(d, &["retrieve", "--index", "i.st"]);
+    assert!(stderr(&out).contains("give --query"), "{}", stderr(&out));
+    std::fs::write(d.join("ckpt/best.safetensors"), b"changed").unwrap();
+    let out = amfmn_in(d, &["retrieve", "--index", "i.st", "--query", "x"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("changed since i.st was made; re-run amfmn index"), "{}", stderr(&out));
+}
+
+/// Headless Chromium from Debian's package (or `AMFMN_CHROMIUM`).
+fn chromium() -> PathBuf {
+    let path =
+        std::env::var_os("AMFMN_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        path.is_file(),
+        "{} not found: install Debian's chromium (exec/test.sh does) or set AMFMN_CHROMIUM",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn html_page_shows_the_thumbnails_in_rank_order() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let d = dir.path();
+    let out = amfmn_in(
+        d,
+        &["index", "--checkpoint", "ckpt", "--images", "images", "--recursive", "--out", "i.st", "--device", "cpu"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let result = json(&amfmn_in(
+        d,
+        &["retrieve", "--index", "i.st", "--query", "two white houses", "--top", "6", "--json", "--html", "page.html"],
+    ));
+    let profile = tempfile::tempdir().unwrap();
+    let shot = d.join("shot.png");
+    let status = Command::new(chromium())
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--window-size=760,560", "--force-device-scale-factor=1"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", d.join("page.html").display()))
+        .output()
+        .unwrap();
+    assert!(shot.is_file(), "no screenshot: {}", String::from_utf8_lossy(&status.stderr));
+    let png = image::open(&shot).unwrap().to_rgb8();
+    // Layout of the page: 16 px margin, 20 px title + 12 px gap, cells of 180 x 200 with the
+    // 160 px thumbnail centred at the top; four cells per row.
+    for (rank, hit) in result["results"].as_array().unwrap().iter().enumerate() {
+        let path = Path::new(hit["path"].as_str().unwrap());
+        let name = path.file_stem().unwrap().to_str().unwrap();
+        let colour = COLOURS[name[1..].parse::<usize>().unwrap()];
+        let (col, row) = ((rank % 4) as u32, (rank / 4) as u32);
+        let (x, y) = (16 + col * 180 + 10 + 80, 48 + row * 200 + 80);
+        let pixel = png.get_pixel(x, y).0;
+        let close = pixel.iter().zip(colour).all(|(&a, b)| (a as i32 - b as i32).abs() <= 3);
+        assert!(close, "rank {}: {name} should be at ({x}, {y}), found {pixel:?} instead of {colour:?}", rank + 1);
+    }
+}
