@@ -82,7 +82,12 @@ pub fn run(options: &Options, resume: Option<&Path>, interrupt: &AtomicBool) -> 
             d.data_path.join("train_keywords.txt").display()
         );
     }
-    let data = Arc::new(CaptionSet::new(&split, &d.image_path, &vocab));
+    let mut data = CaptionSet::new(&split, &d.image_path, &vocab);
+    if !d.keywords {
+        // Keywords take part in training only when asked for, even if the split has them.
+        data.keywords = None;
+    }
+    let data = Arc::new(data);
     let missing = data.missing_images();
     if let Some(first) = missing.first() {
         bail!(

@@ -234,3 +234,16 @@ fn torchvision_resnet_files_load() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(pretrained::load_resnet(&model, &converted).unwrap(), expected.len());
 }
+
+#[test]
+fn a_keywords_file_is_ignored_unless_keywords_are_on() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let with = train(dir.path(), &["--set", "k_fold.experiment_name=with", "--set", "optim.epochs=1"]);
+    assert!(with.status.success(), "{}", stderr(&with));
+    std::fs::remove_file(dir.path().join("d/train_keywords.txt")).unwrap();
+    let without = train(dir.path(), &["--set", "k_fold.experiment_name=without", "--set", "optim.epochs=1"]);
+    assert!(without.status.success(), "{}", stderr(&without));
+    let c = dir.path().join("checkpoint");
+    assert_same_weights(&c.join("with/0/last.safetensors"), &c.join("without/0/last.safetensors"));
+}
