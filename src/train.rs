@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use tch::{Device, Tensor};
 
 use crate::checkpoint::{Checkpoint, CheckpointInfo};
-use crate::data::{CaptionSet, FoldSplit, Loader, LoaderConfig, PrecompSplit, Transform};
+use crate::data::{CaptionSet, FoldSplit, Loader, LoaderConfig, Transform};
 use crate::eval::{self, EvalConfig, Metrics, Mode};
 use crate::logging::{score_block, Board, TextLog};
 use crate::loss::{contrastive_loss, dynamic_margins, Margin, PriorSimilarity};
@@ -72,32 +72,18 @@ pub fn run(options: &Options, resume: Option<&Path>, interrupt: &AtomicBool) -> 
     crate::device::set_threads(options.threads);
     let d = &options.dataset;
     let vocab = Vocabulary::load(&d.vocab_path)?;
-    let split = PrecompSplit::read(&d.data_path, "train", d.captions_per_image)?;
-    if let Some(warning) = split.blank_caption_warning(&d.data_path.join("train_caps.txt")) {
-        eprintln!("warning: {warning}");
-    }
+    let (mut data, split) = CaptionSet::load(options, "train", &vocab)?;
     if d.keywords && split.keywords.is_none() {
         bail!(
             "dataset.keywords is on but {} does not exist; write it (one line per image, keywords separated by ',') or set dataset.keywords to False",
             d.data_path.join("train_keywords.txt").display()
         );
     }
-    let mut data = CaptionSet::new(&split, &d.image_path, &vocab);
     if !d.keywords {
         // Keywords take part in training only when asked for, even if the split has them.
         data.keywords = None;
     }
     let data = Arc::new(data);
-    let missing = data.missing_images();
-    if let Some(first) = missing.first() {
-        bail!(
-            "{} of {} training images are missing, first {}; put the images under dataset.image_path ({})",
-            missing.len(),
-            data.num_images(),
-            first.display(),
-            d.image_path.display()
-        );
-    }
     let resume = match (resume, &options.optim.resume) {
         (Some(path), _) => Some(Checkpoint::open(path)?),
         (None, crate::options::Resume::From(path)) => Some(Checkpoint::open(path)?),

@@ -59,6 +59,16 @@ fn setup(dir: &Path) -> PathBuf {
     ckpt
 }
 
+/// Indexes every image of the setup (sub-folders too) into `i.st`; returns the table printed.
+fn index(dir: &Path) -> String {
+    let out = amfmn_in(
+        dir,
+        &["index", "--checkpoint", "ckpt", "--images", "images", "--recursive", "--out", "i.st", "--device", "cpu"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+}
+
 fn json(out: &std::process::Output) -> serde_json::Value {
     assert!(out.status.success(), "{}", stderr(out));
     serde_json::from_str(stdout(out).trim()).unwrap()
@@ -78,11 +88,7 @@ fn index_is_incremental_and_skips_unreadable_files() {
     assert!(text.lines().nth(2).unwrap().split_whitespace().take(4).eq(["5", "0", "5", "1"]), "{text}");
     assert!(text.contains("skipped broken.jpg: cannot decode image"), "{text}");
 
-    let out = amfmn_in(
-        d,
-        &["index", "--checkpoint", "ckpt", "--images", "images", "--recursive", "--out", "i.st", "--device", "cpu"],
-    );
-    let text = stdout(&out);
+    let text = index(d);
     assert!(
         text.lines().nth(2).unwrap().split_whitespace().take(4).eq(["6", "5", "1", "1"]),
         "only sub/c5.png is new: {text}"
@@ -91,11 +97,7 @@ fn index_is_incremental_and_skips_unreadable_files() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     image::RgbImage::from_pixel(64, 64, image::Rgb([1, 2, 3])).save(d.join("images/c0.png")).unwrap();
     std::fs::remove_file(d.join("images/c1.png")).unwrap();
-    let out = amfmn_in(
-        d,
-        &["index", "--checkpoint", "ckpt", "--images", "images", "--recursive", "--out", "i.st", "--device", "cpu"],
-    );
-    let text = stdout(&out);
+    let text = index(d);
     assert!(
         text.lines().nth(2).unwrap().split_whitespace().take(4).eq(["5", "4", "1", "1"]),
         "c0 changed, c1 gone: {text}"
@@ -112,11 +114,7 @@ fn closed_form_search_equals_the_model_scores() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
     let d = dir.path();
-    let out = amfmn_in(
-        d,
-        &["index", "--checkpoint", "ckpt", "--images", "images", "--recursive", "--out", "i.st", "--device", "cpu"],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    index(d);
     let index = Index::load(&d.join("i.st")).unwrap();
     let vocab = Vocabulary::load(&d.join("v.json")).unwrap();
     let ckpt = Checkpoint::open(&d.join("ckpt/best.json")).unwrap();
@@ -160,11 +158,7 @@ fn retrieve_ranks_images_and_captions() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
     let d = dir.path();
-    let out = amfmn_in(
-        d,
-        &["index", "--checkpoint", "ckpt", "--images", "images", "--recursive", "--out", "i.st", "--device", "cpu"],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    index(d);
     for args in [
         vec!["--query", "two white houses"],
         vec!["--keywords", "red, boat"],
@@ -219,11 +213,7 @@ fn html_page_shows_the_thumbnails_in_rank_order() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
     let d = dir.path();
-    let out = amfmn_in(
-        d,
-        &["index", "--checkpoint", "ckpt", "--images", "images", "--recursive", "--out", "i.st", "--device", "cpu"],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    index(d);
     let result = json(&amfmn_in(
         d,
         &["retrieve", "--index", "i.st", "--query", "two white houses", "--top", "6", "--json", "--html", "page.html"],

@@ -209,7 +209,7 @@ fn bad_options_fail_before_training() {
     assert!(stderr(&out).contains("--device cuda:7: libtorch sees"), "{}", stderr(&out));
     std::fs::remove_dir_all(dir.path().join("d/images")).unwrap();
     let out = train(dir.path(), &[]);
-    assert!(stderr(&out).contains("16 of 16 training images are missing"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("16 of 16 images of the train split are missing"), "{}", stderr(&out));
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! `amfmn inspect`: reads a dataset through its option file, checks it, and prints statistics.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::OptionArgs;
 use crate::data::image_file::load_rgb;
-use crate::data::{CaptionSet, PrecompSplit};
+use crate::data::CaptionSet;
 use crate::table::Table;
 use crate::text::Vocabulary;
 
@@ -34,21 +34,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         "first image",
     ]);
     for split_name in &args.splits {
-        let split = PrecompSplit::read(&d.data_path, split_name, d.captions_per_image)?;
-        if let Some(warning) = split.blank_caption_warning(&d.data_path.join(format!("{split_name}_caps.txt"))) {
-            eprintln!("warning: {warning}");
-        }
-        let set = CaptionSet::new(&split, &d.image_path, &vocab);
-        let missing = set.missing_images();
-        if let Some(first) = missing.first() {
-            bail!(
-                "{} of {} images of the {split_name} split are missing, first {}; put the images under dataset.image_path ({})",
-                missing.len(),
-                set.num_images(),
-                first.display(),
-                d.image_path.display()
-            );
-        }
+        let (set, split) = CaptionSet::load(&options, split_name, &vocab)?;
         let first = load_rgb(&set.image_paths[0])?;
         let tokens: usize = set.captions.iter().map(Vec::len).sum();
         let unknown = set.captions.iter().flatten().filter(|&&id| id == vocab.unk_id()).count();

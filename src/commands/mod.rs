@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::options::Options;
+use crate::options::{DeviceChoice, Options};
 
 /// The option-file arguments shared by every subcommand that runs on a dataset.
 #[derive(Debug, Clone, clap::Args)]
@@ -31,5 +31,28 @@ impl OptionArgs {
     /// Reads the option file with the overrides applied.
     pub fn load(&self) -> Result<Options> {
         Options::load(&self.path_opt, &self.set)
+    }
+}
+
+/// Where the model runs, for the subcommands that run it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeArgs {
+    /// Where the model runs: auto (CUDA when available), cpu, cuda or cuda:N (overrides `device`).
+    #[arg(long)]
+    pub device: Option<DeviceChoice>,
+    /// libtorch threads on the CPU (overrides `threads`; 0 = one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl RuntimeArgs {
+    /// Writes the command-line choices over the option file's.
+    pub fn apply(&self, options: &mut Options) {
+        if let Some(device) = self.device {
+            options.device = device;
+        }
+        if let Some(threads) = self.threads {
+            options.threads = threads;
+        }
     }
 }

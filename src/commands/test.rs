@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use tch::Kind;
 
-use super::OptionArgs;
+use super::{OptionArgs, RuntimeArgs};
 use crate::eval::{self, Metrics, Mode};
 use crate::fsutil::write_atomic;
-use crate::options::{DeviceChoice, Options};
+use crate::options::Options;
 use crate::table::Table;
 use crate::text::Vocabulary;
 use crate::train::fold_dir;
@@ -19,12 +19,8 @@ use crate::train::fold_dir;
 pub struct EvalArgs {
     #[command(flatten)]
     pub options: OptionArgs,
-    /// Where the model runs: auto (CUDA when available), cpu, cuda or cuda:N.
-    #[arg(long)]
-    pub device: Option<DeviceChoice>,
-    /// libtorch threads on the CPU (0 = one per core).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// Save the images x captions score matrix as float32 .npy (`test`: one file per fold,
     /// FILE.fold<k>.npy).
     #[arg(long = "save-sims", value_name = "FILE.npy")]
@@ -59,12 +55,8 @@ pub struct TestSingleArgs {
 impl EvalArgs {
     fn options(&self) -> Result<Options> {
         let mut options = self.options.load()?;
-        if let Some(device) = self.device {
-            options.device = device;
-        }
-        if let Some(threads) = self.threads {
-            options.threads = threads;
-        }
+        self.runtime.apply(&mut options);
+        crate::device::set_threads(options.threads);
         Ok(options)
     }
 }
@@ -163,7 +155,6 @@ fn fold_file(path: &Path, fold: usize) -> PathBuf {
 /// `amfmn test`: every fold's best checkpoint on the test split, then the average.
 pub fn run_test(args: &TestArgs) -> Result<()> {
     let options = args.eval.options()?;
-    crate::device::set_threads(options.threads);
     let checkpoints: Vec<PathBuf> = (0..options.k_fold.nums).map(|k| fold_dir(&options, k).join("best.json")).collect();
     let missing: Vec<String> = checkpoints
         .iter()
@@ -198,16 +189,26 @@ pub fn run_test(args: &TestArgs) -> Result<()> {
         object.insert(k.to_string(), result_json(results)?);
     }
     object.insert("average".into(), result_json(&average)?);
-    let json = serde_json::Value::Object(object);
     let out = options.logs.ckpt_save_path.join(&options.k_fold.experiment_name).join("test.json");
-    write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())?;
-    if args.eval.json {
+    let mut rows: Vec<(String, Metrics)> =
+        folds.iter().enumerate().flat_map(|(k, results)| labelled(&k.to_string(), results)).collect();
+    rows.extend(labelled("average", &average));
+    report(&serde_json::Value::Object(object), &rows, &out, &set, args.eval.json)
+}
+
+/// Writes the results JSON to `out`, then prints it (`--json`) or the table.
+fn report(
+    json: &serde_json::Value,
+    rows: &[(String, Metrics)],
+    out: &Path,
+    set: &crate::data::CaptionSet,
+    as_json: bool,
+) -> Result<()> {
+    write_atomic(out, serde_json::to_string_pretty(json)?.as_bytes())?;
+    if as_json {
         println!("{json}");
     } else {
-        let mut rows: Vec<(String, Metrics)> =
-            folds.iter().enumerate().flat_map(|(k, results)| labelled(&k.to_string(), results)).collect();
-        rows.extend(labelled("average", &average));
-        print!("{}", results_table(&rows));
+        print!("{}", results_table(rows));
         println!(
             "\n{} test images, {} captions; results written to {}",
             set.num_images(),
@@ -221,7 +222,6 @@ pub fn run_test(args: &TestArgs) -> Result<()> {
 /// `amfmn test-single`: one checkpoint on the test split.
 pub fn run_test_single(args: &TestSingleArgs) -> Result<()> {
     let options = args.eval.options()?;
-    crate::device::set_threads(options.threads);
     let vocab = Vocabulary::load(&options.dataset.vocab_path)?;
     let set = eval::load_test_set(&options, &vocab)?;
     let results = evaluate_one(
@@ -233,20 +233,13 @@ pub fn run_test_single(args: &TestSingleArgs) -> Result<()> {
         args.eval.save_sims.as_deref(),
         "testing",
     )?;
-    let json = result_json(&results)?;
     let base = if args.resume.is_dir() { args.resume.join("best.json") } else { args.resume.clone() };
-    let out = base.with_extension("test.json");
-    write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())?;
-    if args.eval.json {
-        println!("{json}");
-    } else {
-        print!("{}", results_table(&labelled("test", &results)));
-        println!(
-            "\n{} test images, {} captions; results written to {}",
-            set.num_images(),
-            set.num_captions(),
-            out.display()
-        );
-    }
+    report(
+        &result_json(&results)?,
+        &labelled("test", &results),
+        &base.with_extension("test.json"),
+        &set,
+        args.eval.json,
+    )?;
     Ok(())
 }

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::OptionArgs;
-use crate::options::DeviceChoice;
+use super::{OptionArgs, RuntimeArgs};
 use crate::table::Table;
 use crate::train::{self, Outcome};
 
@@ -16,12 +15,8 @@ use crate::train::{self, Outcome};
 pub struct TrainArgs {
     #[command(flatten)]
     pub options: OptionArgs,
-    /// Where the model runs: auto (CUDA when available), cpu, cuda or cuda:N (overrides `device`).
-    #[arg(long)]
-    pub device: Option<DeviceChoice>,
-    /// libtorch threads on the CPU (overrides `threads`; 0 = one per core).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// Resume from a checkpoint: a fold folder, its last.json, or last.safetensors (overrides
     /// `optim.resume`).
     #[arg(long)]
@@ -32,12 +27,7 @@ pub struct TrainArgs {
 /// with a checkpoint and exit code 0, a second Ctrl-C at once.
 pub fn run(args: &TrainArgs) -> Result<()> {
     let mut options = args.options.load()?;
-    if let Some(device) = args.device {
-        options.device = device;
-    }
-    if let Some(threads) = args.threads {
-        options.threads = threads;
-    }
+    args.runtime.apply(&mut options);
     let interrupt = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&interrupt);
     ctrlc::set_handler(move || {

@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::{bail, Result};
+
 use super::precomp::PrecompSplit;
+use crate::options::Options;
 use crate::text::Vocabulary;
 
 /// Encoded captions of a set of images; caption `k` belongs to image `k / captions_per_image`.
@@ -32,6 +35,28 @@ impl CaptionSet {
             keywords: split.keywords.as_ref().map(|k| k.iter().map(|words| vocab.encode(&words.join(", "))).collect()),
             captions_per_image: split.captions_per_image,
         }
+    }
+
+    /// Reads split `name` of the dataset of `options` (warning about blank captions), encodes
+    /// it with `vocab`, and checks that every image exists.
+    pub fn load(options: &Options, name: &str, vocab: &Vocabulary) -> Result<(CaptionSet, PrecompSplit)> {
+        let d = &options.dataset;
+        let split = PrecompSplit::read(&d.data_path, name, d.captions_per_image)?;
+        if let Some(warning) = split.blank_caption_warning(&d.data_path.join(format!("{name}_caps.txt"))) {
+            eprintln!("warning: {warning}");
+        }
+        let set = CaptionSet::new(&split, &d.image_path, vocab);
+        let missing = set.missing_images();
+        if let Some(first) = missing.first() {
+            bail!(
+                "{} of {} images of the {name} split are missing, first {}; put the images under dataset.image_path ({})",
+                missing.len(),
+                set.num_images(),
+                first.display(),
+                d.image_path.display()
+            );
+        }
+        Ok((set, split))
     }
 
     pub fn num_images(&self) -> usize {

@@ -13,7 +13,7 @@ pub use metrics::Metrics;
 
 use crate::checkpoint::Checkpoint;
 use crate::data::loader::pad_captions;
-use crate::data::{CaptionSet, Loader, LoaderConfig, PrecompSplit, Transform};
+use crate::data::{CaptionSet, Loader, LoaderConfig, Transform};
 use crate::model::Model;
 use crate::options::Options;
 use crate::text::Vocabulary;
@@ -167,23 +167,7 @@ pub fn evaluate(
 
 /// The test split of `options`' dataset, encoded with its vocabulary; images must exist.
 pub fn load_test_set(options: &Options, vocab: &Vocabulary) -> Result<Arc<CaptionSet>> {
-    let d = &options.dataset;
-    let split = PrecompSplit::read(&d.data_path, "test", d.captions_per_image)?;
-    if let Some(warning) = split.blank_caption_warning(&d.data_path.join("test_caps.txt")) {
-        eprintln!("warning: {warning}");
-    }
-    let set = CaptionSet::new(&split, &d.image_path, vocab);
-    let missing = set.missing_images();
-    if let Some(first) = missing.first() {
-        bail!(
-            "{} of {} test images are missing, first {}; put the images under dataset.image_path ({})",
-            missing.len(),
-            set.num_images(),
-            first.display(),
-            d.image_path.display()
-        );
-    }
-    Ok(Arc::new(set))
+    Ok(Arc::new(CaptionSet::load(options, "test", vocab)?.0))
 }
 
 /// A model with the weights of `path`: an amfmn checkpoint (its sidecar fixes the model
