@@ -2,7 +2,7 @@
 # The demo: sets up the environment, builds amfmn, synthesises a small remote-sensing set,
 # builds its vocabulary, prints the dataset statistics and trains AMFMN on it on the CPU
 # (4 epochs of one fold; the per-epoch table shows validation recall climbing), then
-# evaluates the best checkpoint on the test split.
+# evaluates the best checkpoint on the test split, indexes the images and searches them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source exec/env.sh
@@ -24,3 +24,9 @@ rm -rf checkpoint/demo logs/demo
 echo
 echo "== amfmn test --path_opt option/demo_AMFMN.yaml"
 "$amfmn" test --path_opt option/demo_AMFMN.yaml --device cpu
+echo
+echo "== amfmn index + retrieve: search the images by sentence"
+"$amfmn" index --checkpoint checkpoint/demo/0 --images data/demo_precomp/images --out checkpoint/demo/images.index --device cpu
+"$amfmn" retrieve --index checkpoint/demo/images.index --query "two white houses next to a baseball field" --top 5 \
+    --html checkpoint/demo/search.html
+echo "(thumbnails of these results: checkpoint/demo/search.html)"
