@@ -13,7 +13,7 @@ use tch::{Device, Tensor};
 
 use crate::checkpoint::{Checkpoint, CheckpointInfo};
 use crate::data::{CaptionSet, FoldSplit, Loader, LoaderConfig, Transform};
-use crate::eval::{self, EvalConfig, Metrics, Mode};
+use crate::eval::{self, Metrics, Mode};
 use crate::logging::{score_block, Board, TextLog};
 use crate::loss::{contrastive_loss, dynamic_margins, Margin, PriorSimilarity};
 use crate::model::{pretrained, skipthoughts, Model};
@@ -182,12 +182,7 @@ impl Run<'_> {
         let prior = (o.optim.margin_type == MarginType::Dynamic).then(|| PriorSimilarity::new(&train_set));
         let log = TextLog::new(dir.join(format!("{}_{}.txt", o.model.name_str(), d.datatype)));
         let board = Board::new(&o.logs.logger_name.join(&o.k_fold.experiment_name).join(fold.to_string()))?;
-        let eval_config = EvalConfig {
-            image_size: d.image_size,
-            batch_size: d.batch_size_val,
-            workers: d.workers,
-            prefetch: d.prefetch,
-        };
+        let eval_config = eval::eval_config(o, d.image_size);
         println!(
             "fold {fold}: {} train / {} val images, split seed {seed}, checkpoints in {}",
             train_set.num_images(),
@@ -211,6 +206,8 @@ impl Run<'_> {
                 let saved = self.save(&fold_state, "last", lr, None)?;
                 return Ok(FoldEnd::Interrupted(saved.dir.join("last.json")));
             }
+            fold_state.position.epoch = epoch + 1;
+            fold_state.position.batch = 0;
             let mut metrics = None;
             let mut others = Vec::new();
             if epoch % o.logs.eval_step == 0 {
@@ -223,8 +220,6 @@ impl Run<'_> {
                 }
                 let is_best = m.mR > fold_state.position.best_rsum;
                 fold_state.position.best_rsum = fold_state.position.best_rsum.max(m.mR);
-                fold_state.position.epoch = epoch + 1;
-                fold_state.position.batch = 0;
                 if is_best {
                     fold_state.position.best = Some((epoch + 1, m));
                     self.save(&fold_state, "best", lr, Some(m))?;
@@ -235,8 +230,6 @@ impl Run<'_> {
                 fold_state.board.metrics(&m, fold_state.position.eiters);
                 metrics = Some(m);
             }
-            fold_state.position.epoch = epoch + 1;
-            fold_state.position.batch = 0;
             self.save(&fold_state, "last", lr, metrics)?;
             let row = EpochRow {
                 others,

@@ -6,11 +6,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::checkpoint::Checkpoint;
-use crate::data::image_file::load_rgb;
-use crate::data::transforms::Transform;
 use crate::options::DeviceChoice;
 use crate::search::html::{write_page, Hit};
-use crate::search::index::{sha256_file, Index};
+use crate::search::index::{encode_images, sha256_file, Index};
 use crate::search::{top_k, Query, Searcher};
 use crate::table::Table;
 use crate::text::Vocabulary;
@@ -118,17 +116,11 @@ fn caption_ranking(args: &RetrieveArgs, searcher: &Searcher, image: &std::path::
     if lines.is_empty() {
         bail!("{} has no captions", path.display());
     }
-    let picture = load_rgb(image)?;
-    let transform = Transform::Eval { size: image_size };
-    let mut pixels = vec![0f32; transform.output_len()];
-    transform.apply(&picture, &mut crate::rng::stream(0, &[]), &mut pixels);
-    let side = image_size as i64;
-    let model = &searcher.model;
-    let code = tch::no_grad(|| {
-        let input = model.prepare_images(&tch::Tensor::from_slice(&pixels).view([1, 3, side, side]));
-        model.net.encode_images(&input, false)
-    });
-    let scores = searcher.caption_scores(&code, &lines);
+    let encoded = encode_images(&searcher.model, &[image.to_owned()], image_size, 1)?;
+    if let Some((_, reason)) = encoded.failures.first() {
+        bail!("{reason}");
+    }
+    let scores = searcher.caption_scores(&encoded.fv, &lines);
     let hits = top_k(&scores, args.top);
     if args.json {
         let results: Vec<serde_json::Value> = hits

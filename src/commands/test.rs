@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use tch::Kind;
 
 use super::{OptionArgs, RuntimeArgs};
 use crate::eval::{self, Metrics, Mode};
@@ -115,10 +114,9 @@ fn evaluate_one(
     let config = eval::eval_config(options, model.image_size());
     let results = eval::evaluate(&model, set, config, &modes, label)?;
     let mut out = Vec::new();
-    for (i, (mode, scores, metrics)) in results.into_iter().enumerate() {
+    for (i, (mode, values, metrics)) in results.into_iter().enumerate() {
         if let Some(path) = sims {
             let path = if i == 0 { path.to_owned() } else { path.with_extension(format!("{}.npy", mode.name())) };
-            let values: Vec<f32> = Vec::try_from(scores.to_kind(Kind::Float).contiguous().view([-1]))?;
             crate::npy::write_f32(&path, &[set.num_images(), set.num_captions()], &values)?;
         }
         out.push((mode, metrics));

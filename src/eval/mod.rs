@@ -144,14 +144,14 @@ pub fn score_matrix(model: &Model, codes: &Codes, mode: Mode) -> Result<Tensor> 
     Ok(scores.to_device(Device::Cpu))
 }
 
-/// Scores and metrics of a caption set in each of `modes`.
+/// Scores (row-major `[N_img, N_cap]` values) and metrics of a caption set in each of `modes`.
 pub fn evaluate(
     model: &Model,
     set: &Arc<CaptionSet>,
     config: EvalConfig,
     modes: &[Mode],
     label: &str,
-) -> Result<Vec<(Mode, Tensor, Metrics)>> {
+) -> Result<Vec<(Mode, Vec<f32>, Metrics)>> {
     let wants_keywords = modes.iter().any(|&m| m != Mode::Sentence);
     let codes = encode(model, set, config, wants_keywords, label)?;
     modes
@@ -160,7 +160,7 @@ pub fn evaluate(
             let scores = score_matrix(model, &codes, mode)?;
             let values: Vec<f32> = Vec::try_from(scores.to_kind(Kind::Float).contiguous().view([-1]))?;
             let metrics = Metrics::from_scores(&values, set.num_images(), set.captions_per_image);
-            Ok((mode, scores, metrics))
+            Ok((mode, values, metrics))
         })
         .collect()
 }

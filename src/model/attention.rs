@@ -18,6 +18,15 @@ pub fn cosine(visual: &Tensor, attended: &Tensor) -> Tensor {
     dot / (visual_norm * attended_norm).clamp_min(COSINE_EPS)
 }
 
+/// Soft-attention scores in closed form: images `[Nv, d]` with their gates g `[Nv, d]` and norms
+/// ‖Fv‖ `[Nv]`, texts `[Nt, d]` → `[Nv, Nt]`; `s_ij = Σ_k Fv_ik g_ik t_jk / (‖Fv_i‖ ‖g_i ⊙ t_j‖)`
+/// with `‖g_i ⊙ t_j‖² = Σ_k g_ik² t_jk²`: two matrix products.
+pub fn soft_scores(visual: &Tensor, gate: &Tensor, visual_norm: &Tensor, text: &Tensor) -> Tensor {
+    let dot = (visual * gate).matmul(&text.tr());
+    let attended_norm = gate.square().matmul(&text.square().tr()).sqrt();
+    dot / (visual_norm.unsqueeze(1) * attended_norm).clamp_min(COSINE_EPS)
+}
+
 /// The three VGA variants: how text `t_j` is re-weighted under the guidance of image `Fv_i`.
 #[derive(Debug)]
 pub enum CrossAttention {
@@ -90,11 +99,8 @@ impl CrossAttention {
     pub fn score_matrix(&self, visual: &Tensor, text: &Tensor, block: i64) -> Tensor {
         tch::no_grad(|| match self {
             CrossAttention::Soft { gate } => {
-                let g = gate.forward(visual).sigmoid();
-                let dot = (visual * &g).matmul(&text.tr());
-                let attended_norm = g.square().matmul(&text.square().tr()).sqrt();
-                let visual_norm = visual.norm_scalaropt_dim(2, [-1], true);
-                dot / (visual_norm * attended_norm).clamp_min(COSINE_EPS)
+                let visual_norm = visual.norm_scalaropt_dim(2, [-1], false);
+                soft_scores(visual, &gate.forward(visual).sigmoid(), &visual_norm, text)
             }
             _ => {
                 let blocks: Vec<Tensor> = visual.split(block.max(1), 0).iter().map(|v| self.scores(v, text)).collect();

@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::loader::pad_captions;
+use crate::model::attention::soft_scores;
 use crate::model::Model;
 use crate::text::Vocabulary;
 
@@ -59,13 +60,10 @@ impl Searcher {
             + self.soft_half.as_ref().map_or(0, |(a, b)| bytes(a) + bytes(b))
     }
 
-    /// Exact soft-attention scores of the images `rows` (all when `None`) for one text `[d]`.
+    /// Exact soft-attention scores `[N]` of the images `rows` (all when `None`) for one text `[d]`.
     fn soft_scores(&self, gate: &Tensor, t: &Tensor, rows: Option<&Tensor>) -> Tensor {
         let pick = |x: &Tensor| rows.map_or_else(|| x.shallow_clone(), |r| x.index_select(0, r));
-        let (fv, g) = (pick(&self.fv), pick(gate));
-        let dot = (&fv * &g).mv(t);
-        let attended_norm = g.square().mv(&t.square()).sqrt();
-        dot / (pick(&self.fv_norm) * attended_norm).clamp_min(1e-8)
+        soft_scores(&pick(&self.fv), &pick(gate), &pick(&self.fv_norm), &t.unsqueeze(0)).squeeze_dim(1)
     }
 
     /// Number of indexed images.
