@@ -118,11 +118,11 @@ fn scores_equal_the_original_shard_evaluation() {
             &p("theirs.npy"),
         ],
     );
-    let ours = amfmn::npy::read(&d.join("ours.npy")).unwrap();
-    let theirs = amfmn::npy::read(&d.join("theirs.npy")).unwrap();
-    assert_eq!(ours.shape, [5, 25]);
-    assert_eq!(ours.shape, theirs.shape);
-    let diff = ours.data.iter().zip(&theirs.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let ours = amfmn::npy::read_f32(&d.join("ours.npy")).unwrap();
+    let theirs = amfmn::npy::read_f32(&d.join("theirs.npy")).unwrap();
+    assert_eq!(ours.shape(), [5, 25]);
+    assert_eq!(ours.shape(), theirs.shape());
+    let diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(diff <= 1e-5, "max |Δscore| {diff}");
 }
 
@@ -139,7 +139,8 @@ fn missing_folds_and_bad_matrices_fail_with_one_line() {
     );
 
     let write = |name: &str, shape: &[usize], data: &[f32]| {
-        amfmn::npy::write_f32(&dir.path().join(name), shape, data).unwrap();
+        let array = ndarray::ArrayView::from_shape(shape, data).unwrap();
+        amfmn::npy::write_f32(&dir.path().join(name), &array).unwrap();
     };
     write("flat.npy", &[10], &[0.0; 10]);
     write("odd.npy", &[2, 9], &[0.0; 18]);

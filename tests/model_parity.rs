@@ -8,8 +8,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use amfmn::checkpoint::{read_safetensors, write_safetensors};
 use amfmn::loss::{contrastive_loss, dynamic_margins, Margin};
-use amfmn::model::amfmn::{read_safetensors, write_safetensors};
 use amfmn::model::Model;
 use amfmn::options::Options;
 use tch::{Device, Kind, Tensor};

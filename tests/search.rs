@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use amfmn::checkpoint::{Checkpoint, CheckpointInfo};
+use amfmn::checkpoint::{Checkpoint, CheckpointInfo, CheckpointKind};
 use amfmn::model::Model;
 use amfmn::options::Options;
 use amfmn::search::index::Index;
@@ -30,7 +30,7 @@ fn setup(dir: &Path) -> PathBuf {
     let options = Options::parse(&demo, &sets.map(String::from)).unwrap();
     let model = Model::new(&options, vocab.len(), Device::Cpu, 7).unwrap();
     let info = CheckpointInfo {
-        kind: "best".into(),
+        kind: CheckpointKind::Best,
         fold: 0,
         epoch: 1,
         batch: 0,

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use amfmn::model::amfmn::read_safetensors;
+use amfmn::checkpoint::read_safetensors;
 use amfmn::model::skipthoughts;
 use amfmn::model::Model;
 use amfmn::options::Options;

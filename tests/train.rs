@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use amfmn::model::amfmn::read_safetensors;
-use amfmn::model::{pretrained, Model};
+use amfmn::checkpoint::pretrained;
+use amfmn::checkpoint::read_safetensors;
+use amfmn::model::Model;
 use amfmn::options::Options;
 use common::{amfmn_in, stderr, stdout};
 use tch::{Device, Tensor};

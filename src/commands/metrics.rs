@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+use ndarray::Ix2;
 
 use super::test::results_table;
 use crate::eval::Metrics;
@@ -24,25 +25,27 @@ pub struct MetricsArgs {
 
 /// Checks the matrix and prints its metrics.
 pub fn run(args: &MetricsArgs) -> Result<()> {
-    let array = crate::npy::read(&args.sims)?;
+    let array = crate::npy::read_f32(&args.sims)?;
     let name = args.sims.display();
     let per = args.captions_per_image;
     if per == 0 {
         bail!("--captions-per-image 0: must be at least 1");
     }
-    let [images, captions] = array.shape[..] else {
-        bail!("{name}: expected a 2-d images x captions matrix, got shape {:?}", array.shape);
+    let shape = array.shape().to_vec();
+    let Ok(scores) = array.into_dimensionality::<Ix2>() else {
+        bail!("{name}: expected a 2-d images x captions matrix, got shape {shape:?}");
     };
+    let (images, captions) = scores.dim();
     if images == 0 || captions % per != 0 {
         bail!("{name}: {captions} captions is not a multiple of {per} captions per image (--captions-per-image)");
     }
     if captions != images * per {
         bail!("{name}: {images} images need {} captions ({per} each), the matrix has {captions} columns", images * per);
     }
-    if let Some(bad) = array.data.iter().position(|v| !v.is_finite()) {
-        bail!("{name}: entry ({}, {}) is {}; scores must be finite", bad / captions, bad % captions, array.data[bad]);
+    if let Some(((i, c), bad)) = scores.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        bail!("{name}: entry ({i}, {c}) is {bad}; scores must be finite");
     }
-    let m = Metrics::from_scores(&array.data, images, per);
+    let m = Metrics::from_scores(scores.view(), per);
     if args.json {
         println!("{}", serde_json::to_value(m)?);
     } else {

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use crate::checkpoint::Checkpoint;
-use crate::options::DeviceChoice;
+use super::RuntimeArgs;
+use crate::checkpoint::{self, Checkpoint};
+use crate::report;
 use crate::search::html::{write_page, Hit};
 use crate::search::index::{encode_images, sha256_file, Index};
 use crate::search::{top_k, Query, Searcher};
@@ -40,9 +41,8 @@ pub struct RetrieveArgs {
     /// Also write an HTML page with thumbnails of the results in rank order.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
-    /// Where the model runs: auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// Loads the index and its checkpoint, runs the query, prints the ranking.
@@ -54,10 +54,13 @@ pub fn run(args: &RetrieveArgs) -> Result<()> {
     if sha != info.checkpoint_sha256 {
         bail!("{} changed since {} was made; re-run amfmn index", info.checkpoint.display(), args.index.display());
     }
-    let checkpoint = Checkpoint::open(&info.checkpoint.with_extension("json"))?;
+    let checkpoint = Checkpoint::open(&info.checkpoint)?;
+    let mut options = checkpoint.info.options.clone();
+    args.runtime.apply(&mut options);
+    crate::device::set_threads(options.threads);
     let vocab = Vocabulary::load(&info.vocab_path)?;
-    let device = crate::device::resolve(args.device)?;
-    let (model, _) = crate::eval::load_model(&checkpoint.info.options, &info.checkpoint, &vocab, device)?;
+    let device = crate::device::resolve(options.device)?;
+    let model = checkpoint::load_model(&options, &info.checkpoint, &vocab, device)?.model;
     let searcher =
         Searcher::new(model, vocab, index.fv.shallow_clone(), index.gate.as_ref().map(|g| g.shallow_clone()));
 
@@ -69,7 +72,7 @@ pub fn run(args: &RetrieveArgs) -> Result<()> {
         bail!("give --query \"a sentence\", --keywords \"a, b\", both, or --image FILE --captions FILE.txt");
     }
     if query.keywords.is_some() && !info.keywords_trained {
-        eprintln!("warning: this checkpoint was trained without keywords (dataset.keywords off); keyword and fused scores use untrained layers");
+        report::warn("this checkpoint was trained without keywords (dataset.keywords off); keyword and fused scores use untrained layers");
     }
     let hits = searcher.top(&query, args.top)?;
     let paths: Vec<PathBuf> = hits.iter().map(|&(i, _)| info.root.join(&info.files[i].path)).collect();

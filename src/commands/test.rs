@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use super::{OptionArgs, RuntimeArgs};
-use crate::eval::{self, Metrics, Mode};
+use crate::checkpoint::{self, experiment_dir, fold_dir, CheckpointKind};
+use crate::data::CaptionSet;
+use crate::eval::{self, Metrics, METRICS};
 use crate::fsutil::write_atomic;
 use crate::options::Options;
+use crate::score::Mode;
 use crate::table::Table;
 use crate::text::Vocabulary;
-use crate::train::fold_dir;
 
 /// Options shared by `test` and `test-single`.
 #[derive(Debug, Clone, clap::Args)]
@@ -60,18 +62,11 @@ impl EvalArgs {
     }
 }
 
-/// The table columns (and JSON keys) of a result.
-const COLUMNS: [&str; 11] = ["r1i", "r5i", "r10i", "medri", "meanri", "r1t", "r5t", "r10t", "medrt", "meanrt", "mR"];
-
-fn values(m: &Metrics) -> [f64; 11] {
-    [m.r1i, m.r5i, m.r10i, m.medri, m.meanri, m.r1t, m.r5t, m.r10t, m.medrt, m.meanrt, m.mR]
-}
-
-/// A results table: one row per labelled result.
+/// A results table: one row per labelled result, a column per metric of [`METRICS`].
 pub fn results_table(rows: &[(String, Metrics)]) -> Table {
-    let mut table = Table::new(std::iter::once("").chain(COLUMNS));
+    let mut table = Table::new(std::iter::once("").chain(METRICS.iter().map(|m| m.name)));
     for (label, m) in rows {
-        table.row(std::iter::once(label.clone()).chain(values(m).iter().map(|v| format!("{v:.2}"))));
+        table.row(std::iter::once(label.clone()).chain(m.values().iter().map(|v| format!("{v:.2}"))));
     }
     table
 }
@@ -96,14 +91,15 @@ fn evaluate_one(
     options: &Options,
     checkpoint: &Path,
     vocab: &Vocabulary,
-    set: &std::sync::Arc<crate::data::CaptionSet>,
+    set: &std::sync::Arc<CaptionSet>,
     asked: &[Mode],
     sims: Option<&Path>,
     label: &str,
 ) -> Result<Vec<(Mode, Metrics)>> {
     let device = crate::device::resolve(options.device)?;
-    let (model, keywords_trained) = eval::load_model(options, checkpoint, vocab, device)?;
-    let modes = modes_for(asked, keywords_trained);
+    let trained = checkpoint::load_model(options, checkpoint, vocab, device)?;
+    let model = trained.model;
+    let modes = modes_for(asked, trained.keywords_trained);
     if modes.iter().any(|&m| m != Mode::Sentence) && set.keywords.is_none() {
         bail!(
             "--modes {}: the test split has no keywords ({} is missing)",
@@ -114,12 +110,13 @@ fn evaluate_one(
     let config = eval::eval_config(options, model.image_size());
     let results = eval::evaluate(&model, set, config, &modes, label)?;
     let mut out = Vec::new();
-    for (i, (mode, values, metrics)) in results.into_iter().enumerate() {
+    for (i, result) in results.into_iter().enumerate() {
         if let Some(path) = sims {
-            let path = if i == 0 { path.to_owned() } else { path.with_extension(format!("{}.npy", mode.name())) };
-            crate::npy::write_f32(&path, &[set.num_images(), set.num_captions()], &values)?;
+            let name = result.mode.name();
+            let path = if i == 0 { path.to_owned() } else { path.with_extension(format!("{name}.npy")) };
+            crate::npy::write_f32(&path, &result.scores.view())?;
         }
-        out.push((mode, metrics));
+        out.push((result.mode, result.metrics));
     }
     Ok(out)
 }
@@ -153,7 +150,8 @@ fn fold_file(path: &Path, fold: usize) -> PathBuf {
 /// `amfmn test`: every fold's best checkpoint on the test split, then the average.
 pub fn run_test(args: &TestArgs) -> Result<()> {
     let options = args.eval.options()?;
-    let checkpoints: Vec<PathBuf> = (0..options.k_fold.nums).map(|k| fold_dir(&options, k).join("best.json")).collect();
+    let checkpoints: Vec<PathBuf> =
+        (0..options.k_fold.nums).map(|k| CheckpointKind::Best.sidecar_in(&fold_dir(&options, k))).collect();
     let missing: Vec<String> = checkpoints
         .iter()
         .enumerate()
@@ -187,7 +185,7 @@ pub fn run_test(args: &TestArgs) -> Result<()> {
         object.insert(k.to_string(), result_json(results)?);
     }
     object.insert("average".into(), result_json(&average)?);
-    let out = options.logs.ckpt_save_path.join(&options.k_fold.experiment_name).join("test.json");
+    let out = experiment_dir(&options).join("test.json");
     let mut rows: Vec<(String, Metrics)> =
         folds.iter().enumerate().flat_map(|(k, results)| labelled(&k.to_string(), results)).collect();
     rows.extend(labelled("average", &average));
@@ -199,7 +197,7 @@ fn report(
     json: &serde_json::Value,
     rows: &[(String, Metrics)],
     out: &Path,
-    set: &crate::data::CaptionSet,
+    set: &CaptionSet,
     as_json: bool,
 ) -> Result<()> {
     write_atomic(out, serde_json::to_string_pretty(json)?.as_bytes())?;
@@ -231,11 +229,11 @@ pub fn run_test_single(args: &TestSingleArgs) -> Result<()> {
         args.eval.save_sims.as_deref(),
         "testing",
     )?;
-    let base = if args.resume.is_dir() { args.resume.join("best.json") } else { args.resume.clone() };
+    let sidecar = checkpoint::sidecar_path(&args.resume, CheckpointKind::Best);
     report(
         &result_json(&results)?,
         &labelled("test", &results),
-        &base.with_extension("test.json"),
+        &sidecar.with_extension("test.json"),
         &set,
         args.eval.json,
     )?;

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use super::{OptionArgs, RuntimeArgs};
+use crate::checkpoint::CheckpointKind;
+use crate::eval::METRICS;
 use crate::table::Table;
 use crate::train::{self, Outcome};
 
@@ -38,22 +40,18 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     })?;
     match train::run(&options, args.resume.as_deref(), &interrupt)? {
         Outcome::Finished(results) => {
-            let mut table =
-                Table::new(["fold", "best epoch", "r1i", "r5i", "r10i", "r1t", "r5t", "r10t", "mR", "checkpoint"]);
+            let recalls = || METRICS.iter().filter(|m| m.recall).map(|m| m.name);
+            let header = ["fold", "best epoch"].into_iter().chain(recalls()).chain(["checkpoint"]);
+            let mut table = Table::new(header);
             for r in &results {
-                let m = &r.best;
-                table.row([
-                    r.fold.to_string(),
-                    r.best_epoch.to_string(),
-                    format!("{:.2}", m.r1i),
-                    format!("{:.2}", m.r5i),
-                    format!("{:.2}", m.r10i),
-                    format!("{:.2}", m.r1t),
-                    format!("{:.2}", m.r5t),
-                    format!("{:.2}", m.r10t),
-                    format!("{:.2}", m.mR),
-                    r.dir.join("best.safetensors").display().to_string(),
-                ]);
+                let values = r.best.named().filter(|(m, _)| m.recall).map(|(_, v)| format!("{v:.2}"));
+                let weights = r.dir.join(format!("{}.safetensors", CheckpointKind::Best.name()));
+                table.row(
+                    [r.fold.to_string(), r.best_epoch.to_string()]
+                        .into_iter()
+                        .chain(values)
+                        .chain([weights.display().to_string()]),
+                );
             }
             println!("\nbest validation results\n{table}");
         }

@@ -38,7 +38,7 @@ pub fn run(args: &VocabArgs) -> Result<()> {
         table.row([split.clone(), lines.len().to_string(), path.display().to_string()]);
         captions.extend(lines);
     }
-    let progress = crate::progress::bar(captions.len() as u64, "tokenizing captions");
+    let progress = crate::report::progress(captions.len() as u64, "tokenizing captions");
     let vocab = Vocabulary::build(captions.iter().map(|c| (progress.inc(1), c.as_str()).1), args.threshold);
     progress.finish_and_clear();
     vocab.save(&args.out)?;

@@ -40,12 +40,12 @@ impl CaptionSet {
     /// Reads split `name` of the dataset of `options` (warning about blank captions), encodes
     /// it with `vocab`, and checks that every image exists.
     pub fn load(options: &Options, name: &str, vocab: &Vocabulary) -> Result<(CaptionSet, PrecompSplit)> {
-        let d = &options.dataset;
-        let split = PrecompSplit::read(&d.data_path, name, d.captions_per_image)?;
-        if let Some(warning) = split.blank_caption_warning(&d.data_path.join(format!("{name}_caps.txt"))) {
-            eprintln!("warning: {warning}");
+        let dataset = &options.dataset;
+        let split = PrecompSplit::read(&dataset.data_path, name, dataset.captions_per_image)?;
+        if let Some(warning) = split.blank_caption_warning(&dataset.data_path.join(format!("{name}_caps.txt"))) {
+            crate::report::warn(warning);
         }
-        let set = CaptionSet::new(&split, &d.image_path, vocab);
+        let set = CaptionSet::new(&split, &dataset.image_path, vocab);
         let missing = set.missing_images();
         if let Some(first) = missing.first() {
             bail!(
@@ -53,7 +53,7 @@ impl CaptionSet {
                 missing.len(),
                 set.num_images(),
                 first.display(),
-                d.image_path.display()
+                dataset.image_path.display()
             );
         }
         Ok((set, split))

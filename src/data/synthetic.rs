@@ -813,7 +813,7 @@ pub fn write_dataset(out: &Path, config: SynthConfig) -> Result<SynthSummary> {
     std::fs::create_dir_all(&image_dir).with_context(|| format!("cannot create {}", image_dir.display()))?;
     let mut summary = SynthSummary::default();
     let mut text: [[String; 3]; 2] = Default::default();
-    let progress = crate::progress::bar(config.images as u64, "synthesising images");
+    let progress = crate::report::progress(config.images as u64, "synthesising images");
     let mut written = std::collections::HashSet::new();
     for i in 0..config.images {
         let mut rng = rng::stream(config.seed, &[rng::tag::SYNTH, i as u64]);

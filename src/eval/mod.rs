@@ -1,46 +1,27 @@
-//! Evaluation: encode every image and every caption of a set once, score all pairs, and compute
-//! the recall metrics (SPEC §7).
+//! Evaluation: encode every image and every caption of a set once, score all pairs with the one
+//! scorer ([`crate::score`]), and compute the recall metrics (paper Sec. IV-B).
 
 pub mod metrics;
 
-use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use ndarray::Array2;
 use tch::{Device, Kind, Tensor};
 
-pub use metrics::Metrics;
+pub use metrics::{MetricName, Metrics, METRICS};
 
-use crate::checkpoint::Checkpoint;
 use crate::data::loader::pad_captions;
 use crate::data::{CaptionSet, Loader, LoaderConfig, Transform};
 use crate::model::Model;
 use crate::options::Options;
+use crate::score::{ImageCodes, Mode, Precision, Scorer, TextCodes};
 use crate::text::Vocabulary;
-
-/// How a text query is formed: its sentence, its image's keywords, or both fused (VGMF).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Sentence,
-    Keywords,
-    Fused,
-}
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Sentence => "sentence",
-            Mode::Keywords => "keywords",
-            Mode::Fused => "fused",
-        }
-    }
-}
 
 /// Image and caption codes of a caption set.
 pub struct Codes {
-    /// Fv of every image: `[N_img, d]`.
-    pub images: Tensor,
+    /// Fv of every image (and its gates): `[N_img, d]`.
+    pub images: ImageCodes,
     /// t of every caption: `[N_cap, d]`.
     pub texts: Tensor,
     /// t of each caption's image keywords: `[N_cap, d]`, when asked for.
@@ -54,6 +35,14 @@ pub struct EvalConfig {
     pub batch_size: usize,
     pub workers: usize,
     pub prefetch: usize,
+}
+
+/// The scores and metrics of one retrieval mode.
+pub struct ModeResult {
+    pub mode: Mode,
+    /// `[N_img, N_cap]` on the CPU.
+    pub scores: Array2<f32>,
+    pub metrics: Metrics,
 }
 
 /// Text codes `[N, d]` of token-id lists, in inference mode, batched by length (which only
@@ -83,31 +72,41 @@ fn encode_token_lists(
     sorted.zeros_like().index_copy(0, &index, &sorted)
 }
 
-/// Encodes each image once (eval transform), each caption once, and, with `keywords`, each
-/// image's keywords once, in inference mode.
-pub fn encode(model: &Model, set: &Arc<CaptionSet>, config: EvalConfig, keywords: bool, label: &str) -> Result<Codes> {
+/// Fv `[N_img, d]` of every image of `set` (eval transform), in inference mode.
+fn encode_images(
+    model: &Model,
+    set: &Arc<CaptionSet>,
+    config: EvalConfig,
+    progress: &indicatif::ProgressBar,
+) -> Result<Tensor> {
     let loader = Loader::new(
         Arc::clone(set),
         Transform::Eval { size: config.image_size },
         LoaderConfig { batch_size: config.batch_size, workers: config.workers, prefetch: config.prefetch, seed: 0 },
     );
+    let mut image_codes = Vec::new();
+    tch::no_grad(|| -> Result<()> {
+        for batch in loader.images() {
+            let batch = batch?;
+            image_codes.push(model.net.encode_images(&model.prepare_images(&batch.images), false));
+            progress.inc(batch.image_ids.len() as u64);
+        }
+        Ok(())
+    })?;
+    Ok(Tensor::cat(&image_codes, 0))
+}
+
+/// Encodes each image once (eval transform), each caption once, and, with `keywords`, each
+/// image's keywords once, in inference mode.
+pub fn encode(model: &Model, set: &Arc<CaptionSet>, config: EvalConfig, keywords: bool, label: &str) -> Result<Codes> {
     let keyword_lists = if keywords {
         Some(set.keywords.as_ref().context("keywords were asked for but the split has no keywords file")?)
     } else {
         None
     };
     let total = set.num_images() + set.num_captions() + keyword_lists.map_or(0, |k| k.len());
-    let progress = crate::progress::bar(total as u64, label);
-    let mut image_codes = Vec::new();
-    tch::no_grad(|| -> Result<()> {
-        for batch in loader.images() {
-            let batch = batch?;
-            let n = batch.image_ids.len() as u64;
-            image_codes.push(model.net.encode_images(&model.prepare_images(&batch.images), false));
-            progress.inc(n);
-        }
-        Ok(())
-    })?;
+    let progress = crate::report::progress(total as u64, label);
+    let fv = encode_images(model, set, config, &progress)?;
     let texts = encode_token_lists(model, &set.captions, config.batch_size, &progress);
     let keywords = keyword_lists.map(|lists| {
         let per_image = encode_token_lists(model, lists, config.batch_size, &progress);
@@ -115,52 +114,40 @@ pub fn encode(model: &Model, set: &Arc<CaptionSet>, config: EvalConfig, keywords
         per_image.index_select(0, &Tensor::from_slice(&index).to_device(per_image.device()))
     });
     progress.finish_and_clear();
-    Ok(Codes { images: Tensor::cat(&image_codes, 0), texts, keywords })
+    let images = Scorer::new(&model.net).image_codes(fv);
+    Ok(Codes { images, texts, keywords })
 }
 
 /// The `[N_img, N_cap]` score matrix of all pairs in `mode`, on the CPU.
-pub fn score_matrix(model: &Model, codes: &Codes, mode: Mode) -> Result<Tensor> {
-    let (n_caps, d) = (codes.texts.size()[0], codes.texts.size()[1]);
-    // Blocked scoring materialises up to three [block, N_cap, d] tensors: keep that near 64 M values.
-    let block = (64 * 1024 * 1024 / (3 * n_caps * d).max(1)).max(1);
-    let attention = &model.net.cross_attention_s;
-    let keywords = || codes.keywords.as_ref().context("this evaluation encoded no keywords");
-    let scores = match mode {
-        Mode::Sentence => attention.score_matrix(&codes.images, &codes.texts, block),
-        Mode::Keywords => attention.score_matrix(&codes.images, keywords()?, block),
-        Mode::Fused => {
-            let keywords = keywords()?;
-            tch::no_grad(|| {
-                let blocks: Vec<Tensor> = codes
-                    .images
-                    .split(block, 0)
-                    .iter()
-                    .map(|v| model.net.mode_scores(v, &codes.texts, keywords).fused)
-                    .collect();
-                Tensor::cat(&blocks, 0)
-            })
-        }
-    };
-    Ok(scores.to_device(Device::Cpu))
+pub fn score_matrix(model: &Model, codes: &Codes, mode: Mode) -> Result<Array2<f32>> {
+    let texts = TextCodes::of_mode(mode, &codes.texts, codes.keywords.as_ref())?;
+    let scores = Scorer::new(&model.net).score_matrix(&codes.images, &texts, Precision::Exact);
+    to_array(&scores)
 }
 
-/// Scores (row-major `[N_img, N_cap]` values) and metrics of a caption set in each of `modes`.
+/// A `[rows, columns]` tensor as a float32 array on the CPU.
+fn to_array(scores: &Tensor) -> Result<Array2<f32>> {
+    let (rows, columns) = scores.size2()?;
+    let values: Vec<f32> = Vec::try_from(scores.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]))?;
+    Ok(Array2::from_shape_vec((rows as usize, columns as usize), values)?)
+}
+
+/// Scores and metrics of a caption set in each of `modes`.
 pub fn evaluate(
     model: &Model,
     set: &Arc<CaptionSet>,
     config: EvalConfig,
     modes: &[Mode],
     label: &str,
-) -> Result<Vec<(Mode, Vec<f32>, Metrics)>> {
+) -> Result<Vec<ModeResult>> {
     let wants_keywords = modes.iter().any(|&m| m != Mode::Sentence);
     let codes = encode(model, set, config, wants_keywords, label)?;
     modes
         .iter()
         .map(|&mode| {
             let scores = score_matrix(model, &codes, mode)?;
-            let values: Vec<f32> = Vec::try_from(scores.to_kind(Kind::Float).contiguous().view([-1]))?;
-            let metrics = Metrics::from_scores(&values, set.num_images(), set.captions_per_image);
-            Ok((mode, values, metrics))
+            let metrics = Metrics::from_scores(scores.view(), set.captions_per_image);
+            Ok(ModeResult { mode, scores, metrics })
         })
         .collect()
 }
@@ -170,47 +157,8 @@ pub fn load_test_set(options: &Options, vocab: &Vocabulary) -> Result<Arc<Captio
     Ok(Arc::new(CaptionSet::load(options, "test", vocab)?.0))
 }
 
-/// A model with the weights of `path`: an amfmn checkpoint (its sidecar fixes the model
-/// options; a fold folder means its `best`) or bare safetensors weights (the model options of
-/// `options`). Also says whether it was trained with keywords.
-pub fn load_model(options: &Options, path: &Path, vocab: &Vocabulary, device: Device) -> Result<(Model, bool)> {
-    let sidecar = if path.is_dir() {
-        Some(Checkpoint::open(&path.join("best.json"))?)
-    } else if path.extension().is_some_and(|e| e == "json") {
-        Some(Checkpoint::open(path)?)
-    } else if path.with_extension("json").is_file() {
-        Some(Checkpoint::open(&path.with_extension("json"))?)
-    } else {
-        None
-    };
-    let mut model_options = options.clone();
-    if let Some(c) = &sidecar {
-        if c.info.vocab_size != vocab.len() {
-            bail!(
-                "{} was trained with a vocabulary of {} words ({}), dataset.vocab_path has {}",
-                c.dir.display(),
-                c.info.vocab_size,
-                c.info.vocab_path.display(),
-                vocab.len()
-            );
-        }
-        model_options.model = c.info.options.model.clone();
-        model_options.dataset.image_size = c.info.options.dataset.image_size;
-    }
-    let mut model = Model::new(&model_options, vocab.len(), device, 0)?;
-    match &sidecar {
-        Some(c) => c.load_model(&mut model)?,
-        None => {
-            let tensors = crate::model::amfmn::read_safetensors(path)?;
-            model.load_state_dict(&tensors).with_context(|| format!("cannot load {}", path.display()))?;
-        }
-    }
-    let keywords = sidecar.map_or(options.dataset.keywords, |c| c.info.options.dataset.keywords);
-    Ok((model, keywords))
-}
-
 /// The evaluation settings of `options` for a model trained at `image_size`.
 pub fn eval_config(options: &Options, image_size: u32) -> EvalConfig {
-    let d = &options.dataset;
-    EvalConfig { image_size, batch_size: d.batch_size_val, workers: d.workers, prefetch: d.prefetch }
+    let dataset = &options.dataset;
+    EvalConfig { image_size, batch_size: dataset.batch_size_val, workers: dataset.workers, prefetch: dataset.prefetch }
 }

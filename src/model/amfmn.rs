@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use tch::nn::{self, VarStore};
 use tch::{Device, Tensor};
 
@@ -243,19 +243,4 @@ impl Model {
 /// The same 4-d tensor with channels-last (NHWC) strides.
 pub fn to_channels_last(x: &Tensor) -> Tensor {
     x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
-}
-
-/// Reads a safetensors file into a key → tensor map.
-pub fn read_safetensors(path: &std::path::Path) -> Result<BTreeMap<String, Tensor>> {
-    let tensors = Tensor::read_safetensors(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(tensors.into_iter().collect())
-}
-
-/// Writes tensors to a safetensors file atomically.
-pub fn write_safetensors(path: &std::path::Path, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
-    let named: Vec<(&str, Tensor)> =
-        tensors.iter().map(|(k, v)| (k.as_str(), v.to_device(Device::Cpu).contiguous())).collect();
-    crate::fsutil::write_atomic_path(path, |tmp| {
-        Tensor::write_safetensors(&named, tmp).with_context(|| format!("cannot write {}", path.display()))
-    })
 }

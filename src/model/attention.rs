@@ -1,4 +1,6 @@
-//! `cross_attention_s`: visual-guided attention (VGA) and the cosine score of SPEC §4.
+//! `cross_attention_s`: visual-guided attention (VGA, paper Sec. III-C, Eqs. 6-8) and the cosine
+//! score `s_ij = cos(Fv_i, T_ij)` (Eq. 9). Score matrices of whole sets are made by
+//! [`crate::score`].
 
 use tch::nn::Path;
 use tch::Tensor;
@@ -6,8 +8,9 @@ use tch::Tensor;
 use super::layers::Linear;
 use crate::options::AttentionType;
 
-/// `eps` of the original's cosine similarity.
-const COSINE_EPS: f64 = 1e-8;
+/// The one epsilon of the scores: `eps` of the original's cosine similarity, and what its
+/// `l2norm` adds to a norm.
+pub const EPSILON: f64 = 1e-8;
 
 /// `cos(Fv_i, T_ij)` for images `[Bv, d]` and attended texts `[Bv, Bt, d]` → `[Bv, Bt]`, with
 /// the original's `w12 / max(‖x1‖ ‖x2‖, 1e-8)`.
@@ -15,7 +18,7 @@ pub fn cosine(visual: &Tensor, attended: &Tensor) -> Tensor {
     let dot = (visual.unsqueeze(1) * attended).sum_dim_intlist(-1, false, None);
     let visual_norm = visual.norm_scalaropt_dim(2, [-1], true);
     let attended_norm = attended.norm_scalaropt_dim(2, [-1], false);
-    dot / (visual_norm * attended_norm).clamp_min(COSINE_EPS)
+    dot / (visual_norm * attended_norm).clamp_min(EPSILON)
 }
 
 /// Soft-attention scores in closed form: images `[Nv, d]` with their gates g `[Nv, d]` and norms
@@ -24,7 +27,7 @@ pub fn cosine(visual: &Tensor, attended: &Tensor) -> Tensor {
 pub fn soft_scores(visual: &Tensor, gate: &Tensor, visual_norm: &Tensor, text: &Tensor) -> Tensor {
     let dot = (visual * gate).matmul(&text.tr());
     let attended_norm = gate.square().matmul(&text.square().tr()).sqrt();
-    dot / (visual_norm.unsqueeze(1) * attended_norm).clamp_min(COSINE_EPS)
+    dot / (visual_norm.unsqueeze(1) * attended_norm).clamp_min(EPSILON)
 }
 
 /// The three VGA variants: how text `t_j` is re-weighted under the guidance of image `Fv_i`.
@@ -91,52 +94,5 @@ impl CrossAttention {
     /// attended tensor exactly as the original (used in training, where gradients flow).
     pub fn scores(&self, visual: &Tensor, text: &Tensor) -> Tensor {
         cosine(visual, &self.attended(visual, text))
-    }
-
-    /// The same scores for evaluation, with bounded memory: soft attention in closed form
-    /// (`s_ij = Σ_k Fv_ik g_ik t_jk / (‖Fv_i‖ ‖g_i ⊙ t_j‖)`, `‖g_i ⊙ t_j‖² = Σ_k g_ik² t_jk²`:
-    /// two matrix products), the others in blocks of `block` images.
-    pub fn score_matrix(&self, visual: &Tensor, text: &Tensor, block: i64) -> Tensor {
-        tch::no_grad(|| match self {
-            CrossAttention::Soft { gate } => {
-                let visual_norm = visual.norm_scalaropt_dim(2, [-1], false);
-                soft_scores(visual, &gate.forward(visual).sigmoid(), &visual_norm, text)
-            }
-            _ => {
-                let blocks: Vec<Tensor> = visual.split(block.max(1), 0).iter().map(|v| self.scores(v, text)).collect();
-                Tensor::cat(&blocks, 0)
-            }
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tch::nn::VarStore;
-    use tch::{Device, Kind};
-
-    #[test]
-    fn closed_form_and_blocked_scores_equal_the_pairwise_ones() {
-        tch::manual_seed(4);
-        let visual = Tensor::randn([7, 16], (Kind::Float, Device::Cpu));
-        // Non-negative like relu outputs, with one all-zero text vector.
-        let text = Tensor::randn([9, 16], (Kind::Float, Device::Cpu)).relu();
-        let _ = text.get(3).zero_();
-        for att in [AttentionType::Soft, AttentionType::Fusion, AttentionType::Similarity] {
-            let vs = VarStore::new(Device::Cpu);
-            let attention = CrossAttention::new(vs.root(), att, 16);
-            let pairwise = tch::no_grad(|| attention.scores(&visual, &text));
-            for block in [1, 3, 100] {
-                let fast = attention.score_matrix(&visual, &text, block);
-                assert_eq!(fast.size(), [7, 9]);
-                let diff = (&fast - &pairwise).abs().max().double_value(&[]);
-                assert!(diff < 1e-6, "{att:?} block {block}: {diff}");
-            }
-            if att == AttentionType::Soft {
-                let zero_column = pairwise.select(1, 3).abs().max().double_value(&[]);
-                assert_eq!(zero_column, 0.0, "an all-zero text scores 0 (eps, no NaN)");
-            }
-        }
     }
 }

@@ -1,8 +1,9 @@
-//! `vgmf_gate`: visual-guided multi-source fusion of sentence and keyword features (SPEC §4).
+//! `vgmf_gate`: visual-guided multi-source fusion of sentence and keyword features (paper Sec. III-D).
 
 use tch::nn::Path;
 use tch::Tensor;
 
+use super::attention::EPSILON;
 use super::layers::Linear;
 
 /// `w = σ(W [ŝ ; k̂] + b)`, `F_t = w ⊙ ŝ + (1 − w) ⊙ k̂` with L2-normalised inputs.
@@ -25,7 +26,7 @@ impl VgmfGate {
     }
 }
 
-/// `x / (‖x‖ + 1e-8)` along the last dimension (the original's `l2norm`).
+/// `x / (‖x‖ + EPSILON)` along the last dimension (the original's `l2norm`).
 pub fn l2norm(x: &Tensor) -> Tensor {
-    x / (x.square().sum_dim_intlist(-1, true, None).sqrt() + 1e-8)
+    x / (x.square().sum_dim_intlist(-1, true, None).sqrt() + EPSILON)
 }

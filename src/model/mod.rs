@@ -1,6 +1,5 @@
 //! The AMFMN network (SPEC §4), one module per part: ResNet-18 backbone and multiscale features,
-//! MVSA, the skip-thoughts text encoder, visual-guided attention, VGMF fusion; plus the
-//! readers of pretrained weights.
+//! MVSA, the skip-thoughts text encoder, visual-guided attention, VGMF fusion.
 
 pub mod amfmn;
 pub mod attention;
@@ -8,7 +7,6 @@ pub mod backbone;
 pub mod fusion;
 pub mod layers;
 pub mod mvsa;
-pub mod pretrained;
 pub mod resnet;
 pub mod seq2vec;
 pub mod skipthoughts;

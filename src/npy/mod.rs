@@ -1,6 +1,11 @@
 //! NumPy `.npy` / `.npz` files: reading the skip-thoughts tables and parameters (numeric
 //! arrays, and the object arrays of per-word vectors that the original release pickled), and
-//! writing float32 score matrices.
+//! reading and writing float32 score matrices.
+//!
+//! Score matrices go through `ndarray-npy`. The skip-thoughts readers stay hand-written because
+//! no crate does their job: they stream the requested rows out of multi-GB tables (numeric or
+//! pickled by Python 2) without loading the rest, and convert float64 members of `.npz` archives
+//! read through the `zip` crate.
 
 mod pickle;
 
@@ -9,8 +14,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use ndarray::{ArrayD, ArrayView, Dimension};
+use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_atomic_with;
 
 /// A numeric array as f32 values in C order.
 #[derive(Debug, Clone, PartialEq)]
@@ -213,30 +220,41 @@ pub fn read_npz(path: &Path) -> Result<HashMap<String, Array>> {
     Ok(arrays)
 }
 
-/// Writes a float32 array as `.npy` (version 1.0, C order), atomically.
-pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
-    assert_eq!(shape.iter().product::<usize>(), data.len(), "shape and data agree");
-    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-    let shape_text = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
-    let total = 10 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - total % 64) % 64));
-    header.push('\n');
-    let mut bytes = Vec::with_capacity(10 + header.len() + data.len() * 4);
-    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    for v in data {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    write_atomic(path, &bytes)
+/// Writes a float32 array as `.npy` (C order), atomically.
+pub fn write_f32<D: Dimension>(path: &Path, array: &ArrayView<f32, D>) -> Result<()> {
+    write_atomic_with(path, |file| {
+        let mut writer = std::io::BufWriter::new(file);
+        array.write_npy(&mut writer)?;
+        std::io::Write::flush(&mut writer)?;
+        Ok(())
+    })
 }
 
-/// Reads a whole `.npy` file.
-pub fn read(path: &Path) -> Result<Array> {
+/// Reads a whole numeric `.npy` file (float32 or float64, any shape) as float32. The header is
+/// checked against the file's length before the data is read.
+pub fn read_f32(path: &Path) -> Result<ArrayD<f32>> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    read_array(&mut std::io::BufReader::new(file))
-        .with_context(|| format!("{}: not a readable .npy file", path.display()))
+    let read = || -> Result<ArrayD<f32>> {
+        let length = file.metadata()?.len();
+        let mut reader = std::io::BufReader::new(&file);
+        let header = read_header(&mut reader)?;
+        let width = match header.dtype {
+            Dtype::F32 => 4,
+            Dtype::F64 => 8,
+            Dtype::Object => bail!("holds pickled Python objects where numbers were expected"),
+        };
+        let data_bytes = header.shape.iter().try_fold(width, |n: u64, &d| n.checked_mul(d as u64));
+        let expected = data_bytes.and_then(|n| n.checked_add(reader.stream_position().ok()?));
+        if expected != Some(length) {
+            bail!("the file has {length} bytes, its header describes {:?} values", header.shape);
+        }
+        reader.rewind()?;
+        Ok(match header.dtype {
+            Dtype::F64 => ArrayD::<f64>::read_npy(reader)?.mapv(|v| v as f32),
+            _ => ArrayD::<f32>::read_npy(reader)?,
+        })
+    };
+    read().with_context(|| format!("{}: not a readable .npy file", path.display()))
 }
 
 #[cfg(test)]
@@ -248,10 +266,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.npy");
         let data: Vec<f32> = (0..12).map(|v| v as f32 * 0.5).collect();
-        write_f32(&path, &[3, 4], &data).unwrap();
+        write_f32(&path, &ArrayView::from_shape((3, 4), &data).unwrap()).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!((bytes.len() - data.len() * 4) % 64, 0, "header padded to 64 bytes");
-        assert_eq!(read(&path).unwrap(), Array { shape: vec![3, 4], data: data.clone() });
+        let back = read_f32(&path).unwrap();
+        assert_eq!(
+            Array { shape: back.shape().to_vec(), data: back.iter().copied().collect() },
+            Array { shape: vec![3, 4], data: data.clone() }
+        );
         let rows = read_rows(&path, &[2, 0]).unwrap();
         assert_eq!(rows.shape, [2, 4]);
         assert_eq!(rows.data, [4.0, 4.5, 5.0, 5.5, 0.0, 0.5, 1.0, 1.5]);
@@ -271,6 +293,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.npy");
         std::fs::write(&path, b"not numpy").unwrap();
-        assert!(format!("{:#}", read(&path).unwrap_err()).contains("x.npy: not a readable .npy file"));
+        assert!(format!("{:#}", read_f32(&path).unwrap_err()).contains("x.npy: not a readable .npy file"));
+        let full = dir.path().join("full.npy");
+        write_f32(&full, &ArrayView::from_shape((2, 2), &[1.0f32, 2.0, 3.0, 4.0][..]).unwrap()).unwrap();
+        let mut bytes = std::fs::read(&full).unwrap();
+        bytes.truncate(bytes.len() - 4);
+        std::fs::write(&path, &bytes).unwrap();
+        let err = format!("{:#}", read_f32(&path).unwrap_err());
+        assert!(err.contains("the file has 140 bytes, its header describes [2, 2] values"), "{err}");
     }
 }

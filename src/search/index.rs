@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
+use crate::checkpoint::tensors::{self, TensorMap};
 use crate::data::image_file::load_rgb;
 use crate::data::transforms::Transform;
-use crate::fsutil::write_atomic;
 use crate::model::Model;
 
 /// Image file extensions the index picks up (case-insensitive).
@@ -44,6 +44,15 @@ pub struct IndexInfo {
     pub vocab_path: PathBuf,
     pub keywords_trained: bool,
     pub amfmn_version: String,
+}
+
+impl IndexInfo {
+    /// Whether codes of `other` are codes of this index: same checkpoint, folder and image size.
+    pub fn same_source(&self, other: &IndexInfo) -> bool {
+        self.checkpoint_sha256 == other.checkpoint_sha256
+            && self.root == other.root
+            && self.image_size == other.image_size
+    }
 }
 
 /// An index in memory: the description and the codes (`fv` `[N, d]`, `gate` `[N, d]` for soft
@@ -104,62 +113,111 @@ pub fn scan(root: &Path, recursive: bool) -> Result<Vec<IndexedFile>> {
 }
 
 impl Index {
-    /// Writes the index atomically.
+    /// Writes the index atomically: the codes as tensors, the description as header metadata.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let to_bytes = |t: &Tensor| -> Result<(Vec<usize>, Vec<u8>)> {
-            let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-            let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-            let values: Vec<f32> = Vec::try_from(t.view([-1]))?;
-            Ok((shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()))
-        };
-        let mut tensors = vec![("fv".to_string(), to_bytes(&self.fv)?)];
+        let mut tensors = TensorMap::from([("fv".to_string(), self.fv.to_kind(Kind::Float))]);
         if let Some(g) = &self.gate {
-            tensors.push(("gate".to_string(), to_bytes(g)?));
+            tensors.insert("gate".to_string(), g.to_kind(Kind::Float));
         }
-        let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-            .iter()
-            .map(|(name, (shape, bytes))| {
-                Ok((name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)?))
-            })
-            .collect::<Result<_>>()?;
         let metadata = HashMap::from([(METADATA_KEY.to_string(), serde_json::to_string(&self.info)?)]);
-        let bytes = safetensors::serialize(views, Some(metadata))?;
-        write_atomic(path, &bytes)
+        tensors::write_with_metadata(path, &tensors, Some(metadata))
     }
 
     /// Reads an index written by [`Index::save`].
     pub fn load(path: &Path) -> Result<Index> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read index {}", path.display()))?;
-        let parsed = safetensors::SafeTensors::deserialize(&bytes)
-            .with_context(|| format!("{}: not an amfmn index (safetensors)", path.display()))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)?;
-        let json = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(METADATA_KEY))
+        let (mut tensors, metadata) =
+            tensors::read_with_metadata(path).with_context(|| format!("cannot read index {}", path.display()))?;
+        let json = metadata
+            .get(METADATA_KEY)
             .with_context(|| format!("{}: safetensors without an amfmn index description", path.display()))?;
         let info: IndexInfo =
             serde_json::from_str(json).with_context(|| format!("{}: bad index description", path.display()))?;
-        let tensor = |name: &str| -> Result<Option<Tensor>> {
-            match parsed.tensor(name) {
-                Ok(view) => {
-                    let values: Vec<f32> = view
-                        .data()
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-                        .collect();
-                    let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-                    Ok(Some(Tensor::from_slice(&values).view(shape.as_slice())))
-                }
-                Err(_) => Ok(None),
-            }
-        };
-        let fv = tensor("fv")?.with_context(|| format!("{}: no fv codes", path.display()))?;
+        let fv = tensors.remove("fv").with_context(|| format!("{}: no fv codes", path.display()))?;
         if fv.size()[0] as usize != info.files.len() {
             bail!("{}: {} codes for {} files", path.display(), fv.size()[0], info.files.len());
         }
-        Ok(Index { info, fv, gate: tensor("gate")? })
+        Ok(Index { info, fv, gate: tensors.remove("gate") })
     }
+}
+
+/// What [`update`] did.
+pub struct UpdateSummary {
+    /// Codes taken over from the previous index.
+    pub reused: usize,
+    /// Files that could not be read, with the reason.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// For each of `files`, the previous index's row whose codes can be kept: same checkpoint,
+/// folder and image size, and the file unchanged (size and modification time).
+fn reusable_rows(previous: Option<&Index>, info: &IndexInfo, files: &[IndexedFile]) -> Vec<Option<usize>> {
+    let Some(previous) = previous.filter(|p| p.info.same_source(info)) else {
+        return vec![None; files.len()];
+    };
+    let rows: HashMap<&str, usize> =
+        previous.info.files.iter().enumerate().map(|(i, f)| (f.path.as_str(), i)).collect();
+    files
+        .iter()
+        .map(|file| {
+            let &row = rows.get(file.path.as_str())?;
+            let old = &previous.info.files[row];
+            (old.size == file.size && old.modified_ns == file.modified_ns).then_some(row)
+        })
+        .collect()
+}
+
+/// Builds the index of `files` under `info.root` with `model`, encoding only the files whose
+/// codes `previous` cannot give (unreadable files are left out and listed). `info` describes
+/// the new index; its file list is filled here. A previous index of another checkpoint, folder
+/// or image size gives nothing.
+pub fn update(
+    model: &Model,
+    mut info: IndexInfo,
+    files: &[IndexedFile],
+    previous: Option<&Index>,
+    batch_size: usize,
+    workers: usize,
+) -> Result<(Index, UpdateSummary)> {
+    let reuse = reusable_rows(previous, &info, files);
+    let to_encode: Vec<usize> = (0..files.len()).filter(|&i| reuse[i].is_none()).collect();
+    let progress = crate::report::progress(to_encode.len() as u64, "encoding images");
+    let mut new_codes: HashMap<usize, (Tensor, Option<Tensor>)> = HashMap::new();
+    let mut skipped = Vec::new();
+    for batch in to_encode.chunks(batch_size.max(1)) {
+        let paths: Vec<PathBuf> = batch.iter().map(|&i| info.root.join(&files[i].path)).collect();
+        let encoded = encode_images(model, &paths, info.image_size, workers)?;
+        for (k, &row) in encoded.rows.iter().enumerate() {
+            let gate = encoded.gate.as_ref().map(|g| g.get(k as i64));
+            new_codes.insert(batch[row], (encoded.fv.get(k as i64), gate));
+        }
+        for (row, reason) in encoded.failures {
+            skipped.push((files[batch[row]].path.clone(), reason));
+        }
+        progress.inc(batch.len() as u64);
+    }
+    progress.finish_and_clear();
+    let (mut fv_rows, mut gate_rows, mut reused) = (Vec::new(), Vec::new(), 0);
+    for (i, file) in files.iter().enumerate() {
+        let (fv, gate) = match (reuse[i], previous) {
+            (Some(row), Some(p)) => {
+                reused += 1;
+                (p.fv.get(row as i64), p.gate.as_ref().map(|g| g.get(row as i64)))
+            }
+            _ => match new_codes.remove(&i) {
+                Some(codes) => codes,
+                None => continue,
+            },
+        };
+        fv_rows.push(fv);
+        gate_rows.extend(gate);
+        info.files.push(file.clone());
+    }
+    if info.files.is_empty() {
+        bail!("none of the {} images in {} could be read (first: {})", files.len(), info.root.display(), skipped[0].1);
+    }
+    let soft = model.net.cross_attention_s.is_soft();
+    let index = Index { info, fv: Tensor::stack(&fv_rows, 0), gate: soft.then(|| Tensor::stack(&gate_rows, 0)) };
+    Ok((index, UpdateSummary { reused, skipped }))
 }
 
 /// Result of decoding one batch for indexing.

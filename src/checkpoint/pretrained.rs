@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
-use super::amfmn::read_safetensors;
-use super::Model;
+use super::read_safetensors;
+use crate::model::Model;
 use crate::options::ResnetWeights;
 
 /// torchvision's file names, newest first, with their safetensors conversions.

@@ -1,0 +1,221 @@
+//! Checkpoints, the one owner of trained weights on disk: the model in safetensors with the
+//! original state_dict keys (so it loads into the PyTorch code with
+//! `load_state_dict(strict=True)`), a JSON sidecar with the training position and options, and,
+//! for `last`, the optimizer state in a third file. Here live the fold folder naming, the rule
+//! that turns a path given by a user into a checkpoint, loading a model from one, and (in
+//! [`tensors`]) the safetensors reader and writer. Every file is written to a temporary name and
+//! renamed.
+
+pub mod pretrained;
+pub mod tensors;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+pub use tensors::{read_safetensors, write_safetensors, TensorMap};
+
+use crate::eval::Metrics;
+use crate::fsutil::write_atomic;
+use crate::model::Model;
+use crate::optim::Adam;
+use crate::options::Options;
+use crate::text::Vocabulary;
+
+/// Which of a fold's two checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointKind {
+    /// The epoch with the highest validation mR.
+    Best,
+    /// Where training stopped (with the optimizer state, for resuming).
+    Last,
+}
+
+impl CheckpointKind {
+    /// `best` or `last`: the stem of the checkpoint's files.
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckpointKind::Best => "best",
+            CheckpointKind::Last => "last",
+        }
+    }
+
+    /// The sidecar `<dir>/<kind>.json` of this checkpoint in a fold folder.
+    pub fn sidecar_in(self, dir: &Path) -> PathBuf {
+        dir.join(format!("{}.json", self.name()))
+    }
+}
+
+/// The sidecar `<kind>.json` of a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointInfo {
+    pub kind: CheckpointKind,
+    pub fold: usize,
+    /// Epochs completed; for `last`, the epoch training continues with.
+    pub epoch: usize,
+    /// Batches of `epoch` already trained (non-zero after an interruption).
+    pub batch: usize,
+    /// Best validation mR so far (the original's `best_rsum`).
+    pub best_rsum: f64,
+    /// Training steps so far (the original's `Eiters`).
+    #[serde(rename = "Eiters")]
+    pub eiters: u64,
+    /// Learning rate of `epoch`.
+    pub lr: f64,
+    /// Seed of the fold split (the split itself is in `split.json`).
+    pub split_seed: u64,
+    pub vocab_path: PathBuf,
+    pub vocab_size: usize,
+    /// Validation metrics of this checkpoint's epoch, when evaluated.
+    pub metrics: Option<Metrics>,
+    pub options: Options,
+    pub amfmn_version: String,
+    /// File names (in the checkpoint folder) of the weights and of the optimizer state.
+    pub model_file: String,
+    pub optimizer_file: Option<String>,
+}
+
+/// A checkpoint on disk: its sidecar and folder.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub info: CheckpointInfo,
+    pub dir: PathBuf,
+}
+
+/// `<ckpt_save_path>/<experiment_name>/<fold>/`: where a fold's checkpoints, split and text log go.
+pub fn fold_dir(options: &Options, fold: usize) -> PathBuf {
+    experiment_dir(options).join(fold.to_string())
+}
+
+/// `<ckpt_save_path>/<experiment_name>/`: the fold folders and `test.json`.
+pub fn experiment_dir(options: &Options) -> PathBuf {
+    options.logs.ckpt_save_path.join(&options.k_fold.experiment_name)
+}
+
+/// The sidecar a path given by a user names: a fold folder means its `folder_means` checkpoint,
+/// a `.json` file is the sidecar itself, any other file (`best.safetensors`) the `.json` beside it.
+pub fn sidecar_path(path: &Path, folder_means: CheckpointKind) -> PathBuf {
+    if path.is_dir() {
+        folder_means.sidecar_in(path)
+    } else if path.extension().is_some_and(|e| e == "json") {
+        path.to_owned()
+    } else {
+        path.with_extension("json")
+    }
+}
+
+impl Checkpoint {
+    /// Writes `<dir>/<kind>.safetensors` (+ `<kind>.optimizer.safetensors`) and `<kind>.json`.
+    pub fn save(dir: &Path, mut info: CheckpointInfo, model: &Model, optimizer: Option<&Adam>) -> Result<Checkpoint> {
+        let kind = info.kind.name();
+        info.model_file = format!("{kind}.safetensors");
+        write_safetensors(&dir.join(&info.model_file), &model.state_dict())?;
+        info.optimizer_file = match optimizer {
+            Some(adam) => {
+                let name = format!("{kind}.optimizer.safetensors");
+                write_safetensors(&dir.join(&name), &adam.state_dict())?;
+                Some(name)
+            }
+            None => None,
+        };
+        let json = serde_json::to_string_pretty(&info)?;
+        write_atomic(&info.kind.sidecar_in(dir), json.as_bytes())?;
+        Ok(Checkpoint { info, dir: dir.to_owned() })
+    }
+
+    /// Opens the checkpoint a path names for evaluation (a fold folder means its `best`).
+    pub fn open(path: &Path) -> Result<Checkpoint> {
+        Checkpoint::open_as(path, CheckpointKind::Best)
+    }
+
+    /// Opens the checkpoint a path names (see [`sidecar_path`]).
+    pub fn open_as(path: &Path, folder_means: CheckpointKind) -> Result<Checkpoint> {
+        let json = sidecar_path(path, folder_means);
+        let text = std::fs::read_to_string(&json).with_context(|| {
+            format!(
+                "cannot read checkpoint {} (give a fold folder, a .json sidecar or its .safetensors)",
+                json.display()
+            )
+        })?;
+        let info: CheckpointInfo = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not an amfmn checkpoint sidecar", json.display()))?;
+        let dir = json.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+        Ok(Checkpoint { info, dir })
+    }
+
+    /// The fold's `kind` checkpoint in `dir`, if one was written.
+    pub fn find_in(dir: &Path, kind: CheckpointKind) -> Result<Option<Checkpoint>> {
+        let json = kind.sidecar_in(dir);
+        if json.is_file() {
+            Checkpoint::open(&json).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The weights file.
+    pub fn model_path(&self) -> PathBuf {
+        self.dir.join(&self.info.model_file)
+    }
+
+    /// Loads the weights into `model`.
+    pub fn load_model(&self, model: &mut Model) -> Result<()> {
+        load_weights(model, &self.model_path())
+    }
+
+    /// Loads the optimizer state (a `last` checkpoint has one).
+    pub fn load_optimizer(&self, adam: &mut Adam) -> Result<()> {
+        let Some(name) = &self.info.optimizer_file else {
+            bail!("{}: this checkpoint has no optimizer state (resume from last.json)", self.dir.display());
+        };
+        let path = self.dir.join(name);
+        let tensors = read_safetensors(&path)?;
+        adam.load_state_dict(&tensors).with_context(|| format!("cannot load {}", path.display()))
+    }
+}
+
+/// Copies the weights of a safetensors file into `model` (every key, every shape).
+fn load_weights(model: &mut Model, path: &Path) -> Result<()> {
+    let tensors = read_safetensors(path)?;
+    model.load_state_dict(&tensors).with_context(|| format!("cannot load {}", path.display()))
+}
+
+/// A trained model and what it was trained with.
+pub struct TrainedModel {
+    pub model: Model,
+    /// Whether it was trained with keywords (`dataset.keywords`).
+    pub keywords_trained: bool,
+}
+
+/// A model with the weights a path names: an amfmn checkpoint (its sidecar fixes the model
+/// options; a fold folder means its `best`) or bare safetensors weights without a sidecar (the
+/// model options of `options`).
+pub fn load_model(options: &Options, path: &Path, vocab: &Vocabulary, device: Device) -> Result<TrainedModel> {
+    let sidecar = sidecar_path(path, CheckpointKind::Best);
+    let has_sidecar = path.is_dir() || sidecar.as_path() == path || sidecar.is_file();
+    let checkpoint = if has_sidecar { Some(Checkpoint::open(path)?) } else { None };
+    let mut model_options = options.clone();
+    if let Some(c) = &checkpoint {
+        if c.info.vocab_size != vocab.len() {
+            bail!(
+                "{} was trained with a vocabulary of {} words ({}), dataset.vocab_path has {}",
+                c.dir.display(),
+                c.info.vocab_size,
+                c.info.vocab_path.display(),
+                vocab.len()
+            );
+        }
+        model_options.model = c.info.options.model.clone();
+        model_options.dataset.image_size = c.info.options.dataset.image_size;
+    }
+    let mut model = Model::new(&model_options, vocab.len(), device, 0)?;
+    match &checkpoint {
+        Some(c) => c.load_model(&mut model)?,
+        None => load_weights(&mut model, path)?,
+    }
+    let keywords_trained = checkpoint.map_or(options.dataset.keywords, |c| c.info.options.dataset.keywords);
+    Ok(TrainedModel { model, keywords_trained })
+}

@@ -1,0 +1,116 @@
+//! `amfmn train`: the original `train.py` (paper Sec. IV-A). For each fold: split the training
+//! images 80/20, train with Adam and the ranking loss, evaluate on the fold's validation part
+//! every `eval_step` epochs, keep the best checkpoint by mR. Made safe to run for days:
+//! resumable from any step, Ctrl-C writes a checkpoint, a non-finite loss stops with its position.
+//!
+//! [`run`] loads the data once and trains the folds in turn; [`fold`] prepares one fold and runs
+//! its epochs; [`step`] trains one epoch a batch at a time; [`table`] is the per-epoch row.
+
+mod fold;
+mod step;
+mod table;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use tch::Device;
+
+use crate::checkpoint::{Checkpoint, CheckpointKind};
+use crate::data::CaptionSet;
+use crate::eval::Metrics;
+use crate::options::{Options, Resume};
+use crate::report;
+use crate::text::Vocabulary;
+
+/// How a training run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every fold trained; their best validation results.
+    Finished(Vec<FoldResult>),
+    /// Stopped by Ctrl-C after a step; `checkpoint` resumes it.
+    Interrupted { checkpoint: PathBuf },
+}
+
+/// The best validation result of one fold.
+#[derive(Debug, Clone)]
+pub struct FoldResult {
+    pub fold: usize,
+    /// Epochs completed at the best checkpoint.
+    pub best_epoch: usize,
+    pub best: Metrics,
+    /// The fold folder, holding `best.safetensors`.
+    pub dir: PathBuf,
+}
+
+/// Everything the folds share: the options, the device, the vocabulary, the training split and
+/// the Ctrl-C flag.
+struct Trainer<'a> {
+    options: &'a Options,
+    device: Device,
+    vocab: Vocabulary,
+    data: Arc<CaptionSet>,
+    interrupt: &'a AtomicBool,
+}
+
+/// Trains every fold (from the checkpoint `resume`, if given). `interrupt` is polled after each
+/// step: when set, the run saves `last` and returns [`Outcome::Interrupted`].
+pub fn run(options: &Options, resume: Option<&Path>, interrupt: &AtomicBool) -> Result<Outcome> {
+    let device = crate::device::resolve(options.device)?;
+    crate::device::set_threads(options.threads);
+    let vocab = Vocabulary::load(&options.dataset.vocab_path)?;
+    let data = Arc::new(load_training_split(options, &vocab)?);
+    let resume = match (resume, &options.optim.resume) {
+        (Some(path), _) => Some(Checkpoint::open_as(path, CheckpointKind::Last)?),
+        (None, Resume::From(path)) => Some(Checkpoint::open_as(path, CheckpointKind::Last)?),
+        (None, Resume::No) => None,
+    };
+    let first_fold = resume.as_ref().map_or(0, |c| c.info.fold);
+    if first_fold >= options.k_fold.nums {
+        bail!("the checkpoint is of fold {first_fold} but k_fold.nums is {}", options.k_fold.nums);
+    }
+    report::info(format!(
+        "training {} on {}: {} images, {} captions, vocabulary {} words, {} fold(s) of {} epochs",
+        options.model.name_str(),
+        crate::device::describe(device),
+        data.num_images(),
+        data.num_captions(),
+        vocab.len(),
+        options.k_fold.nums,
+        options.optim.epochs
+    ));
+    let trainer = Trainer { options, device, vocab, data, interrupt };
+    let mut results = Vec::new();
+    for fold in first_fold..options.k_fold.nums {
+        let from = if fold == first_fold { resume.as_ref() } else { None };
+        match trainer.fold(fold, from)? {
+            FoldEnd::Done(result) => results.push(result),
+            FoldEnd::Interrupted(path) => return Ok(Outcome::Interrupted { checkpoint: path }),
+        }
+    }
+    Ok(Outcome::Finished(results))
+}
+
+/// The training split; its keywords only when `dataset.keywords` is on (then they must exist).
+fn load_training_split(options: &Options, vocab: &Vocabulary) -> Result<CaptionSet> {
+    let dataset = &options.dataset;
+    let (mut data, split) = CaptionSet::load(options, "train", vocab)?;
+    if dataset.keywords && split.keywords.is_none() {
+        bail!(
+            "dataset.keywords is on but {} does not exist; write it (one line per image, keywords separated by ',') or set dataset.keywords to False",
+            dataset.data_path.join("train_keywords.txt").display()
+        );
+    }
+    if !dataset.keywords {
+        data.keywords = None;
+    }
+    Ok(data)
+}
+
+/// How a fold ended.
+enum FoldEnd {
+    Done(FoldResult),
+    /// Stopped by Ctrl-C; the `last.json` that resumes it.
+    Interrupted(PathBuf),
+}

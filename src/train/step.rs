@@ -1,0 +1,135 @@
+//! One training epoch, a batch at a time: scores of the batch in each mode, the ranking loss
+//! (paper Eqs. 10-12) summed over the modes, backward, clipping, Adam; logged like the original.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use tch::Tensor;
+
+use super::fold::Fold;
+use super::Trainer;
+use crate::data::PairBatch;
+use crate::loss::{contrastive_loss, dynamic_margins, Margin};
+use crate::rng;
+
+/// Mean loss and speed of (part of) an epoch.
+pub(super) struct EpochStats {
+    pub mean_loss: f64,
+    pub images_per_second: f64,
+    /// Batches done when Ctrl-C stopped the epoch.
+    pub interrupted_at: Option<usize>,
+}
+
+impl Trainer<'_> {
+    /// Trains `epoch` from batch `skip` on; stops after the step in which Ctrl-C came.
+    pub(super) fn train_epoch(&self, fold: &mut Fold, epoch: usize, skip: usize) -> Result<EpochStats> {
+        let batches = fold.loader.num_pair_batches();
+        let label = format!("fold {} epoch {}", fold.index, epoch + 1);
+        let progress = crate::report::progress((batches - skip.min(batches)) as u64, &label);
+        let (mut loss_sum, mut steps, mut images) = (0f64, 0usize, 0usize);
+        let epoch_start = Instant::now();
+        let mut step_start = Instant::now();
+        for (offset, batch) in fold.loader.train_epoch_from(epoch, skip).enumerate() {
+            let i = skip + offset;
+            let batch = batch?;
+            let loss = self.train_step(fold, &batch, epoch, i)?;
+            loss_sum += loss;
+            steps += 1;
+            images += batch.caption_ids.len();
+            let batch_time = step_start.elapsed().as_secs_f64();
+            step_start = Instant::now();
+            self.log_step(fold, epoch, i, batches, loss, batch_time)?;
+            let speed = images as f64 / epoch_start.elapsed().as_secs_f64();
+            progress.set_message(format!("loss {loss:.3} lr {:.2e} {speed:.1} img/s", fold.adam.lr()));
+            progress.inc(1);
+            if self.interrupt.load(Ordering::SeqCst) {
+                progress.finish_and_clear();
+                fold.board.flush();
+                let mean_loss = loss_sum / steps as f64;
+                return Ok(EpochStats { mean_loss, images_per_second: 0.0, interrupted_at: Some(i + 1) });
+            }
+        }
+        progress.finish_and_clear();
+        fold.board.flush();
+        Ok(EpochStats {
+            mean_loss: if steps > 0 { loss_sum / steps as f64 } else { 0.0 },
+            images_per_second: images as f64 / epoch_start.elapsed().as_secs_f64(),
+            interrupted_at: None,
+        })
+    }
+
+    /// Step `i` of `epoch`: forward, loss, backward, clipping and Adam. Returns the loss.
+    fn train_step(&self, fold: &mut Fold, batch: &PairBatch, epoch: usize, i: usize) -> Result<f64> {
+        let optim = &self.options.optim;
+        tch::manual_seed(rng::derive(fold.data_seed, &[rng::tag::DROPOUT, epoch as u64, i as u64]) as i64);
+        let scores = batch_scores(fold, batch, self.device);
+        let margin = match &fold.prior {
+            Some(prior) => Margin::PerPair(
+                dynamic_margins(&prior.matrix(&batch.image_ids, &batch.caption_ids), optim.gamma, optim.beta)
+                    .to_device(self.device),
+            ),
+            None => Margin::Fixed(optim.margin),
+        };
+        let loss = scores
+            .iter()
+            .map(|scores| contrastive_loss(scores, &margin, optim.max_violation))
+            .reduce(|a, b| a + b)
+            .expect("one mode at least");
+        let value = loss.double_value(&[]);
+        if !value.is_finite() {
+            bail!(
+                "the loss became {value} at epoch {epoch}, step {i} of fold {}; lower optim.lr or set optim.grad_clip \
+                 (the last good state is {})",
+                fold.index,
+                fold.dir.join("last.json").display()
+            );
+        }
+        fold.adam.zero_grad();
+        fold.model.backward(&loss);
+        if optim.grad_clip > 0.0 {
+            fold.adam.clip_grad_norm(optim.grad_clip);
+        }
+        fold.adam.step();
+        fold.position.eiters += 1;
+        Ok(value)
+    }
+
+    /// The original's text-log line every `print_freq` steps, and the TensorBoard scalars.
+    fn log_step(
+        &self,
+        fold: &mut Fold,
+        epoch: usize,
+        i: usize,
+        batches: usize,
+        loss: f64,
+        batch_time: f64,
+    ) -> Result<()> {
+        if i.is_multiple_of(self.options.logs.print_freq) {
+            fold.log.line(&format!("Epoch: [{epoch}][{i}/{batches}]\tTime {batch_time:.3}\tL {}\t", loss as f32))?;
+        }
+        let step = fold.position.eiters;
+        fold.board.scalar("epoch", epoch as f64, step);
+        fold.board.scalar("step", i as f64, step);
+        fold.board.scalar("batch_time", batch_time, step);
+        fold.board.scalar("L", loss, step);
+        fold.board.scalar("lr", fold.adam.lr(), step);
+        Ok(())
+    }
+}
+
+/// The `[B, B]` scores of a batch in each trained mode: sentence alone, or sentence, keywords
+/// and fused when the batch has keywords.
+fn batch_scores(fold: &Fold, batch: &PairBatch, device: tch::Device) -> Vec<Tensor> {
+    let net = &fold.model.net;
+    let pixels = fold.model.prepare_images(&batch.images);
+    let captions = (&batch.captions.to_device(device), &batch.lengths.to_device(device));
+    match &batch.keywords {
+        Some((ids, lengths)) => {
+            let keywords = (&ids.to_device(device), &lengths.to_device(device));
+            let scores = net.forward_with_keywords(&pixels, captions, keywords, true);
+            vec![scores.sentence, scores.keywords, scores.fused]
+        }
+        None => vec![net.forward(&pixels, captions.0, captions.1, true)],
+    }
+}

@@ -1,0 +1,92 @@
+//! The per-epoch row of `amfmn train`: loss, learning rate, speed, the validation recalls of
+//! the selecting mode (the recall metrics of [`METRICS`]), the best mR so far, the time, and the
+//! other modes' mR.
+
+use std::fmt;
+
+use crate::eval::{Metrics, METRICS};
+use crate::score::Mode;
+
+/// One line of the per-epoch table.
+pub(super) struct EpochRow {
+    /// Validation mR of the modes other than the selecting one (sentence, keywords).
+    pub others: Vec<f64>,
+    pub fold: usize,
+    pub epoch: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub images_per_second: f64,
+    pub metrics: Option<Metrics>,
+    pub best: f64,
+    pub seconds: f64,
+}
+
+impl EpochRow {
+    /// The header; with several modes the recalls are the last (selecting) mode's and the
+    /// other modes' mR follow.
+    pub fn header(modes: &[Mode]) -> String {
+        let mut header = format!("{:>4} {:>5} {:>9} {:>9} {:>7}", "fold", "epoch", "loss", "lr", "img/s");
+        for metric in METRICS.iter().filter(|m| m.recall) {
+            header.push_str(&format!(" {:>6}", metric.name));
+        }
+        header.push_str(&format!(" {:>6} {:>6}", "best", "sec"));
+        for mode in &modes[..modes.len() - 1] {
+            header.push_str(&format!(" {:>11}", format!("mR {}", mode.name())));
+        }
+        header
+    }
+}
+
+impl fmt::Display for EpochRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:>4} {:>5} {:>9.3} {:>9.2e} {:>7.1}",
+            self.fold, self.epoch, self.loss, self.lr, self.images_per_second
+        )?;
+        let recalls = self.metrics.unwrap_or_default().named().filter(|(metric, _)| metric.recall);
+        for (_, value) in recalls {
+            match self.metrics {
+                Some(_) => write!(f, " {value:>6.2}")?,
+                None => write!(f, " {:>6}", "-")?,
+            }
+        }
+        write!(f, " {:>6.2} {:>6.1}", self.best, self.seconds)?;
+        for mr in &self.others {
+            write!(f, " {mr:>11.2}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_and_rows_align() {
+        let header = EpochRow::header(&[Mode::Sentence, Mode::Fused]);
+        assert_eq!(
+            header,
+            "fold epoch      loss        lr   img/s    r1i    r5i   r10i    r1t    r5t   r10t     mR   best    sec mR sentence"
+        );
+        let m = Metrics { r1i: 18.75, mR: 57.66, ..Default::default() };
+        let row = EpochRow {
+            others: vec![12.5],
+            fold: 0,
+            epoch: 1,
+            loss: 135.32,
+            lr: 2e-4,
+            images_per_second: 40.3,
+            metrics: Some(m),
+            best: 57.66,
+            seconds: 33.2,
+        };
+        let text = row.to_string();
+        assert_eq!(text.len(), header.len(), "{text}");
+        assert!(text.starts_with("   0     1   135.320   2.00e-4    40.3  18.75   0.00"), "{text}");
+        assert!(text.ends_with("  57.66  57.66   33.2       12.50"), "{text}");
+        let blank = EpochRow { metrics: None, others: vec![], ..row };
+        assert!(blank.to_string().contains("    -      -      -      -      -      -      -  57.66"), "{blank}");
+    }
+}
