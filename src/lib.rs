@@ -22,6 +22,7 @@ pub mod report;
 pub mod rng;
 pub mod score;
 pub mod search;
+pub mod synthetic;
 pub mod table;
 pub mod text;
 pub mod train;

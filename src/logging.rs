@@ -32,23 +32,11 @@ pub fn python_float(v: f64) -> String {
     }
 }
 
-/// The original's `all_score` block for a validation result.
+/// The original's `all_score` block for a validation result: the image-to-text metrics, the
+/// text-to-image metrics and mR on three lines, under their text-log names.
 pub fn score_block(m: &Metrics) -> String {
-    let f = python_float;
-    format!(
-        "r1i:{} r5i:{} r10i:{} medri:{} meanri:{}\n r1t:{} r5t:{} r10t:{} medrt:{} meanrt:{}\n sum:{}\n ------\n",
-        f(m.r1i),
-        f(m.r5i),
-        f(m.r10i),
-        f(m.medri),
-        f(m.meanri),
-        f(m.r1t),
-        f(m.r5t),
-        f(m.r10t),
-        f(m.medrt),
-        f(m.meanrt),
-        f(m.mR)
-    )
+    let entries: Vec<String> = m.named().map(|(metric, v)| format!("{}:{}", metric.log, python_float(v))).collect();
+    format!("{}\n {}\n {}\n ------\n", entries[..5].join(" "), entries[5..10].join(" "), entries[10])
 }
 
 /// The text log of one fold (appended to, like the original's `log_to_txt`).
@@ -95,22 +83,10 @@ impl Board {
         self.writer.add_scalar(tag, value as f32, step as usize);
     }
 
-    /// The validation scalars of the original (`r1i` ... `meanrt`, `rsum` = mR).
+    /// The validation scalars of the original, under their TensorBoard tags (`rsum` = mR).
     pub fn metrics(&mut self, m: &Metrics, step: u64) {
-        for (tag, v) in [
-            ("r1i", m.r1i),
-            ("r5i", m.r5i),
-            ("r10i", m.r10i),
-            ("medri", m.medri),
-            ("meanri", m.meanri),
-            ("r1t", m.r1t),
-            ("r5t", m.r5t),
-            ("r10t", m.r10t),
-            ("medrt", m.medrt),
-            ("meanrt", m.meanrt),
-            ("rsum", m.mR),
-        ] {
-            self.scalar(tag, v, step);
+        for (metric, value) in m.named() {
+            self.scalar(metric.board, value, step);
         }
         self.flush();
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::data::synthetic::{write_dataset, SynthConfig, SynthFormat};
+use crate::synthetic::{write_dataset, SynthConfig, SynthFormat};
 use crate::table::Table;
 
 /// Arguments of `amfmn synth`.

@@ -1,12 +1,11 @@
-//! Data half of the pipeline: precomp files, fold splits, image transforms, the loader, and the
-//! synthetic demo set.
+//! Data half of the pipeline: the readers of real datasets (precomp files), fold splits, image
+//! transforms and the loader. The synthetic set is made by [`crate::synthetic`].
 
 pub mod dataset;
 pub mod image_file;
 pub mod loader;
 pub mod precomp;
 pub mod split;
-pub mod synthetic;
 pub mod transforms;
 
 pub use dataset::CaptionSet;

@@ -64,7 +64,7 @@ impl CrossAttention {
     /// For soft attention, the gates `g = σ(W Fv + b)` `[B, d]` of images `[B, d]`.
     pub fn soft_gate(&self, visual: &Tensor) -> Option<Tensor> {
         match self {
-            CrossAttention::Soft { gate } => Some(gate.forward(visual).sigmoid()),
+            CrossAttention::Soft { gate } => Some(visual.apply(gate).sigmoid()),
             _ => None,
         }
     }
@@ -73,18 +73,18 @@ impl CrossAttention {
     pub fn attended(&self, visual: &Tensor, text: &Tensor) -> Tensor {
         let (bv, bt) = (visual.size()[0], text.size()[0]);
         match self {
-            CrossAttention::Soft { gate } => gate.forward(visual).sigmoid().unsqueeze(1) * text.unsqueeze(0),
+            CrossAttention::Soft { gate } => visual.apply(gate).sigmoid().unsqueeze(1) * text.unsqueeze(0),
             CrossAttention::Fusion { fc1, fc2 } => {
                 let d = visual.size()[1];
                 let u = Tensor::cat(
                     &[visual.unsqueeze(1).expand([bv, bt, d], false), text.unsqueeze(0).expand([bv, bt, d], false)],
                     -1,
                 );
-                fc1.forward(&u).sigmoid() * fc2.forward(&u)
+                u.apply(fc1).sigmoid() * u.apply(fc2)
             }
             CrossAttention::Similarity { fc_visual, fc_text } => {
-                let a = fc_visual.forward(visual).unsqueeze(1);
-                let b = fc_text.forward(text).unsqueeze(0);
+                let a = visual.apply(fc_visual).unsqueeze(1);
+                let b = text.apply(fc_text).unsqueeze(0);
                 (&a * &b).sigmoid() * b
             }
         }

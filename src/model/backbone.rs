@@ -1,4 +1,4 @@
-//! `extract_feature`: the multiscale visual features of SPEC §4 from a ResNet-18.
+//! `extract_feature`: the multiscale visual features of the paper (Sec. III-B) from a ResNet-18.
 
 use tch::nn::Path;
 use tch::Tensor;
@@ -39,7 +39,7 @@ impl ExtractFeature {
         };
         let lower = Tensor::cat(&[&s.f1, &up2(&s.f2)], 1);
         let higher = Tensor::cat(&[&s.f3, &up2(&s.f4)], 1);
-        let global = self.linear.forward(&s.f4.mean_dim(&[2i64, 3][..], false, None));
+        let global = s.f4.mean_dim(&[2i64, 3][..], false, None).apply(&self.linear);
         VisualFeatures { lower, higher, global }
     }
 }

@@ -21,7 +21,7 @@ impl VgmfGate {
     pub fn forward(&self, sentence: &Tensor, keywords: &Tensor) -> Tensor {
         let s = l2norm(sentence);
         let k = l2norm(keywords);
-        let w = self.gate.forward(&Tensor::cat(&[&s, &k], -1)).sigmoid();
+        let w = Tensor::cat(&[&s, &k], -1).apply(&self.gate).sigmoid();
         &w * s + (1.0 - w) * k
     }
 }

@@ -2,7 +2,7 @@
 //! initialisation, so that a fresh amfmn model starts like a fresh PyTorch one and checkpoint
 //! keys are `<path>.weight`, `<path>.bias`, `<path>.running_mean`, ...
 
-use tch::nn::{Init, Path};
+use tch::nn::{Init, Module, ModuleT, Path};
 use tch::{Kind, Tensor};
 
 /// `nn.Linear`: `y = x Wᵀ + b`, weight `[out, in]`.
@@ -20,10 +20,37 @@ impl Linear {
         let bias = bias.then(|| vs.var("bias", &[out_dim], Init::Uniform { lo: -bound, up: bound }));
         Linear { weight, bias }
     }
+}
 
+impl Module for Linear {
     /// `[..., in]` → `[..., out]`.
-    pub fn forward(&self, x: &Tensor) -> Tensor {
+    fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&self.weight, self.bias.as_ref())
+    }
+}
+
+/// How a convolution's weights start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvInit {
+    /// PyTorch's default: uniform in ±1/√fan_in (weights and bias).
+    Default,
+    /// torchvision's ResNet init: normal with std √(2/fan_out).
+    KaimingFanOut,
+}
+
+/// Settings of a [`Conv2d`] besides its channel counts and kernel size.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvConfig {
+    pub stride: i64,
+    pub padding: i64,
+    pub bias: bool,
+    pub init: ConvInit,
+}
+
+impl Default for ConvConfig {
+    /// PyTorch's `nn.Conv2d` defaults: stride 1, no padding, a bias, default init.
+    fn default() -> ConvConfig {
+        ConvConfig { stride: 1, padding: 0, bias: true, init: ConvInit::Default }
     }
 }
 
@@ -36,29 +63,10 @@ pub struct Conv2d {
     padding: i64,
 }
 
-/// How a convolution's weights start.
-#[derive(Debug, Clone, Copy)]
-pub enum ConvInit {
-    /// PyTorch's default: uniform in ±1/√fan_in (weights and bias).
-    Default,
-    /// torchvision's ResNet init: normal with std √(2/fan_out).
-    KaimingFanOut,
-}
-
 impl Conv2d {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        vs: Path,
-        in_channels: i64,
-        out_channels: i64,
-        kernel: i64,
-        stride: i64,
-        padding: i64,
-        bias: bool,
-        init: ConvInit,
-    ) -> Conv2d {
+    pub fn new(vs: Path, in_channels: i64, out_channels: i64, kernel: i64, config: ConvConfig) -> Conv2d {
         let fan_in = (in_channels * kernel * kernel) as f64;
-        let weight_init = match init {
+        let weight_init = match config.init {
             ConvInit::Default => Init::Uniform { lo: -1.0 / fan_in.sqrt(), up: 1.0 / fan_in.sqrt() },
             ConvInit::KaimingFanOut => {
                 Init::Randn { mean: 0.0, stdev: (2.0 / (out_channels * kernel * kernel) as f64).sqrt() }
@@ -66,12 +74,14 @@ impl Conv2d {
         };
         let weight = vs.var("weight", &[out_channels, in_channels, kernel, kernel], weight_init);
         let bound = 1.0 / fan_in.sqrt();
-        let bias = bias.then(|| vs.var("bias", &[out_channels], Init::Uniform { lo: -bound, up: bound }));
-        Conv2d { weight, bias, stride, padding }
+        let bias = config.bias.then(|| vs.var("bias", &[out_channels], Init::Uniform { lo: -bound, up: bound }));
+        Conv2d { weight, bias, stride: config.stride, padding: config.padding }
     }
+}
 
+impl Module for Conv2d {
     /// `[B, in, H, W]` → `[B, out, H', W']`.
-    pub fn forward(&self, x: &Tensor) -> Tensor {
+    fn forward(&self, x: &Tensor) -> Tensor {
         x.conv2d(&self.weight, self.bias.as_ref(), [self.stride], [self.padding], [1], 1)
     }
 }
@@ -96,9 +106,11 @@ impl BatchNorm2d {
             num_batches_tracked: vs.add("num_batches_tracked", Tensor::zeros([], (Kind::Int64, vs.device())), false),
         }
     }
+}
 
+impl ModuleT for BatchNorm2d {
     /// `[B, C, H, W]` → same shape; batch statistics (and running-stat updates) when `train`.
-    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         if train {
             tch::no_grad(|| {
                 let _ = self.num_batches_tracked.shallow_clone().g_add_scalar_(1);
@@ -131,9 +143,11 @@ impl Embedding {
         let _ = init.get(0).zero_();
         Embedding { weight: vs.add("weight", init, trainable) }
     }
+}
 
+impl Module for Embedding {
     /// `[B, L]` ids → `[B, L, dim]`.
-    pub fn forward(&self, ids: &Tensor) -> Tensor {
+    fn forward(&self, ids: &Tensor) -> Tensor {
         Tensor::embedding(&self.weight, ids, 0, false, false)
     }
 }

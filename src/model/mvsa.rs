@@ -1,9 +1,9 @@
-//! `mvsa`: the multiscale visual self-attention module (SPEC §4, code version).
+//! `mvsa`: the multiscale visual self-attention module (paper Sec. III-B, Eqs. 1-5, as the authors' code computes it).
 
 use tch::nn::Path;
 use tch::Tensor;
 
-use super::layers::{Conv2d, ConvInit, Linear};
+use super::layers::{Conv2d, ConvConfig, Linear};
 use crate::options::MultiscaleOptions;
 
 /// Fuses lower and higher features into a gate on the global feature: `Fv = v_g ⊙ mask`.
@@ -21,7 +21,9 @@ impl Mvsa {
     pub fn new(vs: Path, cfg: &MultiscaleOptions, embed_dim: i64, image_size: i64) -> Mvsa {
         let (c, o) = (cfg.multiscale_input_channel, cfg.multiscale_output_channel);
         let side = image_size / 16;
-        let conv = |name: &str, i, out, k, s| Conv2d::new(&vs / name, i, out, k, s, 0, true, ConvInit::Default);
+        let conv = |name: &str, i, out, k, stride| {
+            Conv2d::new(&vs / name, i, out, k, ConvConfig { stride, ..ConvConfig::default() })
+        };
         Mvsa {
             lf_conv: conv("LF_conv", 192, c, 3, 4),
             hf_conv: conv("HF_conv", 768, c, 1, 1),
@@ -33,13 +35,12 @@ impl Mvsa {
 
     /// lower `[B, 192, S/4, S/4]`, higher `[B, 768, S/16, S/16]`, global `[B, d]` → Fv `[B, d]`.
     pub fn forward(&self, lower: &Tensor, higher: &Tensor, global: &Tensor) -> Tensor {
-        let l = self.lf_conv.forward(lower);
-        let h = self.hf_conv.forward(higher);
-        let joint = Tensor::cat(&[&l, &h], 1);
-        let joint = &joint + h.mean_dim(&[1i64][..], true, None);
-        let main = self.conv1x1_1.forward(&joint);
-        let gate = self.conv1x1_2.forward(&joint).sigmoid();
+        let l = lower.apply(&self.lf_conv);
+        let h = higher.apply(&self.hf_conv);
+        let joint = Tensor::cat(&[&l, &h], 1) + h.mean_dim(&[1i64][..], true, None);
+        let main = joint.apply(&self.conv1x1_1);
+        let gate = joint.apply(&self.conv1x1_2).sigmoid();
         let attended = (main * gate).flatten(1, -1);
-        global * self.solo_attention.forward(&attended).sigmoid()
+        global * attended.apply(&self.solo_attention).sigmoid()
     }
 }

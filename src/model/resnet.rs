@@ -4,7 +4,15 @@
 use tch::nn::Path;
 use tch::Tensor;
 
-use super::layers::{BatchNorm2d, Conv2d, ConvInit, Linear};
+use tch::nn::ModuleT;
+
+use super::layers::{BatchNorm2d, Conv2d, ConvConfig, ConvInit, Linear};
+
+/// torchvision's convolutions: no bias, Kaiming (fan-out) init.
+fn resnet_conv(vs: Path, in_channels: i64, out_channels: i64, kernel: i64, stride: i64, padding: i64) -> Conv2d {
+    let config = ConvConfig { stride, padding, bias: false, init: ConvInit::KaimingFanOut };
+    Conv2d::new(vs, in_channels, out_channels, kernel, config)
+}
 
 /// A BasicBlock: two 3x3 convolutions with a residual connection (projected when the shape
 /// changes).
@@ -19,29 +27,25 @@ struct BasicBlock {
 
 impl BasicBlock {
     fn new(vs: Path, in_channels: i64, channels: i64, stride: i64) -> BasicBlock {
-        let conv =
-            |name: &str, i, k, s, p| Conv2d::new(&vs / name, i, channels, k, s, p, false, ConvInit::KaimingFanOut);
         let downsample = (stride != 1 || in_channels != channels).then(|| {
-            let d = &vs / "downsample";
-            (
-                Conv2d::new(&d / "0", in_channels, channels, 1, stride, 0, false, ConvInit::KaimingFanOut),
-                BatchNorm2d::new(&d / "1", channels),
-            )
+            let path = &vs / "downsample";
+            (resnet_conv(&path / "0", in_channels, channels, 1, stride, 0), BatchNorm2d::new(&path / "1", channels))
         });
         BasicBlock {
-            conv1: conv("conv1", in_channels, 3, stride, 1),
+            conv1: resnet_conv(&vs / "conv1", in_channels, channels, 3, stride, 1),
             bn1: BatchNorm2d::new(&vs / "bn1", channels),
-            conv2: conv("conv2", channels, 3, 1, 1),
+            conv2: resnet_conv(&vs / "conv2", channels, channels, 3, 1, 1),
             bn2: BatchNorm2d::new(&vs / "bn2", channels),
             downsample,
         }
     }
+}
 
-    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let out = self.bn1.forward(&self.conv1.forward(x), train).relu();
-        let out = self.bn2.forward(&self.conv2.forward(&out), train);
+impl ModuleT for BasicBlock {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let out = x.apply(&self.conv1).apply_t(&self.bn1, train).relu().apply(&self.conv2).apply_t(&self.bn2, train);
         let identity = match &self.downsample {
-            Some((conv, bn)) => bn.forward(&conv.forward(x), train),
+            Some((conv, bn)) => x.apply(conv).apply_t(bn, train),
             None => x.shallow_clone(),
         };
         (out + identity).relu()
@@ -81,7 +85,7 @@ impl ResNet18 {
             blocks
         });
         ResNet18 {
-            conv1: Conv2d::new(&vs / "conv1", 3, 64, 7, 2, 3, false, ConvInit::KaimingFanOut),
+            conv1: resnet_conv(&vs / "conv1", 3, 64, 7, 2, 3),
             bn1: BatchNorm2d::new(&vs / "bn1", 64),
             layers,
             _fc: Linear::new(&vs / "fc", 512, 1000, true),
@@ -90,10 +94,10 @@ impl ResNet18 {
 
     /// Stem (conv, BN, ReLU, max-pool) then the four stages.
     pub fn forward(&self, images: &Tensor, train: bool) -> Stages {
-        let x = self.bn1.forward(&self.conv1.forward(images), train).relu();
+        let x = images.apply(&self.conv1).apply_t(&self.bn1, train).relu();
         let x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         let stage =
-            |x: &Tensor, blocks: &[BasicBlock]| blocks.iter().fold(x.shallow_clone(), |x, b| b.forward(&x, train));
+            |x: &Tensor, blocks: &[BasicBlock]| blocks.iter().fold(x.shallow_clone(), |x, b| x.apply_t(b, train));
         let f1 = stage(&x, &self.layers[0]);
         let f2 = stage(&f1, &self.layers[1]);
         let f3 = stage(&f2, &self.layers[2]);

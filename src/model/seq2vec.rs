@@ -184,8 +184,8 @@ impl BayesianGruCell {
         let dropout = p > 0.0;
         let mask = |dim| dropout.then(|| dropout_mask(p, [b, dim], x));
         let project = |l: &Linear| match mask(WORD_DIM) {
-            Some(m) => l.forward(&(x * m.unsqueeze(1))),
-            None => l.forward(x),
+            Some(m) => (x * m.unsqueeze(1)).apply(l),
+            None => x.apply(l),
         };
         let gates =
             InputGates { r: project(&self.weight_ir), z: project(&self.weight_ii), n: project(&self.weight_in) };
@@ -326,7 +326,7 @@ impl Seq2Vec {
     /// (`Model::backward` does both).
     pub fn forward(&self, ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
         let steps = lengths.max().int64_value(&[]);
-        let x = self.embedding.forward(&ids.narrow(1, 0, steps));
+        let x = ids.narrow(1, 0, steps).apply(&self.embedding);
         let b = x.size()[0];
         let p = self.dropout;
         let mut pending = Vec::new();

@@ -24,6 +24,6 @@ impl TextFeature {
 
     /// ids `[B, L]`, lengths `[B]` → t `[B, d]`.
     pub fn forward(&self, ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
-        self.to_out.forward(&self.seq2vec.forward(ids, lengths, train)).relu()
+        self.seq2vec.forward(ids, lengths, train).apply(&self.to_out).relu()
     }
 }

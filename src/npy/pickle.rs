@@ -17,6 +17,56 @@ pub struct ObjectRows {
     pub row_shape: Vec<usize>,
 }
 
+/// The pickle opcodes this reader understands (names of CPython's `pickletools`).
+mod op {
+    pub const PROTO: u8 = 0x80;
+    pub const FRAME: u8 = 0x95;
+    pub const STOP: u8 = b'.';
+    pub const MARK: u8 = b'(';
+    pub const POP: u8 = b'0';
+    pub const POP_MARK: u8 = b'1';
+    pub const DUP: u8 = b'2';
+    pub const NONE: u8 = b'N';
+    pub const NEWTRUE: u8 = 0x88;
+    pub const NEWFALSE: u8 = 0x89;
+    pub const BININT: u8 = b'J';
+    pub const BININT1: u8 = b'K';
+    pub const BININT2: u8 = b'M';
+    pub const LONG1: u8 = 0x8a;
+    pub const INT: u8 = b'I';
+    pub const SHORT_BINSTRING: u8 = b'U';
+    pub const BINSTRING: u8 = b'T';
+    pub const BINBYTES: u8 = b'B';
+    pub const SHORT_BINBYTES: u8 = b'C';
+    pub const BINBYTES8: u8 = 0x8e;
+    pub const SHORT_BINUNICODE: u8 = 0x8c;
+    pub const BINUNICODE: u8 = b'X';
+    pub const EMPTY_TUPLE: u8 = b')';
+    pub const TUPLE: u8 = b't';
+    pub const TUPLE1: u8 = 0x85;
+    pub const TUPLE2: u8 = 0x86;
+    pub const TUPLE3: u8 = 0x87;
+    pub const EMPTY_LIST: u8 = b']';
+    pub const LIST: u8 = b'l';
+    pub const APPEND: u8 = b'a';
+    pub const APPENDS: u8 = b'e';
+    pub const EMPTY_DICT: u8 = b'}';
+    pub const SETITEM: u8 = b's';
+    pub const SETITEMS: u8 = b'u';
+    pub const GLOBAL: u8 = b'c';
+    pub const STACK_GLOBAL: u8 = 0x93;
+    pub const REDUCE: u8 = b'R';
+    pub const NEWOBJ: u8 = 0x81;
+    pub const BUILD: u8 = b'b';
+    pub const BINPUT: u8 = b'q';
+    pub const LONG_BINPUT: u8 = b'r';
+    pub const MEMOIZE: u8 = 0x94;
+    pub const PUT: u8 = b'p';
+    pub const BINGET: u8 = b'h';
+    pub const LONG_BINGET: u8 = b'j';
+    pub const GET: u8 = b'g';
+}
+
 /// Largest byte string kept in the memo; bigger ones are array payloads, never shared.
 const MEMO_BYTES_LIMIT: usize = 256;
 
@@ -67,6 +117,31 @@ fn read_vec(r: &mut impl Read, n: usize) -> Result<Vec<u8>> {
     let mut b = vec![0u8; n];
     r.read_exact(&mut b).context("the pickle ends early")?;
     Ok(b)
+}
+
+/// A LONG1 integer: little-endian two's complement of up to 8 bytes.
+fn decode_long(bytes: &[u8]) -> Result<i64> {
+    let n = bytes.len();
+    if n > 8 {
+        bail!("unsupported pickle: integer of {n} bytes");
+    }
+    let mut v: i64 = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        v |= (*b as i64) << (8 * i);
+    }
+    if n > 0 && n < 8 && bytes[n - 1] & 0x80 != 0 {
+        v -= 1i64 << (8 * n);
+    }
+    Ok(v)
+}
+
+/// An INT line: `00`/`01` are the booleans of protocol 0, anything else a decimal integer.
+fn decode_int_line(line: &str) -> Result<Value> {
+    Ok(match line {
+        "00" => Value::Bool(false),
+        "01" => Value::Bool(true),
+        _ => Value::Int(line.parse().context("bad INT in pickle")?),
+    })
 }
 
 fn read_line(r: &mut impl Read) -> Result<String> {
@@ -144,56 +219,8 @@ impl Machine<'_> {
 
     fn build(&mut self, object: Value, state: Value) -> Result<Value> {
         match object {
-            Value::Dtype(t, _) => {
-                let order = match &state {
-                    Value::Tuple(s) => match s.get(1) {
-                        Some(Value::Str(o)) => o.chars().next().unwrap_or('|'),
-                        Some(Value::Bytes(o)) => o.first().map_or('|', |&b| b as char),
-                        _ => '|',
-                    },
-                    _ => '|',
-                };
-                Ok(Value::Dtype(t, order))
-            }
-            Value::Array(_) => {
-                let Value::Tuple(s) = state else { bail!("unsupported pickle: array state is not a tuple") };
-                let [_, Value::Tuple(shape), Value::Dtype(t, order), Value::Bool(fortran), data] = s.as_slice() else {
-                    bail!("unsupported pickle: unexpected array state")
-                };
-                let shape = shape
-                    .iter()
-                    .map(|d| match d {
-                        Value::Int(n) if *n >= 0 => Ok(*n as usize),
-                        _ => Err(anyhow!("unsupported pickle: array shape")),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let mut array = ArrayValue { shape, ..Default::default() };
-                match data {
-                    Value::Bytes(bytes) => {
-                        if *order == '>' {
-                            bail!("big-endian arrays are not supported");
-                        }
-                        let values: Vec<f32> = match t.as_str() {
-                            "f4" => bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
-                            "f8" => bytes
-                                .chunks_exact(8)
-                                .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
-                                .collect(),
-                            other => bail!("unsupported element type {other} in the pickled arrays"),
-                        };
-                        if values.len() != array.shape.iter().product::<usize>() {
-                            bail!("a pickled array's data does not match its shape");
-                        }
-                        if *fortran && array.shape.len() > 1 {
-                            bail!("Fortran-order pickled elements are not supported");
-                        }
-                        array.values = Some(values);
-                    }
-                    Value::List(list) => array.elements = Some(*list),
-                    _ => bail!("unsupported pickle: array data of another kind"),
-                }
-                Ok(Value::Array(Box::new(array)))
-            }
+            Value::Dtype(t, _) => Ok(Value::Dtype(t, byte_order(&state))),
+            Value::Array(_) => Ok(Value::Array(Box::new(build_array(state)?))),
             Value::Dropped => Ok(Value::Dropped),
             _ => bail!("unsupported pickle: BUILD on another object"),
         }
@@ -201,128 +228,112 @@ impl Machine<'_> {
 
     fn run(&mut self, r: &mut impl Read) -> Result<Value> {
         loop {
-            let [op] = read_n::<1>(r)?;
-            match op {
-                0x80 => {
+            let [opcode] = read_n::<1>(r)?;
+            match opcode {
+                op::PROTO => {
                     read_n::<1>(r)?;
                 }
-                0x95 => {
+                op::FRAME => {
                     read_n::<8>(r)?;
                 }
-                b'.' => return self.pop(),
-                b'(' => self.marks.push(self.stack.len()),
-                b'0' => {
+                op::STOP => return self.pop(),
+                op::MARK => self.marks.push(self.stack.len()),
+                op::POP => {
                     self.pop()?;
                 }
-                b'1' => {
+                op::POP_MARK => {
                     self.pop_mark()?;
                 }
-                b'2' => {
+                op::DUP => {
                     let v = self.top()?.clone();
                     self.stack.push(v);
                 }
-                b'N' => self.stack.push(Value::None),
-                0x88 => self.stack.push(Value::Bool(true)),
-                0x89 => self.stack.push(Value::Bool(false)),
-                b'J' => self.stack.push(Value::Int(i32::from_le_bytes(read_n(r)?) as i64)),
-                b'K' => self.stack.push(Value::Int(read_n::<1>(r)?[0] as i64)),
-                b'M' => self.stack.push(Value::Int(u16::from_le_bytes(read_n(r)?) as i64)),
-                0x8a => {
+                op::NONE => self.stack.push(Value::None),
+                op::NEWTRUE => self.stack.push(Value::Bool(true)),
+                op::NEWFALSE => self.stack.push(Value::Bool(false)),
+                op::BININT => self.stack.push(Value::Int(i32::from_le_bytes(read_n(r)?) as i64)),
+                op::BININT1 => self.stack.push(Value::Int(read_n::<1>(r)?[0] as i64)),
+                op::BININT2 => self.stack.push(Value::Int(u16::from_le_bytes(read_n(r)?) as i64)),
+                op::LONG1 => {
                     let n = read_n::<1>(r)?[0] as usize;
-                    let bytes = read_vec(r, n)?;
-                    if n > 8 {
-                        bail!("unsupported pickle: integer of {n} bytes");
-                    }
-                    let mut v: i64 = 0;
-                    for (i, b) in bytes.iter().enumerate() {
-                        v |= (*b as i64) << (8 * i);
-                    }
-                    if n > 0 && n < 8 && bytes[n - 1] & 0x80 != 0 {
-                        v -= 1i64 << (8 * n);
-                    }
-                    self.stack.push(Value::Int(v));
+                    self.stack.push(Value::Int(decode_long(&read_vec(r, n)?)?));
                 }
-                b'I' => {
-                    let line = read_line(r)?;
-                    let v = match line.as_str() {
-                        "00" => Value::Bool(false),
-                        "01" => Value::Bool(true),
-                        _ => Value::Int(line.parse().context("bad INT in pickle")?),
-                    };
-                    self.stack.push(v);
+                op::INT => {
+                    let value = decode_int_line(&read_line(r)?)?;
+                    self.stack.push(value);
                 }
-                b'U' => {
+                op::SHORT_BINSTRING => {
                     let n = read_n::<1>(r)?[0] as usize;
                     self.stack.push(Value::Bytes(read_vec(r, n)?));
                 }
-                b'T' | b'B' => {
+                op::BINSTRING | op::BINBYTES => {
                     let n = u32::from_le_bytes(read_n(r)?) as usize;
                     self.stack.push(Value::Bytes(read_vec(r, n)?));
                 }
-                b'C' => {
+                op::SHORT_BINBYTES => {
                     let n = read_n::<1>(r)?[0] as usize;
                     self.stack.push(Value::Bytes(read_vec(r, n)?));
                 }
-                0x8e => {
+                op::BINBYTES8 => {
                     let n = u64::from_le_bytes(read_n(r)?) as usize;
                     self.stack.push(Value::Bytes(read_vec(r, n)?));
                 }
-                0x8c => {
+                op::SHORT_BINUNICODE => {
                     let n = read_n::<1>(r)?[0] as usize;
                     self.stack.push(Value::Str(String::from_utf8(read_vec(r, n)?)?));
                 }
-                b'X' => {
+                op::BINUNICODE => {
                     let n = u32::from_le_bytes(read_n(r)?) as usize;
                     self.stack.push(Value::Str(String::from_utf8(read_vec(r, n)?)?));
                 }
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
-                b't' => {
+                op::EMPTY_TUPLE => self.stack.push(Value::Tuple(Vec::new())),
+                op::TUPLE => {
                     let items = self.pop_mark()?;
                     self.stack.push(Value::Tuple(items));
                 }
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
+                op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
+                    let n = (opcode - op::TUPLE1 + 1) as usize;
                     if self.stack.len() < n {
                         bail!("pickle stack underflow");
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
                     self.stack.push(Value::Tuple(items));
                 }
-                b']' => {
+                op::EMPTY_LIST => {
                     self.lists.push(Vec::new());
                     self.stack.push(Value::List(self.lists.len() - 1));
                 }
-                b'l' => {
+                op::LIST => {
                     let items = self.pop_mark()?;
                     self.lists.push(Vec::new());
                     let id = self.lists.len() - 1;
                     self.append(id, items);
                     self.stack.push(Value::List(id));
                 }
-                b'a' => {
+                op::APPEND => {
                     let item = self.pop()?;
                     let Value::List(id) = *self.top()? else { bail!("APPEND to a non-list") };
                     self.append(id, vec![item]);
                 }
-                b'e' => {
+                op::APPENDS => {
                     let items = self.pop_mark()?;
                     let Value::List(id) = *self.top()? else { bail!("APPENDS to a non-list") };
                     self.append(id, items);
                 }
-                b'}' => self.stack.push(Value::Dict),
-                b's' => {
+                op::EMPTY_DICT => self.stack.push(Value::Dict),
+                op::SETITEM => {
                     self.pop()?;
                     self.pop()?;
                 }
-                b'u' => {
+                op::SETITEMS => {
                     self.pop_mark()?;
                 }
-                b'c' => {
+                op::GLOBAL => {
                     let module = read_line(r)?;
                     let name = read_line(r)?;
                     self.stack.push(Value::Global(module, name));
                 }
-                0x93 => {
+                op::STACK_GLOBAL => {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     match (module, name) {
@@ -330,43 +341,43 @@ impl Machine<'_> {
                         _ => bail!("STACK_GLOBAL without names"),
                     }
                 }
-                b'R' | 0x81 => {
+                op::REDUCE | op::NEWOBJ => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
                     let value = self.reduce(callable, args)?;
                     self.stack.push(value);
                 }
-                b'b' => {
+                op::BUILD => {
                     let state = self.pop()?;
                     let object = self.pop()?;
                     let value = self.build(object, state)?;
                     self.stack.push(value);
                 }
-                b'q' => {
+                op::BINPUT => {
                     let key = read_n::<1>(r)?[0] as u32;
                     self.memoize(key)?;
                 }
-                b'r' => {
+                op::LONG_BINPUT => {
                     let key = u32::from_le_bytes(read_n(r)?);
                     self.memoize(key)?;
                 }
-                0x94 => {
+                op::MEMOIZE => {
                     let key = self.memo.len() as u32;
                     self.memoize(key)?;
                 }
-                b'p' => {
+                op::PUT => {
                     let key = read_line(r)?.parse().context("bad PUT in pickle")?;
                     self.memoize(key)?;
                 }
-                b'h' => {
+                op::BINGET => {
                     let key = read_n::<1>(r)?[0] as u32;
                     self.get(key)?;
                 }
-                b'j' => {
+                op::LONG_BINGET => {
                     let key = u32::from_le_bytes(read_n(r)?);
                     self.get(key)?;
                 }
-                b'g' => {
+                op::GET => {
                     let key = read_line(r)?.parse().context("bad GET in pickle")?;
                     self.get(key)?;
                 }
@@ -374,6 +385,62 @@ impl Machine<'_> {
             }
         }
     }
+}
+
+/// The byte order in a `numpy.dtype`'s BUILD state (`<`, `>` or `|`).
+fn byte_order(state: &Value) -> char {
+    match state {
+        Value::Tuple(s) => match s.get(1) {
+            Some(Value::Str(o)) => o.chars().next().unwrap_or('|'),
+            Some(Value::Bytes(o)) => o.first().map_or('|', |&b| b as char),
+            _ => '|',
+        },
+        _ => '|',
+    }
+}
+
+/// An array from the BUILD state of `_reconstruct`: `(version, shape, dtype, fortran, data)`,
+/// with data either raw bytes (a numeric array) or a list (an object array's elements).
+fn build_array(state: Value) -> Result<ArrayValue> {
+    let Value::Tuple(s) = state else { bail!("unsupported pickle: array state is not a tuple") };
+    let [_, Value::Tuple(shape), Value::Dtype(t, order), Value::Bool(fortran), data] = s.as_slice() else {
+        bail!("unsupported pickle: unexpected array state")
+    };
+    let shape = shape
+        .iter()
+        .map(|d| match d {
+            Value::Int(n) if *n >= 0 => Ok(*n as usize),
+            _ => Err(anyhow!("unsupported pickle: array shape")),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut array = ArrayValue { shape, ..Default::default() };
+    match data {
+        Value::Bytes(bytes) => {
+            let values = decode_values(bytes, t, *order)?;
+            if values.len() != array.shape.iter().product::<usize>() {
+                bail!("a pickled array's data does not match its shape");
+            }
+            if *fortran && array.shape.len() > 1 {
+                bail!("Fortran-order pickled elements are not supported");
+            }
+            array.values = Some(values);
+        }
+        Value::List(list) => array.elements = Some(*list),
+        _ => bail!("unsupported pickle: array data of another kind"),
+    }
+    Ok(array)
+}
+
+/// Little-endian float32 or float64 bytes as float32 values.
+fn decode_values(bytes: &[u8], dtype: &str, order: char) -> Result<Vec<f32>> {
+    if order == '>' {
+        bail!("big-endian arrays are not supported");
+    }
+    Ok(match dtype {
+        "f4" => bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect(),
+        "f8" => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
+        other => bail!("unsupported element type {other} in the pickled arrays"),
+    })
 }
 
 /// Reads the pickle that follows an object-array `.npy` header, keeping the rows in `keep`.
