@@ -5,6 +5,7 @@ pub mod dataset;
 pub mod image_file;
 pub mod loader;
 pub mod precomp;
+pub mod release;
 pub mod split;
 pub mod transforms;
 
