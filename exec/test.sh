@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source exec/env.sh
+# Style first, so a slip fails in seconds: formatting, then clippy with every warning an error.
+echo "amfmn: checking style (cargo fmt --check, cargo clippy --all-targets -- -D warnings)" >&2
+cargo fmt --check
+cargo clippy --release --all-targets --quiet -- -D warnings
 # The search page is checked in headless Chromium (Debian's package).
 if [ -z "${AMFMN_CHROMIUM:-}" ] && ! [ -x /usr/bin/chromium ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -1,6 +1,6 @@
 //! Adam as `torch.optim.Adam` computes it, gradient-norm clipping, and the learning-rate
-//! schedule of the original (SPEC §6). The state (moments and steps per parameter) is saved
-//! with checkpoints so a resumed run continues the same curve.
+//! schedule of the original (docs/ARCHITECTURE.md, Training). The state (moments and steps per
+//! parameter) is saved with checkpoints so a resumed run continues the same curve.
 
 use std::collections::BTreeMap;
 

@@ -218,7 +218,7 @@ pub struct LogsOptions {
     pub logger_name: PathBuf,
 }
 
-/// `k_fold:` section: the fold protocol of SPEC §2.
+/// `k_fold:` section: the fold protocol (docs/ARCHITECTURE.md, Data).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KFoldOptions {

@@ -1,4 +1,4 @@
-//! The one scorer: the `[N_img, N_txt]` matrix of `s_ij = cos(Fv_i, T_ij)` (paper, Eq. 9) for
+//! The one scorer: the `[N_img, N_txt]` matrix of `s_ij = cos(Fv_i, T_ij)` (docs/ARCHITECTURE.md, Model) for
 //! any attention type and retrieval mode, with bounded memory. Validation, `test`, `index` and
 //! `retrieve` all score through [`Scorer::score_matrix`].
 //!

@@ -194,7 +194,7 @@ fn soft_att_model_has_the_original_150_keys() {
     }
     assert_eq!(keys["extract_feature.resnet.layer1.0.bn1.num_batches_tracked"].kind(), Kind::Int64);
     assert_eq!(keys["text_feature.seq2vec.embedding.weight"].size(), [1350, 620]);
-    // SPEC §9: 36.7 M parameters with RSITMD's vocabulary at 256x256; at 64x64 solo_attention
+    // The original has 36.7 M parameters with RSITMD's vocabulary at 256x256; at 64x64 solo_attention
     // has 16 inputs instead of 256 (240 x 32 fewer weights) and embed_dim 32 instead of 512.
     assert_eq!(model.num_parameters(), reference_parameter_count());
 }

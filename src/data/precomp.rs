@@ -1,4 +1,4 @@
-//! Reader of the "precomp" layout (SPEC §2): `<split>_caps.txt`, `<split>_filename.txt` and the
+//! Reader of the "precomp" layout (docs/ARCHITECTURE.md, Data): `<split>_caps.txt`, `<split>_filename.txt` and the
 //! optional `<split>_keywords.txt` of one split.
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! The fold protocol (SPEC §2): for fold k, a seeded shuffle of the training images, the first
+//! The fold protocol (docs/ARCHITECTURE.md, Data): for fold k, a seeded shuffle of the training images, the first
 //! 80% train and the rest validation; captions follow their image. The split lives in memory
 //! and is recorded in the run folder; the data folder is never written.
 

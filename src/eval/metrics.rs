@@ -1,5 +1,5 @@
-//! The recall metrics of the paper (Sec. IV-B: R@K of both directions and their mean mR, with
-//! the original's median and mean ranks) on an images × captions score matrix.
+//! The recall metrics of the paper (R@K of both directions and their mean mR, with the
+//! original's median and mean ranks; docs/ARCHITECTURE.md, Metrics) on an images × captions score matrix.
 //!
 //! Ranks are 0-based positions in a descending sort of the scores. Ties: of equal scores, the
 //! lower caption (or image) index ranks first, which is what a stable descending sort gives.

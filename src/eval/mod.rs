@@ -1,5 +1,5 @@
 //! Evaluation: encode every image and every caption of a set once, score all pairs with the one
-//! scorer ([`crate::score`]), and compute the recall metrics (paper Sec. IV-B).
+//! scorer ([`crate::score`]), and compute the recall metrics (docs/ARCHITECTURE.md, Metrics).
 
 pub mod metrics;
 

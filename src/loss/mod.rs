@@ -1,4 +1,4 @@
-//! The triplet ranking loss of SPEC §5 with a fixed margin or the dynamic margin of the paper.
+//! The triplet ranking loss (docs/ARCHITECTURE.md, Loss) with a fixed margin or the dynamic margin of the paper.
 
 mod prior;
 

@@ -1,4 +1,4 @@
-//! The prior similarity `p_ij` of the dynamic margin (SPEC §5): how much caption j already
+//! The prior similarity `p_ij` of the dynamic margin (docs/ARCHITECTURE.md, Loss): how much caption j already
 //! describes image i, from its five captions, before any training.
 
 use std::collections::HashMap;
@@ -19,7 +19,7 @@ pub struct PriorSimilarity {
 }
 
 impl PriorSimilarity {
-    /// Tokenizes every caption (SPEC §3), drops stop words, stems (Porter, NLTK's rules).
+    /// Tokenizes every caption (docs/ARCHITECTURE.md, Text), drops stop words, stems (Porter, NLTK's rules).
     pub fn new(set: &CaptionSet) -> PriorSimilarity {
         let mut ids: HashMap<String, u32> = HashMap::new();
         let captions = set

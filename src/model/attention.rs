@@ -1,5 +1,5 @@
-//! `cross_attention_s`: visual-guided attention (VGA, paper Sec. III-C, Eqs. 6-8) and the cosine
-//! score `s_ij = cos(Fv_i, T_ij)` (Eq. 9). Score matrices of whole sets are made by
+//! `cross_attention_s`: the paper's visual-guided attention (VGA) and the cosine score
+//! `s_ij = cos(Fv_i, T_ij)` (docs/ARCHITECTURE.md, Model). Score matrices of whole sets are made by
 //! [`crate::score`].
 
 use tch::nn::Path;

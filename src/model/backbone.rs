@@ -1,4 +1,5 @@
-//! `extract_feature`: the multiscale visual features of the paper (Sec. III-B) from a ResNet-18.
+//! `extract_feature`: the multiscale visual features of the paper's MVSA input, from a
+//! ResNet-18 (docs/ARCHITECTURE.md, Model).
 
 use tch::nn::Path;
 use tch::Tensor;

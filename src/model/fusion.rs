@@ -1,4 +1,5 @@
-//! `vgmf_gate`: visual-guided multi-source fusion of sentence and keyword features (paper Sec. III-D).
+//! `vgmf_gate`: visual-guided multi-source fusion of sentence and keyword features (the paper's VGMF;
+//! docs/ARCHITECTURE.md, Model).
 
 use tch::nn::Path;
 use tch::Tensor;

@@ -1,4 +1,4 @@
-//! The AMFMN network (SPEC §4), one module per part: ResNet-18 backbone and multiscale features,
+//! The AMFMN network (docs/ARCHITECTURE.md, Model), one module per part: ResNet-18 backbone and multiscale features,
 //! MVSA, the skip-thoughts text encoder, visual-guided attention, VGMF fusion.
 
 pub mod amfmn;

@@ -1,4 +1,5 @@
-//! `mvsa`: the multiscale visual self-attention module (paper Sec. III-B, Eqs. 1-5, as the authors' code computes it).
+//! `mvsa`: the multiscale visual self-attention module (the paper's MVSA as the
+//! authors' code computes it; docs/ARCHITECTURE.md, Model).
 
 use tch::nn::Path;
 use tch::Tensor;

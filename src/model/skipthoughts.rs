@@ -1,4 +1,4 @@
-//! Pretrained skip-thoughts weights from `model.seq2vec.dir_st` (SPEC §4): `dictionary.txt`,
+//! Pretrained skip-thoughts weights from `model.seq2vec.dir_st` (docs/ARCHITECTURE.md, Model): `dictionary.txt`,
 //! `utable.npy` + `uni_skip.npz` (UniSkip variants) or `btable.npy` + `bi_skip.npz` (BiSkip),
 //! mapped onto the encoder like the original `skipthoughts` package does.
 

@@ -1,4 +1,4 @@
-//! Searching a folder of images by sentence, keywords or both (VGMF, paper Sec. III-D), and
+//! Searching a folder of images by sentence, keywords or both (the paper's VGMF), and
 //! captions by image: an index holds every image's code once; a query is encoded once and scored
 //! against all of them by the one scorer ([`crate::score`]).
 

@@ -1,5 +1,5 @@
 //! The Porter stemmer as NLTK's `PorterStemmer()` runs it (mode `NLTK_EXTENSIONS`, NLTK 3.10),
-//! used by the dynamic margin's prior similarity (SPEC §5).
+//! used by the dynamic margin's prior similarity (docs/ARCHITECTURE.md, Loss).
 
 /// Words NLTK maps directly (its `pool` of irregular forms).
 const IRREGULAR: [(&str, &str); 16] = [

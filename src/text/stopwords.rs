@@ -1,5 +1,5 @@
 //! NLTK's classic English stop-word list (179 words, in NLTK's order), the one the published
-//! vocabularies were built with (SPEC appendix A). NLTK's data files cannot be downloaded here.
+//! vocabularies were built with. NLTK's data files cannot be downloaded here.
 
 /// The 179 stop words.
 pub const ENGLISH: [&str; 179] = [

@@ -4,7 +4,7 @@
 use super::punkt::sentences;
 use super::treebank::word_tokenize_sentence;
 
-/// Tokens the original drops after tokenization (SPEC §3).
+/// Tokens the original drops after tokenization (docs/ARCHITECTURE.md, Text).
 pub const PUNCTUATION: [&str; 16] = [",", ".", ":", ";", "?", "(", ")", "[", "]", "&", "!", "*", "@", "#", "$", "%"];
 
 /// `nltk.word_tokenize(text)`: Punkt sentences (untrained), then the Treebank word rules on each.

@@ -1,4 +1,4 @@
-//! The word vocabulary: building (SPEC §3), the original JSON format, caption encoding.
+//! The word vocabulary: building (docs/ARCHITECTURE.md, Text), the original JSON format, caption encoding.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -159,7 +159,7 @@ impl Vocabulary {
         self.unk
     }
 
-    /// Token ids of a caption (SPEC §3); a caption without tokens becomes one `<unk>`.
+    /// Token ids of a caption (docs/ARCHITECTURE.md, Text); a caption without tokens becomes one `<unk>`.
     pub fn encode(&self, caption: &str) -> Vec<i64> {
         let ids: Vec<i64> = caption_tokens(caption).iter().map(|t| self.id(t)).collect();
         if ids.is_empty() {

@@ -140,8 +140,11 @@ impl Trainer<'_> {
         }
         fold.position.epoch = epoch + 1;
         fold.position.batch = 0;
-        let validation =
-            if epoch % self.options.logs.eval_step == 0 { Some(self.validate(fold, epoch, lr, modes)?) } else { None };
+        let validation = if epoch.is_multiple_of(self.options.logs.eval_step) {
+            Some(self.validate(fold, epoch, lr, modes)?)
+        } else {
+            None
+        };
         let metrics = validation.as_ref().map(|v| v.metrics);
         self.save(fold, CheckpointKind::Last, lr, metrics)?;
         let row = EpochRow {

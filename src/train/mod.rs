@@ -1,4 +1,4 @@
-//! `amfmn train`: the original `train.py` (paper Sec. IV-A). For each fold: split the training
+//! `amfmn train`: the original `train.py` (docs/ARCHITECTURE.md, Training). For each fold: split the training
 //! images 80/20, train with Adam and the ranking loss, evaluate on the fold's validation part
 //! every `eval_step` epochs, keep the best checkpoint by mR. Made safe to run for days:
 //! resumable from any step, Ctrl-C writes a checkpoint, a non-finite loss stops with its position.

@@ -1,5 +1,5 @@
 //! One training epoch, a batch at a time: scores of the batch in each mode, the ranking loss
-//! (paper Eqs. 10-12) summed over the modes, backward, clipping, Adam; logged like the original.
+//! (docs/ARCHITECTURE.md, Loss) summed over the modes, backward, clipping, Adam; logged like the original.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;

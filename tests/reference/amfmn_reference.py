@@ -1,4 +1,4 @@
-"""PyTorch reference of AMFMN, written from SPEC.md §4-5 in the module layout of the original
+"""PyTorch reference of AMFMN, written from the model and loss of docs/ARCHITECTURE.md in the module layout of the original
 code, so that its state_dict() keys are the original checkpoint keys.
 
 Used by the parity tests (scores, loss, gradients against amfmn on the same weights and
@@ -262,5 +262,5 @@ def contrastive_loss(scores, margin, max_violation=False):
 
 
 def dynamic_margins(prior, gamma, beta):
-    """SPEC §5: alpha = gamma (e^beta - e^(beta p)) / (e^beta - 1)."""
+    """Dynamic margin: alpha = gamma (e^beta - e^(beta p)) / (e^beta - 1)."""
     return gamma * (math.exp(beta) - torch.exp(beta * prior)) / (math.exp(beta) - 1)

@@ -1,4 +1,4 @@
-"""Reference prior similarity of the dynamic margin (SPEC §5), with NLTK's PorterStemmer and
+"""Reference prior similarity of the dynamic margin (docs/ARCHITECTURE.md, Loss), with NLTK's PorterStemmer and
 sentence_bleu: p = (BLEU-4 of caption j against the captions of image i, 1 when it equals one
 of them, + mean over those references of |set(ref) & set(caption)| / |set(ref)|) / 2, on
 lower-cased, tokenized, punctuation- and stop-word-free, Porter-stemmed tokens.

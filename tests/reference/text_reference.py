@@ -35,5 +35,5 @@ def caption_text(line):
 
 
 def caption_tokens(line):
-    """Tokens of a caption line without punctuation (SPEC §3)."""
+    """Tokens of a caption line without punctuation (docs/ARCHITECTURE.md, Text)."""
     return [t for t in word_tokenize(caption_text(line)) if t not in PUNCTUATION]
