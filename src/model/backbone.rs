@@ -33,14 +33,14 @@ impl ExtractFeature {
     }
 
     pub fn forward(&self, images: &Tensor, train: bool) -> VisualFeatures {
-        let s = self.resnet.forward(images, train);
+        let stages = self.resnet.forward(images, train);
         let up2 = |t: &Tensor| {
             let (_, _, h, w) = t.size4().expect("[B, C, H, W]");
             t.upsample_nearest2d([2 * h, 2 * w], 2.0, 2.0)
         };
-        let lower = Tensor::cat(&[&s.f1, &up2(&s.f2)], 1);
-        let higher = Tensor::cat(&[&s.f3, &up2(&s.f4)], 1);
-        let global = s.f4.mean_dim(&[2i64, 3][..], false, None).apply(&self.linear);
+        let lower = Tensor::cat(&[&stages.f1, &up2(&stages.f2)], 1);
+        let higher = Tensor::cat(&[&stages.f3, &up2(&stages.f4)], 1);
+        let global = stages.f4.mean_dim(&[2i64, 3][..], false, None).apply(&self.linear);
         VisualFeatures { lower, higher, global }
     }
 }

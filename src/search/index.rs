@@ -15,6 +15,7 @@ use crate::checkpoint::tensors::{self, TensorMap};
 use crate::data::image_file::load_rgb;
 use crate::data::transforms::Transform;
 use crate::model::Model;
+use crate::score::Scorer;
 
 /// Image file extensions the index picks up (case-insensitive).
 const EXTENSIONS: [&str; 5] = ["tif", "tiff", "jpg", "jpeg", "png"];
@@ -276,10 +277,10 @@ pub fn encode_images(model: &Model, paths: &[PathBuf], image_size: u32, workers:
         return Ok(Encoded { rows, fv: empty, gate, failures });
     }
     let images = Tensor::from_slice(&buffer).view([rows.len() as i64, 3, side, side]);
-    let (fv, gate) = tch::no_grad(|| {
+    let codes = tch::no_grad(|| {
         let fv = model.net.encode_images(&model.prepare_images(&images), false);
-        let gate = model.net.cross_attention_s.soft_gate(&fv);
-        (fv.to_device(Device::Cpu), gate.map(|g| g.to_device(Device::Cpu)))
+        Scorer::new(&model.net).image_codes(fv)
     });
-    Ok(Encoded { rows, fv, gate, failures })
+    let gate = codes.gate.map(|g| g.to_device(Device::Cpu));
+    Ok(Encoded { rows, fv: codes.fv.to_device(Device::Cpu), gate, failures })
 }

@@ -151,8 +151,8 @@ impl Canvas {
 
 /// Jitters a colour a little so objects of one colour are not identical.
 pub fn jitter(rng: &mut ChaCha8Rng, c: Colour) -> [u8; 3] {
-    let d = below(rng, 21) as i16 - 10;
-    c.rgb.map(|v| (v as i16 + d).clamp(0, 255) as u8)
+    let offset = below(rng, 21) as i16 - 10;
+    c.rgb.map(|v| (v as i16 + offset).clamp(0, 255) as u8)
 }
 
 /// Region of the side `side` of width `w` (unit coordinates x0, y0, x1, y1).
