@@ -244,3 +244,23 @@ fn html_page_shows_the_thumbnails_in_rank_order() {
         assert!(close, "rank {}: {name} should be at ({x}, {y}), found {pixel:?} instead of {colour:?}", rank + 1);
     }
 }
+
+#[test]
+fn index_and_retrieve_do_not_inherit_the_training_device() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let d = dir.path();
+    let sidecar = d.join("ckpt/best.json");
+    let text = std::fs::read_to_string(&sidecar).unwrap().replace(r#""device": "auto""#, r#""device": "cuda:3""#);
+    assert!(text.contains(r#""device": "cuda:3""#), "the sidecar records the training device");
+    std::fs::write(&sidecar, text).unwrap();
+    let args = ["index", "--checkpoint", "ckpt", "--images", "images", "--out", "i.st", "--threads", "1"];
+    let out = amfmn_in(d, &args);
+    if tch::Cuda::device_count() < 4 {
+        assert!(out.status.success(), "auto, not the training machine's cuda:3: {}", stderr(&out));
+        let result = json(&amfmn_in(d, &["retrieve", "--index", "i.st", "--query", "red boat", "--json"]));
+        assert_eq!(result["indexed"], 5);
+        let out = amfmn_in(d, &["retrieve", "--index", "i.st", "--query", "red boat", "--device", "cuda:3"]);
+        assert!(stderr(&out).contains("--device cuda:3: libtorch sees"), "{}", stderr(&out));
+    }
+}

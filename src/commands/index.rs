@@ -41,7 +41,7 @@ pub struct IndexArgs {
 pub fn run(args: &IndexArgs) -> Result<()> {
     let checkpoint = Checkpoint::open(&args.checkpoint)?;
     let mut options = checkpoint.info.options.clone();
-    args.runtime.apply(&mut options);
+    args.runtime.apply_to_checkpoint(&mut options);
     crate::device::set_threads(options.threads);
     let model_path = std::fs::canonicalize(checkpoint.model_path())
         .with_context(|| format!("cannot find {}", checkpoint.model_path().display()))?;

@@ -55,4 +55,13 @@ impl RuntimeArgs {
             options.threads = threads;
         }
     }
+
+    /// For the commands that read a checkpoint's options instead of an option file: the
+    /// command-line choices over the options' defaults (auto, libtorch's threads), not over the
+    /// machine the checkpoint was trained on.
+    pub fn apply_to_checkpoint(&self, options: &mut Options) {
+        options.device = DeviceChoice::default();
+        options.threads = 0;
+        self.apply(options);
+    }
 }

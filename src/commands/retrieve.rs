@@ -56,7 +56,7 @@ pub fn run(args: &RetrieveArgs) -> Result<()> {
     }
     let checkpoint = Checkpoint::open(&info.checkpoint)?;
     let mut options = checkpoint.info.options.clone();
-    args.runtime.apply(&mut options);
+    args.runtime.apply_to_checkpoint(&mut options);
     crate::device::set_threads(options.threads);
     let vocab = Vocabulary::load(&info.vocab_path)?;
     let device = crate::device::resolve(options.device)?;
