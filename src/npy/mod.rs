@@ -14,7 +14,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use ndarray::{ArrayD, ArrayView, Dimension};
+use ndarray::{ArrayD, ArrayView, Dimension, IxDyn, ShapeBuilder};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 
 use crate::fsutil::write_atomic_with;
@@ -111,25 +111,9 @@ fn to_f32(bytes: &[u8], dtype: Dtype) -> Vec<f32> {
 }
 
 /// Reorders Fortran-order data into C order.
-fn fortran_to_c(data: Vec<f32>, shape: &[usize]) -> Vec<f32> {
-    if shape.len() < 2 {
-        return data;
-    }
-    let mut out = vec![0f32; data.len()];
-    let mut index = vec![0usize; shape.len()];
-    for (c_pos, value) in out.iter_mut().enumerate() {
-        let mut rem = c_pos;
-        for d in (0..shape.len()).rev() {
-            index[d] = rem % shape[d];
-            rem /= shape[d];
-        }
-        let mut f_pos = 0;
-        for d in (0..shape.len()).rev() {
-            f_pos = f_pos * shape[d] + index[d];
-        }
-        *value = data[f_pos];
-    }
-    out
+fn fortran_to_c(data: Vec<f32>, shape: &[usize]) -> Result<Vec<f32>> {
+    let array = ArrayD::from_shape_vec(IxDyn(shape).f(), data).context("the array data does not match its shape")?;
+    Ok(array.iter().copied().collect())
 }
 
 /// Reads a whole numeric array from an `.npy` stream.
@@ -143,7 +127,7 @@ fn read_array(reader: &mut impl Read) -> Result<Array> {
     let mut bytes = vec![0u8; count * width];
     reader.read_exact(&mut bytes).context("the array data is shorter than its header says")?;
     let data = to_f32(&bytes, header.dtype);
-    let data = if header.fortran_order { fortran_to_c(data, &header.shape) } else { data };
+    let data = if header.fortran_order { fortran_to_c(data, &header.shape)? } else { data };
     Ok(Array { shape: header.shape, data })
 }
 
@@ -285,7 +269,11 @@ mod tests {
     #[test]
     fn fortran_order_is_reordered() {
         // [[1, 2, 3], [4, 5, 6]] stored column by column.
-        assert_eq!(fortran_to_c(vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0], &[2, 3]), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(fortran_to_c(vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0], &[2, 3]).unwrap(), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        // [2, 2, 3]: element (i, j, k) is stored at i + 2j + 4k; C order runs k fastest.
+        let stored: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let expected = [0.0, 4.0, 8.0, 2.0, 6.0, 10.0, 1.0, 5.0, 9.0, 3.0, 7.0, 11.0];
+        assert_eq!(fortran_to_c(stored, &[2, 2, 3]).unwrap(), expected);
     }
 
     #[test]
