@@ -6,7 +6,7 @@ pub mod metrics;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use ndarray::Array2;
+use ndarray::{Array2, ArrayD, Ix2};
 use tch::{Device, Kind, Tensor};
 
 pub use metrics::{MetricName, Metrics, METRICS};
@@ -127,9 +127,8 @@ pub fn score_matrix(model: &Model, codes: &Codes, mode: Mode) -> Result<Array2<f
 
 /// A `[rows, columns]` tensor as a float32 array on the CPU.
 fn to_array(scores: &Tensor) -> Result<Array2<f32>> {
-    let (rows, columns) = scores.size2()?;
-    let values: Vec<f32> = Vec::try_from(scores.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]))?;
-    Ok(Array2::from_shape_vec((rows as usize, columns as usize), values)?)
+    let array: ArrayD<f32> = (&scores.to_device(Device::Cpu).to_kind(Kind::Float)).try_into()?;
+    Ok(array.into_dimensionality::<Ix2>()?)
 }
 
 /// Scores and metrics of a caption set in each of `modes`.
