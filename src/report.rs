@@ -19,6 +19,7 @@ pub enum Message {
 
 /// Where the library's messages and progress bars go.
 pub trait Reporter: Send + Sync {
+    /// Shows or keeps one message.
     fn message(&self, message: Message);
     /// A bar over `total` items; hidden where nobody watches.
     fn progress(&self, total: u64, label: &str) -> ProgressBar;

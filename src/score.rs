@@ -20,8 +20,11 @@ const BLOCK_VALUES: i64 = 16 * 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// The caption's sentence.
     Sentence,
+    /// The keywords of the caption's image.
     Keywords,
+    /// Sentence and keywords fused by VGMF.
     Fused,
 }
 
@@ -42,7 +45,12 @@ pub enum TextCodes<'a> {
     /// One code per text, scored through the attention alone.
     Single(&'a Tensor),
     /// Sentence and keyword codes of the same texts, fused by VGMF.
-    Fused { sentence: &'a Tensor, keywords: &'a Tensor },
+    Fused {
+        /// t of the sentences `[N_txt, d]`.
+        sentence: &'a Tensor,
+        /// t of their keywords `[N_txt, d]`.
+        keywords: &'a Tensor,
+    },
 }
 
 impl<'a> TextCodes<'a> {
@@ -76,8 +84,10 @@ pub enum Precision {
 /// Image codes ready to score: Fv `[N, d]`, ‖Fv‖ `[N]`, for soft attention the gates
 /// g = σ(W Fv + b) `[N, d]`, and, once prepared, Fv ⊙ g and g² in half precision.
 pub struct ImageCodes {
+    /// Fv `[N, d]`.
     pub fv: Tensor,
     norm: Tensor,
+    /// g `[N, d]`, for soft attention.
     pub gate: Option<Tensor>,
     half: Option<(Tensor, Tensor)>,
 }
@@ -128,6 +138,7 @@ pub struct Scorer<'a> {
 }
 
 impl<'a> Scorer<'a> {
+    /// The scorer of `net`'s attention (`cross_attention_s`) and fusion (`vgmf_gate`).
     pub fn new(net: &'a Amfmn) -> Scorer<'a> {
         Scorer { net, block_values: BLOCK_VALUES }
     }

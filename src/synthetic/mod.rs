@@ -62,6 +62,8 @@ pub struct SynthSummary {
 }
 
 const CAPTIONS_PER_IMAGE: usize = 5;
+/// RSITMD has one to five keywords per image.
+const MAX_KEYWORDS: usize = 5;
 
 /// The text files of one split, as they are being written: captions, file names, keywords.
 #[derive(Default)]
@@ -156,7 +158,8 @@ fn write_scene(
     let name = format!("{}_{i}.{extension}", class.name);
     write_image(&image_dir.join(&name), &image, extension)?;
     let caps = captions(scene.as_ref(), &mut rng);
-    let keywords = scene.keywords();
+    let mut keywords = scene.keywords();
+    keywords.truncate(MAX_KEYWORDS);
     // Two images of each block of ten go to the test split, a different pair of classes in
     // each block, so every class is in both splits.
     let split = usize::from(i % 5 == (i / CLASSES.len()) % 5);
