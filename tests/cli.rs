@@ -207,3 +207,46 @@ fn shipped_option_files_parse() {
         assert!(help.contains(sub), "{help}");
     }
 }
+
+#[test]
+fn synth_never_touches_files_it_did_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A dataset folder named the way RSITMD names its files.
+    std::fs::create_dir_all(d.join("rs/images")).unwrap();
+    for (name, content) in [("images/airport_1.tif", "user image"), ("train_caps.txt", "user captions\n")] {
+        std::fs::write(d.join("rs").join(name), content).unwrap();
+    }
+    let user_files = files_of(&d.join("rs"));
+    let synth = |extra: &[&str]| {
+        let mut args = vec!["synth", "--out", "rs", "--images", "10", "--size", "32", "--format", "png"];
+        args.extend_from_slice(extra);
+        amfmn_in(d, &args)
+    };
+    assert_one_line_error(&synth(&[]), "rs is not empty");
+    assert!(stderr(&synth(&[])).contains("give --force"));
+    assert_eq!(files_of(&d.join("rs")), user_files, "nothing touched");
+
+    let out = synth(&["--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(d.join("rs/images/airport_1.tif")).unwrap(), b"user image", "not a synth name");
+    assert!(std::fs::read_to_string(d.join("rs/train_caps.txt")).unwrap().lines().count() == 40, "replaced (--force)");
+
+    // Its own folder: a second run replaces and removes only what synth wrote.
+    std::fs::write(d.join("rs/images/notes.txt"), "mine").unwrap();
+    let out = amfmn_in(d, &["synth", "--out", "rs", "--images", "20", "--size", "32", "--format", "jpg"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let images: Vec<String> = files_of(&d.join("rs/images")).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(images.iter().filter(|n| n.ends_with(".jpg")).count(), 20, "{images:?}");
+    assert!(!images.iter().any(|n| n.ends_with(".png")), "the first run's images are gone: {images:?}");
+    assert!(images.contains(&"airport_1.tif".to_string()) && images.contains(&"notes.txt".to_string()));
+
+    // A synth output edited by hand is not replaced without --force.
+    std::fs::write(d.join("rs/test_caps.txt"), "edited\n").unwrap();
+    let out = amfmn_in(d, &["synth", "--out", "rs", "--images", "20", "--size", "32", "--format", "jpg"]);
+    assert_one_line_error(
+        &out,
+        "test_caps.txt exists and amfmn did not write it as synth output (or it changed since)",
+    );
+    assert_eq!(std::fs::read_to_string(d.join("rs/test_caps.txt")).unwrap(), "edited\n");
+}

@@ -6,8 +6,9 @@ use anyhow::{bail, Context, Result};
 
 use super::RuntimeArgs;
 use crate::checkpoint::{self, Checkpoint};
+use crate::fsutil::sha256_file;
 use crate::report;
-use crate::search::index::{scan, sha256_file, update, Index, IndexInfo};
+use crate::search::index::{scan, update, Index, IndexInfo};
 use crate::table::Table;
 use crate::text::Vocabulary;
 

@@ -7,9 +7,10 @@ use anyhow::{bail, Context, Result};
 
 use super::RuntimeArgs;
 use crate::checkpoint::{self, Checkpoint};
+use crate::fsutil::sha256_file;
 use crate::report;
 use crate::search::html::{write_page, Hit};
-use crate::search::index::{encode_images, sha256_file, Index};
+use crate::search::index::{encode_images, Index};
 use crate::search::{top_k, Query, Searcher};
 use crate::table::Table;
 use crate::text::Vocabulary;

@@ -25,12 +25,16 @@ pub struct SynthArgs {
     /// Image file format.
     #[arg(long, value_enum, default_value_t = SynthFormat::Mixed)]
     pub format: SynthFormat,
+    /// Write into a non-empty folder that holds no earlier synth output (files of the same
+    /// names are replaced; nothing else is touched).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Writes the set and prints its composition.
 pub fn run(args: &SynthArgs) -> Result<()> {
     let config = SynthConfig { images: args.images, size: args.size, seed: args.seed, format: args.format };
-    let summary = write_dataset(&args.out, config)?;
+    let summary = write_dataset(&args.out, config, args.force)?;
     let mut table = Table::new(["class", "train images", "test images"]);
     for (class, [train, test]) in &summary.per_class {
         table.row([class.to_string(), train.to_string(), test.to_string()]);

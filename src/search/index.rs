@@ -3,12 +3,10 @@
 //! holds the JSON description. Updating an index encodes only new or changed files.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::tensors::{self, TensorMap};
@@ -62,21 +60,6 @@ pub struct Index {
     pub info: IndexInfo,
     pub fv: Tensor,
     pub gate: Option<Tensor>,
-}
-
-/// SHA-256 of a file, as hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Image files under `root` (sorted, relative paths), with their size and modification time.

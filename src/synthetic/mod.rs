@@ -8,13 +8,13 @@ mod canvas;
 mod scenes;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use image::{ImageFormat, RgbImage};
 use rand_chacha::ChaCha8Rng;
 
-use crate::fsutil::{write_atomic, write_atomic_with};
+use crate::fsutil::owned::{Outputs, MANIFEST};
 use crate::rng;
 use scenes::{Scene, CLASSES};
 
@@ -96,14 +96,14 @@ fn capitalize(s: &str) -> String {
     chars.next().map(|f| f.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
-/// Writes `image` to `path` in the format of its extension, atomically.
-fn write_image(path: &Path, image: &RgbImage, extension: &str) -> Result<()> {
+/// Writes `image` to `path` in the format of its extension, atomically, as a synth output.
+fn write_image(outputs: &mut Outputs, path: &Path, image: &RgbImage, extension: &str) -> Result<()> {
     let format = match extension {
         "tif" => ImageFormat::Tiff,
         "jpg" => ImageFormat::Jpeg,
         _ => ImageFormat::Png,
     };
-    write_atomic_with(path, |file| {
+    outputs.write_with(path, |file| {
         let mut writer = std::io::BufWriter::new(file);
         image.write_to(&mut writer, format)?;
         Ok(())
@@ -112,51 +112,107 @@ fn write_image(path: &Path, image: &RgbImage, extension: &str) -> Result<()> {
 
 /// Writes a complete precomp dataset to `out`: `train_*` (one file name per image) and
 /// `test_*` (one file name per caption, like RSITMD's test split; a fifth of the images), keywords,
-/// and `images/`.
-pub fn write_dataset(out: &Path, config: SynthConfig) -> Result<SynthSummary> {
+/// and `images/`. Only files an earlier `synth` wrote into `out` (its manifest) are replaced or
+/// removed; a non-empty folder without them is refused unless `force`.
+pub fn write_dataset(out: &Path, config: SynthConfig, force: bool) -> Result<SynthSummary> {
     if config.images < 10 {
         bail!("--images {}: at least 10 images are needed (one per class)", config.images);
     }
     if !(32..=1024).contains(&config.size) {
         bail!("--size {}: expected 32..=1024 pixels", config.size);
     }
+    let mut outputs = Outputs::new(out, "synth", force)?;
+    if !force && !outputs.has_outputs() {
+        if let Some(first) = first_entry(out)? {
+            bail!(
+                "{} is not empty ({first}) and holds no earlier output of amfmn synth; give --force to write into it \
+                 (amfmn then replaces files of the same names) or choose an empty folder",
+                out.display()
+            );
+        }
+    }
     let image_dir = out.join("images");
+    for path in planned_paths(out, config) {
+        outputs.check(&path)?;
+    }
     std::fs::create_dir_all(&image_dir).with_context(|| format!("cannot create {}", image_dir.display()))?;
     let mut summary = SynthSummary::default();
     let mut text: [SplitText; 2] = Default::default();
     let progress = crate::report::progress(config.images as u64, "synthesising images");
     let mut written = HashSet::new();
     for i in 0..config.images {
-        let name = write_scene(&image_dir, config, i, &mut text, &mut summary)?;
-        written.insert(name);
+        written.insert(write_scene(&mut outputs, &image_dir, config, i, &mut text, &mut summary)?);
         progress.inc(1);
     }
     progress.finish_and_clear();
-    remove_stale_images(&image_dir, &written)?;
     for (split, files) in ["train", "test"].iter().zip(&text) {
-        write_atomic(&out.join(format!("{split}_caps.txt")), files.captions.as_bytes())?;
-        write_atomic(&out.join(format!("{split}_filename.txt")), files.file_names.as_bytes())?;
-        write_atomic(&out.join(format!("{split}_keywords.txt")), files.keywords.as_bytes())?;
+        for (kind, content) in
+            [("caps", &files.captions), ("filename", &files.file_names), ("keywords", &files.keywords)]
+        {
+            let path = out.join(format!("{split}_{kind}.txt"));
+            outputs.write(&path, content.as_bytes())?;
+            written.insert(path);
+        }
     }
+    outputs.remove_stale(&written)?;
+    outputs.finish()?;
     Ok(summary)
 }
 
+const SPLITS: [&str; 2] = ["train", "test"];
+const TEXT_KINDS: [&str; 3] = ["caps", "filename", "keywords"];
+
+/// `<out>/<split>_<kind>.txt`.
+fn text_path(out: &Path, split: &str, kind: &str) -> PathBuf {
+    out.join(format!("{split}_{kind}.txt"))
+}
+
+/// The file name of image `i`.
+fn image_name(config: SynthConfig, i: usize) -> String {
+    format!("{}_{i}.{}", CLASSES[i % CLASSES.len()].name, config.format.extension(i))
+}
+
+/// Every file a run writes, checked before the first is written.
+fn planned_paths(out: &Path, config: SynthConfig) -> Vec<PathBuf> {
+    let images = (0..config.images).map(|i| out.join("images").join(image_name(config, i)));
+    let texts = SPLITS.iter().flat_map(|split| TEXT_KINDS.map(|kind| text_path(out, split, kind)));
+    images.chain(texts).collect()
+}
+
+/// The name of some entry of `dir` other than amfmn's manifest, if `dir` exists and has one.
+fn first_entry(dir: &Path) -> Result<Option<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    for entry in entries {
+        let name = entry.with_context(|| format!("cannot list {}", dir.display()))?.file_name();
+        if name != MANIFEST {
+            return Ok(Some(name.to_string_lossy().into_owned()));
+        }
+    }
+    Ok(None)
+}
+
 /// Samples, draws and describes image `i`; writes the image and adds its lines to its split's
-/// text. Returns the image's file name.
+/// text. Returns the image's path.
 fn write_scene(
+    outputs: &mut Outputs,
     image_dir: &Path,
     config: SynthConfig,
     i: usize,
     text: &mut [SplitText; 2],
     summary: &mut SynthSummary,
-) -> Result<String> {
+) -> Result<PathBuf> {
     let mut rng = rng::stream(config.seed, &[rng::tag::SYNTH, i as u64]);
     let class = &CLASSES[i % CLASSES.len()];
     let scene = (class.sample)(&mut rng);
     let image = scene.render(config.size, &mut rng);
     let extension = config.format.extension(i);
-    let name = format!("{}_{i}.{extension}", class.name);
-    write_image(&image_dir.join(&name), &image, extension)?;
+    let name = image_name(config, i);
+    let path = image_dir.join(&name);
+    write_image(outputs, &path, &image, extension)?;
     let caps = captions(scene.as_ref(), &mut rng);
     let mut keywords = scene.keywords();
     keywords.truncate(MAX_KEYWORDS);
@@ -178,25 +234,7 @@ fn write_scene(
     *summary.per_format.entry(extension).or_default() += 1;
     summary.captions[split] += caps.len();
     summary.keywords += keywords.len();
-    Ok(name)
-}
-
-/// Removes images an earlier `synth` run left in `dir`: files named like `<class>_<n>.<ext>`
-/// that this run did not write. Other files are left alone.
-fn remove_stale_images(dir: &Path, written: &HashSet<String>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry?.path();
-        let Some(name) = path.file_name().and_then(|s| s.to_str()) else { continue };
-        let Some((stem, ext)) = name.rsplit_once('.') else { continue };
-        let Some((class, n)) = stem.rsplit_once('_') else { continue };
-        let synth_like = matches!(ext, "tif" | "jpg" | "png")
-            && CLASSES.iter().any(|c| c.name == class)
-            && n.parse::<usize>().is_ok();
-        if synth_like && !written.contains(name) {
-            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-        }
-    }
-    Ok(())
+    Ok(path)
 }
 
 #[cfg(test)]

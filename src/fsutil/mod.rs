@@ -1,9 +1,28 @@
-//! File writing that never leaves a half-written file behind.
+//! File writing that never leaves a half-written file behind, never replaces what amfmn did not
+//! write ([`owned`]), and file hashes.
 
-use std::io::Write;
+pub mod owned;
+
+use std::io::{Read, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+/// SHA-256 of a file, as hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, then renames it over
 /// `path`; parent folders are created.
