@@ -250,3 +250,33 @@ fn synth_never_touches_files_it_did_not_write() {
     );
     assert_eq!(std::fs::read_to_string(d.join("rs/test_caps.txt")).unwrap(), "edited\n");
 }
+
+#[test]
+fn vocab_and_inspect_respect_the_users_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(amfmn_in(d, &["synth", "--out", "d", "--images", "10", "--size", "32"]).status.success());
+    std::fs::write(d.join("v.json"), "a user's vocabulary").unwrap();
+    let vocab = |extra: &[&str]| {
+        let mut args = vec!["vocab", "--data_path", "d", "--out", "v.json"];
+        args.extend_from_slice(extra);
+        amfmn_in(d, &args)
+    };
+    assert_one_line_error(&vocab(&[]), "v.json exists and amfmn did not write it as vocab output");
+    assert_eq!(std::fs::read_to_string(d.join("v.json")).unwrap(), "a user's vocabulary");
+    assert!(vocab(&["--force"]).status.success());
+    assert!(vocab(&[]).status.success(), "its own output is replaced");
+
+    // File names of a split stay inside dataset.image_path.
+    let opt = write_options(d, "d", "v.json");
+    std::fs::write(d.join("secret.png"), "not an image of the set").unwrap();
+    let names = d.join("d/train_filename.txt");
+    let mut lines: Vec<String> = std::fs::read_to_string(&names).unwrap().lines().map(String::from).collect();
+    lines[1] = "../../secret.png".into();
+    std::fs::write(&names, lines.join("\n") + "\n").unwrap();
+    let out = amfmn_in(d, &["inspect", "--path_opt", opt.to_str().unwrap()]);
+    assert_one_line_error(
+        &out,
+        "train_filename.txt: `../../secret.png` is not a relative path inside the images folder",
+    );
+}

@@ -138,9 +138,18 @@ fn missing_folds_and_bad_matrices_fail_with_one_line() {
         "{err}"
     );
 
+    std::fs::write(dir.path().join("mine.fold0.npy"), "a user's file").unwrap();
+    let out = amfmn_in(dir.path(), &["test", "--path_opt", "opt.yaml", "--save-sims", "mine.npy"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("mine.fold0.npy exists and amfmn did not write it as scores output"));
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(dir.path().join("mine.fold0.npy")).unwrap(), b"a user's file");
+
     let write = |name: &str, shape: &[usize], data: &[f32]| {
         let array = ndarray::ArrayView::from_shape(shape, data).unwrap();
-        amfmn::npy::write_f32(&dir.path().join(name), &array).unwrap();
+        let mut outputs = amfmn::fsutil::owned::Outputs::new(dir.path(), "scores", false).unwrap();
+        amfmn::npy::write_f32(&mut outputs, &dir.path().join(name), &array).unwrap();
+        outputs.finish().unwrap();
     };
     write("flat.npy", &[10], &[0.0; 10]);
     write("odd.npy", &[2, 9], &[0.0; 18]);

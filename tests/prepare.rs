@@ -132,3 +132,68 @@ fn bad_release_files_are_named_with_their_json_path() {
         assert!(!d.join("p").exists(), "nothing written on error");
     }
 }
+
+#[test]
+fn prepare_replaces_its_own_set_and_never_a_users_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for name in ["boat_1.tif", "field_2.tif", "house_3.tif"] {
+        image(&d.join("img"), name);
+    }
+    std::fs::write(d.join("rsitmd.json"), rsitmd_json()).unwrap();
+    let prepare = |json: &str, out: &str, extra: &[&str]| {
+        let mut args = vec!["prepare", "--json", json, "--images", "img", "--out", out];
+        args.extend_from_slice(extra);
+        amfmn_in(d, &args)
+    };
+    assert!(prepare("rsitmd.json", "p", &[]).status.success());
+    assert!(d.join("p/train_keywords.txt").exists() && d.join("p/test_keywords.txt").exists());
+    // The same images in a release without keywords: the old keyword files go with the old set.
+    let no_keywords = rsitmd_json().replace(r#""keywords": ["port", "white boat"], "#, "");
+    let no_keywords = no_keywords.replace(r#""keywords": ["baseball field"], "#, "");
+    let no_keywords = no_keywords.replace(r#""keywords": ["red roof", "a, b"], "#, "");
+    assert!(!no_keywords.contains("keywords"));
+    std::fs::write(d.join("plain.json"), no_keywords).unwrap();
+    let out = prepare("plain.json", "p", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!d.join("p/train_keywords.txt").exists() && !d.join("p/test_keywords.txt").exists());
+    assert!(d.join("p/train_caps.txt").exists());
+
+    // A folder with a user's caption file: refused before anything is written.
+    std::fs::create_dir_all(d.join("q")).unwrap();
+    std::fs::write(d.join("q/test_caps.txt"), "mine\n").unwrap();
+    let out = prepare("rsitmd.json", "q", &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("test_caps.txt exists and amfmn did not write it as prepare output") && err.contains("--force")
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!d.join("q/train_caps.txt").exists(), "nothing written");
+    assert!(prepare("rsitmd.json", "q", &["--force"]).status.success());
+    assert_ne!(std::fs::read_to_string(d.join("q/test_caps.txt")).unwrap(), "mine\n");
+}
+
+#[test]
+fn image_names_stay_inside_the_images_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for name in ["boat_1.tif", "field_2.tif", "house_3.tif"] {
+        image(&d.join("img"), name);
+    }
+    image(d, "outside.tif");
+    std::os::unix::fs::symlink(d.join("outside.tif"), d.join("img/link.tif")).unwrap();
+    for (name, needle) in [
+        ("../outside.tif", "images[2]: `../outside.tif` is not a relative path inside the images folder"),
+        ("/etc/hostname", "images[2]: `/etc/hostname` is not a relative path inside the images folder"),
+        ("link.tif", "images[2]: `link.tif` is a link to"),
+    ] {
+        std::fs::write(d.join("bad.json"), rsitmd_json().replace("house_3.tif", name)).unwrap();
+        let out = amfmn_in(d, &["prepare", "--json", "bad.json", "--images", "img", "--out", "p"]);
+        assert!(!out.status.success(), "{name}");
+        let err = stderr(&out);
+        assert!(err.contains(needle) && err.contains("bad.json"), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!d.join("p").exists(), "nothing written");
+    }
+}

@@ -24,7 +24,9 @@ const COLOURS: [[u8; 3]; 6] =
 fn setup(dir: &Path) -> PathBuf {
     let words = ["two", "white", "houses", "baseball", "field", "red", "boat", "port", "<unk>"];
     let vocab = Vocabulary::from_words(words.iter().map(|w| w.to_string()).collect()).unwrap();
-    vocab.save(&dir.join("v.json")).unwrap();
+    let mut outputs = amfmn::fsutil::owned::Outputs::new(dir, "vocab", false).unwrap();
+    vocab.save(&mut outputs, &dir.join("v.json")).unwrap();
+    outputs.finish().unwrap();
     let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
     let sets = ["dataset.vocab_path=v.json", "dataset.image_size=64", "dataset.resize=70", "model.embed.embed_dim=32"];
     let options = Options::parse(&demo, &sets.map(String::from)).unwrap();
@@ -263,4 +265,28 @@ fn index_and_retrieve_do_not_inherit_the_training_device() {
         let out = amfmn_in(d, &["retrieve", "--index", "i.st", "--query", "red boat", "--device", "cuda:3"]);
         assert!(stderr(&out).contains("--device cuda:3: libtorch sees"), "{}", stderr(&out));
     }
+}
+
+#[test]
+fn index_and_page_outputs_never_replace_a_users_file() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let d = dir.path();
+    std::fs::write(d.join("i.st"), "a user's file").unwrap();
+    let out = amfmn_in(d, &["index", "--checkpoint", "ckpt", "--images", "images", "--out", "i.st", "--device", "cpu"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("i.st exists and amfmn did not write it as index output"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(d.join("i.st")).unwrap(), b"a user's file");
+    std::fs::remove_file(d.join("i.st")).unwrap();
+    index(d);
+    index(d);
+
+    std::fs::write(d.join("page.html"), "<p>mine</p>").unwrap();
+    let page = ["retrieve", "--index", "i.st", "--query", "red boat", "--html", "page.html"];
+    let out = amfmn_in(d, &page);
+    assert!(stderr(&out).contains("page.html exists and amfmn did not write it as search page output"));
+    assert_eq!(std::fs::read_to_string(d.join("page.html")).unwrap(), "<p>mine</p>");
+    let forced = amfmn_in(d, &[&page[..], &["--force"]].concat());
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert!(amfmn_in(d, &page).status.success(), "its own page is replaced");
 }

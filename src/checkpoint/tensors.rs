@@ -55,8 +55,9 @@ fn to_bytes(tensor: &Tensor) -> (Vec<usize>, Vec<u8>) {
     (tensor.size().iter().map(|&d| d as usize).collect(), bytes)
 }
 
-/// Writes `tensors` (any device, any layout) to `path` atomically, with `metadata` in the header.
-pub fn write_with_metadata(path: &Path, tensors: &TensorMap, metadata: Option<HashMap<String, String>>) -> Result<()> {
+/// The bytes of a safetensors file of `tensors` (any device, any layout), with `metadata` in
+/// the header.
+pub fn serialize(tensors: &TensorMap, metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
     let raw: Vec<(&String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(name, t)| {
@@ -72,7 +73,12 @@ pub fn write_with_metadata(path: &Path, tensors: &TensorMap, metadata: Option<Ha
             Ok((name.as_str(), view))
         })
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, metadata).with_context(|| format!("cannot encode {}", path.display()))?;
+    Ok(safetensors::serialize(views, metadata)?)
+}
+
+/// Writes `tensors` (any device, any layout) to `path` atomically, with `metadata` in the header.
+pub fn write_with_metadata(path: &Path, tensors: &TensorMap, metadata: Option<HashMap<String, String>>) -> Result<()> {
+    let bytes = serialize(tensors, metadata).with_context(|| format!("cannot encode {}", path.display()))?;
     write_atomic(path, &bytes)
 }
 

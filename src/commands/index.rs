@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 
 use super::RuntimeArgs;
 use crate::checkpoint::{self, Checkpoint};
+use crate::fsutil::owned::Outputs;
 use crate::fsutil::sha256_file;
 use crate::report;
 use crate::search::index::{scan, update, Index, IndexInfo};
@@ -36,10 +37,15 @@ pub struct IndexArgs {
     /// Decode threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Replace an existing output file that amfmn did not write for this purpose (or that changed since).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Builds or updates the index and prints what it did.
 pub fn run(args: &IndexArgs) -> Result<()> {
+    let mut outputs = Outputs::for_file(&args.out, "index", args.force)?;
+    outputs.check(&args.out)?;
     let checkpoint = Checkpoint::open(&args.checkpoint)?;
     let mut options = checkpoint.info.options.clone();
     args.runtime.apply_to_checkpoint(&mut options);
@@ -81,7 +87,8 @@ pub fn run(args: &IndexArgs) -> Result<()> {
     let vocab = Vocabulary::load(&info.vocab_path)?;
     let model = checkpoint::load_model(&options, &info.checkpoint, &vocab, device)?.model;
     let (index, summary) = update(&model, info, &files, previous.as_ref(), args.batch_size, args.workers)?;
-    index.save(&args.out)?;
+    index.save(&mut outputs, &args.out)?;
+    outputs.finish()?;
     let mut table = Table::new(["images", "reused", "encoded", "unreadable", "index"]);
     let indexed = index.info.files.len();
     table.row([

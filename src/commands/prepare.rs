@@ -26,6 +26,9 @@ pub struct PrepareArgs {
     pub val_split: ValSplit,
     #[arg(long = "captions-per-image", default_value_t = 5)]
     pub captions_per_image: usize,
+    /// Replace caption, file-name or keyword files in --out that amfmn prepare did not write.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Writes the precomp files and prints the split sizes.
@@ -33,7 +36,7 @@ pub fn run(args: &PrepareArgs) -> Result<()> {
     let layout =
         ReleaseLayout { images: &args.images, val_split: args.val_split, captions_per_image: args.captions_per_image };
     let text = read_precomp_text(&args.json, layout)?;
-    write_precomp_text(&args.out, &text)?;
+    write_precomp_text(&args.out, &text, args.force)?;
     let mut table = Table::new(["split", "images", "captions", "keywords"]);
     for (name, split) in ["train", "test"].iter().zip(&text.splits) {
         table.row([

@@ -1,12 +1,13 @@
 //! `amfmn retrieve`: ranks the images of an index for a sentence, keywords or both; or the
 //! lines of a caption file for one image.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use super::RuntimeArgs;
 use crate::checkpoint::{self, Checkpoint};
+use crate::fsutil::owned::Outputs;
 use crate::fsutil::sha256_file;
 use crate::report;
 use crate::search::html::{write_page, Hit};
@@ -44,10 +45,14 @@ pub struct RetrieveArgs {
     pub html: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    /// Replace an existing output file that amfmn did not write for this purpose (or that changed since).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Loads the index and its checkpoint, runs the query, prints the ranking.
 pub fn run(args: &RetrieveArgs) -> Result<()> {
+    let page = page_output(args)?;
     let index = Index::load(&args.index)?;
     let info = &index.info;
     let sha = sha256_file(&info.checkpoint)
@@ -83,14 +88,15 @@ pub fn run(args: &RetrieveArgs) -> Result<()> {
         (None, Some(k)) => format!("[{k}]"),
         (None, None) => unreachable!("checked above"),
     };
-    if let Some(page) = &args.html {
+    if let Some((mut outputs, path)) = page {
         let shown: Vec<Hit> = hits
             .iter()
             .zip(&paths)
             .enumerate()
             .map(|(r, (&(_, score), path))| Hit { rank: r + 1, score, path })
             .collect();
-        write_page(page, &title, &shown)?;
+        write_page(&mut outputs, path, &title, &shown)?;
+        outputs.finish()?;
     }
     if args.json {
         let results: Vec<serde_json::Value> = hits
@@ -111,8 +117,16 @@ pub fn run(args: &RetrieveArgs) -> Result<()> {
     Ok(())
 }
 
+/// With `--html`, its outputs and path, checked before any work is done.
+fn page_output(args: &RetrieveArgs) -> Result<Option<(Outputs, &Path)>> {
+    let Some(path) = &args.html else { return Ok(None) };
+    let outputs = Outputs::for_file(path, "search page", args.force)?;
+    outputs.check(path)?;
+    Ok(Some((outputs, path)))
+}
+
 /// Image-to-text: ranks the caption lines for one image.
-fn caption_ranking(args: &RetrieveArgs, searcher: &Searcher, image: &std::path::Path, image_size: u32) -> Result<()> {
+fn caption_ranking(args: &RetrieveArgs, searcher: &Searcher, image: &Path, image_size: u32) -> Result<()> {
     let path = args.captions.as_ref().expect("clap requires --captions with --image");
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;

@@ -9,7 +9,7 @@ use super::{OptionArgs, RuntimeArgs};
 use crate::checkpoint::{self, experiment_dir, fold_dir, CheckpointKind};
 use crate::data::CaptionSet;
 use crate::eval::{self, Metrics, METRICS};
-use crate::fsutil::write_atomic;
+use crate::fsutil::owned::Outputs;
 use crate::options::Options;
 use crate::score::Mode;
 use crate::table::Table;
@@ -33,6 +33,10 @@ pub struct EvalArgs {
     /// trained with keywords, else sentence).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub modes: Vec<Mode>,
+    /// Replace an existing score or results file that amfmn did not write for this purpose (or
+    /// that changed since).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `amfmn test`.
@@ -85,40 +89,86 @@ fn modes_for(asked: &[Mode], keywords_trained: bool) -> Vec<Mode> {
     modes
 }
 
-/// Scores `set` with the model of `checkpoint` in each mode; saves the matrices when asked
-/// (`FILE.npy` for the first mode, `FILE.<mode>.npy` for the others).
-fn evaluate_one(
-    options: &Options,
-    checkpoint: &Path,
-    vocab: &Vocabulary,
-    set: &std::sync::Arc<CaptionSet>,
-    asked: &[Mode],
-    sims: Option<&Path>,
-    label: &str,
-) -> Result<Vec<(Mode, Metrics)>> {
-    let device = crate::device::resolve(options.device)?;
-    let trained = checkpoint::load_model(options, checkpoint, vocab, device)?;
-    let model = trained.model;
-    let modes = modes_for(asked, trained.keywords_trained);
-    if modes.iter().any(|&m| m != Mode::Sentence) && set.keywords.is_none() {
-        bail!(
-            "--modes {}: the test split has no keywords ({} is missing)",
-            modes.iter().map(|m| m.name()).collect::<Vec<_>>().join(","),
-            options.dataset.data_path.join("test_keywords.txt").display()
-        );
+/// What every evaluated checkpoint shares: the options, the vocabulary, the test split, the
+/// modes asked for, and where score matrices go.
+struct Evaluation<'a> {
+    options: &'a Options,
+    vocab: Vocabulary,
+    set: std::sync::Arc<CaptionSet>,
+    asked: &'a [Mode],
+    /// `--save-sims`: the outputs the score files are written as.
+    sims: Option<Outputs>,
+}
+
+impl<'a> Evaluation<'a> {
+    /// Loads the vocabulary and the test split; with `--save-sims`, checks `sims_files` first.
+    fn new(options: &'a Options, args: &'a EvalArgs, sims_files: &[PathBuf]) -> Result<Evaluation<'a>> {
+        let sims = match &args.save_sims {
+            Some(path) => {
+                let outputs = Outputs::for_file(path, "scores", args.force)?;
+                for file in sims_files {
+                    outputs.check(file)?;
+                }
+                Some(outputs)
+            }
+            None => None,
+        };
+        let vocab = Vocabulary::load(&options.dataset.vocab_path)?;
+        let set = eval::load_test_set(options, &vocab)?;
+        Ok(Evaluation { options, vocab, set, asked: &args.modes, sims })
     }
-    let config = eval::eval_config(options, model.image_size());
-    let results = eval::evaluate(&model, set, config, &modes, label)?;
-    let mut out = Vec::new();
-    for (i, result) in results.into_iter().enumerate() {
-        if let Some(path) = sims {
-            let name = result.mode.name();
-            let path = if i == 0 { path.to_owned() } else { path.with_extension(format!("{name}.npy")) };
-            crate::npy::write_f32(&path, &result.scores.view())?;
+
+    /// Scores the test split with the model of `checkpoint` in each mode; saves the matrices to
+    /// `sims` when asked (`FILE.npy` for the first mode, `FILE.<mode>.npy` for the others).
+    fn checkpoint(&mut self, checkpoint: &Path, sims: Option<&Path>, label: &str) -> Result<Vec<(Mode, Metrics)>> {
+        let options = self.options;
+        let device = crate::device::resolve(options.device)?;
+        let trained = checkpoint::load_model(options, checkpoint, &self.vocab, device)?;
+        let model = trained.model;
+        let modes = modes_for(self.asked, trained.keywords_trained);
+        if modes.iter().any(|&m| m != Mode::Sentence) && self.set.keywords.is_none() {
+            bail!(
+                "--modes {}: the test split has no keywords ({} is missing)",
+                modes.iter().map(|m| m.name()).collect::<Vec<_>>().join(","),
+                options.dataset.data_path.join("test_keywords.txt").display()
+            );
         }
-        out.push((result.mode, result.metrics));
+        let config = eval::eval_config(options, model.image_size());
+        let results = eval::evaluate(&model, &self.set, config, &modes, label)?;
+        let mut out = Vec::new();
+        for (i, result) in results.into_iter().enumerate() {
+            if let (Some(path), Some(outputs)) = (sims, self.sims.as_mut()) {
+                let name = result.mode.name();
+                let path = if i == 0 { path.to_owned() } else { path.with_extension(format!("{name}.npy")) };
+                crate::npy::write_f32(outputs, &path, &result.scores.view())?;
+            }
+            out.push((result.mode, result.metrics));
+        }
+        Ok(out)
     }
-    Ok(out)
+
+    /// Writes the results JSON to `out`, then prints it (`--json`) or the table.
+    fn report(self, json: &serde_json::Value, rows: &[(String, Metrics)], out: &Path, args: &EvalArgs) -> Result<()> {
+        if let Some(outputs) = self.sims {
+            outputs.finish()?;
+        }
+        let mut results = Outputs::for_file(out, "test results", args.force)?;
+        results.write(out, serde_json::to_string_pretty(json)?.as_bytes())?;
+        results.finish()?;
+        if args.json {
+            println!("{json}");
+        } else {
+            print!("{}", results_table(rows));
+            let set = &self.set;
+            println!(
+                "\n{} test images, {} captions; results written to {}",
+                set.num_images(),
+                set.num_captions(),
+                out.display()
+            );
+        }
+        Ok(())
+    }
 }
 
 /// One result as JSON: the metrics object, or `{mode: metrics}` for several modes.
@@ -167,13 +217,15 @@ pub fn run_test(args: &TestArgs) -> Result<()> {
             args.eval.options.path_opt.display()
         );
     }
-    let vocab = Vocabulary::load(&options.dataset.vocab_path)?;
-    let set = eval::load_test_set(&options, &vocab)?;
+    let sims: Vec<PathBuf> = match &args.eval.save_sims {
+        Some(path) => (0..checkpoints.len()).map(|k| fold_file(path, k)).collect(),
+        None => Vec::new(),
+    };
+    let mut evaluation = Evaluation::new(&options, &args.eval, &sims)?;
     let mut folds = Vec::new();
     for (k, checkpoint) in checkpoints.iter().enumerate() {
-        let sims = args.eval.save_sims.as_ref().map(|p| fold_file(p, k));
         let label = format!("testing fold {k}");
-        folds.push(evaluate_one(&options, checkpoint, &vocab, &set, &args.eval.modes, sims.as_deref(), &label)?);
+        folds.push(evaluation.checkpoint(checkpoint, sims.get(k).map(PathBuf::as_path), &label)?);
     }
     let average: Vec<(Mode, Metrics)> = folds[0]
         .iter()
@@ -189,53 +241,16 @@ pub fn run_test(args: &TestArgs) -> Result<()> {
     let mut rows: Vec<(String, Metrics)> =
         folds.iter().enumerate().flat_map(|(k, results)| labelled(&k.to_string(), results)).collect();
     rows.extend(labelled("average", &average));
-    report(&serde_json::Value::Object(object), &rows, &out, &set, args.eval.json)
-}
-
-/// Writes the results JSON to `out`, then prints it (`--json`) or the table.
-fn report(
-    json: &serde_json::Value,
-    rows: &[(String, Metrics)],
-    out: &Path,
-    set: &CaptionSet,
-    as_json: bool,
-) -> Result<()> {
-    write_atomic(out, serde_json::to_string_pretty(json)?.as_bytes())?;
-    if as_json {
-        println!("{json}");
-    } else {
-        print!("{}", results_table(rows));
-        println!(
-            "\n{} test images, {} captions; results written to {}",
-            set.num_images(),
-            set.num_captions(),
-            out.display()
-        );
-    }
-    Ok(())
+    evaluation.report(&serde_json::Value::Object(object), &rows, &out, &args.eval)
 }
 
 /// `amfmn test-single`: one checkpoint on the test split.
 pub fn run_test_single(args: &TestSingleArgs) -> Result<()> {
     let options = args.eval.options()?;
-    let vocab = Vocabulary::load(&options.dataset.vocab_path)?;
-    let set = eval::load_test_set(&options, &vocab)?;
-    let results = evaluate_one(
-        &options,
-        &args.resume,
-        &vocab,
-        &set,
-        &args.eval.modes,
-        args.eval.save_sims.as_deref(),
-        "testing",
-    )?;
+    let sims: Vec<PathBuf> = args.eval.save_sims.iter().cloned().collect();
+    let mut evaluation = Evaluation::new(&options, &args.eval, &sims)?;
+    let results = evaluation.checkpoint(&args.resume, args.eval.save_sims.as_deref(), "testing")?;
     let sidecar = checkpoint::sidecar_path(&args.resume, CheckpointKind::Best);
-    report(
-        &result_json(&results)?,
-        &labelled("test", &results),
-        &sidecar.with_extension("test.json"),
-        &set,
-        args.eval.json,
-    )?;
-    Ok(())
+    let out = sidecar.with_extension("test.json");
+    evaluation.report(&result_json(&results)?, &labelled("test", &results), &out, &args.eval)
 }

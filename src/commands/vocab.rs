@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 
 use crate::data::precomp::read_lines;
+use crate::fsutil::owned::Outputs;
 use crate::table::Table;
 use crate::text::Vocabulary;
 
@@ -23,6 +24,9 @@ pub struct VocabArgs {
     /// Output JSON file (the original's format).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Replace an existing output file that amfmn did not write for this purpose (or that changed since).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Builds and writes the vocabulary, then prints what it counted.
@@ -41,7 +45,9 @@ pub fn run(args: &VocabArgs) -> Result<()> {
     let progress = crate::report::progress(captions.len() as u64, "tokenizing captions");
     let vocab = Vocabulary::build(captions.iter().map(|c| (progress.inc(1), c.as_str()).1), args.threshold);
     progress.finish_and_clear();
-    vocab.save(&args.out)?;
+    let mut outputs = Outputs::for_file(&args.out, "vocab", args.force)?;
+    vocab.save(&mut outputs, &args.out)?;
+    outputs.finish()?;
     print!("{table}");
     println!(
         "\nvocabulary: {} words ({} seen at least {} times, plus <unk>) written to {}",

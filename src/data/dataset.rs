@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
+use super::image_file::confined_path;
 use super::precomp::PrecompSplit;
 use crate::options::Options;
 use crate::text::Vocabulary;
@@ -44,6 +45,11 @@ impl CaptionSet {
         let split = PrecompSplit::read(&dataset.data_path, name, dataset.captions_per_image)?;
         if let Some(warning) = split.blank_caption_warning(&dataset.data_path.join(format!("{name}_caps.txt"))) {
             crate::report::warn(warning);
+        }
+        for image in &split.images {
+            confined_path(&dataset.image_path, image).map_err(|e| {
+                anyhow::anyhow!("{}: {e}", dataset.data_path.join(format!("{name}_filename.txt")).display())
+            })?;
         }
         let set = CaptionSet::new(&split, &dataset.image_path, vocab);
         let missing = set.missing_images();

@@ -2,7 +2,7 @@
 //! for 8-bit images: gray is replicated, alpha dropped, palettes expanded. 16-bit images are
 //! scaled to 8 bits (PIL would clip them at 255).
 
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result};
 use image::{DynamicImage, RgbImage};
@@ -20,6 +20,24 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.to_rgb8(),
     })
+}
+
+/// Why a dataset file name may not be used: it must be a relative path without `..` that stays
+/// inside the images folder (no symbolic link out of it). `images` is the folder, `name` the file
+/// name as the dataset lists it. Returns the full path.
+pub fn confined_path(images: &Path, name: &str) -> std::result::Result<PathBuf, String> {
+    let relative = Path::new(name);
+    let leaves = relative.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if name.is_empty() || leaves {
+        return Err(format!("`{name}` is not a relative path inside the images folder (no `/` at the start, no `..`)"));
+    }
+    let path = images.join(relative);
+    if let (Ok(real), Ok(root)) = (std::fs::canonicalize(&path), std::fs::canonicalize(images)) {
+        if !real.starts_with(&root) {
+            return Err(format!("`{name}` is a link to {}, outside the images folder", real.display()));
+        }
+    }
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -57,5 +75,23 @@ mod tests {
         std::fs::write(&broken, b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
         let e = format!("{:#}", load_rgb(&broken).unwrap_err());
         assert!(e.starts_with(&format!("cannot decode image {}", broken.display())), "{e}");
+    }
+
+    #[test]
+    fn dataset_names_are_confined_to_the_images_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("img");
+        std::fs::create_dir_all(images.join("sub")).unwrap();
+        std::fs::write(dir.path().join("outside.png"), "x").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside.png"), images.join("link.png")).unwrap();
+        std::os::unix::fs::symlink(images.join("sub"), images.join("inner")).unwrap();
+        assert_eq!(confined_path(&images, "sub/a.png").unwrap(), images.join("sub/a.png"));
+        assert_eq!(confined_path(&images, "./a.png").unwrap(), images.join("./a.png"));
+        assert!(confined_path(&images, "inner/a.png").is_ok(), "a link that stays inside");
+        for bad in ["../outside.png", "sub/../../outside.png", "/etc/hostname", ""] {
+            let err = confined_path(&images, bad).unwrap_err();
+            assert!(err.contains("is not a relative path inside the images folder"), "{bad}: {err}");
+        }
+        assert!(confined_path(&images, "link.png").unwrap_err().contains("outside the images folder"));
     }
 }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::fsutil::write_atomic;
+use super::image_file::confined_path;
+use crate::fsutil::owned::Outputs;
 
 /// Destination of the release's validation images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -94,7 +95,9 @@ pub fn read_precomp_text(json: &Path, layout: ReleaseLayout) -> Result<PrecompTe
         let Some(target) = target_split(json, n, &image.split, layout.val_split)? else { continue };
         let at = || format!("{}: images[{n}]", json.display());
         let relative = add_image(&mut text, target, image, layout.captions_per_image, at)?;
-        if !layout.images.join(&relative).is_file() {
+        let name = relative.to_string_lossy();
+        let path = confined_path(layout.images, &name).map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+        if !path.is_file() {
             missing.push(relative.display().to_string());
         }
     }
@@ -170,14 +173,33 @@ fn add_image(
     Ok(relative)
 }
 
-/// Writes `<split>_caps.txt`, `<split>_filename.txt` (and `<split>_keywords.txt`) into `out`.
-pub fn write_precomp_text(out: &Path, text: &PrecompText) -> Result<()> {
+/// The files of `text` in `out`, with their contents: `<split>_caps.txt`,
+/// `<split>_filename.txt` and, when the release has keywords, `<split>_keywords.txt`.
+fn precomp_files<'t>(out: &Path, text: &'t PrecompText) -> Vec<(PathBuf, &'t str)> {
+    let mut files = Vec::new();
     for (name, split) in ["train", "test"].iter().zip(&text.splits) {
-        write_atomic(&out.join(format!("{name}_caps.txt")), split.captions.as_bytes())?;
-        write_atomic(&out.join(format!("{name}_filename.txt")), split.filenames.as_bytes())?;
+        files.push((out.join(format!("{name}_caps.txt")), split.captions.as_str()));
+        files.push((out.join(format!("{name}_filename.txt")), split.filenames.as_str()));
         if text.has_keywords {
-            write_atomic(&out.join(format!("{name}_keywords.txt")), split.keywords.as_bytes())?;
+            files.push((out.join(format!("{name}_keywords.txt")), split.keywords.as_str()));
         }
     }
-    Ok(())
+    files
+}
+
+/// Writes the precomp text into `out` as one set: every file is checked before the first is
+/// written (a file there that amfmn's `prepare` did not write is refused unless `force`), and
+/// files an earlier `prepare` wrote that this set does not have (keywords of an earlier release)
+/// are removed.
+pub fn write_precomp_text(out: &Path, text: &PrecompText, force: bool) -> Result<()> {
+    let mut outputs = Outputs::new(out, "prepare", force)?;
+    let files = precomp_files(out, text);
+    for (path, _) in &files {
+        outputs.check(path)?;
+    }
+    for (path, content) in &files {
+        outputs.write(path, content.as_bytes())?;
+    }
+    outputs.remove_stale(&files.into_iter().map(|(path, _)| path).collect())?;
+    outputs.finish()
 }

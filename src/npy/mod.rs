@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use ndarray::{ArrayD, ArrayView, Dimension, IxDyn, ShapeBuilder};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 
-use crate::fsutil::write_atomic_with;
+use crate::fsutil::owned::Outputs;
 
 /// A numeric array as f32 values in C order.
 #[derive(Debug, Clone, PartialEq)]
@@ -204,9 +204,9 @@ pub fn read_npz(path: &Path) -> Result<HashMap<String, Array>> {
     Ok(arrays)
 }
 
-/// Writes a float32 array as `.npy` (C order), atomically.
-pub fn write_f32<D: Dimension>(path: &Path, array: &ArrayView<f32, D>) -> Result<()> {
-    write_atomic_with(path, |file| {
+/// Writes a float32 array as `.npy` (C order), atomically, as one of `outputs`.
+pub fn write_f32<D: Dimension>(outputs: &mut Outputs, path: &Path, array: &ArrayView<f32, D>) -> Result<()> {
+    outputs.write_with(path, |file| {
         let mut writer = std::io::BufWriter::new(file);
         array.write_npy(&mut writer)?;
         std::io::Write::flush(&mut writer)?;
@@ -250,7 +250,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.npy");
         let data: Vec<f32> = (0..12).map(|v| v as f32 * 0.5).collect();
-        write_f32(&path, &ArrayView::from_shape((3, 4), &data).unwrap()).unwrap();
+        let mut outputs = Outputs::new(dir.path(), "scores", false).unwrap();
+        write_f32(&mut outputs, &path, &ArrayView::from_shape((3, 4), &data).unwrap()).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!((bytes.len() - data.len() * 4) % 64, 0, "header padded to 64 bytes");
         let back = read_f32(&path).unwrap();
@@ -283,7 +284,8 @@ mod tests {
         std::fs::write(&path, b"not numpy").unwrap();
         assert!(format!("{:#}", read_f32(&path).unwrap_err()).contains("x.npy: not a readable .npy file"));
         let full = dir.path().join("full.npy");
-        write_f32(&full, &ArrayView::from_shape((2, 2), &[1.0f32, 2.0, 3.0, 4.0][..]).unwrap()).unwrap();
+        let mut outputs = Outputs::new(dir.path(), "scores", false).unwrap();
+        write_f32(&mut outputs, &full, &ArrayView::from_shape((2, 2), &[1.0f32, 2.0, 3.0, 4.0][..]).unwrap()).unwrap();
         let mut bytes = std::fs::read(&full).unwrap();
         bytes.truncate(bytes.len() - 4);
         std::fs::write(&path, &bytes).unwrap();

@@ -8,7 +8,7 @@ use base64::Engine;
 
 use crate::data::image_file::load_rgb;
 use crate::data::transforms::resize_bilinear;
-use crate::fsutil::write_atomic;
+use crate::fsutil::owned::Outputs;
 
 /// Side of the square thumbnails in pixels.
 pub const THUMBNAIL: u32 = 160;
@@ -34,7 +34,7 @@ fn thumbnail(path: &Path) -> Option<String> {
 }
 
 /// Writes the page: `title` (the query) above a grid of the hits in rank order, four per row.
-pub fn write_page(path: &Path, title: &str, hits: &[Hit]) -> Result<()> {
+pub fn write_page(outputs: &mut Outputs, path: &Path, title: &str, hits: &[Hit]) -> Result<()> {
     let mut cells = String::new();
     for hit in hits {
         let name = hit.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -71,5 +71,5 @@ figcaption {{ text-align: center; height: 34px; overflow: hidden; }}
         cell_h = THUMBNAIL + 40,
         thumb = THUMBNAIL,
     );
-    write_atomic(path, page.as_bytes())
+    outputs.write(path, page.as_bytes())
 }

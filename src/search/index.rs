@@ -12,6 +12,7 @@ use tch::{Device, Kind, Tensor};
 use crate::checkpoint::tensors::{self, TensorMap};
 use crate::data::image_file::load_rgb;
 use crate::data::transforms::Transform;
+use crate::fsutil::owned::Outputs;
 use crate::model::Model;
 use crate::score::Scorer;
 
@@ -97,14 +98,16 @@ pub fn scan(root: &Path, recursive: bool) -> Result<Vec<IndexedFile>> {
 }
 
 impl Index {
-    /// Writes the index atomically: the codes as tensors, the description as header metadata.
-    pub fn save(&self, path: &Path) -> Result<()> {
+    /// Writes the index as one of `outputs` (atomically): the codes as tensors, the description
+    /// as header metadata.
+    pub fn save(&self, outputs: &mut Outputs, path: &Path) -> Result<()> {
         let mut tensors = TensorMap::from([("fv".to_string(), self.fv.to_kind(Kind::Float))]);
         if let Some(g) = &self.gate {
             tensors.insert("gate".to_string(), g.to_kind(Kind::Float));
         }
         let metadata = HashMap::from([(METADATA_KEY.to_string(), serde_json::to_string(&self.info)?)]);
-        tensors::write_with_metadata(path, &tensors, Some(metadata))
+        let bytes = tensors::serialize(&tensors, Some(metadata))?;
+        outputs.write(path, &bytes)
     }
 
     /// Reads an index written by [`Index::save`].

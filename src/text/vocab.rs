@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::stopwords::is_stop_word;
 use super::tokenizer::caption_tokens;
-use crate::fsutil::write_atomic;
+use crate::fsutil::owned::Outputs;
 
 /// Words with ids `1..=len()`; id 0 is padding. The last word of a built vocabulary is `<unk>`.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,9 +129,9 @@ impl Vocabulary {
         out
     }
 
-    /// Writes the JSON file atomically (temporary file, then rename).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        write_atomic(path, self.to_json().as_bytes())
+    /// Writes the JSON file as one of `outputs` (atomically; never over a file amfmn did not write).
+    pub fn save(&self, outputs: &mut Outputs, path: &Path) -> Result<()> {
+        outputs.write(path, self.to_json().as_bytes())
     }
 
     /// Number of words, `<unk>` included (ids are `1..=len()`).
