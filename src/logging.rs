@@ -2,12 +2,14 @@
 //! and TensorBoard scalars (`<logger_name>/<experiment>/<fold>/`), readable by TensorBoard.
 
 use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use tensorboard_rs::summary_writer::SummaryWriter;
 
 use crate::eval::Metrics;
+use crate::report;
 
 /// A float as Python's `str()` writes it (`100.0`, `12.345679012345679`, `1e-05`).
 pub fn python_float(v: f64) -> String {
@@ -39,14 +41,16 @@ pub fn score_block(m: &Metrics) -> String {
     format!("{}\n {}\n {}\n ------\n", entries[..5].join(" "), entries[5..10].join(" "), entries[10])
 }
 
-/// The text log of one fold (appended to, like the original's `log_to_txt`).
+/// The text log of one fold (appended to, like the original's `log_to_txt`). A failure to
+/// write it (disk full, ...) is reported once; the log stops and training goes on.
 pub struct TextLog {
     path: PathBuf,
+    failed: bool,
 }
 
 impl TextLog {
     pub fn new(path: PathBuf) -> TextLog {
-        TextLog { path }
+        TextLog { path, failed: false }
     }
 
     pub fn path(&self) -> &Path {
@@ -54,7 +58,17 @@ impl TextLog {
     }
 
     /// Appends `text` and a newline.
-    pub fn line(&self, text: &str) -> Result<()> {
+    pub fn line(&mut self, text: &str) {
+        if self.failed {
+            return;
+        }
+        if let Err(e) = self.append(text) {
+            self.failed = true;
+            report::warn(format!("{e:#}; the text log stops here, training goes on"));
+        }
+    }
+
+    fn append(&self, text: &str) -> Result<()> {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
@@ -67,20 +81,47 @@ impl TextLog {
     }
 }
 
-/// TensorBoard scalars of one fold.
+/// TensorBoard scalars of one fold. tensorboard-rs panics when it cannot write; those panics
+/// are caught here: the failure is reported once, TensorBoard logging stops, training goes on.
 pub struct Board {
-    writer: SummaryWriter,
+    dir: PathBuf,
+    writer: Option<SummaryWriter>,
 }
 
 impl Board {
-    pub fn new(dir: &Path) -> Result<Board> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the TensorBoard folder {}", dir.display()))?;
-        Ok(Board { writer: SummaryWriter::new(dir) })
+    pub fn new(dir: &Path) -> Board {
+        let mut board = Board { dir: dir.to_owned(), writer: None };
+        let created = std::fs::create_dir_all(dir).map_err(anyhow::Error::from).and_then(|()| {
+            catch_unwind(AssertUnwindSafe(|| SummaryWriter::new(dir)))
+                .map_err(|_| anyhow::anyhow!("cannot write there"))
+        });
+        match created {
+            Ok(writer) => board.writer = Some(writer),
+            Err(e) => board.failed(&format!("{e:#}")),
+        }
+        board
+    }
+
+    fn failed(&mut self, why: &str) {
+        if let Some(writer) = self.writer.take() {
+            // Its drop joins the failed writer thread and would panic again.
+            std::mem::forget(writer);
+        }
+        report::warn(format!(
+            "cannot write TensorBoard events to {} ({why}); TensorBoard logging stops here, training goes on",
+            self.dir.display()
+        ));
+    }
+
+    fn guarded(&mut self, write: impl FnOnce(&mut SummaryWriter)) {
+        let Some(writer) = self.writer.as_mut() else { return };
+        if catch_unwind(AssertUnwindSafe(|| write(writer))).is_err() {
+            self.failed("the writer stopped");
+        }
     }
 
     pub fn scalar(&mut self, tag: &str, value: f64, step: u64) {
-        self.writer.add_scalar(tag, value as f32, step as usize);
+        self.guarded(|w| w.add_scalar(tag, value as f32, step as usize));
     }
 
     /// The validation scalars of the original, under their TensorBoard tags (`rsum` = mR).
@@ -92,8 +133,27 @@ impl Board {
     }
 
     pub fn flush(&mut self) {
-        self.writer.flush();
+        self.guarded(|w| w.flush());
     }
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(writer)));
+        }
+    }
+}
+
+/// Keeps tensorboard-rs's panics (caught by [`Board`], which reports them as one warning) off
+/// the terminal; every other panic is shown as before.
+pub fn quiet_tensorboard_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !info.location().is_some_and(|l| l.file().contains("tensorboard-rs")) {
+            previous(info);
+        }
+    }));
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ enum Command {
 fn main() -> ExitCode {
     amfmn::device::tune_allocator();
     amfmn::report::install(std::sync::Arc::new(amfmn::report::Terminal));
+    amfmn::logging::quiet_tensorboard_panics();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Vocab(args) => vocab::run(args),

@@ -248,3 +248,61 @@ fn a_keywords_file_is_ignored_unless_keywords_are_on() {
     let c = dir.path().join("checkpoint");
     assert_same_weights(&c.join("with/0/last.safetensors"), &c.join("without/0/last.safetensors"));
 }
+
+#[test]
+fn one_run_per_experiment_and_earlier_checkpoints_need_resume_or_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let d = dir.path();
+    let one_epoch = ["--set", "optim.epochs=1"];
+    let first = train(d, &one_epoch);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(!d.join("checkpoint/demo.lock").exists(), "the lock is released at the end");
+
+    let again = train(d, &one_epoch);
+    assert!(!again.status.success());
+    let err = stderr(&again);
+    assert!(err.contains("checkpoint/demo already holds checkpoints"), "{err}");
+    assert!(err.contains("--resume checkpoint/demo/0") && err.contains("--overwrite"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let best = std::fs::read(d.join("checkpoint/demo/0/best.safetensors")).unwrap();
+    let over = train(d, &[&one_epoch[..], &["--overwrite"]].concat());
+    assert!(over.status.success(), "{}", stderr(&over));
+    let moved: Vec<PathBuf> = std::fs::read_dir(d.join("checkpoint"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("demo.replaced-"))
+        .collect();
+    assert_eq!(moved.len(), 1, "the earlier run is moved aside, not deleted");
+    assert_eq!(std::fs::read(moved[0].join("0/best.safetensors")).unwrap(), best);
+    assert!(stdout(&over).contains("the earlier run was moved to"), "{}", stdout(&over));
+
+    // A live holder (this test process) blocks the run; a dead one is taken over.
+    std::fs::write(d.join("checkpoint/demo.lock"), format!("{}\n", std::process::id())).unwrap();
+    let locked = train(d, &["--resume", "checkpoint/demo/0"]);
+    let err = stderr(&locked);
+    assert!(err.contains(&format!("checkpoint/demo is in use by amfmn process {}", std::process::id())), "{err}");
+    std::fs::write(d.join("checkpoint/demo.lock"), "999999999\n").unwrap();
+    let resumed = train(d, &["--resume", "checkpoint/demo/0"]);
+    assert!(resumed.status.success(), "a stale lock is taken over: {}", stderr(&resumed));
+}
+
+#[test]
+fn log_write_failures_warn_once_and_training_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let d = dir.path();
+    // The text log on a full disk, the TensorBoard folder impossible to create.
+    std::fs::create_dir_all(d.join("checkpoint/full/0")).unwrap();
+    std::os::unix::fs::symlink("/dev/full", d.join("checkpoint/full/0/AMFMN_demo.txt")).unwrap();
+    std::fs::create_dir_all(d.join("logs/demo")).unwrap();
+    std::fs::write(d.join("logs/demo/full"), "a file where a folder should be").unwrap();
+    let out = train(d, &["--set", "k_fold.experiment_name=full"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.matches("the text log stops here, training goes on").count(), 1, "{err}");
+    assert_eq!(err.matches("TensorBoard logging stops here, training goes on").count(), 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(d.join("checkpoint/full/0/best.json").is_file() && d.join("checkpoint/full/0/last.json").is_file());
+}

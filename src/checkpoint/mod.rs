@@ -95,6 +95,57 @@ pub fn experiment_dir(options: &Options) -> PathBuf {
     options.logs.ckpt_save_path.join(&options.k_fold.experiment_name)
 }
 
+/// `<logger_name>/<experiment_name>/`: the TensorBoard folders of the folds.
+pub fn board_dir(options: &Options) -> PathBuf {
+    options.logs.logger_name.join(&options.k_fold.experiment_name)
+}
+
+/// `<ckpt_save_path>/<experiment_name>.lock`: held by the run training the experiment (beside
+/// its folder, so that the folder can be moved aside under the lock).
+pub fn experiment_lock(options: &Options) -> PathBuf {
+    options.logs.ckpt_save_path.join(format!("{}.lock", options.k_fold.experiment_name))
+}
+
+/// The sidecars of the checkpoints already in the experiment's fold folders.
+pub fn existing_checkpoints(options: &Options) -> Result<Vec<PathBuf>> {
+    let dir = experiment_dir(options);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let fold = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
+        for kind in [CheckpointKind::Best, CheckpointKind::Last] {
+            let sidecar = kind.sidecar_in(&fold);
+            if sidecar.is_file() {
+                found.push(sidecar);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Moves the experiment's checkpoint and TensorBoard folders aside (to `<name>.replaced-<unix
+/// seconds>`), for a run that starts over; returns where they went.
+pub fn move_experiment_aside(options: &Options) -> Result<Vec<PathBuf>> {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut moved = Vec::new();
+    for dir in [experiment_dir(options), board_dir(options)] {
+        if !dir.exists() {
+            continue;
+        }
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let aside = dir.with_file_name(format!("{name}.replaced-{stamp}"));
+        std::fs::rename(&dir, &aside)
+            .with_context(|| format!("cannot move {} aside to {}", dir.display(), aside.display()))?;
+        moved.push(aside);
+    }
+    Ok(moved)
+}
+
 /// The sidecar a path given by a user names: a fold folder means its `folder_means` checkpoint,
 /// a `.json` file is the sidecar itself, any other file (`best.safetensors`) the `.json` beside it.
 pub fn sidecar_path(path: &Path, folder_means: CheckpointKind) -> PathBuf {

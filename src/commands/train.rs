@@ -10,7 +10,7 @@ use super::{OptionArgs, RuntimeArgs};
 use crate::checkpoint::CheckpointKind;
 use crate::eval::METRICS;
 use crate::table::Table;
-use crate::train::{self, Outcome};
+use crate::train::{self, Existing, Outcome};
 
 /// Arguments of `amfmn train`.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,6 +23,10 @@ pub struct TrainArgs {
     /// `optim.resume`).
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Start over in an experiment folder that holds checkpoints of an earlier run: its
+    /// checkpoint and TensorBoard folders are first moved aside (`<name>.replaced-<time>`).
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
 }
 
 /// Trains, then prints each fold's best validation result; Ctrl-C stops after the current step
@@ -38,7 +42,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
         eprintln!("\nCtrl-C: stopping after this step and writing a checkpoint (press again to quit at once)");
     })?;
-    match train::run(&options, args.resume.as_deref(), &interrupt)? {
+    let existing = if args.overwrite { Existing::MoveAside } else { Existing::Refuse };
+    match train::run(&options, args.resume.as_deref(), existing, &interrupt)? {
         Outcome::Finished(results) => {
             let recalls = || METRICS.iter().filter(|m| m.recall).map(|m| m.name);
             let header = ["fold", "best epoch"].into_iter().chain(recalls()).chain(["checkpoint"]);

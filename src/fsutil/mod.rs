@@ -1,6 +1,7 @@
 //! File writing that never leaves a half-written file behind, never replaces what amfmn did not
 //! write ([`owned`]), and file hashes.
 
+pub mod lock;
 pub mod owned;
 
 use std::io::{Read, Write};

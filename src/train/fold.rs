@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 
 use super::table::EpochRow;
 use super::{FoldEnd, FoldResult, Trainer};
-use crate::checkpoint::{fold_dir, pretrained, Checkpoint, CheckpointInfo, CheckpointKind};
+use crate::checkpoint::{board_dir, fold_dir, pretrained, Checkpoint, CheckpointInfo, CheckpointKind};
 use crate::data::{CaptionSet, FoldSplit, Loader, LoaderConfig, Transform};
 use crate::eval::{self, Metrics};
 use crate::logging::{score_block, Board, TextLog};
@@ -112,8 +112,7 @@ impl Trainer<'_> {
         );
         let prior = (options.optim.margin_type == MarginType::Dynamic).then(|| PriorSimilarity::new(&train_set));
         let log = TextLog::new(dir.join(format!("{}_{}.txt", options.model.name_str(), dataset.datatype)));
-        let board =
-            Board::new(&options.logs.logger_name.join(&options.k_fold.experiment_name).join(index.to_string()))?;
+        let board = Board::new(&board_dir(options).join(index.to_string()));
         report::info(format!(
             "fold {index}: {} train / {} val images, split seed {seed}, checkpoints in {}",
             train_set.num_images(),
@@ -176,8 +175,8 @@ impl Trainer<'_> {
         }
         self.keep_best(fold, epoch, lr, selecting)?;
         let best = fold.position.best.map(|(_, b)| b).unwrap_or(selecting);
-        fold.log.line(&format!("Epoch:{} {}", epoch + 1, score_block(&selecting)))?;
-        fold.log.line(&format!("Best:   {}", score_block(&best)))?;
+        fold.log.line(&format!("Epoch:{} {}", epoch + 1, score_block(&selecting)));
+        fold.log.line(&format!("Best:   {}", score_block(&best)));
         fold.board.metrics(&selecting, step);
         Ok(Validation { metrics: selecting, others })
     }

@@ -17,9 +17,12 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use tch::Device;
 
-use crate::checkpoint::{Checkpoint, CheckpointKind};
+use crate::checkpoint::{
+    existing_checkpoints, experiment_dir, experiment_lock, move_experiment_aside, Checkpoint, CheckpointKind,
+};
 use crate::data::CaptionSet;
 use crate::eval::Metrics;
+use crate::fsutil::lock::Lock;
 use crate::options::{Options, Resume};
 use crate::report;
 use crate::text::Vocabulary;
@@ -54,11 +57,23 @@ struct Trainer<'a> {
     interrupt: &'a AtomicBool,
 }
 
-/// Trains every fold (from the checkpoint `resume`, if given). `interrupt` is polled after each
-/// step: when set, the run saves `last` and returns [`Outcome::Interrupted`].
-pub fn run(options: &Options, resume: Option<&Path>, interrupt: &AtomicBool) -> Result<Outcome> {
+/// How a run treats checkpoints already in its experiment folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Refuse to start (the default).
+    Refuse,
+    /// Move the earlier run aside and start over (`--overwrite`).
+    MoveAside,
+}
+
+/// Trains every fold (from the checkpoint `resume`, if given). The run holds the experiment's
+/// lock throughout; an experiment folder that already has checkpoints is refused unless the
+/// run resumes or `existing` says to move them aside. `interrupt` is polled after each step:
+/// when set, the run saves `last` and returns [`Outcome::Interrupted`].
+pub fn run(options: &Options, resume: Option<&Path>, existing: Existing, interrupt: &AtomicBool) -> Result<Outcome> {
     let device = crate::device::resolve(options.device)?;
     crate::device::set_threads(options.threads);
+    let _lock = Lock::acquire(&experiment_lock(options), &experiment_dir(options).display().to_string())?;
     let vocab = Vocabulary::load(&options.dataset.vocab_path)?;
     let data = Arc::new(load_training_split(options, &vocab)?);
     let resume = match (resume, &options.optim.resume) {
@@ -66,6 +81,9 @@ pub fn run(options: &Options, resume: Option<&Path>, interrupt: &AtomicBool) -> 
         (None, Resume::From(path)) => Some(Checkpoint::open_as(path, CheckpointKind::Last)?),
         (None, Resume::No) => None,
     };
+    if resume.is_none() {
+        start_afresh(options, existing)?;
+    }
     let first_fold = resume.as_ref().map_or(0, |c| c.info.fold);
     if first_fold >= options.k_fold.nums {
         bail!("the checkpoint is of fold {first_fold} but k_fold.nums is {}", options.k_fold.nums);
@@ -90,6 +108,27 @@ pub fn run(options: &Options, resume: Option<&Path>, interrupt: &AtomicBool) -> 
         }
     }
     Ok(Outcome::Finished(results))
+}
+
+/// Makes room for a run that starts from scratch: no checkpoints of an earlier run are in its
+/// folder, or they are moved aside when asked.
+fn start_afresh(options: &Options, existing: Existing) -> Result<()> {
+    let found = existing_checkpoints(options)?;
+    let Some(first) = found.first() else { return Ok(()) };
+    if existing == Existing::Refuse {
+        let fold = first.parent().unwrap_or(first);
+        bail!(
+            "{} already holds checkpoints ({}); continue that run with --resume {}, or start over with --overwrite \
+             (the earlier run is moved aside, not deleted)",
+            experiment_dir(options).display(),
+            first.display(),
+            fold.display()
+        );
+    }
+    for aside in move_experiment_aside(options)? {
+        report::info(format!("the earlier run was moved to {}", aside.display()));
+    }
+    Ok(())
 }
 
 /// The training split; its keywords only when `dataset.keywords` is on (then they must exist).

@@ -106,7 +106,7 @@ impl Trainer<'_> {
         batch_time: f64,
     ) -> Result<()> {
         if i.is_multiple_of(self.options.logs.print_freq) {
-            fold.log.line(&format!("Epoch: [{epoch}][{i}/{batches}]\tTime {batch_time:.3}\tL {}\t", loss as f32))?;
+            fold.log.line(&format!("Epoch: [{epoch}][{i}/{batches}]\tTime {batch_time:.3}\tL {}\t", loss as f32));
         }
         let step = fold.position.eiters;
         fold.board.scalar("epoch", epoch as f64, step);
