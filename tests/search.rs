@@ -47,6 +47,8 @@ fn setup(dir: &Path) -> PathBuf {
         amfmn_version: "test".into(),
         model_file: String::new(),
         optimizer_file: None,
+        model_sha256: None,
+        optimizer_sha256: None,
     };
     let ckpt = dir.join("ckpt");
     Checkpoint::save(&ckpt, info, &model, None).unwrap();

@@ -306,3 +306,32 @@ fn log_write_failures_warn_once_and_training_goes_on() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(d.join("checkpoint/full/0/best.json").is_file() && d.join("checkpoint/full/0/last.json").is_file());
 }
+
+#[test]
+fn resume_refuses_a_damaged_set_and_cleans_what_killed_runs_left() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let d = dir.path();
+    let first = train(d, &["--set", "k_fold.experiment_name=dmg", "--set", "optim.epochs=1"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let fold = d.join("checkpoint/dmg/0");
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fold.join("last.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["optimizer_sha256"].as_str().unwrap().len(), 64, "the set records its hashes");
+    for leftover in [".last.json.tmp999999999", ".last.safetensors.new", ".best.optimizer.safetensors.new"] {
+        std::fs::write(fold.join(leftover), "left by a killed run").unwrap();
+    }
+    let optimizer = fold.join("last.optimizer.safetensors");
+    let mut bytes = std::fs::read(&optimizer).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&optimizer, bytes).unwrap();
+    let out = train(d, &["--set", "k_fold.experiment_name=dmg", "--resume", "checkpoint/dmg/0"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("last.optimizer.safetensors is damaged"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let names: Vec<String> =
+        std::fs::read_dir(&fold).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "leftovers removed: {names:?}");
+}

@@ -7,6 +7,7 @@
 //! renamed.
 
 pub mod pretrained;
+pub mod set;
 pub mod tensors;
 
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use tch::Device;
 pub use tensors::{read_safetensors, write_safetensors, TensorMap};
 
 use crate::eval::Metrics;
-use crate::fsutil::write_atomic;
+use crate::fsutil::{sha256_file, write_atomic};
 use crate::model::Model;
 use crate::optim::Adam;
 use crate::options::Options;
@@ -76,6 +77,13 @@ pub struct CheckpointInfo {
     /// File names (in the checkpoint folder) of the weights and of the optimizer state.
     pub model_file: String,
     pub optimizer_file: Option<String>,
+    /// SHA-256 of the weights and of the optimizer state, checked when they are read (absent in
+    /// sidecars of amfmn 0.1 before the set protocol).
+    #[serde(default)]
+    pub model_sha256: Option<String>,
+    /// SHA-256 of the optimizer state.
+    #[serde(default)]
+    pub optimizer_sha256: Option<String>,
 }
 
 /// A checkpoint on disk: its sidecar and folder.
@@ -159,22 +167,35 @@ pub fn sidecar_path(path: &Path, folder_means: CheckpointKind) -> PathBuf {
 }
 
 impl Checkpoint {
-    /// Writes `<dir>/<kind>.safetensors` (+ `<kind>.optimizer.safetensors`) and `<kind>.json`.
-    pub fn save(dir: &Path, mut info: CheckpointInfo, model: &Model, optimizer: Option<&Adam>) -> Result<Checkpoint> {
+    /// Writes `<dir>/<kind>.safetensors` (+ `<kind>.optimizer.safetensors`) and `<kind>.json` as
+    /// one set (see [`set`]): staged, committed by the staged sidecar, then renamed into place.
+    pub fn save(dir: &Path, info: CheckpointInfo, model: &Model, optimizer: Option<&Adam>) -> Result<Checkpoint> {
+        let info = Checkpoint::stage(dir, info, model, optimizer)?;
+        set::commit(dir, &info)?;
+        Ok(Checkpoint { info, dir: dir.to_owned() })
+    }
+
+    /// Writes the staged set up to its commit point (the staged sidecar); returns its sidecar.
+    pub fn stage(
+        dir: &Path,
+        mut info: CheckpointInfo,
+        model: &Model,
+        optimizer: Option<&Adam>,
+    ) -> Result<CheckpointInfo> {
         let kind = info.kind.name();
         info.model_file = format!("{kind}.safetensors");
-        write_safetensors(&dir.join(&info.model_file), &model.state_dict())?;
-        info.optimizer_file = match optimizer {
+        info.model_sha256 = Some(stage_tensors(dir, &info.model_file, &model.state_dict())?);
+        (info.optimizer_file, info.optimizer_sha256) = match optimizer {
             Some(adam) => {
                 let name = format!("{kind}.optimizer.safetensors");
-                write_safetensors(&dir.join(&name), &adam.state_dict())?;
-                Some(name)
+                let hash = stage_tensors(dir, &name, &adam.state_dict())?;
+                (Some(name), Some(hash))
             }
-            None => None,
+            None => (None, None),
         };
         let json = serde_json::to_string_pretty(&info)?;
-        write_atomic(&info.kind.sidecar_in(dir), json.as_bytes())?;
-        Ok(Checkpoint { info, dir: dir.to_owned() })
+        write_atomic(&set::staged(dir, &format!("{kind}.json")), json.as_bytes())?;
+        Ok(info)
     }
 
     /// Opens the checkpoint a path names for evaluation (a fold folder means its `best`).
@@ -197,6 +218,14 @@ impl Checkpoint {
         Ok(Checkpoint { info, dir })
     }
 
+    /// Opens a `last` checkpoint to resume from, after finishing or undoing what a killed run
+    /// left in its fold folder (the caller holds the experiment's lock).
+    pub fn open_to_resume(path: &Path) -> Result<Checkpoint> {
+        let sidecar = sidecar_path(path, CheckpointKind::Last);
+        recover_fold(sidecar.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
+        Checkpoint::open_as(path, CheckpointKind::Last)
+    }
+
     /// The fold's `kind` checkpoint in `dir`, if one was written.
     pub fn find_in(dir: &Path, kind: CheckpointKind) -> Result<Option<Checkpoint>> {
         let json = kind.sidecar_in(dir);
@@ -212,9 +241,15 @@ impl Checkpoint {
         self.dir.join(&self.info.model_file)
     }
 
-    /// Loads the weights into `model`.
+    /// Loads the weights into `model`, after checking them against the sidecar's hash.
     pub fn load_model(&self, model: &mut Model) -> Result<()> {
+        set::verify(&self.dir, &self.info.model_file, self.info.model_sha256.as_deref(), &self.sidecar())?;
         load_weights(model, &self.model_path())
+    }
+
+    /// The sidecar's path.
+    pub fn sidecar(&self) -> PathBuf {
+        self.info.kind.sidecar_in(&self.dir)
     }
 
     /// Loads the optimizer state (a `last` checkpoint has one).
@@ -222,10 +257,33 @@ impl Checkpoint {
         let Some(name) = &self.info.optimizer_file else {
             bail!("{}: this checkpoint has no optimizer state (resume from last.json)", self.dir.display());
         };
+        set::verify(&self.dir, name, self.info.optimizer_sha256.as_deref(), &self.sidecar())?;
         let path = self.dir.join(name);
         let tensors = read_safetensors(&path)?;
         adam.load_state_dict(&tensors).with_context(|| format!("cannot load {}", path.display()))
     }
+}
+
+/// Finishes or undoes the checkpoint writes a killed run left in the fold folder `dir` (both
+/// kinds, see [`set`]); reported when a committed set had to be completed.
+pub fn recover_fold(dir: &Path) -> Result<()> {
+    for kind in [CheckpointKind::Best, CheckpointKind::Last] {
+        if set::recover(dir, kind)? {
+            crate::report::info(format!(
+                "finished writing {} in {}, which a stopped run had left half renamed",
+                kind.name(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `tensors` under the staging name of `name` in `dir`; returns the file's SHA-256.
+fn stage_tensors(dir: &Path, name: &str, tensors: &TensorMap) -> Result<String> {
+    let path = set::staged(dir, name);
+    write_safetensors(&path, tensors)?;
+    sha256_file(&path)
 }
 
 /// Copies the weights of a safetensors file into `model` (every key, every shape).

@@ -7,17 +7,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::process_running;
+
 /// A held lock; dropping it releases the lock.
 #[derive(Debug)]
 pub struct Lock {
     path: PathBuf,
-}
-
-/// Whether the process `pid` exists (signal 0 checks without sending anything).
-fn running(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only asks whether the process exists and may be signalled.
-    let result = unsafe { libc::kill(pid, 0) };
-    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 impl Lock {
@@ -37,7 +32,7 @@ impl Lock {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let text = std::fs::read_to_string(path).unwrap_or_default();
                     match text.trim().parse::<i32>() {
-                        Ok(pid) if pid > 0 && running(pid) => bail!(
+                        Ok(pid) if pid > 0 && process_running(pid) => bail!(
                             "{what} is in use by amfmn process {pid} (lock {}); wait for it to finish or stop it",
                             path.display()
                         ),

@@ -10,6 +10,39 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+/// Whether the process `pid` exists (signal 0 checks without sending anything).
+pub fn process_running(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only asks whether the process exists and may be signalled.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The pid in the name of a temporary file of [`write_atomic_path`] (`.<name>.tmp<pid>`).
+fn temporary_owner(name: &str) -> Option<i32> {
+    let (_, pid) = name.strip_prefix('.')?.rsplit_once(".tmp")?;
+    pid.parse().ok()
+}
+
+/// Removes the temporary files that processes no longer running left in `dir` (a write killed
+/// halfway). Returns how many.
+pub fn remove_stale_temporaries(dir: &Path) -> Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if temporary_owner(&name).is_some_and(|pid| pid > 0 && !process_running(pid)) {
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// SHA-256 of a file, as hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -82,5 +115,22 @@ mod tests {
         assert!(format!("{err:#}").contains("disk full"));
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn temporaries_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mine = format!(".a.json.tmp{}", std::process::id());
+        for name in [".best.safetensors.tmp999999999", mine.as_str(), "tmp5", ".x.tmpz", "kept.txt"] {
+            std::fs::write(d.join(name), "x").unwrap();
+        }
+        assert_eq!(remove_stale_temporaries(d).unwrap(), 1);
+        let mut left: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        let mut expected = vec![mine.clone(), ".x.tmpz".into(), "kept.txt".into(), "tmp5".into()];
+        expected.sort();
+        assert_eq!(left, expected, "a live process's temporary stays");
     }
 }

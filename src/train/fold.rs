@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 
 use super::table::EpochRow;
 use super::{FoldEnd, FoldResult, Trainer};
-use crate::checkpoint::{board_dir, fold_dir, pretrained, Checkpoint, CheckpointInfo, CheckpointKind};
+use crate::checkpoint::{board_dir, fold_dir, pretrained, recover_fold, Checkpoint, CheckpointInfo, CheckpointKind};
 use crate::data::{CaptionSet, FoldSplit, Loader, LoaderConfig, Transform};
 use crate::eval::{self, Metrics};
 use crate::logging::{score_block, Board, TextLog};
@@ -82,6 +82,7 @@ impl Trainer<'_> {
         let seed = options.seed;
         let split = FoldSplit::new(self.data.num_images(), seed, index);
         let dir = fold_dir(options, index);
+        recover_fold(&dir)?;
         split.save(&dir.join("split.json"), &self.data.image_names)?;
         let train_set = Arc::new(self.data.subset(&split.train));
         let val_set = Arc::new(self.data.subset(&split.val));
@@ -210,6 +211,8 @@ impl Trainer<'_> {
             amfmn_version: env!("CARGO_PKG_VERSION").to_owned(),
             model_file: String::new(),
             optimizer_file: None,
+            model_sha256: None,
+            optimizer_sha256: None,
         };
         let optimizer = (kind == CheckpointKind::Last).then_some(&fold.adam);
         Checkpoint::save(&fold.dir, info, &fold.model, optimizer)

@@ -17,9 +17,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use tch::Device;
 
-use crate::checkpoint::{
-    existing_checkpoints, experiment_dir, experiment_lock, move_experiment_aside, Checkpoint, CheckpointKind,
-};
+use crate::checkpoint::{existing_checkpoints, experiment_dir, experiment_lock, move_experiment_aside, Checkpoint};
 use crate::data::CaptionSet;
 use crate::eval::Metrics;
 use crate::fsutil::lock::Lock;
@@ -77,8 +75,8 @@ pub fn run(options: &Options, resume: Option<&Path>, existing: Existing, interru
     let vocab = Vocabulary::load(&options.dataset.vocab_path)?;
     let data = Arc::new(load_training_split(options, &vocab)?);
     let resume = match (resume, &options.optim.resume) {
-        (Some(path), _) => Some(Checkpoint::open_as(path, CheckpointKind::Last)?),
-        (None, Resume::From(path)) => Some(Checkpoint::open_as(path, CheckpointKind::Last)?),
+        (Some(path), _) => Some(Checkpoint::open_to_resume(path)?),
+        (None, Resume::From(path)) => Some(Checkpoint::open_to_resume(path)?),
         (None, Resume::No) => None,
     };
     if resume.is_none() {
