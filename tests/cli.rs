@@ -280,3 +280,22 @@ fn vocab_and_inspect_respect_the_users_files() {
         "train_filename.txt: `../../secret.png` is not a relative path inside the images folder",
     );
 }
+
+#[test]
+fn inspect_decodes_every_image_and_lists_the_unreadable_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(amfmn_in(d, &["synth", "--out", "d", "--images", "20", "--size", "32"]).status.success());
+    assert!(amfmn_in(d, &["vocab", "--data_path", "d", "--out", "v.json", "--threshold", "2"]).status.success());
+    let opt = write_options(d, "d", "v.json");
+    // A JPEG cut short (its pixels would decode as grey) and a PNG that is not one.
+    let jpeg = d.join("d/images/residential_1.jpg");
+    let bytes = std::fs::read(&jpeg).unwrap();
+    std::fs::write(&jpeg, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    std::fs::write(d.join("d/images/parking_2.png"), b"not a png").unwrap();
+    let out = amfmn_in(d, &["inspect", "--path_opt", opt.to_str().unwrap()]);
+    assert_one_line_error(&out, "2 of 20 images cannot be decoded (listed above)");
+    let listed = stdout(&out);
+    assert!(listed.contains("unreadable") && listed.contains("residential_1.jpg"), "{listed}");
+    assert!(listed.contains("truncated") && listed.contains("parking_2.png"), "{listed}");
+}

@@ -208,3 +208,43 @@ fn keyword_training_reports_three_modes() {
         stderr(&out)
     );
 }
+
+#[test]
+fn folds_of_different_settings_and_other_vocabularies_give_clear_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    trained_with(d, 2, true);
+    // Fold 1 replaced by a fold trained without keywords.
+    let plain = ["--set", "k_fold.experiment_name=plain", "--set", "dataset.keywords=False"];
+    let out = amfmn_in(d, &[&["train", "--path_opt", "opt.yaml", "--device", "cpu"][..], &plain].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::remove_dir_all(d.join("checkpoint/demo/1")).unwrap();
+    std::fs::rename(d.join("checkpoint/plain/1"), d.join("checkpoint/demo/1")).unwrap();
+    let out = amfmn_in(d, &["test", "--path_opt", "opt.yaml", "--device", "cpu", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the folds were evaluated in different modes"), "{}", stderr(&out));
+    let result = json(&stdout(&out));
+    assert!(result["0"]["fused"]["mR"].is_number() && result["1"]["mR"].is_number(), "{result}");
+    let average = result["average"]["mR"].as_f64().expect("sentence only: a plain metrics object");
+    let mean = (result["0"]["sentence"]["mR"].as_f64().unwrap() + result["1"]["mR"].as_f64().unwrap()) / 2.0;
+    assert!((average - mean).abs() < 1e-9, "{result}");
+
+    // The same words in another order: as many words, another vocabulary.
+    let vocab: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("v.json")).unwrap()).unwrap();
+    let mut words: Vec<String> = (1..vocab["idx"].as_u64().unwrap())
+        .map(|i| vocab["idx2word"][i.to_string()].as_str().unwrap().to_string())
+        .collect();
+    words.swap(0, 1);
+    let swapped = amfmn::text::Vocabulary::from_words(words).unwrap();
+    std::fs::write(d.join("swapped.json"), swapped.to_json()).unwrap();
+    let out = amfmn_in(
+        d,
+        &["test-single", "--path_opt", "opt.yaml", "--device", "cpu", "--resume", "checkpoint/demo/0"]
+            .into_iter()
+            .chain(["--set", "dataset.vocab_path=swapped.json"])
+            .collect::<Vec<_>>(),
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("was trained with another vocabulary"), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+}

@@ -42,6 +42,7 @@ fn setup(dir: &Path) -> PathBuf {
         split_seed: 0,
         vocab_path: "v.json".into(),
         vocab_size: vocab.len(),
+        vocab_sha256: None,
         metrics: None,
         options,
         amfmn_version: "test".into(),
@@ -291,4 +292,11 @@ fn index_and_page_outputs_never_replace_a_users_file() {
     let forced = amfmn_in(d, &[&page[..], &["--force"]].concat());
     assert!(forced.status.success(), "{}", stderr(&forced));
     assert!(amfmn_in(d, &page).status.success(), "its own page is replaced");
+
+    // The vocabulary changed under the index (same words, another order).
+    let words = ["white", "two", "houses", "baseball", "field", "red", "boat", "port", "<unk>"];
+    let swapped = Vocabulary::from_words(words.iter().map(|w| w.to_string()).collect()).unwrap();
+    std::fs::write(d.join("v.json"), swapped.to_json()).unwrap();
+    let out = amfmn_in(d, &["retrieve", "--index", "i.st", "--query", "red boat"]);
+    assert!(stderr(&out).contains("v.json changed since i.st was made; re-run amfmn index"), "{}", stderr(&out));
 }

@@ -335,3 +335,23 @@ fn resume_refuses_a_damaged_set_and_cleans_what_killed_runs_left() {
         std::fs::read_dir(&fold).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().all(|n| !n.starts_with('.')), "leftovers removed: {names:?}");
 }
+
+#[test]
+fn a_split_without_validation_images_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let d = dir.path();
+    let caps: Vec<String> =
+        std::fs::read_to_string(d.join("d/train_caps.txt")).unwrap().lines().take(5).map(String::from).collect();
+    let names: Vec<String> =
+        std::fs::read_to_string(d.join("d/train_filename.txt")).unwrap().lines().take(1).map(String::from).collect();
+    let keywords = std::fs::read_to_string(d.join("d/train_keywords.txt")).unwrap().lines().next().unwrap().to_string();
+    std::fs::write(d.join("d/train_caps.txt"), caps.join("\n") + "\n").unwrap();
+    std::fs::write(d.join("d/train_filename.txt"), names.join("\n") + "\n").unwrap();
+    std::fs::write(d.join("d/train_keywords.txt"), keywords + "\n").unwrap();
+    let out = train(d, &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("train_filename.txt lists 1 image(s)") && err.contains("at least 2 images"), "{err}");
+    assert!(!d.join("checkpoint/demo").exists(), "nothing trained, nothing written");
+}

@@ -70,6 +70,9 @@ pub struct CheckpointInfo {
     pub split_seed: u64,
     pub vocab_path: PathBuf,
     pub vocab_size: usize,
+    /// SHA-256 of the vocabulary ([`Vocabulary::sha256`]; absent in older sidecars).
+    #[serde(default)]
+    pub vocab_sha256: Option<String>,
     /// Validation metrics of this checkpoint's epoch, when evaluated.
     pub metrics: Option<Metrics>,
     pub options: Options,
@@ -315,6 +318,15 @@ pub fn load_model(options: &Options, path: &Path, vocab: &Vocabulary, device: De
                 c.info.vocab_size,
                 c.info.vocab_path.display(),
                 vocab.len()
+            );
+        }
+        if c.info.vocab_sha256.as_ref().is_some_and(|h| *h != vocab.sha256()) {
+            bail!(
+                "{} was trained with another vocabulary of {} words ({}): the words or their order differ; \
+                 set dataset.vocab_path to the vocabulary it was trained with",
+                c.dir.display(),
+                vocab.len(),
+                c.info.vocab_path.display()
             );
         }
         model_options.model = c.info.options.model.clone();

@@ -138,6 +138,7 @@ mod tests {
             split_seed: 0,
             vocab_path: "v.json".into(),
             vocab_size: 12,
+            vocab_sha256: None,
             metrics: None,
             options: options.clone(),
             amfmn_version: "test".into(),

@@ -64,6 +64,7 @@ pub fn run(args: &IndexArgs) -> Result<()> {
     }
     let vocab_path = std::fs::canonicalize(&options.dataset.vocab_path)
         .with_context(|| format!("cannot find the checkpoint's vocabulary {}", options.dataset.vocab_path.display()))?;
+    let vocab = Vocabulary::load(&vocab_path)?;
     let info = IndexInfo {
         root,
         files: Vec::new(),
@@ -73,6 +74,7 @@ pub fn run(args: &IndexArgs) -> Result<()> {
         att_type: serde_json::to_value(options.model.cross_attention.att_type)?.as_str().unwrap_or_default().to_owned(),
         embed_dim: options.model.embed.embed_dim,
         vocab_path,
+        vocab_sha256: Some(vocab.sha256()),
         keywords_trained: options.dataset.keywords,
         amfmn_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
@@ -84,7 +86,6 @@ pub fn run(args: &IndexArgs) -> Result<()> {
         ));
     }
     let device = crate::device::resolve(options.device)?;
-    let vocab = Vocabulary::load(&info.vocab_path)?;
     let model = checkpoint::load_model(&options, &info.checkpoint, &vocab, device)?.model;
     let (index, summary) = update(&model, info, &files, previous.as_ref(), args.batch_size, args.workers)?;
     index.save(&mut outputs, &args.out)?;

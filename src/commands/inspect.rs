@@ -1,9 +1,9 @@
 //! `amfmn inspect`: reads a dataset through its option file, checks it, and prints statistics.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use super::OptionArgs;
-use crate::data::image_file::load_rgb;
+use crate::data::image_file::{load_rgb, unreadable_images};
 use crate::data::CaptionSet;
 use crate::table::Table;
 use crate::text::Vocabulary;
@@ -33,9 +33,15 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         "<unk> %",
         "first image",
     ]);
+    let mut unreadable = Vec::new();
+    let mut total = 0;
     for split_name in &args.splits {
         let (set, split) = CaptionSet::load(&options, split_name, &vocab)?;
-        let first = load_rgb(&set.image_paths[0])?;
+        let label = format!("decoding {split_name} images");
+        unreadable.extend(unreadable_images(&set.image_paths, d.workers.max(1), &label));
+        total += set.num_images();
+        let first =
+            load_rgb(&set.image_paths[0]).map_or("unreadable".to_string(), |i| format!("{}x{}", i.width(), i.height()));
         let tokens: usize = set.captions.iter().map(Vec::len).sum();
         let unknown = set.captions.iter().flatten().filter(|&&id| id == vocab.unk_id()).count();
         let keywords = split.keywords.as_ref().map_or("-".to_string(), |k| {
@@ -49,10 +55,20 @@ pub fn run(args: &InspectArgs) -> Result<()> {
             format!("{:.1}", tokens as f64 / set.num_captions() as f64),
             set.captions.iter().map(Vec::len).max().unwrap_or(0).to_string(),
             format!("{:.2}", 100.0 * unknown as f64 / tokens as f64),
-            format!("{}x{}", first.width(), first.height()),
+            first,
         ]);
     }
     print!("{table}");
-    println!("\nvocabulary {}: {} words; all images present", d.vocab_path.display(), vocab.len());
+    if !unreadable.is_empty() {
+        for (path, reason) in &unreadable {
+            println!("unreadable {}: {reason}", path.display());
+        }
+        bail!("{} of {total} images cannot be decoded (listed above); replace or remove them", unreadable.len());
+    }
+    println!(
+        "\nvocabulary {}: {} words; all images present and decodable ({total})",
+        d.vocab_path.display(),
+        vocab.len()
+    );
     Ok(())
 }

@@ -65,6 +65,9 @@ pub fn run(args: &RetrieveArgs) -> Result<()> {
     args.runtime.apply_to_checkpoint(&mut options);
     crate::device::set_threads(options.threads);
     let vocab = Vocabulary::load(&info.vocab_path)?;
+    if info.vocab_sha256.as_ref().is_some_and(|h| *h != vocab.sha256()) {
+        bail!("{} changed since {} was made; re-run amfmn index", info.vocab_path.display(), args.index.display());
+    }
     let device = crate::device::resolve(options.device)?;
     let model = checkpoint::load_model(&options, &info.checkpoint, &vocab, device)?.model;
     let searcher =

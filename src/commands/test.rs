@@ -191,6 +191,29 @@ fn labelled(label: &str, results: &[(Mode, Metrics)]) -> Vec<(String, Metrics)> 
         .collect()
 }
 
+/// The mean over the folds of each mode that every fold was evaluated in (folds trained with
+/// different settings can differ: each is evaluated in its own modes, said in a warning).
+fn average_of_folds(folds: &[Vec<(Mode, Metrics)>]) -> Vec<(Mode, Metrics)> {
+    let modes_of = |fold: &[(Mode, Metrics)]| fold.iter().map(|(m, _)| *m).collect::<Vec<_>>();
+    let common: Vec<Mode> =
+        modes_of(&folds[0]).into_iter().filter(|m| folds.iter().all(|f| modes_of(f).contains(m))).collect();
+    if folds.iter().any(|f| modes_of(f) != common) {
+        let names: Vec<&str> = common.iter().map(|m| m.name()).collect();
+        crate::report::warn(format!(
+            "the folds were evaluated in different modes (trained with different dataset.keywords); the average covers {}",
+            names.join(", ")
+        ));
+    }
+    common
+        .into_iter()
+        .map(|mode| {
+            let per_fold: Vec<Metrics> =
+                folds.iter().filter_map(|f| f.iter().find(|(m, _)| *m == mode).map(|(_, r)| *r)).collect();
+            (mode, Metrics::mean(&per_fold))
+        })
+        .collect()
+}
+
 /// `sims.npy` → `sims.fold<k>.npy`.
 fn fold_file(path: &Path, fold: usize) -> PathBuf {
     let stem = path.file_stem().unwrap_or_default().to_string_lossy();
@@ -227,11 +250,7 @@ pub fn run_test(args: &TestArgs) -> Result<()> {
         let label = format!("testing fold {k}");
         folds.push(evaluation.checkpoint(checkpoint, sims.get(k).map(PathBuf::as_path), &label)?);
     }
-    let average: Vec<(Mode, Metrics)> = folds[0]
-        .iter()
-        .enumerate()
-        .map(|(i, (mode, _))| (*mode, Metrics::mean(&folds.iter().map(|f| f[i].1).collect::<Vec<_>>())))
-        .collect();
+    let average = average_of_folds(&folds);
     let mut object = serde_json::Map::new();
     for (k, results) in folds.iter().enumerate() {
         object.insert(k.to_string(), result_json(results)?);

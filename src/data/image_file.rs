@@ -13,13 +13,52 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     decode_rgb(&bytes).with_context(|| format!("cannot decode image {}", path.display()))
 }
 
-/// Decodes an in-memory image file into RGB.
+/// Decodes an in-memory image file into RGB. Strict: a truncated file is an error, never a
+/// partly grey image (the JPEG decoder would fill in what is missing; PIL refuses it too).
 pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
+    if bytes.starts_with(&[0xFF, 0xD8]) && !jpeg_is_complete(bytes) {
+        anyhow::bail!("the JPEG data ends before its end-of-image marker (a truncated file)");
+    }
     let image = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?.decode()?;
     Ok(match image {
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.to_rgb8(),
     })
+}
+
+/// Whether JPEG data has its end-of-image marker after the start of its last scan (inside a
+/// scan, `FF` bytes are stuffed, so `FF D9` there can only be the marker).
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    last_scan.is_some_and(|start| bytes[start..].windows(2).any(|w| w == [0xFF, 0xD9]))
+}
+
+/// The images of `paths` that cannot be read or decoded, with the reason; decoded on `workers`
+/// threads with a progress bar.
+pub fn unreadable_images(paths: &[PathBuf], workers: usize, label: &str) -> Vec<(PathBuf, String)> {
+    let progress = crate::report::progress(paths.len() as u64, label);
+    let chunk = paths.len().div_ceil(workers.max(1)).max(1);
+    let failures = std::thread::scope(|scope| {
+        let handles: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| {
+                let progress = progress.clone();
+                scope.spawn(move || {
+                    let failed: Vec<(PathBuf, String)> = part
+                        .iter()
+                        .filter_map(|p| {
+                            progress.inc(1);
+                            load_rgb(p).err().map(|e| (p.clone(), format!("{e:#}")))
+                        })
+                        .collect();
+                    failed
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    });
+    progress.finish_and_clear();
+    failures
 }
 
 /// Why a dataset file name may not be used: it must be a relative path without `..` that stays
@@ -93,5 +132,21 @@ mod tests {
             assert!(err.contains("is not a relative path inside the images folder"), "{bad}: {err}");
         }
         assert!(confined_path(&images, "link.png").unwrap_err().contains("outside the images folder"));
+    }
+
+    #[test]
+    fn truncated_images_are_errors() {
+        let noise: Vec<u8> = (0..64 * 64 * 3).map(|i| ((i * 7919) % 251) as u8).collect();
+        let image = DynamicImage::ImageRgb8(RgbImage::from_raw(64, 64, noise).unwrap());
+        for format in [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::Tiff] {
+            let bytes = encode(&image, format);
+            assert!(decode_rgb(&bytes).is_ok(), "{format:?}");
+            // Cutting a JPEG's end marker alone is caught too; a PNG whose pixel data is whole
+            // decodes (like PIL), whatever is cut from its IEND chunk.
+            let just_the_end = (format == ImageFormat::Jpeg).then_some(bytes.len() - 2);
+            for keep in [bytes.len() * 3 / 4, bytes.len() / 2].into_iter().chain(just_the_end) {
+                assert!(decode_rgb(&bytes[..keep]).is_err(), "{format:?} cut to {keep} of {} bytes", bytes.len());
+            }
+        }
     }
 }

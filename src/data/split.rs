@@ -33,12 +33,30 @@ pub struct SplitRecord {
 }
 
 impl FoldSplit {
+    /// How many of `num_images` images a fold trains on (the rest validate).
+    pub fn train_size(num_images: usize) -> usize {
+        (num_images as f64 * TRAIN_FRACTION) as usize
+    }
+
+    /// Refuses a split that would leave a fold without training or without validation images
+    /// (whose validation recall would mean nothing).
+    pub fn check(num_images: usize, split_file: &Path) -> Result<()> {
+        let train = FoldSplit::train_size(num_images);
+        if train == 0 || train == num_images {
+            anyhow::bail!(
+                "{} lists {num_images} image(s): a fold trains on 80 % and validates on the rest, so it needs at \
+                 least 2 images to have both; add images",
+                split_file.display()
+            );
+        }
+        Ok(())
+    }
+
     /// Splits `num_images` images for fold `fold` of a run seeded with `seed`.
     pub fn new(num_images: usize, seed: u64, fold: usize) -> FoldSplit {
         let mut order: Vec<usize> = (0..num_images).collect();
         rng::shuffle(&mut rng::stream(seed, &[rng::tag::FOLD, fold as u64]), &mut order);
-        let n_train = (num_images as f64 * TRAIN_FRACTION) as usize;
-        let val = order.split_off(n_train);
+        let val = order.split_off(FoldSplit::train_size(num_images));
         FoldSplit { seed, fold, train: order, val }
     }
 

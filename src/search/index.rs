@@ -42,6 +42,9 @@ pub struct IndexInfo {
     pub att_type: String,
     pub embed_dim: i64,
     pub vocab_path: PathBuf,
+    /// SHA-256 of the vocabulary (absent in older indexes).
+    #[serde(default)]
+    pub vocab_sha256: Option<String>,
     pub keywords_trained: bool,
     pub amfmn_version: String,
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use super::stopwords::is_stop_word;
 use super::tokenizer::caption_tokens;
@@ -132,6 +133,12 @@ impl Vocabulary {
     /// Writes the JSON file as one of `outputs` (atomically; never over a file amfmn did not write).
     pub fn save(&self, outputs: &mut Outputs, path: &Path) -> Result<()> {
         outputs.write(path, self.to_json().as_bytes())
+    }
+
+    /// SHA-256 of the vocabulary's JSON (its words and their order): what checkpoints and
+    /// indexes record to refuse another vocabulary of the same size.
+    pub fn sha256(&self) -> String {
+        Sha256::digest(self.to_json().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Number of words, `<unk>` included (ids are `1..=len()`).

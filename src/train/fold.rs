@@ -206,6 +206,7 @@ impl Trainer<'_> {
             split_seed: self.options.seed,
             vocab_path: self.options.dataset.vocab_path.clone(),
             vocab_size: self.vocab.len(),
+            vocab_sha256: Some(self.vocab.sha256()),
             metrics,
             options: self.options.clone(),
             amfmn_version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -18,7 +18,7 @@ use anyhow::{bail, Result};
 use tch::Device;
 
 use crate::checkpoint::{existing_checkpoints, experiment_dir, experiment_lock, move_experiment_aside, Checkpoint};
-use crate::data::CaptionSet;
+use crate::data::{CaptionSet, FoldSplit};
 use crate::eval::Metrics;
 use crate::fsutil::lock::Lock;
 use crate::options::{Options, Resume};
@@ -74,6 +74,7 @@ pub fn run(options: &Options, resume: Option<&Path>, existing: Existing, interru
     let _lock = Lock::acquire(&experiment_lock(options), &experiment_dir(options).display().to_string())?;
     let vocab = Vocabulary::load(&options.dataset.vocab_path)?;
     let data = Arc::new(load_training_split(options, &vocab)?);
+    FoldSplit::check(data.num_images(), &options.dataset.data_path.join("train_filename.txt"))?;
     let resume = match (resume, &options.optim.resume) {
         (Some(path), _) => Some(Checkpoint::open_to_resume(path)?),
         (None, Resume::From(path)) => Some(Checkpoint::open_to_resume(path)?),
