@@ -57,7 +57,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", amfmn::fsutil::one_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -415,6 +415,22 @@ impl Options {
                 bail!("{key}: must be at least 1, got 0");
             }
         }
+        // Sizes that become tensor shapes: beyond these a run could only fail to allocate.
+        let bounded = [
+            ("dataset.image_size", d.image_size as i64, 8192),
+            ("dataset.resize", d.resize as i64, 8192),
+            ("dataset.batch_size", d.batch_size as i64, 65536),
+            ("dataset.batch_size_val", d.batch_size_val as i64, 65536),
+            ("dataset.captions_per_image", d.captions_per_image as i64, 1000),
+            ("model.embed.embed_dim", self.model.embed.embed_dim, 65536),
+            ("model.multiscale.multiscale_input_channel", self.model.multiscale.multiscale_input_channel, 4096),
+            ("model.multiscale.multiscale_output_channel", self.model.multiscale.multiscale_output_channel, 4096),
+        ];
+        for (key, value, most) in bounded {
+            if value > most {
+                bail!("{key}: {value} is more than this model can allocate sensibly (at most {most})");
+            }
+        }
         if d.resize < d.image_size {
             bail!(
                 "dataset.resize: {} is smaller than dataset.image_size {}; the random crop needs resize >= image_size",

@@ -7,11 +7,19 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result};
 use image::{DynamicImage, RgbImage};
 
+use crate::fsutil::one_line;
+
 /// Decodes the image file at `path` into RGB; errors name the file.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
-    decode_rgb(&bytes).with_context(|| format!("cannot decode image {}", path.display()))
+    decode_rgb(&bytes)
+        .map_err(|e| anyhow::anyhow!("cannot decode image {}: {}", path.display(), one_line(&format!("{e:#}"))))
 }
+
+/// The largest side accepted (a header claiming more is refused before decoding), and the most
+/// memory one decode may take: a 20000x20000 scene in 16-bit colour fits.
+const MAX_SIDE: u32 = 20_000;
+const MAX_DECODED_BYTES: u64 = 3 << 30;
 
 /// Decodes an in-memory image file into RGB. Strict: a truncated file is an error, never a
 /// partly grey image (the JPEG decoder would fill in what is missing; PIL refuses it too).
@@ -19,7 +27,13 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
     if bytes.starts_with(&[0xFF, 0xD8]) && !jpeg_is_complete(bytes) {
         anyhow::bail!("the JPEG data ends before its end-of-image marker (a truncated file)");
     }
-    let image = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?.decode()?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
+    let image = reader.decode()?;
     Ok(match image {
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.to_rgb8(),

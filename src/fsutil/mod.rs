@@ -10,6 +10,11 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+/// `text` on one line: line breaks and runs of spaces of a library's message become one space.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// Whether the process `pid` exists (signal 0 checks without sending anything).
 pub fn process_running(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only asks whether the process exists and may be signalled.

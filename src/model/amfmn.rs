@@ -13,6 +13,9 @@ use super::mvsa::Mvsa;
 use super::text_encoder::TextFeature;
 use crate::options::Options;
 
+/// The most words a vocabulary may have (its embedding alone is 620 floats a word).
+const MAX_VOCABULARY: i64 = 2_000_000;
+
 /// The modules, named like the original's attributes (and so its checkpoint keys).
 #[derive(Debug)]
 pub struct Amfmn {
@@ -50,6 +53,9 @@ impl Amfmn {
         let image_size = options.dataset.image_size as i64;
         if image_size % 32 != 0 || image_size < 32 {
             bail!("dataset.image_size: {image_size} must be a multiple of 32 (the CNN halves it five times)");
+        }
+        if !(1..=MAX_VOCABULARY).contains(&vocab_size) {
+            bail!("the vocabulary has {vocab_size} words; the text encoder takes 1 to {MAX_VOCABULARY}");
         }
         let d = m.embed.embed_dim;
         if d < 1 {

@@ -17,7 +17,14 @@ use anyhow::{bail, Context, Result};
 use ndarray::{ArrayD, ArrayView, Dimension, IxDyn, ShapeBuilder};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 
+use crate::fsutil::one_line;
 use crate::fsutil::owned::Outputs;
+
+/// The largest `.npy` header accepted.
+const MAX_HEADER: usize = 1 << 20;
+
+/// The largest array an `.npz` member may hold (the skip-thoughts members are under 100 MB).
+const MEMBER_LIMIT: u64 = 1 << 30;
 
 /// A numeric array as f32 values in C order.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,8 +86,10 @@ fn read_header(reader: &mut impl Read) -> Result<Header> {
         reader.read_exact(&mut len)?;
         u32::from_le_bytes(len) as usize
     };
-    let mut text = vec![0u8; header_len];
-    reader.read_exact(&mut text)?;
+    if header_len > MAX_HEADER {
+        bail!("a header of {header_len} bytes (NumPy's are a few hundred)");
+    }
+    let text = read_bytes(reader, header_len as u64).context("the header is cut short")?;
     let text = String::from_utf8_lossy(&text);
     let field = |key: &str| -> Result<&str> {
         let start = text.find(&format!("'{key}':")).with_context(|| format!("header has no {key}"))? + key.len() + 3;
@@ -100,6 +109,27 @@ fn read_header(reader: &mut impl Read) -> Result<Header> {
     Ok(Header { dtype: parse_descr(descr)?, fortran_order, shape })
 }
 
+/// Exactly `n` bytes of `reader`, without allocating for bytes that are not there (a hostile
+/// length costs nothing until the data is really read).
+fn read_bytes(reader: &mut impl Read, n: u64) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader.take(n).read_to_end(&mut bytes)?;
+    if (bytes.len() as u64) < n {
+        bail!("{n} bytes expected, the data ends after {}", bytes.len());
+    }
+    Ok(bytes)
+}
+
+/// Bytes of the data an `.npy` header describes (checked: a hostile shape cannot overflow).
+fn data_bytes(header: &Header) -> Result<u64> {
+    let width: u64 = if header.dtype == Dtype::F64 { 8 } else { 4 };
+    header
+        .shape
+        .iter()
+        .try_fold(width, |n, &d| n.checked_mul(d as u64))
+        .with_context(|| format!("the header's shape {:?} is too large", header.shape))
+}
+
 fn to_f32(bytes: &[u8], dtype: Dtype) -> Vec<f32> {
     match dtype {
         Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect(),
@@ -116,16 +146,21 @@ fn fortran_to_c(data: Vec<f32>, shape: &[usize]) -> Result<Vec<f32>> {
     Ok(array.iter().copied().collect())
 }
 
-/// Reads a whole numeric array from an `.npy` stream.
-fn read_array(reader: &mut impl Read) -> Result<Array> {
+/// Reads a whole numeric array from an `.npy` stream whose data can be at most `limit` bytes
+/// (what the file or archive member can hold).
+fn read_array(reader: &mut impl Read, limit: u64) -> Result<Array> {
     let header = read_header(reader)?;
     if header.dtype == Dtype::Object {
         bail!("holds pickled Python objects where numbers were expected");
     }
-    let count: usize = header.shape.iter().product();
-    let width = if header.dtype == Dtype::F32 { 4 } else { 8 };
-    let mut bytes = vec![0u8; count * width];
-    reader.read_exact(&mut bytes).context("the array data is shorter than its header says")?;
+    let size = data_bytes(&header)?;
+    if size > limit {
+        bail!(
+            "its header describes {:?} values ({size} bytes), more than the {limit} bytes there can be",
+            header.shape
+        );
+    }
+    let bytes = read_bytes(reader, size).context("the array data is shorter than its header says")?;
     let data = to_f32(&bytes, header.dtype);
     let data = if header.fortran_order { fortran_to_c(data, &header.shape)? } else { data };
     Ok(Array { shape: header.shape, data })
@@ -141,6 +176,7 @@ pub fn read_rows(path: &Path, rows: &[usize]) -> Result<Array> {
         Ok(std::io::BufReader::with_capacity(1 << 20, file))
     };
     let mut reader = open()?;
+    let file_len = reader.get_ref().metadata().with_context(|| format!("cannot read {}", path.display()))?.len();
     let header = read_header(&mut reader).with_context(|| format!("{}: not a readable .npy file", path.display()))?;
     if header.dtype == Dtype::Object {
         let keep: BTreeSet<usize> = rows.iter().copied().collect();
@@ -165,20 +201,29 @@ pub fn read_rows(path: &Path, rows: &[usize]) -> Result<Array> {
         bail!("{}: row {bad} requested but the table has {table_rows} rows", path.display());
     }
     if header.fortran_order {
-        let array = read_array(&mut open()?).with_context(|| format!("{}: cannot read the table", path.display()))?;
+        let array =
+            read_array(&mut open()?, file_len).with_context(|| format!("{}: cannot read the table", path.display()))?;
         let width = array.row_len();
         let data = rows.iter().flat_map(|&r| array.data[r * width..(r + 1) * width].iter().copied()).collect();
         let mut shape = array.shape;
         shape[0] = rows.len();
         return Ok(Array { shape, data });
     }
-    let columns: usize = header.shape.iter().skip(1).product();
-    let width = if header.dtype == Dtype::F32 { 4 } else { 8 };
     let data_start = reader.stream_position()?;
+    let size = data_bytes(&header).with_context(|| format!("{}: not a readable .npy file", path.display()))?;
+    if data_start.checked_add(size).is_none_or(|end| end > file_len) {
+        bail!(
+            "{}: its header describes {:?} values, more than the file holds (truncated?)",
+            path.display(),
+            header.shape
+        );
+    }
+    let row_bytes = size / table_rows.max(1) as u64;
+    let columns = row_bytes as usize / if header.dtype == Dtype::F32 { 4 } else { 8 };
     let mut data = Vec::with_capacity(rows.len() * columns);
-    let mut buf = vec![0u8; columns * width];
+    let mut buf = vec![0u8; row_bytes as usize];
     for &r in rows {
-        reader.seek(SeekFrom::Start(data_start + (r * columns * width) as u64))?;
+        reader.seek(SeekFrom::Start(data_start + r as u64 * row_bytes))?;
         reader.read_exact(&mut buf).with_context(|| format!("{}: truncated at row {r}", path.display()))?;
         data.extend(to_f32(&buf, header.dtype));
     }
@@ -194,11 +239,14 @@ pub fn read_npz(path: &Path) -> Result<HashMap<String, Array>> {
         zip::ZipArchive::new(file).with_context(|| format!("{}: not an .npz (zip) file", path.display()))?;
     let mut arrays = HashMap::new();
     for i in 0..archive.len() {
-        let mut member = archive.by_index(i)?;
-        let name = member.name()?.trim_end_matches(".npy").to_owned();
-        let mut bytes = Vec::with_capacity(member.size() as usize);
-        member.read_to_end(&mut bytes)?;
-        let array = read_array(&mut bytes.as_slice()).with_context(|| format!("{}: member {name}", path.display()))?;
+        let mut member =
+            archive.by_index(i).with_context(|| format!("{}: member {i} cannot be read", path.display()))?;
+        let name = member.name().with_context(|| format!("{}: member {i} has no name", path.display()))?;
+        let name = name.trim_end_matches(".npy").to_owned();
+        // What a member can hold: its declared size, within what deflate can expand its
+        // compressed bytes to (about 1:1032), and never more than MEMBER_LIMIT.
+        let limit = member.size().min(member.compressed_size().saturating_mul(1100)).min(MEMBER_LIMIT);
+        let array = read_array(&mut member, limit).with_context(|| format!("{}: member {name}", path.display()))?;
         arrays.insert(name, array);
     }
     Ok(arrays)
@@ -233,9 +281,13 @@ pub fn read_f32(path: &Path) -> Result<ArrayD<f32>> {
             bail!("the file has {length} bytes, its header describes {:?} values", header.shape);
         }
         reader.rewind()?;
-        Ok(match header.dtype {
-            Dtype::F64 => ArrayD::<f64>::read_npy(reader)?.mapv(|v| v as f32),
-            _ => ArrayD::<f32>::read_npy(reader)?,
+        let parsed = match header.dtype {
+            Dtype::F64 => ArrayD::<f64>::read_npy(reader).map(|a| a.mapv(|v| v as f32)),
+            _ => ArrayD::<f32>::read_npy(reader),
+        };
+        parsed.map_err(|e| match e {
+            ndarray_npy::ReadNpyError::ParseHeader(_) => anyhow::anyhow!("its header cannot be parsed"),
+            other => anyhow::anyhow!(one_line(&other.to_string())),
         })
     };
     read().with_context(|| format!("{}: not a readable .npy file", path.display()))

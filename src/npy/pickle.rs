@@ -67,8 +67,16 @@ mod op {
     pub const GET: u8 = b'g';
 }
 
-/// Largest byte string kept in the memo; bigger ones are array payloads, never shared.
+/// Largest value (in bytes) kept in the memo or duplicated; bigger ones are array payloads,
+/// never shared, so a hostile pickle cannot multiply them.
 const MEMO_BYTES_LIMIT: usize = 256;
+/// Deepest nesting of tuples accepted (numpy's pickles nest three deep).
+const MAX_DEPTH: usize = 32;
+/// Most entries of the stack, the memo or the list arena (each costs memory beyond the byte
+/// that made it).
+const MAX_ITEMS: usize = 8 << 20;
+/// Longest text line (GLOBAL names, INT, PUT and GET arguments).
+const MAX_LINE: usize = 4096;
 
 #[derive(Debug, Clone)]
 enum Value {
@@ -92,6 +100,37 @@ enum Value {
     Unmemoized,
 }
 
+impl Value {
+    /// Bytes this value holds (roughly; what cloning it costs).
+    fn weight(&self) -> usize {
+        match self {
+            Value::Str(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            Value::Tuple(items) => items.iter().map(Value::weight).sum::<usize>() + items.len(),
+            Value::Array(a) => a.values.as_ref().map_or(0, |v| v.len() * 4),
+            _ => 1,
+        }
+    }
+
+    /// Nesting depth of tuples (bounded by [`MAX_DEPTH`] for every tuple built).
+    fn depth(&self) -> usize {
+        match self {
+            Value::Tuple(items) => 1 + items.iter().map(Value::depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+}
+
+/// A tuple of `items`, refused past [`MAX_DEPTH`] (a deep chain would overflow the stack when
+/// dropped).
+fn tuple(items: Vec<Value>) -> Result<Value> {
+    let value = Value::Tuple(items);
+    if value.depth() > MAX_DEPTH {
+        bail!("unsupported pickle: tuples nested deeper than {MAX_DEPTH}");
+    }
+    Ok(value)
+}
+
 #[derive(Debug, Clone, Default)]
 struct ArrayValue {
     shape: Vec<usize>,
@@ -113,9 +152,13 @@ fn read_n<const N: usize>(r: &mut impl Read) -> Result<[u8; N]> {
     Ok(b)
 }
 
+/// `n` bytes, allocated only as they arrive (a hostile length costs nothing).
 fn read_vec(r: &mut impl Read, n: usize) -> Result<Vec<u8>> {
-    let mut b = vec![0u8; n];
-    r.read_exact(&mut b).context("the pickle ends early")?;
+    let mut b = Vec::new();
+    r.take(n as u64).read_to_end(&mut b)?;
+    if b.len() < n {
+        bail!("the pickle ends early");
+    }
     Ok(b)
 }
 
@@ -151,6 +194,9 @@ fn read_line(r: &mut impl Read) -> Result<String> {
         if b == b'\n' {
             return Ok(String::from_utf8_lossy(&out).into_owned());
         }
+        if out.len() == MAX_LINE {
+            bail!("unsupported pickle: a text argument longer than {MAX_LINE} bytes");
+        }
         out.push(b);
     }
 }
@@ -171,8 +217,8 @@ impl Machine<'_> {
 
     fn memoize(&mut self, key: u32) -> Result<()> {
         let value = match self.top()? {
-            Value::Bytes(b) if b.len() > MEMO_BYTES_LIMIT => Value::Unmemoized,
             Value::Array(_) => Value::Array(Box::default()),
+            v if v.weight() > MEMO_BYTES_LIMIT => Value::Unmemoized,
             v => v.clone(),
         };
         self.memo.insert(key, value);
@@ -228,6 +274,9 @@ impl Machine<'_> {
 
     fn run(&mut self, r: &mut impl Read) -> Result<Value> {
         loop {
+            if self.stack.len() > MAX_ITEMS || self.memo.len() > MAX_ITEMS || self.lists.len() > MAX_ITEMS {
+                bail!("unsupported pickle: more than {MAX_ITEMS} objects on its stack, memo or lists");
+            }
             let [opcode] = read_n::<1>(r)?;
             match opcode {
                 op::PROTO => {
@@ -245,7 +294,11 @@ impl Machine<'_> {
                     self.pop_mark()?;
                 }
                 op::DUP => {
-                    let v = self.top()?.clone();
+                    let v = self.top()?;
+                    if v.weight() > MEMO_BYTES_LIMIT {
+                        bail!("unsupported pickle: DUP of a large value");
+                    }
+                    let v = v.clone();
                     self.stack.push(v);
                 }
                 op::NONE => self.stack.push(Value::None),
@@ -289,7 +342,7 @@ impl Machine<'_> {
                 op::EMPTY_TUPLE => self.stack.push(Value::Tuple(Vec::new())),
                 op::TUPLE => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items));
+                    self.stack.push(tuple(items)?);
                 }
                 op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
                     let n = (opcode - op::TUPLE1 + 1) as usize;
@@ -297,7 +350,7 @@ impl Machine<'_> {
                         bail!("pickle stack underflow");
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(Value::Tuple(items));
+                    self.stack.push(tuple(items)?);
                 }
                 op::EMPTY_LIST => {
                     self.lists.push(Vec::new());

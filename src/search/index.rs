@@ -126,7 +126,17 @@ impl Index {
         if fv.size()[0] as usize != info.files.len() {
             bail!("{}: {} codes for {} files", path.display(), fv.size()[0], info.files.len());
         }
-        Ok(Index { info, fv, gate: tensors.remove("gate") })
+        let gate = tensors.remove("gate");
+        let consistent = fv.dim() == 2 && gate.as_ref().is_none_or(|g| g.size() == fv.size());
+        if !consistent || fv.kind() != Kind::Float {
+            bail!(
+                "{}: codes of shape {:?} and gates {:?} do not fit together",
+                path.display(),
+                fv.size(),
+                gate.map(|g| g.size())
+            );
+        }
+        Ok(Index { info, fv, gate })
     }
 }
 
