@@ -217,6 +217,10 @@ impl Checkpoint {
         })?;
         let info: CheckpointInfo = serde_json::from_str(&text)
             .with_context(|| format!("{}: not an amfmn checkpoint sidecar", json.display()))?;
+        let names = std::iter::once(&info.model_file).chain(info.optimizer_file.as_ref());
+        if let Some(bad) = names.into_iter().find(|n| Path::new(n.as_str()).file_name() != Some(n.as_ref())) {
+            bail!("{}: the file `{bad}` it names is not a file beside it (no folders, no `..`)", json.display());
+        }
         let dir = json.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
         Ok(Checkpoint { info, dir })
     }

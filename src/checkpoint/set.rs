@@ -211,4 +211,19 @@ mod tests {
         let err = format!("{:#}", Checkpoint::open(d).unwrap().load_model(&mut target).unwrap_err());
         assert!(err.contains("best.safetensors is damaged: it does not match the SHA-256 that"), "{err}");
     }
+
+    #[test]
+    fn sidecars_name_only_files_beside_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (options, model_a) = model(1);
+        Checkpoint::save(d, info(&options), &model_a, None).unwrap();
+        let sidecar = d.join("best.json");
+        let text = std::fs::read_to_string(&sidecar).unwrap();
+        for bad in ["../outside.safetensors", "/etc/passwd", "sub/best.safetensors", ".."] {
+            std::fs::write(&sidecar, text.replace("\"best.safetensors\"", &format!("{bad:?}"))).unwrap();
+            let err = format!("{:#}", Checkpoint::open(d).unwrap_err());
+            assert!(err.contains("is not a file beside it"), "{bad}: {err}");
+        }
+    }
 }

@@ -42,6 +42,14 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>> {
         .enumerate()
         .map(|(i, line)| {
             let line = strip_python_bytes(line);
+            if line.len() > MAX_LINE_BYTES {
+                anyhow::bail!(
+                    "{}:{}: a line of {} bytes; captions, file names and keywords are at most {MAX_LINE_BYTES}",
+                    path.display(),
+                    i + 1,
+                    line.len()
+                );
+            }
             String::from_utf8(line.to_vec()).map_err(|e| {
                 anyhow::anyhow!(
                     "{}:{}: not valid UTF-8 (byte {} of the line); save the file as UTF-8",
@@ -53,6 +61,10 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>> {
         })
         .collect()
 }
+
+/// The longest line accepted: far beyond any caption, short enough for the tokenizer's regular
+/// expressions to stay within their backtracking limits.
+pub const MAX_LINE_BYTES: usize = 10_000;
 
 /// Python's `bytes.strip()`: removes ASCII whitespace (vertical tab included) at both ends.
 fn strip_python_bytes(line: &[u8]) -> &[u8] {
@@ -291,5 +303,20 @@ mod tests {
         write(d.path(), "train_keywords.txt", b"a\nb\n");
         let e = format!("{:#}", PrecompSplit::read(d.path(), "train", 5).unwrap_err());
         assert!(e.contains("train_keywords.txt has 2 lines, expected one per image (1)"), "{e}");
+    }
+
+    #[test]
+    fn overlong_lines_are_refused_and_the_tokenizer_never_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "a ".repeat(6_000);
+        write(dir.path(), "c.txt", format!("a red house\n{long}\n").as_bytes());
+        let err = format!("{:#}", read_lines(&dir.path().join("c.txt")).unwrap_err());
+        assert!(
+            err.contains("c.txt:2: a line of 11999 bytes; captions, file names and keywords are at most 10000"),
+            "{err}"
+        );
+        // Whatever reaches the tokenizer (a query, say), it returns tokens, never panics.
+        let hostile = format!("{}{}", "'".repeat(50_000), "a.".repeat(50_000));
+        assert!(!crate::text::word_tokenize(&hostile).is_empty());
     }
 }

@@ -146,7 +146,7 @@ fn annotated_tokens(text: &str) -> Vec<Token<'_>> {
     let mut tokens: Vec<Token> = text
         .split('\n')
         .filter(|line| !line.trim_matches(is_python_space).is_empty())
-        .flat_map(|line| WORD_TOKENIZER.find_iter(line).map(|m| Token::new(m.expect("no backtrack limit").as_str())))
+        .flat_map(|line| WORD_TOKENIZER.find_iter(line).map_while(Result::ok).map(|m| Token::new(m.as_str())))
         .collect();
     for i in 1..tokens.len() {
         let (head, tail) = tokens.split_at_mut(i);

@@ -22,8 +22,13 @@ fn rule(pattern: &str, replacement: &'static str) -> Rule {
 }
 
 impl Rule {
+    /// The text with every match replaced; past the regex engine's backtracking limit (only on
+    /// pathological lines, which the readers refuse) the text is left as it is.
     fn apply(&self, text: &str) -> String {
-        self.pattern.replace_all(text, self.replacement).into_owned()
+        match self.pattern.try_replacen(text, 0, self.replacement) {
+            Ok(replaced) => replaced.into_owned(),
+            Err(_) => text.to_owned(),
+        }
     }
 }
 
