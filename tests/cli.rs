@@ -299,3 +299,29 @@ fn inspect_decodes_every_image_and_lists_the_unreadable_ones() {
     assert!(listed.contains("unreadable") && listed.contains("residential_1.jpg"), "{listed}");
     assert!(listed.contains("truncated") && listed.contains("parking_2.png"), "{listed}");
 }
+
+#[test]
+fn hostile_option_files_end_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // "Billion laughs": ten levels of ten aliases each.
+    let mut lines = vec![r#"a: &a ["x","x","x","x","x","x","x","x","x","x"]"#.to_string()];
+    for level in 1..10u8 {
+        let (name, previous) = ((b'a' + level) as char, (b'a' + level - 1) as char);
+        lines.push(format!("{name}: &{name} [{}]", vec![format!("*{previous}"); 10].join(",")));
+    }
+    lines.push("model: *j".into());
+    std::fs::write(dir.path().join("bomb.yaml"), lines.join("\n")).unwrap();
+    let out = amfmn_in(dir.path(), &["inspect", "--path_opt", "bomb.yaml"]);
+    assert_one_line_error(&out, "bomb.yaml: not valid YAML: repetition limit exceeded");
+    let deep = "a:\n".to_string() + &"- ".repeat(100_000) + "x\n";
+    std::fs::write(dir.path().join("deep.yaml"), deep).unwrap();
+    let out = amfmn_in(dir.path(), &["inspect", "--path_opt", "deep.yaml"]);
+    assert_one_line_error(&out, "deep.yaml: not valid YAML");
+    let out =
+        amfmn_in(dir.path(), &["inspect", "--path_opt", "option.yaml", "--set", "model.embed.embed_dim=99999999"]);
+    assert!(!out.status.success());
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml"), dir.path().join("o.yaml"))
+        .unwrap();
+    let out = amfmn_in(dir.path(), &["inspect", "--path_opt", "o.yaml", "--set", "model.embed.embed_dim=99999999"]);
+    assert_one_line_error(&out, "model.embed.embed_dim: 99999999 is more than this model can allocate sensibly");
+}
