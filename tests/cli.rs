@@ -317,9 +317,6 @@ fn hostile_option_files_end_in_one_line() {
     std::fs::write(dir.path().join("deep.yaml"), deep).unwrap();
     let out = amfmn_in(dir.path(), &["inspect", "--path_opt", "deep.yaml"]);
     assert_one_line_error(&out, "deep.yaml: not valid YAML");
-    let out =
-        amfmn_in(dir.path(), &["inspect", "--path_opt", "option.yaml", "--set", "model.embed.embed_dim=99999999"]);
-    assert!(!out.status.success());
     std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml"), dir.path().join("o.yaml"))
         .unwrap();
     let out = amfmn_in(dir.path(), &["inspect", "--path_opt", "o.yaml", "--set", "model.embed.embed_dim=99999999"]);
