@@ -123,7 +123,7 @@ pub fn run(args: &RetrieveArgs) -> Result<()> {
 /// With `--html`, its outputs and path, checked before any work is done.
 fn page_output(args: &RetrieveArgs) -> Result<Option<(Outputs, &Path)>> {
     let Some(path) = &args.html else { return Ok(None) };
-    let outputs = Outputs::for_file(path, "search page", args.force)?;
+    let mut outputs = Outputs::for_file(path, "search page", args.force)?;
     outputs.check(path)?;
     Ok(Some((outputs, path)))
 }

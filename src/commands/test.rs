@@ -105,7 +105,7 @@ impl<'a> Evaluation<'a> {
     fn new(options: &'a Options, args: &'a EvalArgs, sims_files: &[PathBuf]) -> Result<Evaluation<'a>> {
         let sims = match &args.save_sims {
             Some(path) => {
-                let outputs = Outputs::for_file(path, "scores", args.force)?;
+                let mut outputs = Outputs::for_file(path, "scores", args.force)?;
                 for file in sims_files {
                     outputs.check(file)?;
                 }

@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::{sha256_file, write_atomic, write_atomic_path};
+use super::{sha256_file, sha256_hex, write_atomic, write_atomic_path};
 
 /// The manifest's file name in each folder.
 pub const MANIFEST: &str = ".amfmn-manifest.json";
@@ -52,6 +51,8 @@ pub struct Outputs {
     force: bool,
     manifest: Manifest,
     dirty: bool,
+    /// Paths already found writable (so a write after a check does not hash the file again).
+    checked: HashSet<PathBuf>,
 }
 
 impl Outputs {
@@ -63,7 +64,8 @@ impl Outputs {
             Err(_) if force => Manifest::default(),
             Err(e) => return Err(e),
         };
-        Ok(Outputs { root: root.to_owned(), purpose: purpose.to_owned(), force, manifest, dirty: false })
+        let (root, purpose) = (root.to_owned(), purpose.to_owned());
+        Ok(Outputs { root, purpose, force, manifest, dirty: false, checked: HashSet::new() })
     }
 
     /// Outputs for `purpose` of the single file `path` (the manifest of its folder; a bare
@@ -100,8 +102,9 @@ impl Outputs {
 
     /// Refuses `path` when it exists and is not this purpose's own unchanged output (unless
     /// `--force`).
-    pub fn check(&self, path: &Path) -> Result<()> {
-        if self.force || std::fs::symlink_metadata(path).is_err() || self.is_own(path)? {
+    pub fn check(&mut self, path: &Path) -> Result<()> {
+        if self.force || self.checked.contains(path) || std::fs::symlink_metadata(path).is_err() || self.is_own(path)? {
+            self.checked.insert(path.to_owned());
             return Ok(());
         }
         bail!(
@@ -115,7 +118,7 @@ impl Outputs {
     pub fn write(&mut self, path: &Path, bytes: &[u8]) -> Result<()> {
         self.check(path)?;
         write_atomic(path, bytes)?;
-        self.record(path, bytes.len() as u64, hex(&Sha256::digest(bytes)))
+        self.record(path, bytes.len() as u64, sha256_hex(bytes))
     }
 
     /// Like [`Outputs::write`], for writers that take a file path (the temporary file).
@@ -188,10 +191,6 @@ impl Drop for Outputs {
     fn drop(&mut self) {
         let _ = self.save();
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

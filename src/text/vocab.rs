@@ -6,7 +6,6 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use super::stopwords::is_stop_word;
 use super::tokenizer::caption_tokens;
@@ -138,7 +137,7 @@ impl Vocabulary {
     /// SHA-256 of the vocabulary's JSON (its words and their order): what checkpoints and
     /// indexes record to refuse another vocabulary of the same size.
     pub fn sha256(&self) -> String {
-        Sha256::digest(self.to_json().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        crate::fsutil::sha256_hex(self.to_json().as_bytes())
     }
 
     /// Number of words, `<unk>` included (ids are `1..=len()`).
