@@ -19,7 +19,7 @@ use tch::Device;
 pub use tensors::{read_safetensors, write_safetensors, TensorMap};
 
 use crate::eval::Metrics;
-use crate::fsutil::{sha256_file, write_atomic};
+use crate::fsutil::write_atomic;
 use crate::model::Model;
 use crate::optim::Adam;
 use crate::options::Options;
@@ -250,8 +250,9 @@ impl Checkpoint {
 
     /// Loads the weights into `model`, after checking them against the sidecar's hash.
     pub fn load_model(&self, model: &mut Model) -> Result<()> {
-        set::verify(&self.dir, &self.info.model_file, self.info.model_sha256.as_deref(), &self.sidecar())?;
-        load_weights(model, &self.model_path())
+        let info = &self.info;
+        let tensors = set::read_verified(&self.dir, &info.model_file, info.model_sha256.as_deref(), &self.sidecar())?;
+        model.load_state_dict(&tensors).with_context(|| format!("cannot load {}", self.model_path().display()))
     }
 
     /// The sidecar's path.
@@ -264,10 +265,8 @@ impl Checkpoint {
         let Some(name) = &self.info.optimizer_file else {
             bail!("{}: this checkpoint has no optimizer state (resume from last.json)", self.dir.display());
         };
-        set::verify(&self.dir, name, self.info.optimizer_sha256.as_deref(), &self.sidecar())?;
-        let path = self.dir.join(name);
-        let tensors = read_safetensors(&path)?;
-        adam.load_state_dict(&tensors).with_context(|| format!("cannot load {}", path.display()))
+        let tensors = set::read_verified(&self.dir, name, self.info.optimizer_sha256.as_deref(), &self.sidecar())?;
+        adam.load_state_dict(&tensors).with_context(|| format!("cannot load {}", self.dir.join(name).display()))
     }
 }
 
@@ -288,9 +287,7 @@ pub fn recover_fold(dir: &Path) -> Result<()> {
 
 /// Writes `tensors` under the staging name of `name` in `dir`; returns the file's SHA-256.
 fn stage_tensors(dir: &Path, name: &str, tensors: &TensorMap) -> Result<String> {
-    let path = set::staged(dir, name);
-    write_safetensors(&path, tensors)?;
-    sha256_file(&path)
+    write_safetensors(&set::staged(dir, name), tensors)
 }
 
 /// Copies the weights of a safetensors file into `model` (every key, every shape).

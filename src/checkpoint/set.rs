@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::tensors::{parse_with_metadata, TensorMap};
 use super::{CheckpointInfo, CheckpointKind};
-use crate::fsutil::{remove_stale_temporaries, sha256_file};
+use crate::fsutil::{remove_stale_temporaries, sha256_file, sha256_hex};
 
 /// The staging name of a file of a set.
 pub(super) fn staged(dir: &Path, name: &str) -> PathBuf {
@@ -94,12 +95,12 @@ fn remove_if_present(path: &Path) -> Result<()> {
     }
 }
 
-/// Checks the file `name` of a set against the hash its sidecar records (sidecars written
-/// before hashes were recorded have none: nothing to check).
-pub(super) fn verify(dir: &Path, name: &str, hash: Option<&str>, sidecar: &Path) -> Result<()> {
-    let Some(expected) = hash else { return Ok(()) };
+/// The tensors of the file `name` of a set, read once and checked against the hash its sidecar
+/// records (sidecars written before hashes were recorded have none: nothing to check).
+pub(super) fn read_verified(dir: &Path, name: &str, hash: Option<&str>, sidecar: &Path) -> Result<TensorMap> {
     let path = dir.join(name);
-    if sha256_file(&path)? != expected {
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    if hash.is_some_and(|expected| sha256_hex(&bytes) != expected) {
         bail!(
             "{} is damaged: it does not match the SHA-256 that {} records (a run may be writing it; \
              otherwise resume from another checkpoint or retrain)",
@@ -107,7 +108,7 @@ pub(super) fn verify(dir: &Path, name: &str, hash: Option<&str>, sidecar: &Path)
             sidecar.display()
         );
     }
-    Ok(())
+    Ok(parse_with_metadata(&bytes, &path)?.0)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use safetensors::{Dtype, SafeTensors};
 use tch::{Device, Kind, Tensor};
 
-use crate::fsutil::write_atomic;
+use crate::fsutil::{sha256_hex, write_atomic};
 
 /// Named tensors, ordered by name.
 pub type TensorMap = BTreeMap<String, Tensor>;
@@ -76,23 +76,25 @@ pub fn serialize(tensors: &TensorMap, metadata: Option<HashMap<String, String>>)
     Ok(safetensors::serialize(views, metadata)?)
 }
 
-/// Writes `tensors` (any device, any layout) to `path` atomically, with `metadata` in the header.
-pub fn write_with_metadata(path: &Path, tensors: &TensorMap, metadata: Option<HashMap<String, String>>) -> Result<()> {
-    let bytes = serialize(tensors, metadata).with_context(|| format!("cannot encode {}", path.display()))?;
-    write_atomic(path, &bytes)
-}
-
-/// Writes `tensors` to a safetensors file atomically.
-pub fn write_safetensors(path: &Path, tensors: &TensorMap) -> Result<()> {
-    write_with_metadata(path, tensors, None)
+/// Writes `tensors` (any device, any layout) to a safetensors file atomically; returns the
+/// SHA-256 of what it wrote.
+pub fn write_safetensors(path: &Path, tensors: &TensorMap) -> Result<String> {
+    let bytes = serialize(tensors, None).with_context(|| format!("cannot encode {}", path.display()))?;
+    write_atomic(path, &bytes)?;
+    Ok(sha256_hex(&bytes))
 }
 
 /// Reads every tensor of a safetensors file, with the header's metadata.
 pub fn read_with_metadata(path: &Path) -> Result<(TensorMap, HashMap<String, String>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_with_metadata(&bytes, path)
+}
+
+/// The tensors and header metadata of the safetensors `bytes` read from `path`.
+pub fn parse_with_metadata(bytes: &[u8], path: &Path) -> Result<(TensorMap, HashMap<String, String>)> {
     let parsed =
-        SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)?;
+        SafeTensors::deserialize(bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let (_, header) = SafeTensors::read_metadata(bytes)?;
     let tensors = parsed
         .tensors()
         .into_iter()
@@ -124,7 +126,8 @@ mod tests {
             ("c".to_string(), Tensor::from_slice(&[1.0f64, 2.0, 3.0]).view([3, 1]).tr()),
         ]);
         let metadata = HashMap::from([("k".to_string(), "{\"v\": 1}".to_string())]);
-        write_with_metadata(&path, &tensors, Some(metadata.clone())).unwrap();
+        let bytes = serialize(&tensors, Some(metadata.clone())).unwrap();
+        std::fs::write(&path, bytes).unwrap();
         let (back, meta) = read_with_metadata(&path).unwrap();
         assert_eq!(meta, metadata);
         assert_eq!(back.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
