@@ -19,7 +19,7 @@ use tch::Device;
 pub use tensors::{read_safetensors, write_safetensors, TensorMap};
 
 use crate::eval::Metrics;
-use crate::fsutil::write_atomic;
+use crate::fsutil::{entries_if_present, write_atomic};
 use crate::model::Model;
 use crate::optim::Adam;
 use crate::options::Options;
@@ -119,15 +119,8 @@ pub fn experiment_lock(options: &Options) -> PathBuf {
 
 /// The sidecars of the checkpoints already in the experiment's fold folders.
 pub fn existing_checkpoints(options: &Options) -> Result<Vec<PathBuf>> {
-    let dir = experiment_dir(options);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
-    };
     let mut found = Vec::new();
-    for entry in entries {
-        let fold = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
+    for fold in entries_if_present(&experiment_dir(options))? {
         for kind in [CheckpointKind::Best, CheckpointKind::Last] {
             let sidecar = kind.sidecar_in(&fold);
             if sidecar.is_file() {

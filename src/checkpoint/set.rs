@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 
 use super::tensors::{parse_with_metadata, TensorMap};
 use super::{CheckpointInfo, CheckpointKind};
-use crate::fsutil::{remove_stale_temporaries, sha256_file, sha256_hex};
+use crate::fsutil::{remove_if_present, remove_stale_temporaries, sha256_file, sha256_hex};
 
 /// The staging name of a file of a set.
 pub(super) fn staged(dir: &Path, name: &str) -> PathBuf {
@@ -84,15 +84,6 @@ pub fn recover(dir: &Path, kind: CheckpointKind) -> Result<bool> {
     }
     remove_if_present(&staged_sidecar)?;
     Ok(rolled_forward)
-}
-
-fn remove_if_present(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("cannot remove {}", path.display()))
-        }
-        _ => Ok(()),
-    }
 }
 
 /// The tensors of the file `name` of a set, read once and checked against the hash its sidecar

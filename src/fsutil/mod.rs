@@ -28,17 +28,31 @@ fn temporary_owner(name: &str) -> Option<i32> {
     pid.parse().ok()
 }
 
+/// The entries of `dir`, none when it does not exist.
+pub fn entries_if_present(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let listing = match std::fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    listing.map(|entry| entry.map(|e| e.path()).with_context(|| format!("cannot list {}", dir.display()))).collect()
+}
+
+/// Removes `path`; a file that is already gone is fine.
+pub fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Removes the temporary files that processes no longer running left in `dir` (a write killed
 /// halfway). Returns how many.
 pub fn remove_stale_temporaries(dir: &Path) -> Result<usize> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
-    };
     let mut removed = 0;
-    for entry in entries {
-        let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
+    for path in entries_if_present(dir)? {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if temporary_owner(&name).is_some_and(|pid| pid > 0 && !process_running(pid)) {
             std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;

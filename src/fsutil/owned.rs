@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{sha256_file, sha256_hex, write_atomic, write_atomic_path};
+use super::{remove_if_present, sha256_file, sha256_hex, write_atomic, write_atomic_path};
 
 /// The manifest's file name in each folder.
 pub const MANIFEST: &str = ".amfmn-manifest.json";
@@ -160,11 +160,7 @@ impl Outputs {
             .collect();
         for key in &stale {
             let path = self.root.join(key);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
-            }
+            remove_if_present(&path)?;
             self.manifest.files.remove(key);
         }
         self.dirty |= !stale.is_empty();

@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use image::{ImageFormat, RgbImage};
 use rand_chacha::ChaCha8Rng;
 
+use crate::fsutil::entries_if_present;
 use crate::fsutil::owned::{Outputs, MANIFEST};
 use crate::rng;
 use scenes::{Scene, CLASSES};
@@ -181,18 +182,9 @@ fn planned_paths(out: &Path, config: SynthConfig) -> Vec<PathBuf> {
 
 /// The name of some entry of `dir` other than amfmn's manifest, if `dir` exists and has one.
 fn first_entry(dir: &Path) -> Result<Option<String>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
-    };
-    for entry in entries {
-        let name = entry.with_context(|| format!("cannot list {}", dir.display()))?.file_name();
-        if name != MANIFEST {
-            return Ok(Some(name.to_string_lossy().into_owned()));
-        }
-    }
-    Ok(None)
+    let names =
+        entries_if_present(dir)?.into_iter().filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    Ok(names.into_iter().find(|name| name != MANIFEST))
 }
 
 /// Samples, draws and describes image `i`; writes the image and adds its lines to its split's
