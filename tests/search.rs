@@ -115,6 +115,29 @@ fn index_is_incremental_and_skips_unreadable_files() {
 }
 
 #[test]
+fn index_follows_only_links_that_stay_inside_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let images = d.join("images");
+    image::RgbImage::from_pixel(64, 64, image::Rgb([9, 9, 9])).save(d.join("outside.png")).unwrap();
+    std::os::unix::fs::symlink(d.join("outside.png"), images.join("escape.png")).unwrap();
+    std::os::unix::fs::symlink(images.join("c2.png"), images.join("again.png")).unwrap();
+    std::os::unix::fs::symlink(&images, images.join("sub/loop")).unwrap();
+    let out = amfmn_in(
+        d,
+        &["index", "--checkpoint", "ckpt", "--images", "images", "--recursive", "--out", "i.st", "--device", "cpu"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("skipped 1 symbolic link(s) that lead outside"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("(first: escape.png)"), "{}", stderr(&out));
+    let index = Index::load(&d.join("i.st")).unwrap();
+    let names: Vec<&str> = index.info.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(names, ["again.png", "c0.png", "c1.png", "c2.png", "c3.png", "c4.png", "sub/c5.png"]);
+    assert_eq!(index.fv.get(0).sum(Kind::Float).double_value(&[]), index.fv.get(3).sum(Kind::Float).double_value(&[]));
+}
+
+#[test]
 fn closed_form_search_equals_the_model_scores() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());

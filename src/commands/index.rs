@@ -9,7 +9,7 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::fsutil::owned::Outputs;
 use crate::fsutil::sha256_file;
 use crate::report;
-use crate::search::index::{scan, update, Index, IndexInfo};
+use crate::search::index::{scan, update, Index, IndexInfo, Scan};
 use crate::table::Table;
 use crate::text::Vocabulary;
 
@@ -54,7 +54,14 @@ pub fn run(args: &IndexArgs) -> Result<()> {
         .with_context(|| format!("cannot find {}", checkpoint.model_path().display()))?;
     let root =
         std::fs::canonicalize(&args.images).with_context(|| format!("cannot open folder {}", args.images.display()))?;
-    let files = scan(&root, args.recursive)?;
+    let Scan { files, links_outside } = scan(&root, args.recursive)?;
+    if let Some(first) = links_outside.first() {
+        report::warn(format!(
+            "skipped {} symbolic link(s) that lead outside {} (first: {first}); copy those images into the folder to index them",
+            links_outside.len(),
+            root.display()
+        ));
+    }
     if files.is_empty() {
         bail!(
             "no .tif, .jpg or .png images in {}{}",

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::tensors::{self, TensorMap};
-use crate::data::image_file::load_rgb;
+use crate::data::image_file::{confined_path, load_rgb};
 use crate::data::transforms::Transform;
 use crate::fsutil::owned::Outputs;
 use crate::model::Model;
@@ -66,14 +66,35 @@ pub struct Index {
     pub gate: Option<Tensor>,
 }
 
-/// Image files under `root` (sorted, relative paths), with their size and modification time.
-pub fn scan(root: &Path, recursive: bool) -> Result<Vec<IndexedFile>> {
-    fn walk(root: &Path, dir: &Path, recursive: bool, out: &mut Vec<IndexedFile>) -> Result<()> {
+/// What [`scan`] found under a folder.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Image files (sorted, relative paths), with their size and modification time.
+    pub files: Vec<IndexedFile>,
+    /// Symbolic links under the folder that lead outside it (relative paths): never indexed.
+    pub links_outside: Vec<String>,
+}
+
+/// Image files under `root`. A symbolic link to a file is followed only when it stays inside
+/// `root`; links to folders are not followed (no loops).
+pub fn scan(root: &Path, recursive: bool) -> Result<Scan> {
+    fn walk(root: &Path, dir: &Path, recursive: bool, out: &mut Scan) -> Result<()> {
         let entries = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
         for entry in entries {
-            let entry = entry?;
-            let path = entry.path();
-            let meta = entry.metadata()?;
+            let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
+            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+            let mut meta =
+                std::fs::symlink_metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            if meta.file_type().is_symlink() {
+                if confined_path(root, &rel).is_err() {
+                    out.links_outside.push(rel);
+                    continue;
+                }
+                match std::fs::metadata(&path) {
+                    Ok(target) if target.is_file() => meta = target,
+                    _ => continue,
+                }
+            }
             if meta.is_dir() {
                 if recursive {
                     walk(root, &path, recursive, out)?;
@@ -89,15 +110,15 @@ pub fn scan(root: &Path, recursive: bool) -> Result<Vec<IndexedFile>> {
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_nanos() as u64);
-            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
-            out.push(IndexedFile { path: rel, size: meta.len(), modified_ns });
+            out.files.push(IndexedFile { path: rel, size: meta.len(), modified_ns });
         }
         Ok(())
     }
-    let mut files = Vec::new();
-    walk(root, root, recursive, &mut files)?;
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(files)
+    let mut found = Scan::default();
+    walk(root, root, recursive, &mut found)?;
+    found.files.sort_by(|a, b| a.path.cmp(&b.path));
+    found.links_outside.sort();
+    Ok(found)
 }
 
 impl Index {
