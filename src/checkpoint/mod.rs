@@ -219,11 +219,34 @@ impl Checkpoint {
     }
 
     /// Opens a `last` checkpoint to resume from, after finishing or undoing what a killed run
-    /// left in its fold folder (the caller holds the experiment's lock).
+    /// left in its fold folder (the caller holds the experiment's lock), and verifies its files.
+    /// A damaged set falls back to the previous complete one in `previous/`, with a warning.
     pub fn open_to_resume(path: &Path) -> Result<Checkpoint> {
         let sidecar = sidecar_path(path, CheckpointKind::Last);
-        recover_fold(sidecar.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
-        Checkpoint::open_as(path, CheckpointKind::Last)
+        let dir = sidecar.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        recover_fold(dir)?;
+        let damaged = match Checkpoint::open_as(path, CheckpointKind::Last)?.verified() {
+            Ok(checkpoint) => return Ok(checkpoint),
+            Err(damaged) => damaged,
+        };
+        let previous = dir.join(set::PREVIOUS).join(sidecar.file_name().unwrap_or_default());
+        let Ok(fallback) = Checkpoint::open_as(&previous, CheckpointKind::Last).and_then(Checkpoint::verified) else {
+            bail!("{damaged:#}; there is no complete earlier set ({}) to fall back to", previous.display());
+        };
+        crate::report::warn(format!(
+            "{damaged:#}; resuming from the previous complete set {} instead (epoch {}, batch {}: the steps after it \
+             are trained again)",
+            previous.display(),
+            fallback.info.epoch,
+            fallback.info.batch
+        ));
+        Ok(fallback)
+    }
+
+    /// The checkpoint, once every file of its set matches the hashes its sidecar records.
+    fn verified(self) -> Result<Checkpoint> {
+        set::verify(&self.dir, &self.info, &self.sidecar())?;
+        Ok(self)
     }
 
     /// The fold's `kind` checkpoint in `dir`, if one was written.

@@ -4,7 +4,9 @@
 //! 1. **stage**: every file of the new set is written under a staging name `.<file>.new` (each
 //!    written atomically and synced), then the staged sidecar `.<kind>.json.new`, which holds
 //!    the SHA-256 of every file. Writing the staged sidecar is the commit point.
-//! 2. **commit**: the staged files are renamed over the old ones, the sidecar last.
+//! 2. **commit**: the staged files are renamed over the old ones, the sidecar last. For `last`
+//!    (the set a run resumes from) the old files are first moved into `previous/`, so the
+//!    previous complete set stays on disk as a fallback.
 //! 3. **recover** (by the next run, under the experiment's lock): a staged sidecar whose files
 //!    all match their hashes is a committed set whose renames are finished (rolled forward);
 //!    staged files without a valid staged sidecar are an unfinished write and are removed, so
@@ -12,14 +14,19 @@
 //!
 //! A crash, a full disk or a second Ctrl-C at any point therefore leaves the previous complete
 //! set or the new complete set, and a set is verified against its hashes when it is read.
+//! Resuming from a `last` set that is damaged afterwards (a disk error, a user's copy) falls
+//! back to `previous/last.json` when that set is whole.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 
 use super::tensors::{parse_with_metadata, TensorMap};
 use super::{CheckpointInfo, CheckpointKind};
 use crate::fsutil::{remove_if_present, remove_stale_temporaries, sha256_file, sha256_hex};
+
+/// The sub-folder of a fold folder that holds the previous `last` set.
+pub const PREVIOUS: &str = "previous";
 
 /// The staging name of a file of a set.
 pub(super) fn staged(dir: &Path, name: &str) -> PathBuf {
@@ -35,21 +42,30 @@ fn data_files(info: &CheckpointInfo) -> Vec<(&str, Option<&str>)> {
     files
 }
 
-/// Renames the staged files of `info`'s set over the old ones, the sidecar last. A file whose
-/// staged copy is gone was renamed already.
+/// Renames the staged files of `info`'s set over the old ones, the sidecar last; for `last`, the
+/// old files go into `previous/` first. A file whose staged copy is gone was renamed already.
 pub(super) fn commit(dir: &Path, info: &CheckpointInfo) -> Result<()> {
     let sidecar = info.kind.sidecar_in(dir);
     let sidecar_name = sidecar.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let names = data_files(info).into_iter().map(|(name, _)| name.to_owned()).chain([sidecar_name]);
+    let previous = dir.join(PREVIOUS);
     for name in names {
         let from = staged(dir, &name);
-        if from.exists() {
-            std::fs::rename(&from, dir.join(&name))
-                .with_context(|| format!("cannot rename {} to {name}", from.display()))?;
+        if !from.exists() {
+            continue;
         }
+        let current = dir.join(&name);
+        if info.kind == CheckpointKind::Last && current.exists() {
+            std::fs::create_dir_all(&previous).with_context(|| format!("cannot create {}", previous.display()))?;
+            std::fs::rename(&current, previous.join(&name))
+                .with_context(|| format!("cannot move {} into {}", current.display(), previous.display()))?;
+        }
+        std::fs::rename(&from, &current).with_context(|| format!("cannot rename {} to {name}", from.display()))?;
     }
-    if let Ok(folder) = std::fs::File::open(dir) {
-        let _ = folder.sync_all();
+    for folder in [dir, previous.as_path()] {
+        if let Ok(handle) = std::fs::File::open(folder) {
+            let _ = handle.sync_all();
+        }
     }
     Ok(())
 }
@@ -92,14 +108,30 @@ pub(super) fn read_verified(dir: &Path, name: &str, hash: Option<&str>, sidecar:
     let path = dir.join(name);
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     if hash.is_some_and(|expected| sha256_hex(&bytes) != expected) {
-        bail!(
-            "{} is damaged: it does not match the SHA-256 that {} records (a run may be writing it; \
-             otherwise resume from another checkpoint or retrain)",
-            path.display(),
-            sidecar.display()
-        );
+        return Err(damaged(&path, sidecar));
     }
     Ok(parse_with_metadata(&bytes, &path)?.0)
+}
+
+/// Checks every file of the set `info` in `dir` against the hashes its sidecar records.
+pub(super) fn verify(dir: &Path, info: &CheckpointInfo, sidecar: &Path) -> Result<()> {
+    for (name, hash) in data_files(info) {
+        let path = dir.join(name);
+        let actual = sha256_file(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        if hash.is_some_and(|expected| actual != expected) {
+            return Err(damaged(&path, sidecar));
+        }
+    }
+    Ok(())
+}
+
+fn damaged(path: &Path, sidecar: &Path) -> anyhow::Error {
+    anyhow!(
+        "{} is damaged: it does not match the SHA-256 that {} records (a run may be writing it; \
+         otherwise resume from another checkpoint or retrain)",
+        path.display(),
+        sidecar.display()
+    )
 }
 
 #[cfg(test)]
@@ -187,6 +219,47 @@ mod tests {
         assert!(!recover(d, CheckpointKind::Best).unwrap());
         assert_eq!(names(d), ["best.json", "best.safetensors"]);
         assert_eq!(Checkpoint::open(d).unwrap().info.model_sha256, staged_info.model_sha256);
+    }
+
+    #[test]
+    fn resuming_from_a_damaged_last_falls_back_to_the_previous_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (options, first) = model(1);
+        let (_, second) = model(2);
+        let mut adam = crate::optim::Adam::new(first.trainable(), 1e-3);
+        let last = |epoch| CheckpointInfo { kind: CheckpointKind::Last, epoch, ..info(&options) };
+        Checkpoint::save(d, last(1), &first, Some(&adam)).unwrap();
+        assert!(!d.join(PREVIOUS).exists(), "nothing to keep yet");
+        adam = crate::optim::Adam::new(second.trainable(), 2e-3);
+        Checkpoint::save(d, last(2), &second, Some(&adam)).unwrap();
+        let kept = ["last.json", "last.optimizer.safetensors", "last.safetensors"];
+        assert_eq!(names(&d.join(PREVIOUS)), kept);
+        assert_eq!(Checkpoint::open_to_resume(d).unwrap().info.epoch, 2, "a whole set is used");
+
+        // Killed halfway through the commit: the staged set is rolled forward, the old one kept.
+        let staged_info = Checkpoint::stage(d, last(3), &first, Some(&adam)).unwrap();
+        std::fs::rename(d.join("last.safetensors"), d.join(PREVIOUS).join("last.safetensors")).unwrap();
+        assert_eq!(Checkpoint::open_to_resume(d).unwrap().info, staged_info);
+        assert_eq!(Checkpoint::open(&d.join(PREVIOUS).join("last.json")).unwrap().info.epoch, 2);
+
+        let mut bytes = std::fs::read(d.join("last.safetensors")).unwrap();
+        let end = bytes.len() - 1;
+        bytes[end] ^= 1;
+        std::fs::write(d.join("last.safetensors"), &bytes).unwrap();
+        let (resumed, reports) = crate::report::capture(|| Checkpoint::open_to_resume(d));
+        let resumed = resumed.unwrap();
+        assert_eq!((resumed.info.epoch, resumed.dir.clone()), (2, d.join(PREVIOUS)));
+        let (_, mut loaded) = model(5);
+        resumed.load_model(&mut loaded).unwrap();
+        assert!(loaded.state_dict().iter().all(|(k, v)| v.equal(&second.state_dict()[k])));
+        let warning = format!("{reports:?}");
+        assert!(warning.contains("last.safetensors is damaged"), "{warning}");
+        assert!(warning.contains("resuming from the previous complete set"), "{warning}");
+
+        std::fs::write(d.join(PREVIOUS).join("last.safetensors"), b"torn").unwrap();
+        let err = format!("{:#}", Checkpoint::open_to_resume(d).unwrap_err());
+        assert!(err.contains("is damaged") && err.contains("there is no complete earlier set"), "{err}");
     }
 
     #[test]
