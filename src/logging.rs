@@ -177,4 +177,47 @@ mod tests {
         assert!(block.starts_with("r1i:10.0 r5i:0.0 r10i:0.0 medri:0.0 meanri:0.0\n r1t:0.0"));
         assert!(block.ends_with(" sum:12.5\n ------\n"));
     }
+
+    /// The descriptor of this process that has `file` open.
+    fn descriptor_of(file: &Path) -> i32 {
+        let fds = std::fs::read_dir("/proc/self/fd").unwrap();
+        let fd = fds.filter_map(|e| e.ok()).find(|e| std::fs::read_link(e.path()).is_ok_and(|target| target == file));
+        fd.unwrap().file_name().to_string_lossy().parse().unwrap()
+    }
+
+    #[test]
+    fn a_disk_that_fills_up_mid_run_stops_tensorboard_with_one_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut board, reports) = report::capture(|| Board::new(dir.path()));
+        assert!(reports.is_empty(), "{reports:?}");
+        board.scalar("L", 1.0, 1);
+        board.flush();
+        let mut events = PathBuf::new();
+        let mut written = 0;
+        for _ in 0..200 {
+            if let Some(Ok(entry)) = std::fs::read_dir(dir.path()).unwrap().next() {
+                (events, written) = (entry.path(), entry.metadata().unwrap().len());
+                if written > 0 {
+                    break;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(written > 0, "the writer thread wrote the first events");
+        // The events file now sits on a full disk: every further write fails with ENOSPC.
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let fd = descriptor_of(&events);
+        assert_eq!(unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&full), fd) }, fd);
+        let ((), reports) = report::capture(|| {
+            for step in 2..200 {
+                board.scalar("L", step as f64, step);
+                board.flush();
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        });
+        let warnings = format!("{reports:?}");
+        assert_eq!(warnings.matches("TensorBoard logging stops here, training goes on").count(), 1, "{warnings}");
+        assert!(board.writer.is_none());
+        drop(board);
+    }
 }
