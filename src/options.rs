@@ -50,7 +50,8 @@ pub struct ModelOptions {
 /// Where the ImageNet ResNet-18 weights come from (`model.resnet_weights`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ResnetWeights {
-    /// `resnet18-f37072fd.pth` or `resnet18-5c106cde.pth` in torchvision's cache, if there.
+    /// `resnet18-f37072fd.pth` or `resnet18-5c106cde.pth` in torchvision's cache, downloaded
+    /// there when absent.
     #[default]
     Auto,
     /// Random initialisation, on purpose.
@@ -95,6 +96,10 @@ pub struct Seq2VecOptions {
     pub kind: Seq2VecType,
     pub dropout: f64,
     pub fixed_emb: bool,
+    /// amfmn: whether training starts from the skip-thoughts weights in `dir_st` (default);
+    /// `false` starts the text encoder from random weights.
+    #[serde(default = "default_true")]
+    pub pretrained: bool,
 }
 
 /// `model.seq2vec.arch`: only skip-thoughts exists in the original.
@@ -234,6 +239,10 @@ pub enum DeviceChoice {
     Auto,
     Cpu,
     Cuda(usize),
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_image_size() -> u32 {

@@ -54,7 +54,11 @@ fn test_averages_folds_and_saves_what_metrics_reads() {
     let out = amfmn_in(dir.path(), &["test", "--path_opt", "opt.yaml", "--device", "cpu", "--save-sims", "sims.npy"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let table = stdout(&out);
-    assert!(table.lines().next().unwrap().split_whitespace().eq(KEYS), "{table}");
+    let mut lines = table.lines();
+    let weights = "initial weights: a random ResNet-18 (model.resnet_weights: none), a random text encoder \
+                   (model.seq2vec.pretrained: false); not the paper's setup";
+    assert_eq!(lines.next(), Some(weights), "said once for both folds: {table}");
+    assert!(lines.next().unwrap().split_whitespace().eq(KEYS), "{table}");
     for label in ["0 ", "1 ", "average "] {
         assert!(table.lines().any(|l| l.starts_with(label)), "{label} in {table}");
     }

@@ -50,6 +50,8 @@ fn setup(dir: &Path) -> PathBuf {
         optimizer_file: None,
         model_sha256: None,
         optimizer_sha256: None,
+        initial_weights: None,
+        vocabulary: None,
     };
     let ckpt = dir.join("ckpt");
     Checkpoint::save(&ckpt, info, &model, None).unwrap();

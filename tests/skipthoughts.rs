@@ -32,7 +32,7 @@ fn check_format(table_format: &str, variants: &[&str]) {
     for variant in variants {
         let model = Model::new(&options(variant), words.len(), Device::Cpu, 0).unwrap();
         let seq2vec = &model.net.text_feature.seq2vec;
-        let loaded = skipthoughts::load(seq2vec, dir.path(), &words).unwrap().expect("all files present");
+        let loaded = skipthoughts::load(seq2vec, dir.path(), &words).unwrap();
         assert_eq!(loaded, skipthoughts::Loaded { unknown_words: 3, vocabulary: 7, dictionary: 11 }, "{variant}");
         let expected = read_safetensors(&dir.path().join(format!("expected_{variant}.safetensors"))).unwrap();
         let state = model.state_dict();
@@ -58,12 +58,15 @@ fn pickled_tables_of_the_original_release_load() {
 }
 
 #[test]
-fn missing_files_leave_the_weights_alone() {
+fn missing_files_are_named_and_leave_the_weights_alone() {
     let dir = tempfile::tempdir().unwrap();
     let model = Model::new(&options("BayesianUniSkip"), 3, Device::Cpu, 0).unwrap();
     let before = model.state_dict();
     let words = vec!["a".to_string(), "b".into(), "<unk>".into()];
-    assert_eq!(skipthoughts::load(&model.net.text_feature.seq2vec, dir.path(), &words).unwrap(), None);
+    std::fs::write(dir.path().join("dictionary.txt"), "a\nUNK\n").unwrap();
+    let err = format!("{:#}", skipthoughts::load(&model.net.text_feature.seq2vec, dir.path(), &words).unwrap_err());
+    assert!(err.contains("lacks utable.npy (the uni-skip word vectors, float32 [dictionary lines, 620]); uni_skip.npz (the uni-skip GRU: encoder_W [620, 4800]"), "{err}");
+    assert!(!err.contains("dictionary.txt (") && err.contains("model.seq2vec.pretrained: false"), "{err}");
     for (k, v) in model.state_dict() {
         assert!(v.equal(&before[&k]), "{k}");
     }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -234,6 +234,53 @@ fn torchvision_resnet_files_load() {
     let out = Command::new(common::python()).arg(script).arg(&legacy).arg(&converted).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(pretrained::load_resnet(&model, &converted).unwrap(), expected.len());
+}
+
+#[test]
+fn imagenet_weights_are_fetched_and_the_initial_weights_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let d = dir.path();
+    let out = train(d, &["--set", "model.seq2vec.pretrained=true", "--set", "model.seq2vec.dir_st=st"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("model.seq2vec.dir_st st lacks dictionary.txt (the skip-thoughts words"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!d.join("checkpoint/demo").exists(), "stopped before training");
+
+    let served = d.join("served");
+    std::fs::create_dir(&served).unwrap();
+    common::run_reference("resnet_files.py", &[served.to_str().unwrap()]);
+    let body = std::fs::read(served.join("resnet18-zip.pth")).unwrap();
+    let name = format!("resnet18-{}.pth", &amfmn::fsutil::sha256_hex(&body)[..8]);
+    let served_files =
+        HashMap::from([(format!("/models/{name}"), common::Served { declared_length: body.len(), body })]);
+    let url = format!("{}/models/{name}", common::serve(served_files));
+    let out = Command::new(env!("CARGO_BIN_EXE_amfmn"))
+        .current_dir(d)
+        .env("TORCH_HOME", d.join("torch"))
+        .env("AMFMN_RESNET18_URL", &url)
+        .args(["train", "--path_opt", "opt.yaml", "--device", "cpu", "--set", "optim.epochs=1"])
+        .args(["--set", "model.resnet_weights=auto"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cached = d.join("torch/hub/checkpoints").join(&name);
+    let text = stdout(&out);
+    assert!(text.contains(&format!("ImageNet ResNet-18 weights from {} (102 tensors)", cached.display())), "{text}");
+    let described = format!(
+        "initial weights: ImageNet ResNet-18 ({name}), a random text encoder (model.seq2vec.pretrained: false); \
+         not the paper's setup"
+    );
+    assert!(text.contains(&described), "{text}");
+    assert!(cached.is_file());
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("checkpoint/demo/0/best.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["initial_weights"], serde_json::json!({"imagenet": name, "skipthoughts": null}));
+    let out =
+        amfmn_in(d, &["test-single", "--path_opt", "opt.yaml", "--resume", "checkpoint/demo/0", "--device", "cpu"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with(&format!("{described}\n")), "{}", stdout(&out));
 }
 
 #[test]

@@ -87,6 +87,46 @@ pub struct CheckpointInfo {
     /// SHA-256 of the optimizer state.
     #[serde(default)]
     pub optimizer_sha256: Option<String>,
+    /// The pretrained weights training started from (absent in older sidecars: unknown).
+    #[serde(default)]
+    pub initial_weights: Option<InitialWeights>,
+    /// The vocabulary's words in id order (from 1), so that the checkpoint works without its
+    /// vocabulary file (absent in older sidecars).
+    #[serde(default)]
+    pub vocabulary: Option<Vec<String>>,
+}
+
+/// The pretrained weights a run started from, recorded in its checkpoints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InitialWeights {
+    /// The ImageNet ResNet-18 file's name; none for random weights (`model.resnet_weights: none`).
+    pub imagenet: Option<String>,
+    /// The skip-thoughts folder; none for random weights (`model.seq2vec.pretrained: false`).
+    pub skipthoughts: Option<String>,
+}
+
+impl InitialWeights {
+    /// [`InitialWeights::describe`] of a record that may be missing.
+    pub fn describe_recorded(record: Option<&InitialWeights>) -> String {
+        record.map_or_else(
+            || "initial weights: not recorded (a bare weights file or a checkpoint of an older amfmn)".to_owned(),
+            InitialWeights::describe,
+        )
+    }
+
+    /// One line saying what the weights started from, and whether that is the paper's setup.
+    pub fn describe(&self) -> String {
+        let cnn = match &self.imagenet {
+            Some(file) => format!("ImageNet ResNet-18 ({file})"),
+            None => "a random ResNet-18 (model.resnet_weights: none)".to_owned(),
+        };
+        let text = match &self.skipthoughts {
+            Some(dir) => format!("skip-thoughts ({dir})"),
+            None => "a random text encoder (model.seq2vec.pretrained: false)".to_owned(),
+        };
+        let setup = if self.imagenet.is_some() && self.skipthoughts.is_some() { "" } else { "; not the paper's setup" };
+        format!("initial weights: {cnn}, {text}{setup}")
+    }
 }
 
 /// A checkpoint on disk: its sidecar and folder.
@@ -317,6 +357,8 @@ pub struct TrainedModel {
     pub model: Model,
     /// Whether it was trained with keywords (`dataset.keywords`).
     pub keywords_trained: bool,
+    /// The pretrained weights its training started from, when recorded.
+    pub initial_weights: Option<InitialWeights>,
 }
 
 /// A model with the weights a path names: an amfmn checkpoint (its sidecar fixes the model
@@ -354,6 +396,7 @@ pub fn load_model(options: &Options, path: &Path, vocab: &Vocabulary, device: De
         Some(c) => c.load_model(&mut model)?,
         None => load_weights(&mut model, path)?,
     }
-    let keywords_trained = checkpoint.map_or(options.dataset.keywords, |c| c.info.options.dataset.keywords);
-    Ok(TrainedModel { model, keywords_trained })
+    let keywords_trained = checkpoint.as_ref().map_or(options.dataset.keywords, |c| c.info.options.dataset.keywords);
+    let initial_weights = checkpoint.and_then(|c| c.info.initial_weights);
+    Ok(TrainedModel { model, keywords_trained, initial_weights })
 }

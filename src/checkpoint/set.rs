@@ -170,6 +170,8 @@ mod tests {
             optimizer_file: None,
             model_sha256: None,
             optimizer_sha256: None,
+            initial_weights: None,
+            vocabulary: None,
         }
     }
 

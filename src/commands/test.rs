@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use super::{OptionArgs, RuntimeArgs};
-use crate::checkpoint::{self, experiment_dir, fold_dir, CheckpointKind};
+use crate::checkpoint::{self, experiment_dir, fold_dir, CheckpointKind, InitialWeights};
 use crate::data::CaptionSet;
 use crate::eval::{self, Metrics, METRICS};
 use crate::fsutil::owned::Outputs;
@@ -98,6 +98,8 @@ struct Evaluation<'a> {
     asked: &'a [Mode],
     /// `--save-sims`: the outputs the score files are written as.
     sims: Option<Outputs>,
+    /// What the evaluated checkpoints' weights started from (each description once).
+    initial_weights: Vec<String>,
 }
 
 impl<'a> Evaluation<'a> {
@@ -115,7 +117,7 @@ impl<'a> Evaluation<'a> {
         };
         let vocab = Vocabulary::load(&options.dataset.vocab_path)?;
         let set = eval::load_test_set(options, &vocab)?;
-        Ok(Evaluation { options, vocab, set, asked: &args.modes, sims })
+        Ok(Evaluation { options, vocab, set, asked: &args.modes, sims, initial_weights: Vec::new() })
     }
 
     /// Scores the test split with the model of `checkpoint` in each mode; saves the matrices to
@@ -124,6 +126,10 @@ impl<'a> Evaluation<'a> {
         let options = self.options;
         let device = crate::device::resolve(options.device)?;
         let trained = checkpoint::load_model(options, checkpoint, &self.vocab, device)?;
+        let described = InitialWeights::describe_recorded(trained.initial_weights.as_ref());
+        if !self.initial_weights.contains(&described) {
+            self.initial_weights.push(described);
+        }
         let model = trained.model;
         let modes = modes_for(self.asked, trained.keywords_trained);
         if modes.iter().any(|&m| m != Mode::Sentence) && self.set.keywords.is_none() {
@@ -158,6 +164,9 @@ impl<'a> Evaluation<'a> {
         if args.json {
             println!("{json}");
         } else {
+            for line in &self.initial_weights {
+                println!("{line}");
+            }
             print!("{}", results_table(rows));
             let set = &self.set;
             println!(

@@ -293,6 +293,18 @@ pub enum Encoder {
     BiSkip(GruWeights, GruWeights),
 }
 
+impl Encoder {
+    /// The `seq2vec.type` this encoder is.
+    pub fn kind(&self) -> Seq2VecType {
+        match self {
+            Encoder::BayesianUniSkip(_) => Seq2VecType::BayesianUniSkip,
+            Encoder::UniSkip(_) => Seq2VecType::UniSkip,
+            Encoder::DropUniSkip(_) => Seq2VecType::DropUniSkip,
+            Encoder::BiSkip(..) => Seq2VecType::BiSkip,
+        }
+    }
+}
+
 /// `text_feature.seq2vec`: word embedding plus a skip-thoughts encoder.
 #[derive(Debug)]
 pub struct Seq2Vec {

@@ -10,6 +10,7 @@ use tch::Tensor;
 
 use super::seq2vec::{Encoder, GruWeights, Seq2Vec, SENTENCE_DIM, WORD_DIM};
 use crate::npy::{self, Array};
+use crate::options::Seq2VecType;
 
 /// What [`load`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,21 +22,55 @@ pub struct Loaded {
 }
 
 /// The three files a variant needs, in `dir`.
-pub fn files(dir: &Path, encoder: &Encoder) -> [PathBuf; 3] {
-    let (table, skip) = match encoder {
-        Encoder::BiSkip(..) => ("btable.npy", "bi_skip.npz"),
+pub fn files(dir: &Path, kind: Seq2VecType) -> [PathBuf; 3] {
+    let (table, skip) = match kind {
+        Seq2VecType::BiSkip => ("btable.npy", "bi_skip.npz"),
         _ => ("utable.npy", "uni_skip.npz"),
     };
     [dir.join("dictionary.txt"), dir.join(table), dir.join(skip)]
 }
 
-/// Loads the pretrained embedding and GRU into `seq2vec` for the vocabulary `words` (id order,
-/// ids from 1). Returns `None` without touching the weights when a file is missing.
-pub fn load(seq2vec: &Seq2Vec, dir: &Path, words: &[String]) -> Result<Option<Loaded>> {
-    let [dictionary_path, table_path, skip_path] = files(dir, &seq2vec.encoder);
-    if ![&dictionary_path, &table_path, &skip_path].iter().all(|p| p.is_file()) {
-        return Ok(None);
+/// What a file of [`files`] holds and its shape, for messages.
+pub fn describe(file: &Path) -> &'static str {
+    match file.file_name().and_then(|n| n.to_str()).unwrap_or_default() {
+        "dictionary.txt" => "the skip-thoughts words, one per line, its line numbers index the table",
+        "utable.npy" => "the uni-skip word vectors, float32 [dictionary lines, 620]",
+        "btable.npy" => "the bi-skip word vectors, float32 [dictionary lines, 620]",
+        "uni_skip.npz" => {
+            "the uni-skip GRU: encoder_W [620, 4800], encoder_U [2400, 4800], encoder_b [4800], \
+             encoder_Wx [620, 2400], encoder_Ux [2400, 2400], encoder_bx [2400]"
+        }
+        _ => {
+            "the bi-skip GRUs: encoder_* (forward) and encoder_r_* (backward), W [620, 2400], U [1200, 2400], \
+             b [2400], Wx [620, 1200], Ux [1200, 1200], bx [1200]"
+        }
     }
+}
+
+/// Fails, naming each missing file with what it holds, unless `dir` has the files of `kind`.
+pub fn require(dir: &Path, kind: Seq2VecType) -> Result<()> {
+    let missing: Vec<String> = files(dir, kind)
+        .iter()
+        .filter(|p| !p.is_file())
+        .map(|p| format!("{} ({})", p.file_name().unwrap_or_default().to_string_lossy(), describe(p)))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "model.seq2vec.dir_st {} lacks {}; put the original's skip-thoughts files there (its README's seq2vec \
+             download), or set model.seq2vec.pretrained: false to train the text encoder from random weights",
+            dir.display(),
+            missing.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// Loads the pretrained embedding and GRU into `seq2vec` for the vocabulary `words` (id order,
+/// ids from 1); a missing file is an error naming it ([`require`]).
+pub fn load(seq2vec: &Seq2Vec, dir: &Path, words: &[String]) -> Result<Loaded> {
+    let kind = seq2vec.encoder.kind();
+    require(dir, kind)?;
+    let [dictionary_path, table_path, skip_path] = files(dir, kind);
     let text = std::fs::read_to_string(&dictionary_path)
         .with_context(|| format!("cannot read {} as UTF-8 text", dictionary_path.display()))?;
     let dictionary: HashMap<&str, usize> = text.lines().enumerate().map(|(i, w)| (w.trim(), i)).collect();
@@ -87,7 +122,7 @@ pub fn load(seq2vec: &Seq2Vec, dir: &Path, words: &[String]) -> Result<Option<Lo
         }
         Ok(())
     })?;
-    Ok(Some(Loaded { unknown_words, vocabulary: words.len(), dictionary: dictionary.len() }))
+    Ok(Loaded { unknown_words, vocabulary: words.len(), dictionary: dictionary.len() })
 }
 
 /// Theano GRU arrays (`W` = input weights of [r|z], `U` hidden ones, `Wx`/`Ux` of the candidate)

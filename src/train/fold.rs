@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 
 use super::table::EpochRow;
 use super::{FoldEnd, FoldResult, Trainer};
-use crate::checkpoint::{board_dir, fold_dir, pretrained, recover_fold, Checkpoint, CheckpointInfo, CheckpointKind};
+use crate::checkpoint::{
+    board_dir, fold_dir, pretrained, recover_fold, Checkpoint, CheckpointInfo, CheckpointKind, InitialWeights,
+};
 use crate::data::{CaptionSet, FoldSplit, Loader, LoaderConfig, Transform};
 use crate::eval::{self, Metrics};
 use crate::logging::{score_block, Board, TextLog};
@@ -50,6 +52,8 @@ pub(super) struct Fold {
     pub board: Board,
     /// Seed of the fold's data order and dropout masks.
     pub data_seed: u64,
+    /// The pretrained weights the fold started from (unknown when resumed from an older checkpoint).
+    pub initial_weights: Option<InitialWeights>,
 }
 
 /// The retrieval modes validated: the last one selects the best epoch.
@@ -89,12 +93,12 @@ impl Trainer<'_> {
         let init_seed = rng::derive(seed, &[rng::tag::INIT, index as u64]);
         let mut model = Model::new(options, self.vocab.len(), self.device, init_seed)?;
         let mut adam = Adam::new(model.trainable(), options.optim.lr);
-        let position = match resume {
-            Some(checkpoint) => resume_position(checkpoint, &dir, &mut model, &mut adam, index)?,
-            None => {
-                self.load_pretrained(&model, index)?;
-                Position::default()
-            }
+        let (position, initial_weights) = match resume {
+            Some(checkpoint) => (
+                resume_position(checkpoint, &dir, &mut model, &mut adam, index)?,
+                checkpoint.info.initial_weights.clone(),
+            ),
+            None => (Position::default(), Some(self.load_pretrained(&model, index)?)),
         };
         if index == 0 || resume.is_some() {
             report::info(format!("model has {} parameters", model.num_parameters()));
@@ -120,7 +124,7 @@ impl Trainer<'_> {
             val_set.num_images(),
             dir.display()
         ));
-        Ok(Fold { index, model, adam, position, dir, loader, val_set, prior, log, board, data_seed })
+        Ok(Fold { index, model, adam, position, dir, loader, val_set, prior, log, board, data_seed, initial_weights })
     }
 
     /// One epoch: train, then (every `eval_step` epochs) validate and keep the best, save
@@ -214,61 +218,51 @@ impl Trainer<'_> {
             optimizer_file: None,
             model_sha256: None,
             optimizer_sha256: None,
+            initial_weights: fold.initial_weights.clone(),
+            vocabulary: Some(self.vocab.words().to_vec()),
         };
         let optimizer = (kind == CheckpointKind::Last).then_some(&fold.adam);
         Checkpoint::save(&fold.dir, info, &fold.model, optimizer)
     }
 
-    /// ImageNet ResNet-18 and skip-thoughts weights when available; one warning each otherwise
-    /// (reported for the first fold only).
-    fn load_pretrained(&self, model: &Model, index: usize) -> Result<()> {
+    /// The ImageNet ResNet-18 and skip-thoughts weights the options ask for (reported for the
+    /// first fold only); returns what was loaded, for the checkpoints.
+    fn load_pretrained(&self, model: &Model, index: usize) -> Result<InitialWeights> {
         let announce = index == 0;
-        let dir_st = &self.options.model.seq2vec.dir_st;
-        let seq2vec = &model.net.text_feature.seq2vec;
-        match skipthoughts::load(seq2vec, dir_st, self.vocab.words())? {
-            Some(loaded) if announce => report::info(format!(
-                "skip-thoughts weights from {}: {} of {} words in its dictionary",
-                dir_st.display(),
-                loaded.vocabulary - loaded.unknown_words,
-                loaded.vocabulary
-            )),
-            None if announce => {
-                let names: Vec<String> = skipthoughts::files(dir_st, &seq2vec.encoder)
-                    .iter()
-                    .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
-                    .collect();
-                report::warn(format!(
-                    "no skip-thoughts files in {} ({}); the text encoder starts from random weights",
+        let seq2vec_options = &self.options.model.seq2vec;
+        let skipthoughts = if seq2vec_options.pretrained {
+            let dir_st = &seq2vec_options.dir_st;
+            let loaded = skipthoughts::load(&model.net.text_feature.seq2vec, dir_st, self.vocab.words())?;
+            if announce {
+                report::info(format!(
+                    "skip-thoughts weights from {}: {} of {} words in its dictionary",
                     dir_st.display(),
-                    names.join(", ")
+                    loaded.vocabulary - loaded.unknown_words,
+                    loaded.vocabulary
                 ));
             }
-            _ => {}
+            Some(dir_st.display().to_string())
+        } else {
+            None
+        };
+        let imagenet = load_imagenet_weights(model, &self.options.model.resnet_weights, announce)?;
+        let initial = InitialWeights { imagenet, skipthoughts };
+        if announce {
+            report::info(initial.describe());
         }
-        load_imagenet_weights(model, &self.options.model.resnet_weights, announce)
+        Ok(initial)
     }
 }
 
-/// The ImageNet ResNet-18 weights of `setting`, when the file exists.
-fn load_imagenet_weights(model: &Model, setting: &ResnetWeights, announce: bool) -> Result<()> {
-    match pretrained::resolve(setting) {
-        Some(path) if path.is_file() => {
-            let n = pretrained::load_resnet(model, &path)?;
-            if announce {
-                report::info(format!("ImageNet ResNet-18 weights from {} ({n} tensors)", path.display()));
-            }
-        }
-        Some(path) if announce => report::warn(format!(
-            "model.resnet_weights {} does not exist; the CNN starts from random weights",
-            path.display()
-        )),
-        None if announce && *setting == ResnetWeights::Auto => report::warn(
-            "no ImageNet ResNet-18 weights in torchvision's cache (~/.cache/torch/hub/checkpoints/resnet18-*.pth); \
-             the CNN starts from random weights (set model.resnet_weights to a file, or to none to silence this)",
-        ),
-        _ => {}
+/// The ImageNet ResNet-18 weights of `setting` (fetched into torchvision's cache for `auto`);
+/// returns the file's name, none for random weights.
+fn load_imagenet_weights(model: &Model, setting: &ResnetWeights, announce: bool) -> Result<Option<String>> {
+    let Some(path) = pretrained::resolve(setting)? else { return Ok(None) };
+    let n = pretrained::load_resnet(model, &path)?;
+    if announce {
+        report::info(format!("ImageNet ResNet-18 weights from {} ({n} tensors)", path.display()));
     }
-    Ok(())
+    Ok(Some(path.file_name().unwrap_or_default().to_string_lossy().into_owned()))
 }
 
 /// Restores the model, optimizer and position of `checkpoint` (the fold's best so far from its

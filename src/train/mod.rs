@@ -72,14 +72,17 @@ pub fn run(options: &Options, resume: Option<&Path>, existing: Existing, interru
     let device = crate::device::resolve(options.device)?;
     crate::device::set_threads(options.threads);
     let _lock = Lock::acquire(&experiment_lock(options), &experiment_dir(options).display().to_string())?;
-    let vocab = Vocabulary::load(&options.dataset.vocab_path)?;
-    let data = Arc::new(load_training_split(options, &vocab)?);
-    FoldSplit::check(data.num_images(), &options.dataset.data_path.join("train_filename.txt"))?;
     let resume = match (resume, &options.optim.resume) {
         (Some(path), _) => Some(Checkpoint::open_to_resume(path)?),
         (None, Resume::From(path)) => Some(Checkpoint::open_to_resume(path)?),
         (None, Resume::No) => None,
     };
+    if resume.as_ref().is_none_or(|c| c.info.fold + 1 < options.k_fold.nums) {
+        require_pretrained(options)?;
+    }
+    let vocab = Vocabulary::load(&options.dataset.vocab_path)?;
+    let data = Arc::new(load_training_split(options, &vocab)?);
+    FoldSplit::check(data.num_images(), &options.dataset.data_path.join("train_filename.txt"))?;
     if resume.is_none() {
         start_afresh(options, existing)?;
     }
@@ -107,6 +110,18 @@ pub fn run(options: &Options, resume: Option<&Path>, existing: Existing, interru
         }
     }
     Ok(Outcome::Finished(results))
+}
+
+/// Checks, before any training, that the pretrained weights the options ask for are there: the
+/// skip-thoughts files, and the ImageNet ResNet-18 file (downloaded into torchvision's cache
+/// for `auto`).
+fn require_pretrained(options: &Options) -> Result<()> {
+    let seq2vec = &options.model.seq2vec;
+    if seq2vec.pretrained {
+        crate::model::skipthoughts::require(&seq2vec.dir_st, seq2vec.kind)?;
+    }
+    crate::checkpoint::pretrained::resolve(&options.model.resnet_weights)?;
+    Ok(())
 }
 
 /// Makes room for a run that starts from scratch: no checkpoints of an earlier run are in its

@@ -41,3 +41,43 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// One file served by [`serve`]: its body, and the length the response declares (more than the
+/// body for a download that breaks off).
+pub struct Served {
+    pub body: Vec<u8>,
+    pub declared_length: usize,
+}
+
+/// A loopback HTTP/1.1 server for the tests, serving `files` by path (404 for any other path)
+/// until the test process ends; returns its base URL (`http://127.0.0.1:PORT`).
+pub fn serve(files: std::collections::HashMap<String, Served>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or_default();
+            let mut stream = stream;
+            let _ = match files.get(path) {
+                Some(file) => write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    file.declared_length
+                )
+                .and_then(|()| stream.write_all(&file.body)),
+                None => stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            };
+        }
+    });
+    base
+}
