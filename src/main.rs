@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use amfmn::commands::{index, inspect, metrics, prepare, retrieve, synth, test, train, vocab};
+use amfmn::commands::{check_weights, index, inspect, metrics, prepare, retrieve, synth, test, train, vocab};
 use clap::{Parser, Subcommand};
 
 /// AMFMN cross-modal remote-sensing image-text retrieval (Yuan et al., TGRS 2021).
@@ -35,6 +35,8 @@ enum Command {
     Retrieve(retrieve::RetrieveArgs),
     /// Write the precomp layout from a release JSON (dataset_RSITMD.json, dataset_rsicd.json).
     Prepare(prepare::PrepareArgs),
+    /// Validate a skip-thoughts folder (model.seq2vec.dir_st) without training.
+    CheckWeights(check_weights::CheckWeightsArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Index(args) => index::run(args),
         Command::Retrieve(args) => retrieve::run(args),
         Command::Prepare(args) => prepare::run(args),
+        Command::CheckWeights(args) => check_weights::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -71,3 +71,61 @@ fn missing_files_are_named_and_leave_the_weights_alone() {
         assert!(v.equal(&before[&k]), "{k}");
     }
 }
+
+#[test]
+fn check_weights_validates_a_set_without_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let words: Vec<String> = ["red", "house", "lake", "boat", "<unk>"].iter().map(|w| w.to_string()).collect();
+    std::fs::write(d.join("words.txt"), words.join("\n")).unwrap();
+    std::fs::create_dir(d.join("st")).unwrap();
+    common::run_reference(
+        "skipthoughts_files.py",
+        &[d.join("st").to_str().unwrap(), d.join("words.txt").to_str().unwrap(), "numeric"],
+    );
+    let vocab = amfmn::text::Vocabulary::from_words(words).unwrap();
+    let mut outputs = amfmn::fsutil::owned::Outputs::new(d, "vocab", false).unwrap();
+    vocab.save(&mut outputs, &d.join("v.json")).unwrap();
+    outputs.finish().unwrap();
+
+    let out = common::amfmn_in(d, &["check-weights", "--dir_st", "st", "--vocab", "v.json"]);
+    let text = common::stdout(&out);
+    assert!(out.status.success(), "{text}{}", common::stderr(&out));
+    let row = |name: &str| {
+        text.lines().find(|l| l.starts_with(name)).unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    assert_eq!(row("dictionary lines"), "dictionary lines = utable.npy rows 12 = 12 ok", "{text}");
+    assert_eq!(row("utable.npy row width"), "utable.npy row width 620 values ok", "{text}");
+    assert_eq!(row("uni_skip.npz: encoder_U"), "uni_skip.npz: encoder_U [2400, 4800] ok", "{text}");
+    assert_eq!(
+        row("vocabulary coverage"),
+        "vocabulary coverage 3 of 5 words (60.0%); the others take the UNK row ok",
+        "{text}"
+    );
+    assert!(text.ends_with("st is a complete BayesianUniSkip set\n"), "{text}");
+
+    let out = common::amfmn_in(d, &["check-weights", "--dir_st", "st", "--type", "BiSkip"]);
+    let text = common::stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches(" ok\n").count(), 5 + 12, "three files, rows, width, twelve arrays: {text}");
+
+    let dictionary = std::fs::read_to_string(d.join("st/dictionary.txt")).unwrap();
+    std::fs::write(d.join("st/dictionary.txt"), dictionary.lines().skip(1).collect::<Vec<_>>().join("\n")).unwrap();
+    std::fs::remove_file(d.join("st/bi_skip.npz")).unwrap();
+    let out = common::amfmn_in(d, &["check-weights", "--dir_st", "st"]);
+    assert!(!out.status.success());
+    let text = common::stdout(&out);
+    let row = |name: &str| {
+        text.lines().find(|l| l.starts_with(name)).unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    assert_eq!(
+        row("dictionary lines"),
+        "dictionary lines = utable.npy rows 11 dictionary lines, but the table's shape is [12, 620] FAILED"
+    );
+    assert_eq!(common::stderr(&out).trim(), "error: st: 1 of 11 checks failed (see the table above)");
+    let out = common::amfmn_in(d, &["check-weights", "--dir_st", "st", "--type", "BiSkip"]);
+    assert!(!out.status.success());
+    let text = common::stdout(&out);
+    let missing = text.lines().find(|l| l.starts_with("bi_skip.npz")).unwrap_or_default();
+    assert!(missing.contains("missing: the bi-skip GRUs") && missing.ends_with("FAILED"), "{text}");
+}

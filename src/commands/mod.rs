@@ -1,5 +1,6 @@
 //! The subcommands of the `amfmn` binary; `main.rs` parses the command line and calls these.
 
+pub mod check_weights;
 pub mod index;
 pub mod inspect;
 pub mod metrics;

@@ -65,6 +65,117 @@ pub fn require(dir: &Path, kind: Seq2VecType) -> Result<()> {
     Ok(())
 }
 
+/// The arrays of a variant's `.npz` file with their shapes (Theano layout).
+pub fn expected_parameters(kind: Seq2VecType) -> Vec<(String, Vec<usize>)> {
+    let w = WORD_DIM as usize;
+    let gru = |prefix: &str, h: usize| {
+        [
+            ("W", vec![w, 2 * h]),
+            ("U", vec![h, 2 * h]),
+            ("b", vec![2 * h]),
+            ("Wx", vec![w, h]),
+            ("Ux", vec![h, h]),
+            ("bx", vec![h]),
+        ]
+        .map(|(name, shape)| (format!("{prefix}{name}"), shape))
+    };
+    let h = SENTENCE_DIM as usize;
+    match kind {
+        Seq2VecType::BiSkip => gru("encoder_", h / 2).into_iter().chain(gru("encoder_r_", h / 2)).collect(),
+        _ => gru("encoder_", h).to_vec(),
+    }
+}
+
+/// One line of [`check`]'s report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked (a file, a shape, the coverage of a vocabulary).
+    pub what: String,
+    /// What was found.
+    pub found: String,
+    pub ok: bool,
+}
+
+/// Validates a downloaded skip-thoughts set without training: the files of `kind` present,
+/// the dictionary's lines = the table's rows, the table's width, every parameter's shape, and
+/// (given a vocabulary) how many of its words the dictionary has.
+pub fn check(dir: &Path, kind: Seq2VecType, words: Option<&[String]>) -> Vec<Check> {
+    let [dictionary_path, table_path, skip_path] = files(dir, kind);
+    let mut checks: Vec<Check> = [&dictionary_path, &table_path, &skip_path]
+        .iter()
+        .map(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            match std::fs::metadata(p) {
+                Ok(m) if m.is_file() => Check { what: name, found: format!("{} bytes", m.len()), ok: true },
+                _ => Check { what: name, found: format!("missing: {}", describe(p)), ok: false },
+            }
+        })
+        .collect();
+    if checks.iter().any(|c| !c.ok) {
+        return checks;
+    }
+    let outcome = |what: &str, result: Result<String>| match result {
+        Ok(found) => Check { what: what.to_owned(), found, ok: true },
+        Err(e) => Check { what: what.to_owned(), found: crate::fsutil::one_line(&format!("{e:#}")), ok: false },
+    };
+    let dictionary = std::fs::read_to_string(&dictionary_path)
+        .with_context(|| format!("cannot read {} as UTF-8 text", dictionary_path.display()));
+    let table_name = table_path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    checks.push(outcome(
+        &format!("dictionary lines = {table_name} rows"),
+        (|| {
+            let lines = dictionary.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?.lines().count();
+            let shape = npy::shape(&table_path)?;
+            match shape.first() {
+                Some(&rows) if rows == lines => Ok(format!("{lines} = {rows}")),
+                _ => bail!("{lines} dictionary lines, but the table's shape is {shape:?}"),
+            }
+        })(),
+    ));
+    checks.push(outcome(
+        &format!("{table_name} row width"),
+        (|| {
+            let row = npy::read_rows(&table_path, &[0])?;
+            match row.row_len() == WORD_DIM as usize {
+                true => Ok(format!("{WORD_DIM} values")),
+                false => bail!("{} values, expected {WORD_DIM}", row.row_len()),
+            }
+        })(),
+    ));
+    checks.extend(parameter_checks(&skip_path, kind));
+    if let (Some(words), Ok(text)) = (words, &dictionary) {
+        let known: std::collections::HashSet<&str> = text.lines().map(str::trim).collect();
+        let covered = words.iter().filter(|w| known.contains(w.as_str())).count();
+        let found = format!(
+            "{covered} of {} words ({:.1}%); the others take the UNK row",
+            words.len(),
+            100.0 * covered as f64 / words.len().max(1) as f64
+        );
+        checks.push(Check { what: "vocabulary coverage".into(), found, ok: known.contains("UNK") });
+    }
+    checks
+}
+
+/// One check per parameter array of `kind` in the `.npz` file.
+fn parameter_checks(skip_path: &Path, kind: Seq2VecType) -> Vec<Check> {
+    let name = skip_path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let params = match npy::read_npz(skip_path) {
+        Ok(params) => params,
+        Err(e) => return vec![Check { what: name, found: crate::fsutil::one_line(&format!("{e:#}")), ok: false }],
+    };
+    expected_parameters(kind)
+        .into_iter()
+        .map(|(array, shape)| {
+            let what = format!("{name}: {array}");
+            match params.get(&array) {
+                Some(a) if a.shape == shape => Check { what, found: format!("{shape:?}"), ok: true },
+                Some(a) => Check { what, found: format!("shape {:?}, expected {shape:?}", a.shape), ok: false },
+                None => Check { what, found: format!("missing, expected {shape:?}"), ok: false },
+            }
+        })
+        .collect()
+}
+
 /// Loads the pretrained embedding and GRU into `seq2vec` for the vocabulary `words` (id order,
 /// ids from 1); a missing file is an error naming it ([`require`]).
 pub fn load(seq2vec: &Seq2Vec, dir: &Path, words: &[String]) -> Result<Loaded> {

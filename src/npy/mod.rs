@@ -166,6 +166,14 @@ fn read_array(reader: &mut impl Read, limit: u64) -> Result<Array> {
     Ok(Array { shape: header.shape, data })
 }
 
+/// The shape an `.npy` file's header declares (numeric or object arrays), without reading its data.
+pub fn shape(path: &Path) -> Result<Vec<usize>> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let header = read_header(&mut std::io::BufReader::new(file))
+        .with_context(|| format!("{}: not a readable .npy file", path.display()))?;
+    Ok(header.shape)
+}
+
 /// Reads the rows `rows` (in that order) of a table in an `.npy` file, e.g. the words of a
 /// vocabulary from skip-thoughts' `utable.npy`: `[rows.len(), columns...]`. Numeric C-order
 /// tables are read row by row; the original release's pickled object arrays (one vector per
