@@ -18,6 +18,7 @@ pub mod model;
 pub mod npy;
 pub mod optim;
 pub mod options;
+pub mod pickle;
 pub mod report;
 pub mod rng;
 pub mod score;

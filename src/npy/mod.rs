@@ -7,7 +7,7 @@
 //! pickled by Python 2) without loading the rest, and convert float64 members of `.npz` archives
 //! read through the `zip` crate.
 
-mod pickle;
+mod object_array;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Seek, SeekFrom};
@@ -188,7 +188,7 @@ pub fn read_rows(path: &Path, rows: &[usize]) -> Result<Array> {
     let header = read_header(&mut reader).with_context(|| format!("{}: not a readable .npy file", path.display()))?;
     if header.dtype == Dtype::Object {
         let keep: BTreeSet<usize> = rows.iter().copied().collect();
-        let table = pickle::read_object_rows(&mut reader, &keep)
+        let table = object_array::read_object_rows(&mut reader, &keep)
             .with_context(|| format!("{}: cannot read its pickled rows", path.display()))?;
         let mut data = Vec::new();
         for &r in rows {
