@@ -252,3 +252,53 @@ fn folds_of_different_settings_and_other_vocabularies_give_clear_results() {
     assert!(stderr(&out).contains("was trained with another vocabulary"), "{}", stderr(&out));
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
 }
+
+#[test]
+fn pytorch_files_of_the_original_code_evaluate_natively() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    trained(d, 1);
+    let options = amfmn::options::Options::load(&d.join("opt.yaml"), &[]).unwrap();
+    std::fs::write(d.join("opt.json"), serde_json::to_string(&options).unwrap()).unwrap();
+    let vocab = amfmn::text::Vocabulary::load(&d.join("v.json")).unwrap();
+    std::fs::create_dir(d.join("pth")).unwrap();
+    let best = d.join("checkpoint/demo/0/best.safetensors");
+    let (size, vocab_size) = (options.dataset.image_size.to_string(), vocab.len().to_string());
+    let args = [best.to_str().unwrap(), "opt.json", "pth", &vocab_size, "soft_att", "BayesianUniSkip", "512", &size];
+    let out = std::process::Command::new(common::python())
+        .current_dir(d)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/torch_save.py"))
+        .args(args)
+        .env("PYTHONPATH", Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let expected = amfmn::checkpoint::read_safetensors(&best).unwrap();
+    for name in ["original_zip.pth.tar", "original_legacy.pth.tar", "state_zip.pth", "state_legacy.pth"] {
+        let file = amfmn::checkpoint::pytorch::read(&d.join("pth").join(name)).unwrap();
+        assert_eq!(file.tensors.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "{name}");
+        for (key, tensor) in &expected {
+            assert!(file.tensors[key].equal(tensor), "{name}: {key} differs");
+        }
+        if name.starts_with("original") {
+            assert_eq!((file.epoch, file.best_rsum, file.eiters), (Some(3), Some(123.25), Some(77)), "{name}");
+            assert_eq!(file.options.unwrap(), serde_json::to_value(&options).unwrap(), "{name}");
+        }
+    }
+
+    let sims = |resume: &str, out: &str| {
+        let args = ["test-single", "--path_opt", "opt.yaml", "--resume", resume, "--save-sims", out, "--device", "cpu"];
+        let run = amfmn_in(d, &args);
+        assert!(run.status.success(), "{resume}: {}", stderr(&run));
+        std::fs::read(d.join(out)).unwrap()
+    };
+    let reference = sims("checkpoint/demo/0", "amfmn.npy");
+    assert_eq!(sims("pth/original_legacy.pth.tar", "legacy.npy"), reference, "the same score matrix");
+    assert_eq!(sims("pth/state_zip.pth", "zip.npy"), reference, "the same score matrix");
+
+    let run = amfmn_in(d, &["test-single", "--path_opt", "opt.yaml", "--resume", "pth/evil.pth", "--device", "cpu"]);
+    assert!(!run.status.success());
+    assert!(stderr(&run).contains("it calls posix.system"), "{}", stderr(&run));
+    assert!(!d.join("owned.txt").exists());
+}

@@ -19,8 +19,21 @@ use amfmn::rng::below;
 use rand_chacha::ChaCha8Rng;
 
 /// The readers, each with a valid seed file and how to read one.
-const READERS: [&str; 11] =
-    ["npy", "npy-rows", "pickle", "npz", "safetensors", "index", "vocab", "options", "precomp", "release", "image"];
+const READERS: [&str; 13] = [
+    "npy",
+    "npy-rows",
+    "pickle",
+    "npz",
+    "safetensors",
+    "index",
+    "vocab",
+    "options",
+    "precomp",
+    "release",
+    "image",
+    "pth-zip",
+    "pth-legacy",
+];
 
 /// Extra address space a reader may take above what the process holds when it starts.
 const MEMORY_HEADROOM: u64 = 3 << 30;
@@ -105,6 +118,12 @@ fn seed(reader: &str, dir: &Path) -> PathBuf {
                 let _ = std::fs::remove_file(dir.join(big));
             }
             dir.join("utable.npy")
+        }
+        "pth-zip" | "pth-legacy" => {
+            common::run_reference("torch_small.py", &[dir.to_str().unwrap()]);
+            let other = if reader == "pth-zip" { "small_legacy.pth" } else { "small_zip.pth" };
+            std::fs::remove_file(dir.join(other)).unwrap();
+            dir.join(if reader == "pth-zip" { "small_zip.pth" } else { "small_legacy.pth" })
         }
         "npz" => {
             let path = dir.join("p.npz");
@@ -230,6 +249,7 @@ fn read(reader: &str, path: &Path) -> Result<(), String> {
             amfmn::data::release::read_precomp_text(path, layout).map(drop)
         }
         "image" => amfmn::data::image_file::load_rgb(path).map(drop),
+        "pth-zip" | "pth-legacy" => amfmn::checkpoint::pytorch::read(path).map(drop),
         other => panic!("unknown reader {other}"),
     };
     result.map_err(|e| format!("{e:#}"))

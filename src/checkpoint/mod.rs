@@ -7,6 +7,7 @@
 //! renamed.
 
 pub mod pretrained;
+pub mod pytorch;
 pub mod set;
 pub mod tensors;
 
@@ -346,9 +347,10 @@ fn stage_tensors(dir: &Path, name: &str, tensors: &TensorMap) -> Result<String> 
     write_safetensors(&set::staged(dir, name), tensors)
 }
 
-/// Copies the weights of a safetensors file into `model` (every key, every shape).
+/// Copies the weights of a weights file into `model` (every key, every shape): safetensors, or
+/// a `torch.save` file of the original code (its `model` state dict) or of a bare state dict.
 fn load_weights(model: &mut Model, path: &Path) -> Result<()> {
-    let tensors = read_safetensors(path)?;
+    let tensors = if pytorch::is_pytorch_file(path) { pytorch::read(path)?.tensors } else { read_safetensors(path)? };
     model.load_state_dict(&tensors).with_context(|| format!("cannot load {}", path.display()))
 }
 

@@ -1,12 +1,11 @@
-//! ImageNet ResNet-18 weights for `extract_feature.resnet` (`model.resnet_weights`): a
-//! torchvision checkpoint (`resnet18-f37072fd.pth`, the zip format libtorch reads) or a
-//! safetensors file. The legacy `resnet18-5c106cde.pth` (pre-1.6 format) is converted once with
-//! `exec/pth_to_safetensors.py`.
+//! ImageNet ResNet-18 weights for `extract_feature.resnet` (`model.resnet_weights`):
+//! torchvision's file (`resnet18-f37072fd.pth`, or the legacy-format `resnet18-5c106cde.pth`),
+//! read natively ([`super::pytorch`]), or a safetensors file; `auto` fetches torchvision's file
+//! into its cache like torchvision does.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -135,27 +134,13 @@ fn download(url: &str, file: &mut std::fs::File) -> Result<String> {
     Ok(crate::fsutil::hex(&hasher.finalize()))
 }
 
-/// Reads a ResNet-18 state dict (torchvision keys: `conv1.weight`, `layer1.0.bn1.running_mean`, ...).
+/// Reads a ResNet-18 state dict (torchvision keys: `conv1.weight`, `layer1.0.bn1.running_mean`,
+/// ...) from a `torch.save` file of either format, or a safetensors file.
 pub fn read_state_dict(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     if path.extension().is_some_and(|e| e == "safetensors") {
         return read_safetensors(path);
     }
-    let mut magic = [0u8; 2];
-    std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if &magic != b"PK" {
-        bail!(
-            "{} is in PyTorch's legacy (pre-1.6) format, which libtorch cannot read; convert it once with \
-             `$AMFMN_PYTHON exec/pth_to_safetensors.py {} {}` and set model.resnet_weights to the new file",
-            path.display(),
-            path.display(),
-            path.with_extension("safetensors").display()
-        );
-    }
-    let tensors =
-        Tensor::loadz_multi(path).with_context(|| format!("cannot read the PyTorch checkpoint {}", path.display()))?;
-    Ok(tensors.into_iter().collect())
+    Ok(super::pytorch::read(path)?.tensors)
 }
 
 /// Copies ResNet-18 weights into the model; returns how many tensors were set. Every
