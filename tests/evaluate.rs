@@ -297,6 +297,14 @@ fn pytorch_files_of_the_original_code_evaluate_natively() {
     assert_eq!(sims("pth/original_legacy.pth.tar", "legacy.npy"), reference, "the same score matrix");
     assert_eq!(sims("pth/state_zip.pth", "zip.npy"), reference, "the same score matrix");
 
+    std::fs::create_dir_all(d.join("checkpoint/original/0")).unwrap();
+    std::fs::copy(d.join("pth/original_zip.pth.tar"), d.join("checkpoint/original/0/AMFMN_best.pth.tar")).unwrap();
+    let args = ["test", "--path_opt", "opt.yaml", "--set", "k_fold.experiment_name=original", "--device", "cpu"];
+    let run = amfmn_in(d, &[&args[..], &["--save-sims", "k.npy"]].concat());
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stdout(&run).starts_with("initial weights: not recorded"), "{}", stdout(&run));
+    assert_eq!(std::fs::read(d.join("k.fold0.npy")).unwrap(), reference, "test reads the original's fold folders");
+
     let run = amfmn_in(d, &["test-single", "--path_opt", "opt.yaml", "--resume", "pth/evil.pth", "--device", "cpu"]);
     assert!(!run.status.success());
     assert!(stderr(&run).contains("it calls posix.system"), "{}", stderr(&run));

@@ -191,6 +191,20 @@ pub fn move_experiment_aside(options: &Options) -> Result<Vec<PathBuf>> {
     Ok(moved)
 }
 
+/// The original code's best checkpoint in a fold folder, `<model name>_best.pth.tar` (its
+/// `test.py` reads that file).
+pub fn original_best(dir: &Path, options: &Options) -> PathBuf {
+    dir.join(format!("{}_best.pth.tar", options.model.name_str()))
+}
+
+/// The checkpoint a fold folder holds for evaluation: amfmn's `best.json`, else the original
+/// code's `<model name>_best.pth.tar`.
+pub fn best_in_fold(dir: &Path, options: &Options) -> Option<PathBuf> {
+    let sidecar = CheckpointKind::Best.sidecar_in(dir);
+    let original = original_best(dir, options);
+    [sidecar, original].into_iter().find(|p| p.is_file())
+}
+
 /// The sidecar a path given by a user names: a fold folder means its `folder_means` checkpoint,
 /// a `.json` file is the sidecar itself, any other file (`best.safetensors`) the `.json` beside it.
 pub fn sidecar_path(path: &Path, folder_means: CheckpointKind) -> PathBuf {
@@ -364,9 +378,13 @@ pub struct TrainedModel {
 }
 
 /// A model with the weights a path names: an amfmn checkpoint (its sidecar fixes the model
-/// options; a fold folder means its `best`) or bare safetensors weights without a sidecar (the
-/// model options of `options`).
+/// options; a fold folder means its `best`, or the original code's `<name>_best.pth.tar`), or
+/// bare weights without a sidecar (safetensors or `torch.save`; the model options of `options`).
 pub fn load_model(options: &Options, path: &Path, vocab: &Vocabulary, device: Device) -> Result<TrainedModel> {
+    let path = &match best_in_fold(path, options) {
+        Some(file) if path.is_dir() => file,
+        _ => path.to_owned(),
+    };
     let sidecar = sidecar_path(path, CheckpointKind::Best);
     let has_sidecar = path.is_dir() || sidecar.as_path() == path || sidecar.is_file();
     let checkpoint = if has_sidecar { Some(Checkpoint::open(path)?) } else { None };

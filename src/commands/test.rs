@@ -232,19 +232,20 @@ fn fold_file(path: &Path, fold: usize) -> PathBuf {
 /// `amfmn test`: every fold's best checkpoint on the test split, then the average.
 pub fn run_test(args: &TestArgs) -> Result<()> {
     let options = args.eval.options()?;
-    let checkpoints: Vec<PathBuf> =
-        (0..options.k_fold.nums).map(|k| CheckpointKind::Best.sidecar_in(&fold_dir(&options, k))).collect();
-    let missing: Vec<String> = checkpoints
+    let found: Vec<Option<PathBuf>> =
+        (0..options.k_fold.nums).map(|k| checkpoint::best_in_fold(&fold_dir(&options, k), &options)).collect();
+    let missing: Vec<String> = found
         .iter()
         .enumerate()
-        .filter(|(_, p)| !p.is_file())
-        .map(|(k, p)| format!("fold {k} ({})", p.display()))
+        .filter(|(_, p)| p.is_none())
+        .map(|(k, _)| format!("fold {k} ({})", CheckpointKind::Best.sidecar_in(&fold_dir(&options, k)).display()))
         .collect();
+    let checkpoints: Vec<PathBuf> = found.into_iter().flatten().collect();
     if !missing.is_empty() {
         bail!(
             "no best checkpoint for {} of {} folds: {}; train them with `amfmn train --path_opt {}`",
             missing.len(),
-            checkpoints.len(),
+            options.k_fold.nums,
             missing.join(", "),
             args.eval.options.path_opt.display()
         );
