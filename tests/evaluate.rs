@@ -309,4 +309,12 @@ fn pytorch_files_of_the_original_code_evaluate_natively() {
     assert!(!run.status.success());
     assert!(stderr(&run).contains("it calls posix.system"), "{}", stderr(&run));
     assert!(!d.join("owned.txt").exists());
+
+    std::fs::rename(d.join("v.json"), d.join("moved.json")).unwrap();
+    let args = ["test-single", "--path_opt", "opt.yaml", "--resume", "checkpoint/demo/0", "--save-sims", "carried.npy"];
+    let run = amfmn_in(d, &[&args[..], &["--device", "cpu"]].concat());
+    assert!(run.status.success(), "{}", stderr(&run));
+    let said = "v.json does not exist: using the vocabulary checkpoint/demo/0/best.json carries";
+    assert!(stderr(&run).contains(said), "{}", stderr(&run));
+    assert_eq!(std::fs::read(d.join("carried.npy")).unwrap(), reference);
 }

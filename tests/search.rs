@@ -51,7 +51,7 @@ fn setup(dir: &Path) -> PathBuf {
         model_sha256: None,
         optimizer_sha256: None,
         initial_weights: None,
-        vocabulary: None,
+        vocabulary: Some(vocab.words().to_vec()),
     };
     let ckpt = dir.join("ckpt");
     Checkpoint::save(&ckpt, info, &model, None).unwrap();
@@ -137,6 +137,35 @@ fn index_follows_only_links_that_stay_inside_the_folder() {
     let names: Vec<&str> = index.info.files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(names, ["again.png", "c0.png", "c1.png", "c2.png", "c3.png", "c4.png", "sub/c5.png"]);
     assert_eq!(index.fv.get(0).sum(Kind::Float).double_value(&[]), index.fv.get(3).sum(Kind::Float).double_value(&[]));
+}
+
+#[test]
+fn a_checkpoint_carries_its_vocabulary_to_any_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    std::fs::remove_file(d.join("v.json")).unwrap();
+    let elsewhere = d.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let (ckpt, images) = (d.join("ckpt"), d.join("images"));
+    let args = ["index", "--checkpoint", ckpt.to_str().unwrap(), "--images", images.to_str().unwrap()];
+    let out = amfmn_in(&elsewhere, &[&args[..], &["--out", "i.st", "--device", "cpu"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = amfmn_in(&elsewhere, &["retrieve", "--index", "i.st", "--query", "two white houses", "--json"]);
+    let found = json(&out);
+    assert_eq!(found["results"].as_array().map(Vec::len), Some(5), "{found}");
+
+    let sidecar = ckpt.join("best.json");
+    let mut info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&sidecar).unwrap()).unwrap();
+    info["vocabulary"] = serde_json::Value::Null;
+    std::fs::write(&sidecar, info.to_string()).unwrap();
+    let out = amfmn_in(&elsewhere, &[&args[..], &["--out", "j.st", "--device", "cpu"]].concat());
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot find the checkpoint's vocabulary v.json (an older amfmn's checkpoint"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -318,10 +347,10 @@ fn index_and_page_outputs_never_replace_a_users_file() {
     assert!(forced.status.success(), "{}", stderr(&forced));
     assert!(amfmn_in(d, &page).status.success(), "its own page is replaced");
 
-    // The vocabulary changed under the index (same words, another order).
+    // The vocabulary file changed (same words, another order): the checkpoint carries its own.
     let words = ["white", "two", "houses", "baseball", "field", "red", "boat", "port", "<unk>"];
     let swapped = Vocabulary::from_words(words.iter().map(|w| w.to_string()).collect()).unwrap();
     std::fs::write(d.join("v.json"), swapped.to_json()).unwrap();
     let out = amfmn_in(d, &["retrieve", "--index", "i.st", "--query", "red boat"]);
-    assert!(stderr(&out).contains("v.json changed since i.st was made; re-run amfmn index"), "{}", stderr(&out));
+    assert!(out.status.success(), "{}", stderr(&out));
 }

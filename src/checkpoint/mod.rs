@@ -326,6 +326,22 @@ impl Checkpoint {
         model.load_state_dict(&tensors).with_context(|| format!("cannot load {}", self.model_path().display()))
     }
 
+    /// The vocabulary the checkpoint was trained with: the one its sidecar carries, else (a
+    /// checkpoint of an older amfmn) the file it names.
+    pub fn vocabulary(&self) -> Result<Vocabulary> {
+        match &self.info.vocabulary {
+            Some(words) => Vocabulary::from_words(words.clone())
+                .with_context(|| format!("{}: its vocabulary is not valid", self.sidecar().display())),
+            None => Vocabulary::load(&self.info.vocab_path).with_context(|| {
+                format!(
+                    "cannot find the checkpoint's vocabulary {} (an older amfmn's checkpoint names its file instead of \
+                     carrying it: run from the folder it was trained in)",
+                    self.info.vocab_path.display()
+                )
+            }),
+        }
+    }
+
     /// The sidecar's path.
     pub fn sidecar(&self) -> PathBuf {
         self.info.kind.sidecar_in(&self.dir)

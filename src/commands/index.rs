@@ -11,7 +11,6 @@ use crate::fsutil::sha256_file;
 use crate::report;
 use crate::search::index::{scan, update, Index, IndexInfo, Scan};
 use crate::table::Table;
-use crate::text::Vocabulary;
 
 /// Arguments of `amfmn index`.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,9 +68,8 @@ pub fn run(args: &IndexArgs) -> Result<()> {
             if args.recursive { "" } else { " (add --recursive for sub-folders)" }
         );
     }
-    let vocab_path = std::fs::canonicalize(&options.dataset.vocab_path)
-        .with_context(|| format!("cannot find the checkpoint's vocabulary {}", options.dataset.vocab_path.display()))?;
-    let vocab = Vocabulary::load(&vocab_path)?;
+    let vocab = checkpoint.vocabulary()?;
+    let vocab_path = checkpoint.info.vocab_path.clone();
     let info = IndexInfo {
         root,
         files: Vec::new(),

@@ -14,7 +14,6 @@ use crate::search::html::{write_page, Hit};
 use crate::search::index::{encode_images, Index};
 use crate::search::{top_k, Query, Searcher};
 use crate::table::Table;
-use crate::text::Vocabulary;
 
 /// Arguments of `amfmn retrieve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -64,9 +63,9 @@ pub fn run(args: &RetrieveArgs) -> Result<()> {
     let mut options = checkpoint.info.options.clone();
     args.runtime.apply_to_checkpoint(&mut options);
     crate::device::set_threads(options.threads);
-    let vocab = Vocabulary::load(&info.vocab_path)?;
+    let vocab = checkpoint.vocabulary()?;
     if info.vocab_sha256.as_ref().is_some_and(|h| *h != vocab.sha256()) {
-        bail!("{} changed since {} was made; re-run amfmn index", info.vocab_path.display(), args.index.display());
+        bail!("the checkpoint's vocabulary changed since {} was made; re-run amfmn index", args.index.display());
     }
     let device = crate::device::resolve(options.device)?;
     let model = checkpoint::load_model(&options, &info.checkpoint, &vocab, device)?.model;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use super::{OptionArgs, RuntimeArgs};
-use crate::checkpoint::{self, experiment_dir, fold_dir, CheckpointKind, InitialWeights};
+use crate::checkpoint::{self, experiment_dir, fold_dir, Checkpoint, CheckpointKind, InitialWeights};
 use crate::data::CaptionSet;
 use crate::eval::{self, Metrics, METRICS};
 use crate::fsutil::owned::Outputs;
@@ -103,8 +103,14 @@ struct Evaluation<'a> {
 }
 
 impl<'a> Evaluation<'a> {
-    /// Loads the vocabulary and the test split; with `--save-sims`, checks `sims_files` first.
-    fn new(options: &'a Options, args: &'a EvalArgs, sims_files: &[PathBuf]) -> Result<Evaluation<'a>> {
+    /// Loads the vocabulary (see [`vocabulary`]) and the test split; with `--save-sims`, checks
+    /// `sims_files` first.
+    fn new(
+        options: &'a Options,
+        args: &'a EvalArgs,
+        sims_files: &[PathBuf],
+        checkpoint: &Path,
+    ) -> Result<Evaluation<'a>> {
         let sims = match &args.save_sims {
             Some(path) => {
                 let mut outputs = Outputs::for_file(path, "scores", args.force)?;
@@ -115,7 +121,7 @@ impl<'a> Evaluation<'a> {
             }
             None => None,
         };
-        let vocab = Vocabulary::load(&options.dataset.vocab_path)?;
+        let vocab = vocabulary(options, checkpoint)?;
         let set = eval::load_test_set(options, &vocab)?;
         Ok(Evaluation { options, vocab, set, asked: &args.modes, sims, initial_weights: Vec::new() })
     }
@@ -178,6 +184,23 @@ impl<'a> Evaluation<'a> {
         }
         Ok(())
     }
+}
+
+/// The vocabulary of the option file; when that file is absent, the one `checkpoint` carries.
+fn vocabulary(options: &Options, checkpoint: &Path) -> Result<Vocabulary> {
+    let path = &options.dataset.vocab_path;
+    if !path.exists() {
+        let sidecar = checkpoint::sidecar_path(checkpoint, CheckpointKind::Best);
+        if let Some(c) = Checkpoint::open(&sidecar).ok().filter(|c| c.info.vocabulary.is_some()) {
+            crate::report::warn(format!(
+                "{} does not exist: using the vocabulary {} carries",
+                path.display(),
+                sidecar.display()
+            ));
+            return c.vocabulary();
+        }
+    }
+    Vocabulary::load(path)
 }
 
 /// One result as JSON: the metrics object, or `{mode: metrics}` for several modes.
@@ -254,7 +277,7 @@ pub fn run_test(args: &TestArgs) -> Result<()> {
         Some(path) => (0..checkpoints.len()).map(|k| fold_file(path, k)).collect(),
         None => Vec::new(),
     };
-    let mut evaluation = Evaluation::new(&options, &args.eval, &sims)?;
+    let mut evaluation = Evaluation::new(&options, &args.eval, &sims, &checkpoints[0])?;
     let mut folds = Vec::new();
     for (k, checkpoint) in checkpoints.iter().enumerate() {
         let label = format!("testing fold {k}");
@@ -277,7 +300,7 @@ pub fn run_test(args: &TestArgs) -> Result<()> {
 pub fn run_test_single(args: &TestSingleArgs) -> Result<()> {
     let options = args.eval.options()?;
     let sims: Vec<PathBuf> = args.eval.save_sims.iter().cloned().collect();
-    let mut evaluation = Evaluation::new(&options, &args.eval, &sims)?;
+    let mut evaluation = Evaluation::new(&options, &args.eval, &sims, &args.resume)?;
     let results = evaluation.checkpoint(&args.resume, args.eval.save_sims.as_deref(), "testing")?;
     let sidecar = checkpoint::sidecar_path(&args.resume, CheckpointKind::Best);
     let out = sidecar.with_extension("test.json");
