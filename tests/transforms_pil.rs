@@ -1,6 +1,7 @@
 //! Image decoding and transforms against PIL + torchvision (run in the project's Python
 //! environment): bilinear resize, nearest rotation and the composed train/eval transforms must
-//! be bit-identical on PNG and TIFF inputs; JPEG decoders may differ by a few levels.
+//! be bit-identical on PNG, TIFF and JPEG inputs (baseline and progressive, 4:4:4, 4:2:2 and
+//! 4:2:0, grayscale, EXIF-rotated).
 
 mod common;
 
@@ -119,15 +120,47 @@ fn train_and_eval_transforms_equal_torchvision() {
 }
 
 #[test]
-fn jpeg_decoding_is_close_to_pil() {
+fn jpeg_decoding_is_bit_identical_to_pil() {
     let dir = tempfile::tempdir().unwrap();
-    let path = save(dir.path(), "in.jpg", &test_image(256, 256, 5), ImageFormat::Jpeg);
+    let sources = [
+        save(dir.path(), "a.png", &test_image(256, 256, 5), ImageFormat::Png),
+        save(dir.path(), "b.png", &test_image(97, 61, 8), ImageFormat::Png),
+    ];
+    let mut variants = Vec::new();
+    for source in &sources {
+        for (subsampling, progressive, mode, orientation) in [
+            (2, 0, "RGB", 0),
+            (1, 0, "RGB", 0),
+            (0, 0, "RGB", 0),
+            (2, 1, "RGB", 0),
+            (0, 1, "RGB", 0),
+            (2, 0, "L", 0),
+            (2, 1, "L", 0),
+            (2, 0, "RGB", 6),
+        ] {
+            variants.push([
+                source.to_str().unwrap().to_owned(),
+                "87".into(),
+                subsampling.to_string(),
+                progressive.to_string(),
+                mode.to_owned(),
+                orientation.to_string(),
+            ]);
+        }
+    }
     let mut jobs = Jobs::new(dir.path());
-    jobs.add(&["decode", path.to_str().unwrap()]);
-    let want = jobs.run().remove(0);
-    let got = load_rgb(&path).unwrap();
-    let diffs: Vec<i32> = got.as_raw().iter().zip(&want).map(|(&a, &b)| (a as i32 - b as i32).abs()).collect();
-    let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
-    let max = *diffs.iter().max().unwrap();
-    assert!(mean < 0.5 && max <= 4, "JPEG decode vs PIL: mean |diff| {mean}, max {max}");
+    let files: Vec<usize> =
+        variants.iter().map(|v| jobs.add(&["jpeg", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]])).collect();
+    let decoded: Vec<usize> = files
+        .iter()
+        .map(|&i| {
+            let file = dir.path().join(format!("ref{i}.bin"));
+            jobs.add(&["decode", file.to_str().unwrap()])
+        })
+        .collect();
+    let outputs = jobs.run();
+    for ((variant, file), want) in variants.iter().zip(&files).zip(&decoded) {
+        let got = load_rgb(&dir.path().join(format!("ref{file}.bin"))).unwrap();
+        assert!(got.as_raw() == &outputs[*want], "{variant:?}: the decoded pixels differ from PIL's");
+    }
 }

@@ -1,6 +1,8 @@
 //! Reading image files (TIFF, JPEG, PNG) as 8-bit RGB, like PIL's `Image.open(p).convert('RGB')`
 //! for 8-bit images: gray is replicated, alpha dropped, palettes expanded. 16-bit images are
-//! scaled to 8 bits (PIL would clip them at 255).
+//! scaled to 8 bits (PIL would clip them at 255). JPEG goes through libjpeg-turbo's decoder
+//! (the `mozjpeg` crate builds it from source), the library PIL uses, with PIL's settings (the
+//! accurate integer IDCT, fancy upsampling, no EXIF rotation), so pixels equal PIL's bit for bit.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -24,8 +26,13 @@ const MAX_DECODED_BYTES: u64 = 3 << 30;
 /// Decodes an in-memory image file into RGB. Strict: a truncated file is an error, never a
 /// partly grey image (the JPEG decoder would fill in what is missing; PIL refuses it too).
 pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
-    if bytes.starts_with(&[0xFF, 0xD8]) && !jpeg_is_complete(bytes) {
-        anyhow::bail!("the JPEG data ends before its end-of-image marker (a truncated file)");
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        if !jpeg_is_complete(bytes) {
+            anyhow::bail!("the JPEG data ends before its end-of-image marker (a truncated file)");
+        }
+        if let Some(rgb) = decode_jpeg(bytes)? {
+            return Ok(rgb);
+        }
     }
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
     let mut limits = image::Limits::default();
@@ -38,6 +45,37 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.to_rgb8(),
     })
+}
+
+/// Decodes JPEG data with libjpeg-turbo into RGB (grayscale replicated, as libjpeg and PIL do);
+/// `None` for CMYK and YCCK files, which libjpeg cannot convert to RGB (the caller's general
+/// decoder takes them). libjpeg's fatal errors unwind and are caught here.
+fn decode_jpeg(bytes: &[u8]) -> Result<Option<RgbImage>> {
+    let decoded = std::panic::catch_unwind(|| -> std::io::Result<Option<RgbImage>> {
+        let decompress = mozjpeg::Decompress::new_mem(bytes)?;
+        if matches!(decompress.color_space(), mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK) {
+            return Ok(None);
+        }
+        let (width, height) = decompress.size();
+        let too_large = width as u64 > MAX_SIDE as u64
+            || height as u64 > MAX_SIDE as u64
+            || (width as u64 * height as u64 * 3) > MAX_DECODED_BYTES;
+        if too_large {
+            return Err(std::io::Error::other(format!("{width}x{height} pixels, more than amfmn decodes")));
+        }
+        let mut started = decompress.rgb()?;
+        let pixels: Vec<u8> = started.read_scanlines::<u8>()?;
+        started.finish()?;
+        let image = RgbImage::from_raw(width as u32, height as u32, pixels);
+        image.map(Some).ok_or_else(|| std::io::Error::other("the JPEG data ends before its last row"))
+    });
+    match decoded {
+        Ok(result) => Ok(result?),
+        Err(payload) => {
+            let message = payload.downcast_ref::<String>().cloned().unwrap_or_else(|| "libjpeg failed".to_owned());
+            anyhow::bail!("{message}")
+        }
+    }
 }
 
 /// Whether JPEG data has its end-of-image marker after the start of its last scan (inside a

@@ -9,13 +9,19 @@ Usage: pil_transforms.py JOBS  where each line of the file JOBS is one operation
                                                 float32 3xCxC: Resize((R, R)), rotate by ANGLE,
                                                 crop CxC at (TOP, LEFT), ToTensor, Normalize
   eval IN S OUT               float32 3xSxS: Resize((S, S)), ToTensor, Normalize
+  jpeg IN QUALITY SUBSAMPLING PROGRESSIVE MODE ORIENTATION OUT
+                              a JPEG file written by PIL from IN: SUBSAMPLING 0 (4:4:4), 1 (4:2:2)
+                              or 2 (4:2:0), PROGRESSIVE 0/1, MODE RGB or L, ORIENTATION an EXIF
+                              orientation tag (0: none)
 """
 import sys
 
 import numpy as np
 import torchvision.transforms as T
 import torchvision.transforms.functional as F
-from PIL import Image
+from PIL import Image, ImageFile
+
+ImageFile.MAXBLOCK = 1 << 24  # room for progressive JPEGs in one block
 
 NORMALIZE = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -47,6 +53,14 @@ def run(op, args):
     elif op == "eval":
         s = int(args[1])
         save_f32(NORMALIZE(F.to_tensor(T.Resize((s, s))(rgb(args[0])))), args[2])
+    elif op == "jpeg":
+        quality, subsampling, progressive, mode, orientation = args[1:6]
+        exif = Image.Exif()
+        if int(orientation):
+            exif[0x0112] = int(orientation)
+        rgb(args[0]).convert(mode).save(
+            args[6], "JPEG", quality=int(quality), subsampling=int(subsampling),
+            progressive=bool(int(progressive)), exif=exif.tobytes())
     else:
         sys.exit(f"unknown operation {op}")
 
