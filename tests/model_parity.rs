@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use amfmn::checkpoint::{read_safetensors, write_safetensors};
+use amfmn::data::loader::pad_captions;
 use amfmn::loss::{contrastive_loss, dynamic_margins, Margin};
 use amfmn::model::Model;
 use amfmn::options::Options;
@@ -61,15 +62,35 @@ fn prior() -> Tensor {
 /// Dynamic-margin settings (gamma, beta) with margins above the largest score gap (2).
 const DYNAMIC: (f64, f64) = (2.5, 5.0);
 
+/// Inputs with blank captions: 4 images, captions of 3 and 2 tokens and two blank ones, padded
+/// by amfmn's collate ([`pad_captions`]).
+fn inputs_with_blanks() -> (Tensor, Tensor, Tensor) {
+    let (images, _, _) = inputs();
+    let rows: [&[i64]; 4] = [&[3, 9, 4], &[], &[5, 2], &[]];
+    let (ids, lengths) = pad_captions(&rows);
+    (images, ids, lengths)
+}
+
 /// Runs both implementations; returns the maximum differences (scores, loss, gradients).
 fn compare(att_type: &str, seq2vec: &str, max_violation: bool, dynamic: bool) -> (f64, f64, f64) {
+    compare_on(att_type, seq2vec, max_violation, dynamic, inputs)
+}
+
+/// [`compare`] on the inputs `make` returns.
+fn compare_on(
+    att_type: &str,
+    seq2vec: &str,
+    max_violation: bool,
+    dynamic: bool,
+    make: fn() -> (Tensor, Tensor, Tensor),
+) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let opts = options(att_type, seq2vec);
     let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let model = Model::new(&opts, VOCAB as usize, Device::Cpu, 3).unwrap();
     let weights = dir.path().join("weights.safetensors");
     write_safetensors(&weights, &model.state_dict()).unwrap();
-    let (images, ids, lengths) = inputs();
+    let (images, ids, lengths) = make();
     drop(guard);
     let mut input_map = BTreeMap::new();
     input_map.insert("images".to_string(), images.shallow_clone());
@@ -160,6 +181,15 @@ fn similarity_attention_matches_the_reference() {
 fn dynamic_margin_matches_the_reference() {
     check("soft_att", "BayesianUniSkip", false, true);
     check("similarity_att", "BayesianUniSkip", true, true);
+}
+
+#[test]
+fn blank_captions_are_encoded_like_the_original() {
+    for seq2vec in ["BayesianUniSkip", "UniSkip"] {
+        let (s, l, g) = compare_on("soft_att", seq2vec, false, false, inputs_with_blanks);
+        eprintln!("{seq2vec} with blank captions: |Δscore| {s:.2e}, |Δloss| {l:.2e}, |Δgrad| {g:.2e}");
+        assert!(s < 1e-4 && l < 1e-4 && g < 1e-3, "{seq2vec}: {s} {l} {g}");
+    }
 }
 
 #[test]

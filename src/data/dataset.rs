@@ -16,7 +16,7 @@ pub struct CaptionSet {
     pub image_names: Vec<String>,
     /// Full paths of the images.
     pub image_paths: Vec<PathBuf>,
-    /// Token ids per caption (never empty: a blank caption is one `<unk>`).
+    /// Token ids per caption (empty for a blank caption, see [`super::loader::pad_captions`]).
     pub captions: Vec<Vec<i64>>,
     /// The caption lines themselves (for the dynamic margin's prior similarity).
     pub texts: Vec<String>,

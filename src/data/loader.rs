@@ -153,14 +153,16 @@ impl Loader {
     }
 }
 
-/// Pads token-id lists into `[B, L]` (zeros after each caption) and their lengths `[B]`.
+/// Pads token-id lists into `[B, L]` (zeros after each caption) and their lengths `[B]`. A
+/// blank caption is a row of padding whose length is the batch's `L`, as in the original: its
+/// collate gives it length 0, and `_select_last` then takes index -1, the batch's last step.
 pub fn pad_captions(captions: &[&[i64]]) -> (Tensor, Tensor) {
     let longest = captions.iter().map(|c| c.len()).max().unwrap_or(0).max(1);
     let mut ids = vec![0i64; captions.len() * longest];
     for (row, caption) in ids.chunks_exact_mut(longest).zip(captions) {
         row[..caption.len()].copy_from_slice(caption);
     }
-    let lengths: Vec<i64> = captions.iter().map(|c| c.len().max(1) as i64).collect();
+    let lengths: Vec<i64> = captions.iter().map(|c| if c.is_empty() { longest } else { c.len() } as i64).collect();
     (Tensor::from_slice(&ids).view([captions.len() as i64, longest as i64]), Tensor::from_slice(&lengths))
 }
 
@@ -364,9 +366,11 @@ mod tests {
 
     #[test]
     fn padding_and_lengths() {
-        let (ids, lengths) = pad_captions(&[&[3, 4, 5], &[7]]);
-        assert_eq!(ids.size(), [2, 3]);
-        assert_eq!(Vec::<i64>::try_from(ids.view([-1])).unwrap(), [3, 4, 5, 7, 0, 0]);
-        assert_eq!(Vec::<i64>::try_from(lengths).unwrap(), [3, 1]);
+        let (ids, lengths) = pad_captions(&[&[3, 4, 5], &[7], &[]]);
+        assert_eq!(ids.size(), [3, 3]);
+        assert_eq!(Vec::<i64>::try_from(ids.view([-1])).unwrap(), [3, 4, 5, 7, 0, 0, 0, 0, 0]);
+        assert_eq!(Vec::<i64>::try_from(lengths).unwrap(), [3, 1, 3], "a blank caption takes the batch's last step");
+        let (ids, lengths) = pad_captions(&[&[]]);
+        assert_eq!((ids.size(), Vec::<i64>::try_from(lengths).unwrap()), (vec![1, 1], vec![1]));
     }
 }

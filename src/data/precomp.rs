@@ -119,7 +119,8 @@ impl PrecompSplit {
         k / self.captions_per_image
     }
 
-    /// A warning for blank captions (they are encoded as one `<unk>`), if there are any.
+    /// A warning for blank captions (encoded as the original does: padding up to the last step
+    /// of their batch), if there are any.
     pub fn blank_caption_warning(&self, caps_path: &Path) -> Option<String> {
         let lines = &self.blank_caption_lines;
         if lines.is_empty() {
@@ -128,7 +129,7 @@ impl PrecompSplit {
         let shown: Vec<String> = lines.iter().take(10).map(usize::to_string).collect();
         let more = if lines.len() > 10 { format!(" and {} more", lines.len() - 10) } else { String::new() };
         Some(format!(
-            "{}: {} blank caption(s) on line(s) {}{more}; each is encoded as one <unk>",
+            "{}: {} blank caption(s) on line(s) {}{more}; each is encoded as padding, like the original does",
             caps_path.display(),
             lines.len(),
             shown.join(", ")
@@ -290,7 +291,7 @@ mod tests {
         let s = PrecompSplit::read(d.path(), "train", 5).unwrap();
         assert_eq!(s.blank_caption_lines, [2, 4]);
         let w = s.blank_caption_warning(&d.path().join("train_caps.txt")).unwrap();
-        assert!(w.ends_with("train_caps.txt: 2 blank caption(s) on line(s) 2, 4; each is encoded as one <unk>"), "{w}");
+        assert!(w.ends_with("train_caps.txt: 2 blank caption(s) on line(s) 2, 4; each is encoded as padding, like the original does"), "{w}");
     }
 
     #[test]

@@ -47,12 +47,28 @@ pub struct ModeResult {
 
 /// Text codes `[N, d]` of token-id lists, in inference mode, batched by length (which only
 /// saves padding work).
+/// `lists` with each blank list replaced by padding as long as the longest list of its batch
+/// in the original's order (`batch_size` lists at a time): the original encodes a blank caption
+/// up to its batch's last step ([`pad_captions`]); amfmn batches by length, so the padding
+/// carries that length.
+fn with_blanks_padded(lists: &[Vec<i64>], batch_size: usize) -> Vec<Vec<i64>> {
+    let mut padded = lists.to_vec();
+    for (batch, chunk) in padded.chunks_mut(batch_size.max(1)).enumerate() {
+        let longest = lists[batch * batch_size.max(1)..][..chunk.len()].iter().map(Vec::len).max().unwrap_or(0);
+        for list in chunk.iter_mut().filter(|l| l.is_empty()) {
+            *list = vec![0; longest.max(1)];
+        }
+    }
+    padded
+}
+
 fn encode_token_lists(
     model: &Model,
     lists: &[Vec<i64>],
     batch_size: usize,
     progress: &indicatif::ProgressBar,
 ) -> Tensor {
+    let lists = with_blanks_padded(lists, batch_size);
     let mut order: Vec<usize> = (0..lists.len()).collect();
     order.sort_by_key(|&k| lists[k].len());
     let device = model.device();
@@ -160,4 +176,17 @@ pub fn load_test_set(options: &Options, vocab: &Vocabulary) -> Result<Arc<Captio
 pub fn eval_config(options: &Options, image_size: u32) -> EvalConfig {
     let dataset = &options.dataset;
     EvalConfig { image_size, batch_size: dataset.batch_size_val, workers: dataset.workers, prefetch: dataset.prefetch }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blank_caption_is_padded_to_its_original_batch() {
+        let lists = vec![vec![1, 2], vec![], vec![3, 4, 5, 6], vec![], vec![], vec![7]];
+        let padded = with_blanks_padded(&lists, 2);
+        assert_eq!(padded, [vec![1, 2], vec![0, 0], vec![3, 4, 5, 6], vec![0, 0, 0, 0], vec![0], vec![7]]);
+        assert_eq!(with_blanks_padded(&[vec![]], 4), [vec![0]], "a batch of blanks alone: one step");
+    }
 }

@@ -70,6 +70,11 @@ impl Searcher {
 
     /// The score of every indexed image for `query`, `[N]` on the CPU.
     pub fn scores(&self, query: &Query) -> Result<Tensor> {
+        for text in [&query.sentence, &query.keywords].into_iter().flatten() {
+            if self.vocab.encode(text).is_empty() {
+                bail!("the query `{text}` has no words to search for");
+            }
+        }
         let sentence = query.sentence.as_deref().map(|s| self.encode_texts(&[s]));
         let keywords = query.keywords.as_deref().map(|k| self.encode_texts(&[k]));
         let texts = match (&sentence, &keywords) {

@@ -165,14 +165,10 @@ impl Vocabulary {
         self.unk
     }
 
-    /// Token ids of a caption (docs/ARCHITECTURE.md, Text); a caption without tokens becomes one `<unk>`.
+    /// Token ids of a caption (docs/ARCHITECTURE.md, Text); empty for a caption without tokens
+    /// (a blank caption: [`crate::data::loader::pad_captions`] encodes it as the original does).
     pub fn encode(&self, caption: &str) -> Vec<i64> {
-        let ids: Vec<i64> = caption_tokens(caption).iter().map(|t| self.id(t)).collect();
-        if ids.is_empty() {
-            vec![self.unk]
-        } else {
-            ids
-        }
+        caption_tokens(caption).iter().map(|t| self.id(t)).collect()
     }
 }
 
@@ -214,7 +210,7 @@ mod tests {
         assert_eq!(v.id("car"), 3);
         assert_eq!(v.id("boat"), 4);
         assert_eq!(v.encode("a red boat"), [4, 1, 4], "stop words are not in the vocabulary");
-        assert_eq!(v.encode(" . "), [4]);
+        assert_eq!(v.encode(" . "), Vec::<i64>::new(), "a blank caption has no tokens");
     }
 
     #[test]
