@@ -169,6 +169,37 @@ fn a_checkpoint_carries_its_vocabulary_to_any_folder() {
 }
 
 #[test]
+fn index_and_retrieve_take_a_checkpoint_of_the_original_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ckpt = setup(d);
+    let options = Checkpoint::open(&ckpt).unwrap().info.options;
+    std::fs::write(d.join("opt.json"), serde_json::to_string(&options).unwrap()).unwrap();
+    std::fs::create_dir(d.join("pth")).unwrap();
+    let weights = ckpt.join("best.safetensors");
+    let args = [weights.to_str().unwrap(), "opt.json", "pth", "9", "soft_att", "BayesianUniSkip", "32", "64"];
+    let out = Command::new(common::python())
+        .current_dir(d)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/torch_save.py"))
+        .args(args)
+        .env("PYTHONPATH", Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let search = |checkpoint: &str, index: &str| {
+        let args = ["index", "--checkpoint", checkpoint, "--images", "images", "--out", index, "--device", "cpu"];
+        let out = amfmn_in(d, &args);
+        assert!(out.status.success(), "{checkpoint}: {}", stderr(&out));
+        json(&amfmn_in(d, &["retrieve", "--index", index, "--query", "red boat in a port", "--json"]))
+    };
+    let ours = search("ckpt", "a.st");
+    let theirs = search("pth/original_legacy.pth.tar", "b.st");
+    assert_eq!(ours["results"], theirs["results"], "the same ranking and scores");
+    let out = amfmn_in(d, &["index", "--checkpoint", "pth/state_zip.pth", "--images", "images", "--out", "c.st"]);
+    assert!(stderr(&out).contains("a PyTorch file without the original's `options` entry"), "{}", stderr(&out));
+}
+
+#[test]
 fn closed_form_search_equals_the_model_scores() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());

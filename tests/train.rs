@@ -283,6 +283,44 @@ fn imagenet_weights_are_fetched_and_the_initial_weights_recorded() {
 }
 
 #[test]
+fn training_resumes_from_a_checkpoint_of_the_original_code() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let d = dir.path();
+    let first = train(d, &["--set", "k_fold.experiment_name=first", "--set", "optim.epochs=1"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let options = Options::load(&d.join("opt.yaml"), &[]).unwrap();
+    std::fs::write(d.join("opt.json"), serde_json::to_string(&options).unwrap()).unwrap();
+    let vocab = amfmn::text::Vocabulary::load(&d.join("v.json")).unwrap().len().to_string();
+    std::fs::create_dir(d.join("pth")).unwrap();
+    let weights = d.join("checkpoint/first/0/last.safetensors");
+    let args = [weights.to_str().unwrap(), "opt.json", "pth", &vocab, "soft_att", "BayesianUniSkip", "512", "32"];
+    let out = Command::new(common::python())
+        .current_dir(d)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/torch_save.py"))
+        .args(args)
+        .env("PYTHONPATH", Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The file says epoch 3 (the next to train) and fold 0 (its k_fold.current_num).
+    let resume = ["--set", "k_fold.experiment_name=resumed", "--set", "optim.epochs=4"];
+    let out = train(d, &[&resume[..], &["--resume", "pth/original_legacy.pth.tar"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("fold 0: resuming pth at epoch 3, batch 0"), "{text}");
+    assert!(stderr(&out).contains("has no optimizer state; Adam starts afresh"), "{}", stderr(&out));
+    let last: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("checkpoint/resumed/0/last.json")).unwrap()).unwrap();
+    assert_eq!(last["epoch"], 4, "one epoch trained, from the file's epoch 3");
+    let best: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("checkpoint/resumed/0/best.json")).unwrap()).unwrap();
+    assert_eq!(best["epoch"], 4, "this run's best is written by its first validation");
+    assert!(best["best_rsum"].as_f64().unwrap() < 123.25, "{}", best["best_rsum"]);
+}
+
+#[test]
 fn a_keywords_file_is_ignored_unless_keywords_are_on() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());

@@ -275,8 +275,12 @@ impl Checkpoint {
 
     /// Opens a `last` checkpoint to resume from, after finishing or undoing what a killed run
     /// left in its fold folder (the caller holds the experiment's lock), and verifies its files.
-    /// A damaged set falls back to the previous complete one in `previous/`, with a warning.
-    pub fn open_to_resume(path: &Path) -> Result<Checkpoint> {
+    /// A damaged set falls back to the previous complete one in `previous/`, with a warning. A
+    /// `torch.save` file is a checkpoint of the original code ([`Checkpoint::from_original`]).
+    pub fn open_to_resume(path: &Path, options: &Options) -> Result<Checkpoint> {
+        if path.is_file() && pytorch::is_pytorch_file(path) {
+            return Ok(Checkpoint::from_original(path, &pytorch::read(path)?, options));
+        }
         let sidecar = sidecar_path(path, CheckpointKind::Last);
         let dir = sidecar.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         recover_fold(dir)?;
@@ -296,6 +300,60 @@ impl Checkpoint {
             fallback.info.batch
         ));
         Ok(fallback)
+    }
+
+    /// A checkpoint of the original code to resume from: `torch.save` of `{'model', 'epoch',
+    /// 'best_rsum', 'Eiters', 'options'}` (or a bare state dict: epoch 0). Its fold is the
+    /// `k_fold.current_num` of its options; it has no optimizer state (the original saves none),
+    /// so Adam starts afresh, as the original's resume does. Its `best_rsum` belongs to a best
+    /// checkpoint in the original's folder, not in this run's, so the best score starts at 0 and
+    /// the first validation writes this run's `best`.
+    fn from_original(path: &Path, file: &pytorch::TorchCheckpoint, options: &Options) -> Checkpoint {
+        let fold = file.options.as_ref().and_then(|o| o.pointer("/k_fold/current_num")).and_then(|n| n.as_u64());
+        let info = CheckpointInfo {
+            kind: CheckpointKind::Last,
+            fold: fold.unwrap_or(0) as usize,
+            epoch: file.epoch.unwrap_or(0).max(0) as usize,
+            batch: 0,
+            best_rsum: 0.0,
+            eiters: file.eiters.unwrap_or(0).max(0) as u64,
+            lr: options.optim.lr,
+            split_seed: options.seed,
+            vocab_path: options.dataset.vocab_path.clone(),
+            vocab_size: 0,
+            vocab_sha256: None,
+            metrics: None,
+            options: options.clone(),
+            amfmn_version: "the original code".to_owned(),
+            model_file: path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+            optimizer_file: None,
+            model_sha256: None,
+            optimizer_sha256: None,
+            initial_weights: None,
+            vocabulary: None,
+        };
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+        Checkpoint { info, dir }
+    }
+
+    /// Opens the checkpoint a path names for evaluation: amfmn's ([`Checkpoint::open`]) or a
+    /// `torch.save` file of the original code, whose model options come from its `options`
+    /// entry (the original saves them) and whose vocabulary is the file those options name.
+    pub fn open_for_evaluation(path: &Path) -> Result<Checkpoint> {
+        if !(path.is_file() && pytorch::is_pytorch_file(path)) {
+            return Checkpoint::open(path);
+        }
+        let file = pytorch::read(path)?;
+        let Some(saved) = &file.options else {
+            bail!(
+                "{}: a PyTorch file without the original's `options` entry; evaluate it with test-single --path_opt",
+                path.display()
+            );
+        };
+        let options = Options::parse(&serde_json::to_string(saved)?, &[]).with_context(|| {
+            format!("{}: its `options` entry is not an option file of the original", path.display())
+        })?;
+        Ok(Checkpoint::from_original(path, &file, &options))
     }
 
     /// The checkpoint, once every file of its set matches the hashes its sidecar records.

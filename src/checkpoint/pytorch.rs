@@ -169,21 +169,31 @@ impl Resolver for Torch {
 
 /// Reads a `torch.save` file (zip or legacy format).
 pub fn read(path: &Path) -> Result<TorchCheckpoint> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let length = file.metadata().with_context(|| format!("cannot read {}", path.display()))?.len();
-    let mut magic = [0u8; 2];
-    std::io::Read::read_exact(&mut &file, &mut magic).with_context(|| format!("{}: too short", path.display()))?;
-    let file = std::fs::File::open(path)?;
-    let (pickle, storages) = if &magic == b"PK" { read_zip(file) } else { read_legacy(file, length) }
-        .with_context(|| format!("{}: not a readable PyTorch file", path.display()))?;
-    checkpoint(&pickle, &storages).with_context(|| format!("{}: not a PyTorch state dict", path.display()))
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse(&bytes).with_context(|| format!("{}: not a readable PyTorch state dict", path.display()))
 }
 
-/// Whether a file starts like a `torch.save` file (zip, or a legacy pickle).
+/// Parses the bytes of a `torch.save` file.
+pub fn parse(bytes: &[u8]) -> Result<TorchCheckpoint> {
+    let (pickle, storages) =
+        if bytes.starts_with(ZIP_MAGIC) { read_zip(std::io::Cursor::new(bytes))? } else { read_legacy(bytes)? };
+    checkpoint(&pickle, &storages)
+}
+
+/// The first bytes of a zip archive.
+const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+
+/// Whether `start` (a file's first 32 bytes or more) is the start of a `torch.save` file: a zip
+/// archive, or a pickle whose first value is the legacy format's magic number.
+pub fn is_pytorch(start: &[u8]) -> bool {
+    let head = &start[..start.len().min(32)];
+    start.starts_with(ZIP_MAGIC) || (start.first() == Some(&0x80) && head.windows(10).any(|w| w == LEGACY_MAGIC))
+}
+
+/// Whether the file at `path` is a `torch.save` file ([`is_pytorch`]).
 pub fn is_pytorch_file(path: &Path) -> bool {
-    let mut magic = [0u8; 2];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
-        && (&magic == b"PK" || magic[0] == 0x80)
+    let mut start = Vec::new();
+    std::fs::File::open(path).and_then(|f| f.take(32).read_to_end(&mut start)).is_ok() && is_pytorch(&start)
 }
 
 /// A file's pickle and the bytes of its storages, by key.
@@ -195,7 +205,7 @@ fn storage_bytes(kind: Kind, numel: usize) -> Result<u64> {
 }
 
 /// The zip format: `<name>/data.pkl` and the storages `<name>/data/<key>`.
-fn read_zip(file: std::fs::File) -> Result<Contents> {
+fn read_zip(file: std::io::Cursor<&[u8]>) -> Result<Contents> {
     let mut archive = zip::ZipArchive::new(file).context("not a zip archive")?;
     let pickle_name = archive
         .file_names()
@@ -258,8 +268,9 @@ impl Resolver for Plain {
 
 /// The legacy format: magic number, protocol 1001, system info, the pickle, the storage keys,
 /// then each storage as its element count (8 bytes) and its data.
-fn read_legacy(file: std::fs::File, length: u64) -> Result<Contents> {
-    let mut reader = std::io::BufReader::new(file);
+fn read_legacy(bytes: &[u8]) -> Result<Contents> {
+    let length = bytes.len() as u64;
+    let mut reader = bytes;
     let magic = pickle::load(&mut reader, &mut Plain).context("no magic number")?;
     if magic.root != pickle::Value::BigInt(LEGACY_MAGIC.to_vec()) {
         bail!("neither a zip archive nor a legacy PyTorch file (no magic number)");

@@ -103,12 +103,18 @@ pub fn recover(dir: &Path, kind: CheckpointKind) -> Result<bool> {
 }
 
 /// The tensors of the file `name` of a set, read once and checked against the hash its sidecar
-/// records (sidecars written before hashes were recorded have none: nothing to check).
+/// records (sidecars written before hashes were recorded have none: nothing to check); a
+/// `torch.save` file (the original code's checkpoint to resume from) is read as such.
 pub(super) fn read_verified(dir: &Path, name: &str, hash: Option<&str>, sidecar: &Path) -> Result<TensorMap> {
     let path = dir.join(name);
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     if hash.is_some_and(|expected| sha256_hex(&bytes) != expected) {
         return Err(damaged(&path, sidecar));
+    }
+    if super::pytorch::is_pytorch(&bytes) {
+        return Ok(super::pytorch::parse(&bytes)
+            .with_context(|| format!("{}: not a readable state dict", path.display()))?
+            .tensors);
     }
     Ok(parse_with_metadata(&bytes, &path)?.0)
 }
@@ -237,19 +243,19 @@ mod tests {
         Checkpoint::save(d, last(2), &second, Some(&adam)).unwrap();
         let kept = ["last.json", "last.optimizer.safetensors", "last.safetensors"];
         assert_eq!(names(&d.join(PREVIOUS)), kept);
-        assert_eq!(Checkpoint::open_to_resume(d).unwrap().info.epoch, 2, "a whole set is used");
+        assert_eq!(Checkpoint::open_to_resume(d, &options).unwrap().info.epoch, 2, "a whole set is used");
 
         // Killed halfway through the commit: the staged set is rolled forward, the old one kept.
         let staged_info = Checkpoint::stage(d, last(3), &first, Some(&adam)).unwrap();
         std::fs::rename(d.join("last.safetensors"), d.join(PREVIOUS).join("last.safetensors")).unwrap();
-        assert_eq!(Checkpoint::open_to_resume(d).unwrap().info, staged_info);
+        assert_eq!(Checkpoint::open_to_resume(d, &options).unwrap().info, staged_info);
         assert_eq!(Checkpoint::open(&d.join(PREVIOUS).join("last.json")).unwrap().info.epoch, 2);
 
         let mut bytes = std::fs::read(d.join("last.safetensors")).unwrap();
         let end = bytes.len() - 1;
         bytes[end] ^= 1;
         std::fs::write(d.join("last.safetensors"), &bytes).unwrap();
-        let (resumed, reports) = crate::report::capture(|| Checkpoint::open_to_resume(d));
+        let (resumed, reports) = crate::report::capture(|| Checkpoint::open_to_resume(d, &options));
         let resumed = resumed.unwrap();
         assert_eq!((resumed.info.epoch, resumed.dir.clone()), (2, d.join(PREVIOUS)));
         let (_, mut loaded) = model(5);
@@ -260,7 +266,7 @@ mod tests {
         assert!(warning.contains("resuming from the previous complete set"), "{warning}");
 
         std::fs::write(d.join(PREVIOUS).join("last.safetensors"), b"torn").unwrap();
-        let err = format!("{:#}", Checkpoint::open_to_resume(d).unwrap_err());
+        let err = format!("{:#}", Checkpoint::open_to_resume(d, &options).unwrap_err());
         assert!(err.contains("is damaged") && err.contains("there is no complete earlier set"), "{err}");
     }
 

@@ -45,7 +45,7 @@ pub struct IndexArgs {
 pub fn run(args: &IndexArgs) -> Result<()> {
     let mut outputs = Outputs::for_file(&args.out, "index", args.force)?;
     outputs.check(&args.out)?;
-    let checkpoint = Checkpoint::open(&args.checkpoint)?;
+    let checkpoint = Checkpoint::open_for_evaluation(&args.checkpoint)?;
     let mut options = checkpoint.info.options.clone();
     args.runtime.apply_to_checkpoint(&mut options);
     crate::device::set_threads(options.threads);

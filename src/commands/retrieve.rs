@@ -59,7 +59,7 @@ pub fn run(args: &RetrieveArgs) -> Result<()> {
     if sha != info.checkpoint_sha256 {
         bail!("{} changed since {} was made; re-run amfmn index", info.checkpoint.display(), args.index.display());
     }
-    let checkpoint = Checkpoint::open(&info.checkpoint)?;
+    let checkpoint = Checkpoint::open_for_evaluation(&info.checkpoint)?;
     let mut options = checkpoint.info.options.clone();
     args.runtime.apply_to_checkpoint(&mut options);
     crate::device::set_threads(options.threads);

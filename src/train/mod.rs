@@ -73,8 +73,8 @@ pub fn run(options: &Options, resume: Option<&Path>, existing: Existing, interru
     crate::device::set_threads(options.threads);
     let _lock = Lock::acquire(&experiment_lock(options), &experiment_dir(options).display().to_string())?;
     let resume = match (resume, &options.optim.resume) {
-        (Some(path), _) => Some(Checkpoint::open_to_resume(path)?),
-        (None, Resume::From(path)) => Some(Checkpoint::open_to_resume(path)?),
+        (Some(path), _) => Some(Checkpoint::open_to_resume(path, options)?),
+        (None, Resume::From(path)) => Some(Checkpoint::open_to_resume(path, options)?),
         (None, Resume::No) => None,
     };
     if resume.as_ref().is_none_or(|c| c.info.fold + 1 < options.k_fold.nums) {
