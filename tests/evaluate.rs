@@ -250,20 +250,10 @@ fn pytorch_files_of_the_original_code_evaluate_natively() {
     let d = dir.path();
     trained(d, 1);
     let options = amfmn::options::Options::load(&d.join("opt.yaml"), &[]).unwrap();
-    std::fs::write(d.join("opt.json"), serde_json::to_string(&options).unwrap()).unwrap();
     let vocab = amfmn::text::Vocabulary::load(&d.join("v.json")).unwrap();
-    std::fs::create_dir(d.join("pth")).unwrap();
     let best = d.join("checkpoint/demo/0/best.safetensors");
     let (size, vocab_size) = (options.dataset.image_size.to_string(), vocab.len().to_string());
-    let args = [best.to_str().unwrap(), "opt.json", "pth", &vocab_size, "soft_att", "BayesianUniSkip", "512", &size];
-    let out = std::process::Command::new(common::python())
-        .current_dir(d)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/torch_save.py"))
-        .args(args)
-        .env("PYTHONPATH", Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    common::torch_save(d, &best, &options, [&vocab_size, "soft_att", "BayesianUniSkip", "512", &size]);
 
     let expected = amfmn::checkpoint::read_safetensors(&best).unwrap();
     for name in ["original_zip.pth.tar", "original_legacy.pth.tar", "state_zip.pth", "state_legacy.pth"] {

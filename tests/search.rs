@@ -174,18 +174,7 @@ fn index_and_retrieve_take_a_checkpoint_of_the_original_code() {
     let d = dir.path();
     let ckpt = setup(d);
     let options = Checkpoint::open(&ckpt).unwrap().info.options;
-    std::fs::write(d.join("opt.json"), serde_json::to_string(&options).unwrap()).unwrap();
-    std::fs::create_dir(d.join("pth")).unwrap();
-    let weights = ckpt.join("best.safetensors");
-    let args = [weights.to_str().unwrap(), "opt.json", "pth", "9", "soft_att", "BayesianUniSkip", "32", "64"];
-    let out = Command::new(common::python())
-        .current_dir(d)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/torch_save.py"))
-        .args(args)
-        .env("PYTHONPATH", Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    common::torch_save(d, &ckpt.join("best.safetensors"), &options, ["9", "soft_att", "BayesianUniSkip", "32", "64"]);
     let search = |checkpoint: &str, index: &str| {
         let args = ["index", "--checkpoint", checkpoint, "--images", "images", "--out", index, "--device", "cpu"];
         let out = amfmn_in(d, &args);

@@ -81,3 +81,18 @@ pub fn serve(files: std::collections::HashMap<String, Served>) -> String {
     });
     base
 }
+
+/// Saves amfmn weights the ways the original code and torchvision save them
+/// (`tests/reference/torch_save.py`) into `dir/pth/`: `original_{zip,legacy}.pth.tar` (the
+/// original's checkpoint dict, with `options` in it), `state_{zip,legacy}.pth` (bare state
+/// dicts) and `evil.pth` (a pickle that calls `os.system`). `model` is the vocabulary size,
+/// attention type, seq2vec type, embedding size and image size of the weights.
+pub fn torch_save(dir: &Path, weights: &Path, options: &amfmn::options::Options, model: [&str; 5]) {
+    let json = dir.join("opt.json");
+    std::fs::write(&json, serde_json::to_string(options).unwrap()).unwrap();
+    let out = dir.join("pth");
+    std::fs::create_dir_all(&out).unwrap();
+    let paths = [weights, &json, &out].map(|p| p.to_str().unwrap().to_owned());
+    let args: Vec<&str> = paths.iter().map(String::as_str).chain(model).collect();
+    run_reference("torch_save.py", &args);
+}
