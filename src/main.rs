@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use amfmn::commands::{check_weights, index, inspect, metrics, prepare, retrieve, synth, test, train, vocab};
+use amfmn::commands::{check_weights, index, inspect, metrics, prepare, retrieve, selo, synth, test, train, vocab};
 use clap::{Parser, Subcommand};
 
 /// AMFMN cross-modal remote-sensing image-text retrieval (Yuan et al., TGRS 2021).
@@ -37,6 +37,8 @@ enum Command {
     Prepare(prepare::PrepareArgs),
     /// Validate a skip-thoughts folder (model.seq2vec.dir_st) without training.
     CheckWeights(check_weights::CheckWeightsArgs),
+    /// The SeLo indicators (Rsu, Ras, Rda, Rmi) of probability maps against annotated regions.
+    Selo(selo::SeloArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Retrieve(args) => retrieve::run(args),
         Command::Prepare(args) => prepare::run(args),
         Command::CheckWeights(args) => check_weights::run(args),
+        Command::Selo(args) => selo::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

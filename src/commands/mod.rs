@@ -6,6 +6,7 @@ pub mod inspect;
 pub mod metrics;
 pub mod prepare;
 pub mod retrieve;
+pub mod selo;
 pub mod synth;
 pub mod test;
 pub mod train;

@@ -1,0 +1,7 @@
+//! Semantic localisation in large scenes (SeLo, LOCATE.md §1): the benchmark's annotations and
+//! its four indicators, computed exactly as the authors' `SLM.py` does ([`selo`]) from image
+//! primitives that match OpenCV, SciPy and scikit-image bit for bit ([`raster`]).
+
+pub mod annotations;
+pub mod raster;
+pub mod selo;
