@@ -3,5 +3,6 @@
 //! primitives that match OpenCV, SciPy and scikit-image bit for bit ([`raster`]).
 
 pub mod annotations;
+pub mod heat;
 pub mod raster;
 pub mod selo;

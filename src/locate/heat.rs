@@ -1,0 +1,269 @@
+//! From crop scores to a probability map, as the authors' SeLo v1 pipeline does it (LOCATE.md
+//! §1.1): multi-scale crops on two grids per step, the per-pixel mean of the scores of the
+//! crops covering each pixel, min–max normalisation truncated to u8, and a median filter.
+//!
+//! The mean is computed on the compressed grid of crop edges (every crop edge is a cell edge,
+//! so each cell is covered by the same crops), which takes memory for the cells, not the pixels.
+
+use std::collections::BTreeSet;
+
+use super::raster::Gray;
+
+/// A crop: rows `r0..r1` and columns `c0..c1` (ends excluded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rect {
+    pub r0: usize,
+    pub r1: usize,
+    pub c0: usize,
+    pub c1: usize,
+}
+
+/// The intervals of one grid along a side of `n` pixels: starts `offset, offset + step, …`
+/// below `n`; an interval that would reach the border is moved to `[n − step, n)`.
+fn intervals(n: usize, step: usize, offset: usize) -> Vec<(usize, usize)> {
+    (offset..n)
+        .step_by(step)
+        .map(|start| if start + step >= n { (n - step, n) } else { (start, start + step) })
+        .collect()
+}
+
+/// The crops of a `height × width` scene for `steps`, in order: per step, grid A (offset 0)
+/// then grid B (offset `step − step/2`), rows × columns of the same grid, a rectangle already
+/// listed not listed again. Steps larger than a side of the scene are skipped.
+pub fn crops(height: usize, width: usize, steps: &[usize]) -> Vec<Rect> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for &step in steps.iter().filter(|&&s| s > 0 && s <= height && s <= width) {
+        for offset in [0, step - step / 2] {
+            for &(r0, r1) in &intervals(height, step, offset) {
+                for &(c0, c1) in &intervals(width, step, offset) {
+                    let rect = Rect { r0, r1, c0, c1 };
+                    if seen.insert(rect) {
+                        out.push(rect);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The per-pixel mean of crop scores, on the compressed grid of crop edges: cell `(i, j)`
+/// covers rows `rows[i]..rows[i+1]` and columns `columns[j]..columns[j+1]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeanMap {
+    pub rows: Vec<usize>,
+    pub columns: Vec<usize>,
+    /// Mean score of each cell (row-major over cells); NaN where no crop covers it.
+    pub means: Vec<f64>,
+    /// How many crops cover each cell.
+    pub counts: Vec<u32>,
+}
+
+impl MeanMap {
+    /// Accumulates `scores[k]` over `crops[k]` in a `height × width` scene: the sum and the count
+    /// of every cell, then their quotient.
+    pub fn new(height: usize, width: usize, crops: &[Rect], scores: &[f64]) -> MeanMap {
+        let edges = |ends: &mut dyn Iterator<Item = usize>, n: usize| -> Vec<usize> {
+            let set: BTreeSet<usize> = ends.chain([0, n]).collect();
+            set.into_iter().collect()
+        };
+        let rows = edges(&mut crops.iter().flat_map(|c| [c.r0, c.r1]), height);
+        let columns = edges(&mut crops.iter().flat_map(|c| [c.c0, c.c1]), width);
+        let cells = |edges: &[usize], a: usize, b: usize| {
+            edges.binary_search(&a).unwrap_or(0)..edges.binary_search(&b).unwrap_or(0)
+        };
+        let stride = columns.len() - 1;
+        let mut sums = vec![0f64; (rows.len() - 1) * stride];
+        let mut counts = vec![0u32; sums.len()];
+        for (crop, score) in crops.iter().zip(scores) {
+            for i in cells(&rows, crop.r0, crop.r1) {
+                for j in cells(&columns, crop.c0, crop.c1) {
+                    sums[i * stride + j] += score;
+                    counts[i * stride + j] += 1;
+                }
+            }
+        }
+        let means = sums.iter().zip(&counts).map(|(&s, &n)| if n == 0 { f64::NAN } else { s / n as f64 }).collect();
+        MeanMap { rows, columns, means, counts }
+    }
+
+    /// The probability map before filtering: `trunc(255 · (M − min) / (max − min))` per pixel
+    /// (a NumPy cast truncates), 0 where the scores are all equal or no crop covers a pixel.
+    pub fn to_u8(&self) -> Gray {
+        let covered = self.means.iter().copied().filter(|m| !m.is_nan());
+        let (min, max) = covered.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), m| (lo.min(m), hi.max(m)));
+        let levels: Vec<u8> = self
+            .means
+            .iter()
+            .map(|&m| if m.is_nan() || max <= min { 0 } else { (255.0 * ((m - min) / (max - min))) as u8 })
+            .collect();
+        let (height, width) = (self.rows[self.rows.len() - 1], self.columns[self.columns.len() - 1]);
+        let stride = self.columns.len() - 1;
+        let mut map = Gray::filled(width, height, 0);
+        for (i, rows) in self.rows.windows(2).enumerate() {
+            let line: Vec<u8> = self
+                .columns
+                .windows(2)
+                .enumerate()
+                .flat_map(|(j, cols)| std::iter::repeat_n(levels[i * stride + j], cols[1] - cols[0]))
+                .collect();
+            for y in rows[0]..rows[1] {
+                map.pixels[y * width..(y + 1) * width].copy_from_slice(&line);
+            }
+        }
+        map
+    }
+}
+
+/// OpenCV's `medianBlur` with an odd `size × size` window and a replicated border, in constant
+/// time per pixel (Perreault–Hébert): one histogram per column over the window's rows, slid
+/// down the image, and the window's histogram slid along each row.
+pub fn median_filter(image: &Gray, size: usize) -> Gray {
+    let (w, h, r) = (image.width, image.height, (size / 2) as i64);
+    let clamp = |p: i64, n: usize| p.clamp(0, n as i64 - 1) as usize;
+    let at = |x: usize, y: i64| image.pixels[clamp(y, h) * w + x] as usize;
+    let mut columns = vec![[0u32; 256]; w];
+    for (x, column) in columns.iter_mut().enumerate() {
+        for y in -r - 1..r {
+            column[at(x, y)] += 1;
+        }
+    }
+    let half = (size * size / 2) as u32;
+    let mut out = Gray::filled(w, h, 0);
+    for y in 0..h as i64 {
+        for (x, column) in columns.iter_mut().enumerate() {
+            column[at(x, y - r - 1)] -= 1;
+            column[at(x, y + r)] += 1;
+        }
+        let mut window = [0u32; 256];
+        for dx in -r..=r {
+            add(&mut window, &columns[clamp(dx, w)], 1);
+        }
+        for x in 0..w as i64 {
+            if x > 0 {
+                add(&mut window, &columns[clamp(x - r - 1, w)], -1);
+                add(&mut window, &columns[clamp(x + r, w)], 1);
+            }
+            out.pixels[y as usize * w + x as usize] = median_of(&window, half);
+        }
+    }
+    out
+}
+
+fn add(window: &mut [u32; 256], column: &[u32; 256], sign: i32) {
+    for (total, &n) in window.iter_mut().zip(column) {
+        *total = (*total as i64 + sign as i64 * n as i64) as u32;
+    }
+}
+
+/// The value of rank `half` (0-based) in a histogram.
+fn median_of(histogram: &[u32; 256], half: u32) -> u8 {
+    let mut seen = 0;
+    for (value, &n) in histogram.iter().enumerate() {
+        seen += n;
+        if seen > half {
+            return value as u8;
+        }
+    }
+    255
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsutil::sha256_hex;
+
+    #[test]
+    fn crop_counts_match_slm_split_image() {
+        let count = |h, w, steps: &[usize]| {
+            let all = crops(h, w, steps);
+            let per_step: Vec<usize> = steps.iter().map(|&s| all.iter().filter(|c| c.r1 - c.r0 == s).count()).collect();
+            (all.len(), per_step)
+        };
+        assert_eq!(count(1000, 1300, &[256, 512, 768]), (59, vec![43, 11, 5]));
+        assert_eq!(count(3000, 2000, &[256, 512, 768]), (261, vec![191, 47, 23]));
+        assert_eq!(count(2001, 2999, &[128, 256, 512]), (989, vec![751, 191, 47]));
+        assert_eq!(intervals(1000, 256, 0), [(0, 256), (256, 512), (512, 768), (744, 1000)]);
+        assert_eq!(intervals(1000, 256, 128), [(128, 384), (384, 640), (640, 896), (744, 1000)]);
+    }
+
+    /// LOCATE.md §1.9's heat pipeline: a 1000x1300 scene, steps 256/512/768, dyadic scores.
+    fn golden_heat() -> (MeanMap, Gray) {
+        let all = crops(1000, 1300, &[256, 512, 768]);
+        let score = |c: &Rect| {
+            (8192.0 - (c.r0 as f64 + c.r1 as f64 - 600.0).abs() - (c.c0 as f64 + c.c1 as f64 - 1800.0).abs()) / 8192.0
+        };
+        let scores: Vec<f64> = all.iter().map(score).collect();
+        let mean = MeanMap::new(1000, 1300, &all, &scores);
+        let map = mean.to_u8();
+        (mean, map)
+    }
+
+    #[test]
+    fn the_heat_map_before_the_median_matches_the_golden_checksum() {
+        let (mean, map) = golden_heat();
+        assert_eq!((mean.counts.iter().min(), mean.counts.iter().max()), (Some(&3), Some(&14)));
+        assert_eq!(sha256_hex(&map.pixels), "b5265dabf0889afdfdb88cc36e4a6c23335729e18540bdcacab970c399d6607f");
+        assert_eq!(map.pixels.iter().map(|&p| p as u64).sum::<u64>(), 185_896_480);
+        assert_eq!((map.at(0, 0), map.at(900, 300), map.at(1299, 999)), (98, 230, 139));
+        assert_eq!(map.pixels.iter().collect::<BTreeSet<_>>().len(), 102);
+    }
+
+    #[test]
+    fn the_median_filtered_map_matches_the_golden_checksum_and_indicators() {
+        let (_, map) = golden_heat();
+        let filtered = median_filter(&map, 251);
+        assert_eq!(sha256_hex(&filtered.pixels), "a2d33eed7a8387dd43ecc4e7705b5209d9c853ef1fabac55123ff2a320c8d7c7");
+        assert_eq!(filtered.pixels.iter().map(|&p| p as u64).sum::<u64>(), 185_956_609);
+        let region = vec![[800.0, 200.0], [1000.0, 200.0], [1000.0, 400.0], [800.0, 400.0]];
+        let got = super::super::selo::evaluate(&filtered, &[region]).unwrap();
+        assert_eq!(got.centers, [(901, 66)]);
+        for (value, want) in [(got.rsu, 0.686755), (got.rda, 0.0), (got.ras, 1.0), (got.rmi, 0.274702)] {
+            assert!((value - want).abs() <= 5e-7, "{value} vs {want}");
+        }
+    }
+
+    #[test]
+    fn the_median_equals_a_sorted_window() {
+        let pixels: Vec<u8> = (0..23 * 19).map(|i| ((i * 7919 + i / 5) % 256) as u8).collect();
+        let image = Gray { width: 23, height: 19, pixels };
+        for size in [1, 3, 7, 25] {
+            let fast = median_filter(&image, size);
+            let r = (size / 2) as i64;
+            for y in 0..19i64 {
+                for x in 0..23i64 {
+                    let mut window: Vec<u8> = (-r..=r)
+                        .flat_map(|dy| (-r..=r).map(move |dx| (dx, dy)))
+                        .map(|(dx, dy)| image.at((x + dx).clamp(0, 22) as usize, (y + dy).clamp(0, 18) as usize))
+                        .collect();
+                    window.sort_unstable();
+                    assert_eq!(fast.at(x as usize, y as usize), window[window.len() / 2], "size {size} at ({x}, {y})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scaling_the_scores_leaves_the_map_unchanged() {
+        // Exact on these dyadic scores; in general an affine change of the scores can move a
+        // value across a truncation step by a rounding of the last bit.
+        let (mean, map) = golden_heat();
+        let all = crops(1000, 1300, &[256, 512, 768]);
+        for (a, b) in [(2.0, 1.0), (0.5, -3.0), (1024.0, 7.25)] {
+            let scores: Vec<f64> = all
+                .iter()
+                .map(|c| {
+                    let s = (8192.0
+                        - (c.r0 as f64 + c.r1 as f64 - 600.0).abs()
+                        - (c.c0 as f64 + c.c1 as f64 - 1800.0).abs())
+                        / 8192.0;
+                    a * s + b
+                })
+                .collect();
+            let scaled = MeanMap::new(1000, 1300, &all, &scores);
+            assert_eq!(scaled.counts, mean.counts);
+            assert!(scaled.to_u8() == map, "a = {a}, b = {b}: the probability map changed");
+        }
+    }
+}
