@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use amfmn::commands::{check_weights, index, inspect, metrics, prepare, retrieve, selo, synth, test, train, vocab};
+use amfmn::commands::{
+    check_weights, index, inspect, locate, metrics, prepare, retrieve, selo, synth, test, train, vocab,
+};
 use clap::{Parser, Subcommand};
 
 /// AMFMN cross-modal remote-sensing image-text retrieval (Yuan et al., TGRS 2021).
@@ -39,6 +41,8 @@ enum Command {
     CheckWeights(check_weights::CheckWeightsArgs),
     /// The SeLo indicators (Rsu, Ras, Rda, Rmi) of probability maps against annotated regions.
     Selo(selo::SeloArgs),
+    /// Where in a large scene a sentence or keywords apply: a probability map and its overlay.
+    Locate(locate::LocateArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Command::Prepare(args) => prepare::run(args),
         Command::CheckWeights(args) => check_weights::run(args),
         Command::Selo(args) => selo::run(args),
+        Command::Locate(args) => locate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

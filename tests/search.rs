@@ -189,6 +189,38 @@ fn index_and_retrieve_take_a_checkpoint_of_the_original_code() {
 }
 
 #[test]
+fn locate_writes_a_probability_map_and_its_overlay() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    image::RgbImage::from_fn(600, 500, |x, y| image::Rgb([(x / 3) as u8, (y / 2) as u8, ((x + y) % 256) as u8]))
+        .save(d.join("scene.png"))
+        .unwrap();
+    let args = ["locate", "--checkpoint", "ckpt", "--image", "scene.png", "--query", "red boat", "--out", "o.png"];
+    let options = ["--steps", "128,256", "--median", "51", "--device", "cpu"];
+    let out = amfmn_in(d, &[&args[..], &options, &["--json"]].concat());
+    let report = json(&out);
+    assert_eq!(report["crops"], 48, "{report}");
+    assert_eq!(report["crops_per_step"], serde_json::json!({"128": 39, "256": 9}));
+    assert_eq!(report["top_crops"].as_array().map(Vec::len), Some(5));
+    let overlay = image::open(d.join("o.png")).unwrap();
+    let prob = image::open(d.join("o.prob.png")).unwrap();
+    assert_eq!((overlay.width(), overlay.height(), prob.width(), prob.height()), (600, 500, 600, 500));
+    assert_eq!(prob.color(), image::ColorType::L8);
+    let levels = prob.to_luma8();
+    assert!(levels.pixels().any(|p| p[0] > 200), "min-max spreads the map up to 255 before the median");
+
+    let again = amfmn_in(d, &[&args[..], &options].concat());
+    assert!(again.status.success(), "its own outputs are replaced: {}", stderr(&again));
+    assert!(stdout(&again).contains("overlay written to o.png, probability map to o.prob.png"), "{}", stdout(&again));
+    std::fs::write(d.join("mine.png"), "a user's file").unwrap();
+    let refused = amfmn_in(d, &[&args[..], &options, &["--jet", "mine.png"]].concat());
+    assert!(stderr(&refused).contains("mine.png exists and amfmn did not write it as locate output"));
+    let small = amfmn_in(d, &[&args[..], &["--steps", "1024", "--device", "cpu"]].concat());
+    assert!(stderr(&small).contains("no crop of --steps [1024] fits in the 600x500 scene"), "{}", stderr(&small));
+}
+
+#[test]
 fn closed_form_search_equals_the_model_scores() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());

@@ -3,6 +3,7 @@
 pub mod check_weights;
 pub mod index;
 pub mod inspect;
+pub mod locate;
 pub mod metrics;
 pub mod prepare;
 pub mod retrieve;

@@ -133,6 +133,60 @@ fn clip8(v: i32) -> u8 {
     }
 }
 
+/// Keys' cubic convolution weights (a = −0.75, OpenCV's `INTER_CUBIC`) of the four source
+/// pixels around a fractional offset `t` in [0, 1).
+fn cubic_weights(t: f32) -> [f32; 4] {
+    const A: f32 = -0.75;
+    let w0 = ((A * (t + 1.0) - 5.0 * A) * (t + 1.0) + 8.0 * A) * (t + 1.0) - 4.0 * A;
+    let w1 = ((A + 2.0) * t - (A + 3.0)) * t * t + 1.0;
+    let w2 = ((A + 2.0) * (1.0 - t) - (A + 3.0)) * (1.0 - t) * (1.0 - t) + 1.0;
+    [w0, w1, w2, 1.0 - w0 - w1 - w2]
+}
+
+/// For each output index of a side resized from `n_in` to `n_out`: the four source indices
+/// (replicated border) and their weights, with pixel centres at half pixels.
+fn cubic_taps(n_in: u32, n_out: u32) -> Vec<([usize; 4], [f32; 4])> {
+    let scale = n_in as f32 / n_out as f32;
+    (0..n_out)
+        .map(|o| {
+            let source = (o as f32 + 0.5) * scale - 0.5;
+            let base = source.floor();
+            let index = |k: i64| (base as i64 + k).clamp(0, n_in as i64 - 1) as usize;
+            ([index(-1), index(0), index(1), index(2)], cubic_weights(source - base))
+        })
+        .collect()
+}
+
+/// Bicubic resize as OpenCV's `resize(..., INTER_CUBIC)` computes it: Keys' kernel (a = −0.75),
+/// half-pixel centres, replicated border, no antialiasing when shrinking, rounded and saturated
+/// to u8 (in floating point, where OpenCV uses 11-bit fixed-point weights: at most one level
+/// apart). The same size returns the image unchanged.
+pub fn resize_cubic(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let (w_in, h_in) = image.dimensions();
+    if (w_in, h_in) == (width, height) {
+        return image.clone();
+    }
+    let (columns, rows) = (cubic_taps(w_in, width), cubic_taps(h_in, height));
+    let src = image.as_raw();
+    let mut mid = vec![0f32; h_in as usize * width as usize * 3];
+    for y in 0..h_in as usize {
+        let line = &src[y * w_in as usize * 3..][..w_in as usize * 3];
+        for (x, (index, weight)) in columns.iter().enumerate() {
+            for c in 0..3 {
+                mid[(y * width as usize + x) * 3 + c] = (0..4).map(|k| weight[k] * line[index[k] * 3 + c] as f32).sum();
+            }
+        }
+    }
+    let mut out = vec![0u8; height as usize * width as usize * 3];
+    for (y, (index, weight)) in rows.iter().enumerate() {
+        for i in 0..width as usize * 3 {
+            let value: f32 = (0..4).map(|k| weight[k] * mid[index[k] * width as usize * 3 + i]).sum();
+            out[y * width as usize * 3 + i] = value.round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    RgbImage::from_raw(width, height, out).expect("buffer of the output size")
+}
+
 /// Bilinear resize equal to PIL's `Image.resize(size, BILINEAR)` (what torchvision's `Resize`
 /// runs on PIL images): separable, antialiased when shrinking, horizontal pass first with an
 /// 8-bit intermediate image.
@@ -244,6 +298,23 @@ pub fn rotate_nearest(image: &RgbImage, angle: f64) -> RgbImage {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cubic_resize_keeps_constants_and_linear_ramps() {
+        let flat = RgbImage::from_pixel(97, 61, image::Rgb([40, 120, 250]));
+        assert_eq!(resize_cubic(&flat, 31, 20), RgbImage::from_pixel(31, 20, image::Rgb([40, 120, 250])));
+        assert_eq!(resize_cubic(&flat, 97, 61), flat, "the same size is a copy");
+        // Keys' kernel reproduces linear functions: a ramp of 2 levels per pixel shrunk by 2
+        // gives 4 levels per output pixel, away from the replicated border.
+        let ramp = RgbImage::from_fn(64, 8, |x, _| image::Rgb([(2 * x) as u8, 0, 0]));
+        let half = resize_cubic(&ramp, 32, 4);
+        for x in 2..30 {
+            assert_eq!(half.get_pixel(x, 1)[0] as u32, 4 * x + 1, "column {x}");
+        }
+        assert_eq!(cubic_weights(0.0), [0.0, 1.0, 0.0, 0.0]);
+        let w = cubic_weights(0.5);
+        assert!((w[0] + 0.09375).abs() < 1e-6 && (w[1] - 0.59375).abs() < 1e-6, "{w:?}");
+    }
+
     use super::*;
 
     fn gradient(w: u32, h: u32) -> RgbImage {

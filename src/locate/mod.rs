@@ -3,6 +3,8 @@
 //! primitives that match OpenCV, SciPy and scikit-image bit for bit ([`raster`]).
 
 pub mod annotations;
+pub mod crops;
 pub mod heat;
 pub mod raster;
+pub mod render;
 pub mod selo;

@@ -1,0 +1,227 @@
+//! `amfmn locate`: where in a large scene a sentence (or keywords) applies, as SeLo v1 computes
+//! it: multi-scale crops scored by the model, the per-pixel mean of their scores, min–max to
+//! u8, a 251 median; written as a probability map, its JET picture and their overlay.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use image::ImageFormat;
+
+use super::RuntimeArgs;
+use crate::checkpoint::{self, Checkpoint};
+use crate::data::image_file::load_rgb;
+use crate::fsutil::owned::Outputs;
+use crate::locate::crops::{encode_crops, CropResize};
+use crate::locate::heat::{crops, median_filter, MeanMap, Rect};
+use crate::locate::raster::Gray;
+use crate::locate::{render, selo};
+use crate::search::{top_k, Query, Searcher};
+use crate::table::Table;
+
+/// Arguments of `amfmn locate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LocateArgs {
+    /// The checkpoint (a fold folder, a .json sidecar or a weights file).
+    #[arg(long, value_name = "CKPT")]
+    pub checkpoint: PathBuf,
+    /// The scene.
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+    /// The sentence to locate.
+    #[arg(long)]
+    pub query: Option<String>,
+    /// Keywords to locate (`a, b`), alone or fused with the sentence.
+    #[arg(long)]
+    pub keywords: Option<String>,
+    /// The overlay of the map's JET colours on the scene (PNG).
+    #[arg(long, value_name = "FILE.png")]
+    pub out: PathBuf,
+    /// The probability map, 8-bit gray PNG (default: <out stem>.prob.png).
+    #[arg(long, value_name = "FILE.png")]
+    pub prob: Option<PathBuf>,
+    /// The JET picture of the map on its own (PNG).
+    #[arg(long, value_name = "FILE.png")]
+    pub jet: Option<PathBuf>,
+    /// Crop sides, each cut on two grids (SeLo's default 256,512,768).
+    #[arg(long, value_delimiter = ',', default_value = "256,512,768")]
+    pub steps: Vec<usize>,
+    /// How crops are resized to the network's input.
+    #[arg(long, value_enum, default_value = "cubic")]
+    pub crop_resize: CropResize,
+    /// Side of the median filter of the map (odd; 0: no filter).
+    #[arg(long, default_value_t = 251)]
+    pub median: usize,
+    /// Weight of the colours in the overlay.
+    #[arg(long, default_value_t = 0.3)]
+    pub alpha: f64,
+    /// Crops encoded at a time.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Replace existing output files that amfmn did not write for this purpose.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// The output files, checked before any work; one manifest per folder.
+struct Pictures {
+    paths: Vec<PathBuf>,
+    folders: Vec<(PathBuf, Outputs)>,
+}
+
+impl Pictures {
+    fn check(paths: &[&Path], force: bool) -> Result<Pictures> {
+        let mut folders: Vec<(PathBuf, Outputs)> = Vec::new();
+        for &path in paths {
+            let folder = path.parent().unwrap_or(Path::new("")).to_owned();
+            if !folders.iter().any(|(f, _)| *f == folder) {
+                folders.push((folder.clone(), Outputs::for_file(path, "locate", force)?));
+            }
+            let outputs = folders.iter_mut().find(|(f, _)| *f == folder).map(|(_, o)| o);
+            outputs.context("the folder was just added")?.check(path)?;
+        }
+        Ok(Pictures { paths: paths.iter().map(|p| p.to_path_buf()).collect(), folders })
+    }
+
+    /// Writes the pictures, in the order the paths were given.
+    fn write(mut self, pictures: Vec<image::DynamicImage>) -> Result<()> {
+        for (path, picture) in self.paths.iter().zip(pictures) {
+            let mut bytes = std::io::Cursor::new(Vec::new());
+            picture
+                .write_to(&mut bytes, ImageFormat::Png)
+                .with_context(|| format!("cannot encode {}", path.display()))?;
+            let folder = path.parent().unwrap_or(Path::new(""));
+            let outputs = self.folders.iter_mut().find(|(f, _)| f == folder).map(|(_, o)| o);
+            outputs.context("every path was checked")?.write(path, bytes.get_ref())?;
+        }
+        for (_, outputs) in self.folders {
+            outputs.finish()?;
+        }
+        Ok(())
+    }
+}
+
+/// Locates the query in the scene and writes the pictures.
+pub fn run(args: &LocateArgs) -> Result<()> {
+    if args.median > 0 && args.median.is_multiple_of(2) {
+        bail!("--median {}: the median window must be odd (or 0 for none)", args.median);
+    }
+    if !(0.0..=1.0).contains(&args.alpha) {
+        bail!("--alpha {}: give a weight between 0 and 1", args.alpha);
+    }
+    let prob = args.prob.clone().unwrap_or_else(|| args.out.with_extension("prob.png"));
+    let mut paths = vec![args.out.as_path(), prob.as_path()];
+    paths.extend(args.jet.as_deref());
+    let pictures = Pictures::check(&paths, args.force)?;
+    let query = Query { sentence: args.query.clone(), keywords: args.keywords.clone() };
+    if query.sentence.is_none() && query.keywords.is_none() {
+        bail!("give --query, --keywords or both");
+    }
+    let checkpoint = Checkpoint::open_for_evaluation(&args.checkpoint)?;
+    let mut options = checkpoint.info.options.clone();
+    args.runtime.apply_to_checkpoint(&mut options);
+    crate::device::set_threads(options.threads);
+    let device = crate::device::resolve(options.device)?;
+    let vocab = checkpoint.vocabulary()?;
+    let model = checkpoint::load_model(&options, &checkpoint.model_path(), &vocab, device)?.model;
+    let scene = load_rgb(&args.image)?;
+    let (width, height) = (scene.width() as usize, scene.height() as usize);
+    let rects = crops(height, width, &args.steps);
+    if rects.is_empty() {
+        bail!("no crop of --steps {:?} fits in the {width}x{height} scene {}", args.steps, args.image.display());
+    }
+
+    let start = Instant::now();
+    let progress = crate::report::progress(rects.len() as u64, "encoding crops");
+    let (fv, gate) = encode_crops(&model, &scene, &rects, args.crop_resize, args.batch_size, &progress)?;
+    progress.finish_and_clear();
+    let searcher = Searcher::new(model, vocab, fv, gate);
+    let scores = searcher.scores(&query)?;
+    let encode_seconds = start.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    let values: Vec<f64> = Vec::<f32>::try_from(&scores)?.into_iter().map(f64::from).collect();
+    let mean = MeanMap::new(height, width, &rects, &values);
+    let raw = mean.to_u8();
+    if values.iter().all(|&v| v == values[0]) {
+        crate::report::warn("every crop has the same score: the map is flat (all zero)");
+    }
+    let map = if args.median > 0 { median_filter(&raw, args.median) } else { raw };
+    let map_seconds = start.elapsed().as_secs_f64();
+
+    let colours = render::jet_image(&map);
+    let overlaid = render::overlay(&scene, &colours, args.alpha);
+    let gray = image::GrayImage::from_raw(width as u32, height as u32, map.pixels.clone()).context("map size")?;
+    let mut written = vec![overlaid.into(), gray.into()];
+    written.extend(args.jet.as_ref().map(|_| image::DynamicImage::from(colours)));
+    pictures.write(written)?;
+
+    let summary = Summary {
+        rects: &rects,
+        steps: &args.steps,
+        scores: &scores,
+        map: &map,
+        seconds: [encode_seconds, map_seconds],
+    };
+    summary.print(args.json, &args.out, &prob)
+}
+
+/// What `locate` reports.
+struct Summary<'a> {
+    rects: &'a [Rect],
+    steps: &'a [usize],
+    scores: &'a tch::Tensor,
+    map: &'a Gray,
+    /// Seconds to cut, resize and score the crops; to build and filter the map.
+    seconds: [f64; 2],
+}
+
+impl Summary<'_> {
+    fn crops_per_step(&self) -> Vec<(usize, usize)> {
+        self.steps.iter().map(|&s| (s, self.rects.iter().filter(|r| r.r1 - r.r0 == s).count())).collect()
+    }
+
+    fn print(&self, json: bool, out: &Path, prob: &Path) -> Result<()> {
+        let centres = selo::attention_centres(self.map);
+        let top: Vec<(Rect, f32)> = top_k(self.scores, 5).into_iter().map(|(i, s)| (self.rects[i], s)).collect();
+        if json {
+            let top: Vec<serde_json::Value> = top
+                .iter()
+                .map(|(r, s)| serde_json::json!({"rows": [r.r0, r.r1], "columns": [r.c0, r.c1], "score": s}))
+                .collect();
+            let per_step: serde_json::Map<String, serde_json::Value> =
+                self.crops_per_step().into_iter().map(|(s, n)| (s.to_string(), n.into())).collect();
+            let value = serde_json::json!({
+                "crops": self.rects.len(), "crops_per_step": per_step, "top_crops": top, "centers": centres,
+                "seconds": {"encode": self.seconds[0], "map": self.seconds[1]},
+                "overlay": out, "probability_map": prob,
+            });
+            println!("{value}");
+            return Ok(());
+        }
+        let mut table = Table::new(["step", "crops"]);
+        for (step, n) in self.crops_per_step() {
+            table.row([step.to_string(), n.to_string()]);
+        }
+        print!("{table}");
+        let centres: Vec<String> = centres.iter().map(|(x, y)| format!("({x}, {y})")).collect();
+        println!(
+            "\nbest crop rows {}..{} columns {}..{} (score {:.4}); attention centres {}; encoding {:.1} s, map {:.1} s",
+            top[0].0.r0,
+            top[0].0.r1,
+            top[0].0.c0,
+            top[0].0.c1,
+            top[0].1,
+            if centres.is_empty() { "none".to_owned() } else { centres.join(", ") },
+            self.seconds[0],
+            self.seconds[1]
+        );
+        println!("overlay written to {}, probability map to {}", out.display(), prob.display());
+        Ok(())
+    }
+}

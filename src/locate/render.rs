@@ -1,0 +1,55 @@
+//! The pictures of a probability map: the JET colour map and its overlay on the scene.
+
+use image::RgbImage;
+
+use super::raster::Gray;
+
+/// The JET colour of a level: the classic piecewise-linear jet (within one level per channel
+/// of OpenCV's `COLORMAP_JET`), RGB.
+pub fn jet(level: u8) -> [u8; 3] {
+    let x = level as f64 / 255.0;
+    let channel = |centre: f64| ((1.5 - (4.0 * x - centre).abs()).clamp(0.0, 1.0) * 255.0).round() as u8;
+    [channel(3.0), channel(2.0), channel(1.0)]
+}
+
+/// The JET picture of a map.
+pub fn jet_image(map: &Gray) -> RgbImage {
+    RgbImage::from_fn(map.width as u32, map.height as u32, |x, y| image::Rgb(jet(map.at(x as usize, y as usize))))
+}
+
+/// `(1 − alpha)·scene + alpha·colours` per channel, rounded half to even and saturated, as
+/// OpenCV's `addWeighted`.
+pub fn overlay(scene: &RgbImage, colours: &RgbImage, alpha: f64) -> RgbImage {
+    let mut out = scene.clone();
+    for (o, c) in out.iter_mut().zip(colours.iter()) {
+        *o = ((1.0 - alpha) * *o as f64 + alpha * *c as f64).round_ties_even().clamp(0.0, 255.0) as u8;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jet_is_within_one_level_of_opencvs_table() {
+        let opencv = [
+            (0, [0, 0, 128]),
+            (32, [0, 0, 255]),
+            (64, [0, 128, 255]),
+            (96, [2, 255, 254]),
+            (128, [130, 255, 126]),
+            (160, [255, 252, 0]),
+            (192, [255, 124, 0]),
+            (224, [252, 0, 0]),
+            (255, [128, 0, 0]),
+        ];
+        for (level, want) in opencv {
+            let got = jet(level);
+            assert!(got.iter().zip(want).all(|(&g, w)| (g as i32 - w).abs() <= 1), "{level}: {got:?} vs {want:?}");
+        }
+        let scene = RgbImage::from_pixel(1, 1, image::Rgb([100, 0, 255]));
+        let colours = RgbImage::from_pixel(1, 1, image::Rgb([0, 255, 0]));
+        assert_eq!(overlay(&scene, &colours, 0.3).get_pixel(0, 0).0, [70, 76, 178], "76.5 and 178.5 round to even");
+    }
+}
