@@ -216,6 +216,18 @@ fn locate_writes_a_probability_map_and_its_overlay() {
     std::fs::write(d.join("mine.png"), "a user's file").unwrap();
     let refused = amfmn_in(d, &[&args[..], &options, &["--jet", "mine.png"]].concat());
     assert!(stderr(&refused).contains("mine.png exists and amfmn did not write it as locate output"));
+    // Crop codes kept with --codes: a second run encodes only the text, with the same map.
+    let codes = ["--codes", "scene.codes", "--json"];
+    let cold = json(&amfmn_in(d, &[&args[..], &options, &codes].concat()));
+    assert_eq!(cold["codes_reused"], false);
+    let cold_map = std::fs::read(d.join("o.prob.png")).unwrap();
+    let warm_args = ["locate", "--checkpoint", "ckpt", "--image", "scene.png", "--query", "red boat", "--out", "w.png"];
+    let warm = json(&amfmn_in(d, &[&warm_args[..], &options, &codes].concat()));
+    assert_eq!(warm["codes_reused"], true);
+    assert_eq!(std::fs::read(d.join("w.prob.png")).unwrap(), cold_map, "a byte-identical probability map");
+    let other_steps = json(&amfmn_in(d, &[&warm_args[..], &["--steps", "256", "--device", "cpu"], &codes].concat()));
+    assert_eq!((other_steps["codes_reused"].clone(), other_steps["crops"].clone()), (false.into(), 9.into()));
+
     let small = amfmn_in(d, &[&args[..], &["--steps", "1024", "--device", "cpu"]].concat());
     assert!(stderr(&small).contains("no crop of --steps [1024] fits in the 600x500 scene"), "{}", stderr(&small));
 }

@@ -12,6 +12,8 @@ use super::RuntimeArgs;
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::image_file::load_rgb;
 use crate::fsutil::owned::Outputs;
+use crate::fsutil::sha256_file;
+use crate::locate::codes::{CodesKey, CropCodes};
 use crate::locate::crops::{encode_crops, CropResize};
 use crate::locate::heat::{crops, median_filter, MeanMap, Rect};
 use crate::locate::raster::Gray;
@@ -58,6 +60,10 @@ pub struct LocateArgs {
     /// Crops encoded at a time.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// Keep the scene's crop codes in this file (safetensors) and reuse them when the scene,
+    /// the checkpoint, the steps and the resize are the same: another query encodes only its text.
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub codes: Option<PathBuf>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -137,9 +143,14 @@ pub fn run(args: &LocateArgs) -> Result<()> {
     }
 
     let start = Instant::now();
-    let progress = crate::report::progress(rects.len() as u64, "encoding crops");
-    let (fv, gate) = encode_crops(&model, &scene, &rects, args.crop_resize, args.batch_size, &progress)?;
-    progress.finish_and_clear();
+    let key = CodesKey {
+        scene_sha256: sha256_file(&args.image)?,
+        checkpoint_sha256: sha256_file(&checkpoint.model_path())?,
+        steps: args.steps.clone(),
+        crop_resize: format!("{:?}", args.crop_resize).to_lowercase(),
+        image_size: model.image_size(),
+    };
+    let (fv, gate, reused) = crop_codes(args, &model, &scene, &rects, key)?;
     let searcher = Searcher::new(model, vocab, fv, gate);
     let scores = searcher.scores(&query)?;
     let encode_seconds = start.elapsed().as_secs_f64();
@@ -167,8 +178,50 @@ pub fn run(args: &LocateArgs) -> Result<()> {
         scores: &scores,
         map: &map,
         seconds: [encode_seconds, map_seconds],
+        reused,
     };
     summary.print(args.json, &args.out, &prob)
+}
+
+/// The codes of the scene's crops: from `--codes` when that file holds the codes of the same
+/// scene, checkpoint and crops, else encoded (and then kept there when `--codes` is given).
+fn crop_codes(
+    args: &LocateArgs,
+    model: &crate::model::Model,
+    scene: &image::RgbImage,
+    rects: &[Rect],
+    key: CodesKey,
+) -> Result<(tch::Tensor, Option<tch::Tensor>, bool)> {
+    let mut outputs = match &args.codes {
+        Some(path) => {
+            if path.exists() {
+                let kept = CropCodes::load(path)?;
+                if kept.key == key && kept.crops == rects {
+                    return Ok((kept.fv, kept.gate, true));
+                }
+            }
+            let mut outputs = Outputs::for_file(path, "crop codes", args.force)?;
+            outputs.check(path)?;
+            Some((outputs, path))
+        }
+        None => None,
+    };
+    let progress = crate::report::progress(rects.len() as u64, "encoding crops");
+    let (fv, gate) = encode_crops(model, scene, rects, args.crop_resize, args.batch_size, &progress)?;
+    progress.finish_and_clear();
+    if let Some((outputs, path)) = outputs.as_mut() {
+        let codes = CropCodes {
+            key,
+            crops: rects.to_vec(),
+            fv: fv.shallow_clone(),
+            gate: gate.as_ref().map(|g| g.shallow_clone()),
+        };
+        codes.save(outputs, path)?;
+    }
+    if let Some((outputs, _)) = outputs {
+        outputs.finish()?;
+    }
+    Ok((fv, gate, false))
 }
 
 /// What `locate` reports.
@@ -179,6 +232,8 @@ struct Summary<'a> {
     map: &'a Gray,
     /// Seconds to cut, resize and score the crops; to build and filter the map.
     seconds: [f64; 2],
+    /// Whether the crop codes came from `--codes`.
+    reused: bool,
 }
 
 impl Summary<'_> {
@@ -198,7 +253,7 @@ impl Summary<'_> {
                 self.crops_per_step().into_iter().map(|(s, n)| (s.to_string(), n.into())).collect();
             let value = serde_json::json!({
                 "crops": self.rects.len(), "crops_per_step": per_step, "top_crops": top, "centers": centres,
-                "seconds": {"encode": self.seconds[0], "map": self.seconds[1]},
+                "seconds": {"encode": self.seconds[0], "map": self.seconds[1]}, "codes_reused": self.reused,
                 "overlay": out, "probability_map": prob,
             });
             println!("{value}");
@@ -221,6 +276,9 @@ impl Summary<'_> {
             self.seconds[0],
             self.seconds[1]
         );
+        if self.reused {
+            println!("the crop codes were reused from --codes: only the text was encoded");
+        }
         println!("overlay written to {}, probability map to {}", out.display(), prob.display());
         Ok(())
     }

@@ -50,7 +50,10 @@ pub struct Outputs {
     purpose: String,
     force: bool,
     manifest: Manifest,
-    dirty: bool,
+    /// The entries this set recorded (`Some`) or removed (`None`), applied to the manifest on
+    /// disk when it is saved, so that sets of other purposes writing into the same folder
+    /// meanwhile keep their entries.
+    changes: BTreeMap<String, Option<Entry>>,
     /// Paths already found writable (so a write after a check does not hash the file again).
     checked: HashSet<PathBuf>,
 }
@@ -65,7 +68,7 @@ impl Outputs {
             Err(e) => return Err(e),
         };
         let (root, purpose) = (root.to_owned(), purpose.to_owned());
-        Ok(Outputs { root, purpose, force, manifest, dirty: false, checked: HashSet::new() })
+        Ok(Outputs { root, purpose, force, manifest, changes: BTreeMap::new(), checked: HashSet::new() })
     }
 
     /// Outputs for `purpose` of the single file `path` (the manifest of its folder; a bare
@@ -141,8 +144,9 @@ impl Outputs {
 
     fn record(&mut self, path: &Path, size: u64, sha256: String) -> Result<()> {
         let key = self.key(path)?;
-        self.manifest.files.insert(key, Entry { purpose: self.purpose.clone(), size, sha256 });
-        self.dirty = true;
+        let entry = Entry { purpose: self.purpose.clone(), size, sha256 };
+        self.manifest.files.insert(key.clone(), entry.clone());
+        self.changes.insert(key, Some(entry));
         Ok(())
     }
 
@@ -162,8 +166,8 @@ impl Outputs {
             let path = self.root.join(key);
             remove_if_present(&path)?;
             self.manifest.files.remove(key);
+            self.changes.insert(key.clone(), None);
         }
-        self.dirty |= !stale.is_empty();
         Ok(stale)
     }
 
@@ -172,12 +176,21 @@ impl Outputs {
         self.save()
     }
 
+    /// Applies this set's changes to the manifest as it is on disk now, and writes it.
     fn save(&mut self) -> Result<()> {
-        if self.dirty {
-            let json = serde_json::to_string_pretty(&self.manifest)?;
-            write_atomic(&self.root.join(MANIFEST), json.as_bytes())?;
-            self.dirty = false;
+        if self.changes.is_empty() {
+            return Ok(());
         }
+        let mut manifest = Manifest::read(&self.root).unwrap_or_default();
+        for (key, change) in std::mem::take(&mut self.changes) {
+            match change {
+                Some(entry) => manifest.files.insert(key, entry),
+                None => manifest.files.remove(&key),
+            };
+        }
+        let json = serde_json::to_string_pretty(&manifest)?;
+        write_atomic(&self.root.join(MANIFEST), json.as_bytes())?;
+        self.manifest = manifest;
         Ok(())
     }
 }
@@ -220,6 +233,26 @@ mod tests {
         forced.write(&d.join("theirs.txt"), b"forced").unwrap();
         forced.finish().unwrap();
         assert_eq!(std::fs::read(d.join("theirs.txt")).unwrap(), b"forced");
+    }
+
+    #[test]
+    fn sets_of_two_purposes_in_one_folder_keep_each_others_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut pictures = Outputs::new(d, "locate", false).unwrap();
+        pictures.check(&d.join("map.png")).unwrap();
+        let mut codes = Outputs::new(d, "crop codes", false).unwrap();
+        codes.write(&d.join("scene.codes"), b"codes").unwrap();
+        codes.finish().unwrap();
+        pictures.write(&d.join("map.png"), b"png").unwrap();
+        pictures.finish().unwrap();
+        let mut again = Outputs::new(d, "crop codes", false).unwrap();
+        again.write(&d.join("scene.codes"), b"new codes").unwrap();
+        again.finish().unwrap();
+        let manifest = Manifest::read(d).unwrap();
+        let purposes: Vec<(&str, &str)> =
+            manifest.files.iter().map(|(k, e)| (k.as_str(), e.purpose.as_str())).collect();
+        assert_eq!(purposes, [("map.png", "locate"), ("scene.codes", "crop codes")]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! primitives that match OpenCV, SciPy and scikit-image bit for bit ([`raster`]).
 
 pub mod annotations;
+pub mod codes;
 pub mod crops;
 pub mod heat;
 pub mod raster;

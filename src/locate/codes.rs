@@ -1,0 +1,78 @@
+//! A scene's crop codes on disk (`locate --codes`), so that another query on the same scene
+//! encodes only its text: the crops' Fv and gates as tensors, and as header metadata what they
+//! were computed from (the scene's and the checkpoint's SHA-256, the steps, the resize, the
+//! input side) and the crop rectangles.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use super::heat::Rect;
+use crate::checkpoint::tensors::{self, TensorMap};
+use crate::fsutil::owned::Outputs;
+
+/// The metadata key of the description.
+const METADATA_KEY: &str = "amfmn_crop_codes";
+
+/// What crop codes were computed from; codes are reused only when all of it is equal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodesKey {
+    pub scene_sha256: String,
+    pub checkpoint_sha256: String,
+    pub steps: Vec<usize>,
+    pub crop_resize: String,
+    pub image_size: u32,
+}
+
+/// The codes of a scene's crops.
+pub struct CropCodes {
+    pub key: CodesKey,
+    pub crops: Vec<Rect>,
+    /// `[N, d]`.
+    pub fv: Tensor,
+    /// `[N, d]` for soft attention.
+    pub gate: Option<Tensor>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Description {
+    key: CodesKey,
+    crops: Vec<[usize; 4]>,
+}
+
+impl CropCodes {
+    /// Writes the codes as one of `outputs` (atomically).
+    pub fn save(&self, outputs: &mut Outputs, path: &Path) -> Result<()> {
+        let mut tensors = TensorMap::from([("fv".to_string(), self.fv.to_kind(Kind::Float))]);
+        if let Some(gate) = &self.gate {
+            tensors.insert("gate".to_string(), gate.to_kind(Kind::Float));
+        }
+        let crops = self.crops.iter().map(|r| [r.r0, r.r1, r.c0, r.c1]).collect();
+        let description = serde_json::to_string(&Description { key: self.key.clone(), crops })?;
+        let bytes = tensors::serialize(&tensors, Some(HashMap::from([(METADATA_KEY.to_string(), description)])))?;
+        outputs.write(path, &bytes)
+    }
+
+    /// Reads codes written by [`CropCodes::save`], checking that their parts fit together.
+    pub fn load(path: &Path) -> Result<CropCodes> {
+        let (mut tensors, metadata) =
+            tensors::read_with_metadata(path).with_context(|| format!("cannot read crop codes {}", path.display()))?;
+        let json = metadata
+            .get(METADATA_KEY)
+            .with_context(|| format!("{}: safetensors without an amfmn crop-codes description", path.display()))?;
+        let description: Description =
+            serde_json::from_str(json).with_context(|| format!("{}: bad crop-codes description", path.display()))?;
+        let fv = tensors.remove("fv").with_context(|| format!("{}: no fv codes", path.display()))?;
+        let gate = tensors.remove("gate");
+        let rows = description.crops.len() as i64;
+        let fits = fv.dim() == 2 && fv.size()[0] == rows && gate.as_ref().is_none_or(|g| g.size() == fv.size());
+        if !fits {
+            bail!("{}: codes of shape {:?} do not fit its {rows} crops", path.display(), fv.size());
+        }
+        let crops = description.crops.iter().map(|&[r0, r1, c0, c1]| Rect { r0, r1, c0, c1 }).collect();
+        Ok(CropCodes { key: description.key, crops, fv, gate })
+    }
+}
