@@ -13,7 +13,8 @@ export AMFMN_TORCH_ENV AMFMN_PYTHON
 
 # Python packages of the environment, pinned so the tests compare against fixed references.
 AMFMN_PY_PACKAGES="torch==$AMFMN_TORCH_VERSION torchvision==0.26.0 numpy==2.4.6 nltk==3.10.4 \
-pillow==13.0.0 safetensors==0.8.0 tensorboard==2.21.0"
+pillow==13.0.0 safetensors==0.8.0 tensorboard==2.21.0 \
+opencv-python-headless==5.0.0.93 scipy==1.17.1 scikit-image==0.26.0"
 
 amfmn_setup_python() {
     local stamp="$AMFMN_TORCH_ENV/.amfmn-packages"

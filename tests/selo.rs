@@ -89,3 +89,83 @@ fn bad_maps_and_annotations_are_refused_in_one_line() {
         "{err}"
     );
 }
+
+/// A random polygon: a rotated quadrilateral, or a star-shaped one of 5–9 vertices, inside a
+/// `width × height` map.
+fn random_polygon(rng: &mut rand_chacha::ChaCha8Rng, width: f64, height: f64) -> Vec<[f64; 2]> {
+    use amfmn::rng::{below, uniform};
+    let vertices = if below(rng, 2) == 0 { 4 } else { 5 + below(rng, 5) };
+    let radius = uniform(rng, 60.0, 260.0);
+    let (cx, cy) =
+        (uniform(rng, radius + 5.0, width - radius - 5.0), uniform(rng, radius + 5.0, height - radius - 5.0));
+    let turn = uniform(rng, 0.0, std::f64::consts::TAU);
+    (0..vertices)
+        .map(|k| {
+            let angle = turn + std::f64::consts::TAU * k as f64 / vertices as f64;
+            let r = if vertices == 4 { radius } else { radius * uniform(rng, 0.5, 1.0) };
+            [cx + r * angle.cos(), cy + r * angle.sin()]
+        })
+        .collect()
+}
+
+#[test]
+fn selo_equals_opencv_scipy_and_scikit_image_on_random_maps() {
+    use amfmn::locate::raster::Gray;
+    use amfmn::rng::{below, stream, uniform};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (width, height) = (1300usize, 1100usize);
+    let mut rng = stream(5, &[]);
+    let mut cases = Vec::new();
+    for case in 0..8 {
+        // Blobs of random height and width; case 6 is flat, case 7 all zero.
+        let blobs: Vec<(f64, f64, f64, f64)> = (0..1 + below(&mut rng, 4))
+            .map(|_| {
+                let (x, y) = (uniform(&mut rng, 0.0, width as f64), uniform(&mut rng, 0.0, height as f64));
+                (x, y, uniform(&mut rng, 40.0, 250.0), uniform(&mut rng, 0.3, 1.0))
+            })
+            .collect();
+        let pixels: Vec<u8> = (0..width * height)
+            .map(|i| {
+                let (x, y) = ((i % width) as f64, (i / width) as f64);
+                match case {
+                    6 => 131,
+                    7 => 0,
+                    _ => {
+                        let v: f64 = blobs
+                            .iter()
+                            .map(|&(bx, by, s, a)| a * (-((x - bx).powi(2) + (y - by).powi(2)) / (2.0 * s * s)).exp())
+                            .sum();
+                        (255.0 * v.min(1.0)) as u8
+                    }
+                }
+            })
+            .collect();
+        let map = Gray { width, height, pixels };
+        let path = d.join(format!("map{case}.png"));
+        image::GrayImage::from_raw(width as u32, height as u32, map.pixels.clone()).unwrap().save(&path).unwrap();
+        let polygons: Vec<Vec<[f64; 2]>> =
+            (0..1 + below(&mut rng, 3)).map(|_| random_polygon(&mut rng, width as f64, height as f64)).collect();
+        cases.push((path, map, polygons));
+    }
+    let json: Vec<serde_json::Value> =
+        cases.iter().map(|(path, _, polygons)| serde_json::json!({"map": path, "polygons": polygons})).collect();
+    std::fs::write(d.join("cases.json"), serde_json::to_string(&json).unwrap()).unwrap();
+    let out = d.join("out.json");
+    common::run_reference("selo_reference.py", &[d.join("cases.json").to_str().unwrap(), out.to_str().unwrap()]);
+    let reference: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+    for (k, ((_, map, polygons), want)) in cases.iter().zip(&reference).enumerate() {
+        let mut mask = Gray::filled(width, height, 0);
+        amfmn::locate::raster::fill_polygons(&mut mask, polygons, 1);
+        let mask_px = mask.pixels.iter().filter(|&&m| m > 0).count();
+        assert_eq!(mask_px as u64, want["mask_px"].as_u64().unwrap(), "case {k}: mask of {polygons:?}");
+        let got = amfmn::locate::selo::evaluate(map, polygons).unwrap();
+        let vertices: Vec<usize> = polygons.iter().map(Vec::len).collect();
+        eprintln!("case {k}: vertices {vertices:?}, mask {mask_px} px, centres {:?}, Rmi {:.6}", got.centers, got.rmi);
+        assert_eq!(serde_json::json!(got.centers), want["centers"], "case {k}: centres");
+        for name in ["rsu", "rda", "ras", "rmi"] {
+            let value = serde_json::to_value(&got).unwrap()[name].as_f64().unwrap();
+            assert!((value - want[name].as_f64().unwrap()).abs() <= 1e-9, "case {k}: {name} {value} vs {}", want[name]);
+        }
+    }
+}
