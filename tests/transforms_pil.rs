@@ -120,6 +120,25 @@ fn train_and_eval_transforms_equal_torchvision() {
 }
 
 #[test]
+fn cubic_resize_is_within_one_level_of_opencv() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = test_image(300, 200, 4);
+    let path = save(dir.path(), "in.png", &img, ImageFormat::Png);
+    let sizes = [(97u32, 61u32), (150, 100), (256, 256), (451, 333)];
+    let mut jobs = Jobs::new(dir.path());
+    for (w, h) in sizes {
+        jobs.add(&["cubic", path.to_str().unwrap(), &w.to_string(), &h.to_string()]);
+    }
+    for ((w, h), want) in sizes.iter().zip(jobs.run()) {
+        let got = amfmn::data::transforms::resize_cubic(&img, *w, *h);
+        let diffs: Vec<i32> = got.as_raw().iter().zip(&want).map(|(&a, &b)| (a as i32 - b as i32).abs()).collect();
+        let differing = diffs.iter().filter(|&&d| d > 0).count() as f64 / diffs.len() as f64;
+        eprintln!("{w}x{h}: max |diff| {}, {:.2}% of values differ", diffs.iter().max().unwrap(), 100.0 * differing);
+        assert!(diffs.iter().all(|&d| d <= 1), "{w}x{h}: OpenCV's fixed-point weights are within one level");
+    }
+}
+
+#[test]
 fn jpeg_decoding_is_bit_identical_to_pil() {
     let dir = tempfile::tempdir().unwrap();
     let sources = [

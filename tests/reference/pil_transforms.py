@@ -9,6 +9,7 @@ Usage: pil_transforms.py JOBS  where each line of the file JOBS is one operation
                                                 float32 3xCxC: Resize((R, R)), rotate by ANGLE,
                                                 crop CxC at (TOP, LEFT), ToTensor, Normalize
   eval IN S OUT               float32 3xSxS: Resize((S, S)), ToTensor, Normalize
+  cubic IN W H OUT            uint8 HxWx3 of OpenCV's resize(..., INTER_CUBIC) of the RGB image
   jpeg IN QUALITY SUBSAMPLING PROGRESSIVE MODE ORIENTATION OUT
                               a JPEG file written by PIL from IN: SUBSAMPLING 0 (4:4:4), 1 (4:2:2)
                               or 2 (4:2:0), PROGRESSIVE 0/1, MODE RGB or L, ORIENTATION an EXIF
@@ -53,6 +54,11 @@ def run(op, args):
     elif op == "eval":
         s = int(args[1])
         save_f32(NORMALIZE(F.to_tensor(T.Resize((s, s))(rgb(args[0])))), args[2])
+    elif op == "cubic":
+        import cv2
+
+        w, h = int(args[1]), int(args[2])
+        save_u8(cv2.resize(np.asarray(rgb(args[0])), (w, h), interpolation=cv2.INTER_CUBIC), args[3])
     elif op == "jpeg":
         quality, subsampling, progressive, mode, orientation = args[1:6]
         exif = Image.Exif()
