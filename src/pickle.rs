@@ -166,6 +166,21 @@ pub trait Resolver {
     }
 }
 
+/// Plain data only (numbers, text, tuples, lists, dicts): every global is refused by name.
+pub struct Plain;
+
+impl Resolver for Plain {
+    type Object = ();
+
+    fn call(&mut self, _: &mut Pickle<()>, module: &str, name: &str, _: Vec<Value<()>>) -> Result<Value<()>> {
+        bail!("unsupported pickle: it calls {module}.{name}")
+    }
+
+    fn build(&mut self, _: Value<()>, _: Value<()>) -> Result<Value<()>> {
+        bail!("unsupported pickle: BUILD where plain data is expected")
+    }
+}
+
 /// What a pickle built: its value, and the lists and dicts that values refer to by index.
 #[derive(Debug)]
 pub struct Pickle<T> {
@@ -522,19 +537,6 @@ impl<R: Resolver> Machine<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Builds nothing: every call is refused.
-    struct Plain;
-
-    impl Resolver for Plain {
-        type Object = ();
-        fn call(&mut self, _: &mut Pickle<()>, module: &str, name: &str, _: Vec<Value<()>>) -> Result<Value<()>> {
-            bail!("unsupported pickle: it calls {module}.{name}")
-        }
-        fn build(&mut self, _: Value<()>, _: Value<()>) -> Result<Value<()>> {
-            bail!("unsupported pickle: BUILD")
-        }
-    }
 
     /// `pickle.dumps({'a': [1, -2, 3.5], 'b': (True, None, 'x'), 'c': 2**70}, protocol=2)`.
     const DICT: &[u8] = b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01]q\x02(K\x01J\xfe\xff\xff\xffG@\x0c\x00\x00\x00\x00\x00\x00eX\x01\x00\x00\x00bq\x03\x88NX\x01\x00\x00\x00xq\x04\x87q\x05X\x01\x00\x00\x00cq\x06\x8a\t\x00\x00\x00\x00\x00\x00\x00\x00@u.";

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
 use super::TensorMap;
-use crate::pickle::{self, Pickle, Resolver};
+use crate::pickle::{self, Pickle, Plain, Resolver};
 
 type Value = pickle::Value<TorchObject>;
 
@@ -243,27 +243,6 @@ fn read_exactly(reader: impl Read, n: u64) -> Result<Vec<u8>> {
         bail!("{n} bytes expected, the data ends after {}", bytes.len());
     }
     Ok(bytes)
-}
-
-/// Refuses anything where plain data is expected.
-struct Plain;
-
-impl Resolver for Plain {
-    type Object = ();
-
-    fn call(
-        &mut self,
-        _: &mut Pickle<()>,
-        module: &str,
-        name: &str,
-        _: Vec<pickle::Value<()>>,
-    ) -> Result<pickle::Value<()>> {
-        bail!("unsupported pickle: it calls {module}.{name}")
-    }
-
-    fn build(&mut self, _: pickle::Value<()>, _: pickle::Value<()>) -> Result<pickle::Value<()>> {
-        bail!("unsupported pickle: BUILD in a legacy file's header")
-    }
 }
 
 /// The legacy format: magic number, protocol 1001, system info, the pickle, the storage keys,

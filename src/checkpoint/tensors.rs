@@ -55,6 +55,25 @@ fn to_bytes(tensor: &Tensor) -> (Vec<usize>, Vec<u8>) {
     (tensor.size().iter().map(|&d| d as usize).collect(), bytes)
 }
 
+/// The bytes of a safetensors file of `tensors` that carries `description` as JSON under the
+/// metadata `key` (an image index, a scene's crop codes).
+pub fn serialize_described<T: serde::Serialize>(tensors: &TensorMap, key: &str, description: &T) -> Result<Vec<u8>> {
+    serialize(tensors, Some(HashMap::from([(key.to_string(), serde_json::to_string(description)?)])))
+}
+
+/// Reads a file written by [`serialize_described`]: its tensors and its description; errors
+/// name the file and `what` it should be.
+pub fn read_described<T: serde::de::DeserializeOwned>(path: &Path, key: &str, what: &str) -> Result<(TensorMap, T)> {
+    let (tensors, metadata) =
+        read_with_metadata(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let json = metadata
+        .get(key)
+        .with_context(|| format!("{}: safetensors without an amfmn {what} description", path.display()))?;
+    let description =
+        serde_json::from_str(json).with_context(|| format!("{}: bad {what} description", path.display()))?;
+    Ok((tensors, description))
+}
+
 /// The bytes of a safetensors file of `tensors` (any device, any layout), with `metadata` in
 /// the header.
 pub fn serialize(tensors: &TensorMap, metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {

@@ -3,7 +3,6 @@
 //! were computed from (the scene's and the checkpoint's SHA-256, the steps, the resize, the
 //! input side) and the crop rectangles.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -51,20 +50,15 @@ impl CropCodes {
             tensors.insert("gate".to_string(), gate.to_kind(Kind::Float));
         }
         let crops = self.crops.iter().map(|r| [r.r0, r.r1, r.c0, r.c1]).collect();
-        let description = serde_json::to_string(&Description { key: self.key.clone(), crops })?;
-        let bytes = tensors::serialize(&tensors, Some(HashMap::from([(METADATA_KEY.to_string(), description)])))?;
+        let description = Description { key: self.key.clone(), crops };
+        let bytes = tensors::serialize_described(&tensors, METADATA_KEY, &description)?;
         outputs.write(path, &bytes)
     }
 
     /// Reads codes written by [`CropCodes::save`], checking that their parts fit together.
     pub fn load(path: &Path) -> Result<CropCodes> {
-        let (mut tensors, metadata) =
-            tensors::read_with_metadata(path).with_context(|| format!("cannot read crop codes {}", path.display()))?;
-        let json = metadata
-            .get(METADATA_KEY)
-            .with_context(|| format!("{}: safetensors without an amfmn crop-codes description", path.display()))?;
-        let description: Description =
-            serde_json::from_str(json).with_context(|| format!("{}: bad crop-codes description", path.display()))?;
+        let (mut tensors, description): (TensorMap, Description) =
+            tensors::read_described(path, METADATA_KEY, "crop codes")?;
         let fv = tensors.remove("fv").with_context(|| format!("{}: no fv codes", path.display()))?;
         let gate = tensors.remove("gate");
         let rows = description.crops.len() as i64;

@@ -129,20 +129,13 @@ impl Index {
         if let Some(g) = &self.gate {
             tensors.insert("gate".to_string(), g.to_kind(Kind::Float));
         }
-        let metadata = HashMap::from([(METADATA_KEY.to_string(), serde_json::to_string(&self.info)?)]);
-        let bytes = tensors::serialize(&tensors, Some(metadata))?;
+        let bytes = tensors::serialize_described(&tensors, METADATA_KEY, &self.info)?;
         outputs.write(path, &bytes)
     }
 
     /// Reads an index written by [`Index::save`].
     pub fn load(path: &Path) -> Result<Index> {
-        let (mut tensors, metadata) =
-            tensors::read_with_metadata(path).with_context(|| format!("cannot read index {}", path.display()))?;
-        let json = metadata
-            .get(METADATA_KEY)
-            .with_context(|| format!("{}: safetensors without an amfmn index description", path.display()))?;
-        let info: IndexInfo =
-            serde_json::from_str(json).with_context(|| format!("{}: bad index description", path.display()))?;
+        let (mut tensors, info): (TensorMap, IndexInfo) = tensors::read_described(path, METADATA_KEY, "index")?;
         let fv = tensors.remove("fv").with_context(|| format!("{}: no fv codes", path.display()))?;
         if fv.size()[0] as usize != info.files.len() {
             bail!("{}: {} codes for {} files", path.display(), fv.size()[0], info.files.len());
