@@ -21,6 +21,8 @@ enum Command {
     Vocab(vocab::VocabArgs),
     /// Write the synthetic remote-sensing demo set in the precomp layout.
     Synth(synth::SynthArgs),
+    /// Write large synthetic scenes with localisation queries and SeLo annotations.
+    SynthScenes(synth::SynthScenesArgs),
     /// Read a dataset through its option file, check it and print statistics.
     Inspect(inspect::InspectArgs),
     /// Train AMFMN on every fold (the original's train.py).
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Vocab(args) => vocab::run(args),
         Command::Synth(args) => synth::run(args),
+        Command::SynthScenes(args) => synth::run_scenes(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Train(args) => train::run(args),
         Command::Test(args) => test::run_test(args),

@@ -36,6 +36,8 @@ pub mod tag {
     pub const DROPOUT: u64 = 6;
     /// Epoch order and augmentation of a fold's loader.
     pub const DATA: u64 = 7;
+    /// The large scenes of `synth-scenes`.
+    pub const SYNTH_SCENES: u64 = 8;
 }
 
 /// A uniform integer in `0..n` (`n > 0`), by Lemire's multiply-shift.

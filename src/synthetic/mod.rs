@@ -5,6 +5,7 @@
 //! readers of real datasets in [`crate::data`].
 
 mod canvas;
+pub mod large;
 mod scenes;
 
 use std::collections::{BTreeMap, HashSet};
