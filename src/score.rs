@@ -187,6 +187,13 @@ impl<'a> Scorer<'a> {
     }
 }
 
+/// The plain cosine of every image code with every text code, without attention (SLM's
+/// score): Fv `[N, d]`, texts `[M, d]` → `[N, M]`, norms floored at [`EPSILON`].
+pub fn cosine_scores(fv: &Tensor, texts: &Tensor) -> Tensor {
+    let unit = |t: &Tensor| t / t.norm_scalaropt_dim(2, [1], true).clamp_min(EPSILON);
+    tch::no_grad(|| unit(fv).matmul(&unit(texts).tr()))
+}
+
 /// The soft closed form with its two products in half precision: `Fv ⊙ g` and `g²` `[N, d]`
 /// (half), ‖Fv‖ `[N]`, texts `[N_txt, d]` → `[N, N_txt]` in single precision.
 fn half_soft_scores(fv_gate: &Tensor, gate_squared: &Tensor, norm: &Tensor, text: &Tensor) -> Tensor {
@@ -214,6 +221,18 @@ mod tests {
         ];
         let options = Options::parse(demo, &sets).unwrap();
         crate::model::Model::new(&options, 10, Device::Cpu, 3).unwrap()
+    }
+
+    #[test]
+    fn plain_cosine_scores_by_hand() {
+        let fv = Tensor::from_slice(&[3.0f32, 4.0, 0.0, 0.0, -1.0, 1.0]).view([3, 2]);
+        let texts = Tensor::from_slice(&[1.0f32, 0.0, 2.0, 2.0]).view([2, 2]);
+        let scores: Vec<f32> = Vec::try_from(cosine_scores(&fv, &texts).view([-1])).unwrap();
+        let half = std::f32::consts::FRAC_1_SQRT_2;
+        let expected = [0.6, 7.0 / 5.0 * half, 0.0, 0.0, -half, 0.0];
+        for (got, want) in scores.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-6, "{scores:?}");
+        }
     }
 
     #[test]

@@ -197,7 +197,7 @@ fn locate_writes_a_probability_map_and_its_overlay() {
         .save(d.join("scene.png"))
         .unwrap();
     let args = ["locate", "--checkpoint", "ckpt", "--image", "scene.png", "--query", "red boat", "--out", "o.png"];
-    let options = ["--steps", "128,256", "--median", "51", "--device", "cpu"];
+    let options = ["--steps", "128,256", "--filter", "median:51", "--device", "cpu"];
     let out = amfmn_in(d, &[&args[..], &options, &["--json"]].concat());
     let report = json(&out);
     assert_eq!(report["crops"], 48, "{report}");
@@ -230,6 +230,66 @@ fn locate_writes_a_probability_map_and_its_overlay() {
 
     let small = amfmn_in(d, &[&args[..], &["--steps", "1024", "--device", "cpu"]].concat());
     assert!(stderr(&small).contains("no crop of --steps [1024] fits in the 600x500 scene"), "{}", stderr(&small));
+}
+
+#[test]
+fn locate_scores_by_plain_cosine_with_slms_reduced_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ckpt = setup(d);
+    let options = Checkpoint::open(&ckpt).unwrap().info.options;
+    common::torch_save(d, &ckpt.join("best.safetensors"), &options, ["9", "soft_att", "BayesianUniSkip", "32", "64"]);
+    image::RgbImage::from_fn(400, 300, |x, y| image::Rgb([(x / 2) as u8, (y / 2) as u8, ((x * y) % 256) as u8]))
+        .save(d.join("scene.png"))
+        .unwrap();
+    let locate = |checkpoint: &str, out: &str, score: &str| {
+        let args = ["locate", "--checkpoint", checkpoint, "--image", "scene.png", "--query", "red boat", "--out", out];
+        let options = ["--steps", "128", "--filter", "none", "--device", "cpu", "--score", score, "--json"];
+        amfmn_in(d, &[&args[..], &options].concat())
+    };
+    let reduced = json(&locate("pth/slm_reduced.pth.tar", "a.png", "plain"));
+    let full = json(&locate("ckpt", "b.png", "plain"));
+    assert_eq!(reduced["top_crops"], full["top_crops"], "the plain score needs only the encoders");
+    let read = |p: &str| std::fs::read(d.join(p)).unwrap();
+    assert_eq!(read("a.prob.png"), read("b.prob.png"));
+    let vga = json(&locate("ckpt", "c.png", "vga"));
+    assert_ne!(vga["top_crops"], full["top_crops"], "the model's own score attends to the text");
+    let refused = locate("pth/slm_reduced.pth.tar", "d.png", "vga");
+    assert!(
+        stderr(&refused).contains("no visual-guided attention or fusion weights")
+            && stderr(&refused).contains("locate --score plain"),
+        "{}",
+        stderr(&refused)
+    );
+    let both = amfmn_in(
+        d,
+        &["locate", "--checkpoint", "ckpt", "--image", "scene.png", "--query", "red boat", "--keywords", "boat"]
+            .iter()
+            .chain(&["--out", "e.png", "--score", "plain", "--steps", "128", "--device", "cpu"])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    assert!(stderr(&both).contains("the plain score takes one text"), "{}", stderr(&both));
+    let limited = amfmn_in(
+        d,
+        &[
+            "locate",
+            "--checkpoint",
+            "ckpt",
+            "--image",
+            "scene.png",
+            "--query",
+            "boat",
+            "--out",
+            "f.png",
+            "--max-pixels",
+            "100000",
+        ],
+    );
+    assert_eq!(
+        stderr(&limited).trim(),
+        "error: scene.png: 400x300 is 120000 pixels, more than --max-pixels 100000 (raise it if the memory allows: about 8 bytes a pixel)"
+    );
 }
 
 #[test]

@@ -169,3 +169,42 @@ fn selo_equals_opencv_scipy_and_scikit_image_on_random_maps() {
         }
     }
 }
+
+/// The map filters against OpenCV's `medianBlur` (equal) and `GaussianBlur` with σ 0 (OpenCV
+/// uses fixed-point weights for u8: within one level) on a smooth map with noise and edges,
+/// sizes 251 and 255 on a map larger than the windows and 5/7 on one much smaller than 255.
+#[test]
+fn median_and_gaussian_filters_equal_opencv() {
+    use amfmn::locate::heat::{gaussian_filter, median_filter};
+    use amfmn::locate::raster::Gray;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rng = amfmn::rng::stream(5, &[]);
+    for (w, h, median, gaussian) in [(700usize, 530usize, 251usize, 255usize), (90, 61, 5, 7), (120, 100, 7, 255)] {
+        let pixels: Vec<u8> = (0..w * h)
+            .map(|i| {
+                let (x, y) = ((i % w) as f64, (i / w) as f64);
+                let smooth = 127.0 + 100.0 * (x / 97.0).sin() * (y / 61.0).cos();
+                let edge = if x > w as f64 * 0.6 && y < h as f64 * 0.4 { 60.0 } else { 0.0 };
+                (smooth + edge + amfmn::rng::uniform(&mut rng, -20.0, 20.0)).clamp(0.0, 255.0) as u8
+            })
+            .collect();
+        let map = Gray { width: w, height: h, pixels };
+        let picture = image::GrayImage::from_raw(w as u32, h as u32, map.pixels.clone()).unwrap();
+        picture.save(d.join("in.png")).unwrap();
+        let paths = [d.join("median.png"), d.join("gaussian.png")];
+        let sizes = [median.to_string(), gaussian.to_string()];
+        let input = d.join("in.png");
+        let args =
+            [input.to_str().unwrap(), &sizes[0], &sizes[1], paths[0].to_str().unwrap(), paths[1].to_str().unwrap()];
+        common::run_reference("filters_reference.py", &args);
+        let opencv = |p: &Path| image::open(p).unwrap().to_luma8().into_raw();
+        assert_eq!(median_filter(&map, median).pixels, opencv(&paths[0]), "{w}x{h} median {median}");
+        let ours = gaussian_filter(&map, gaussian).pixels;
+        let theirs = opencv(&paths[1]);
+        let apart = ours.iter().zip(&theirs).filter(|(a, b)| a != b).count();
+        let most = ours.iter().zip(&theirs).map(|(&a, &b)| a.abs_diff(b)).max().unwrap();
+        eprintln!("{w}x{h} gaussian {gaussian}: {apart} of {} values one level apart", ours.len());
+        assert!(most <= 1, "{w}x{h} gaussian {gaussian}: {most} levels apart");
+    }
+}

@@ -437,9 +437,10 @@ fn stage_tensors(dir: &Path, name: &str, tensors: &TensorMap) -> Result<String> 
 
 /// Copies the weights of a weights file into `model` (every key, every shape): safetensors, or
 /// a `torch.save` file of the original code (its `model` state dict) or of a bare state dict.
-fn load_weights(model: &mut Model, path: &Path) -> Result<()> {
+/// Keys under the prefixes `optional` may be absent.
+fn load_weights(model: &mut Model, path: &Path, optional: &[&str]) -> Result<()> {
     let tensors = if pytorch::is_pytorch_file(path) { pytorch::read(path)?.tensors } else { read_safetensors(path)? };
-    model.load_state_dict(&tensors).with_context(|| format!("cannot load {}", path.display()))
+    model.load_state_dict_except(&tensors, optional).with_context(|| format!("cannot load {}", path.display()))
 }
 
 /// A trained model and what it was trained with.
@@ -455,6 +456,22 @@ pub struct TrainedModel {
 /// options; a fold folder means its `best`, or the original code's `<name>_best.pth.tar`), or
 /// bare weights without a sidecar (safetensors or `torch.save`; the model options of `options`).
 pub fn load_model(options: &Options, path: &Path, vocab: &Vocabulary, device: Device) -> Result<TrainedModel> {
+    load_model_except(options, path, vocab, device, &[])
+}
+
+/// Like [`load_model`] for a caller that scores by plain cosine: bare weights may lack the
+/// [`crate::model::SCORING_HEAD`] (SLM's reduced AMFMN, LOCATE.md §1.1).
+pub fn load_encoders(options: &Options, path: &Path, vocab: &Vocabulary, device: Device) -> Result<TrainedModel> {
+    load_model_except(options, path, vocab, device, &crate::model::SCORING_HEAD)
+}
+
+fn load_model_except(
+    options: &Options,
+    path: &Path,
+    vocab: &Vocabulary,
+    device: Device,
+    optional: &[&str],
+) -> Result<TrainedModel> {
     let path = &match best_in_fold(path, options) {
         Some(file) if path.is_dir() => file,
         _ => path.to_owned(),
@@ -488,7 +505,7 @@ pub fn load_model(options: &Options, path: &Path, vocab: &Vocabulary, device: De
     let mut model = Model::new(&model_options, vocab.len(), device, 0)?;
     match &checkpoint {
         Some(c) => c.load_model(&mut model)?,
-        None => load_weights(&mut model, path)?,
+        None => load_weights(&mut model, path, optional)?,
     }
     let keywords_trained = checkpoint.as_ref().map_or(options.dataset.keywords, |c| c.info.options.dataset.keywords);
     let initial_weights = checkpoint.and_then(|c| c.info.initial_weights);

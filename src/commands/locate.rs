@@ -10,12 +10,12 @@ use image::ImageFormat;
 
 use super::RuntimeArgs;
 use crate::checkpoint::{self, Checkpoint};
-use crate::data::image_file::load_rgb;
+use crate::data::image_file::{image_dimensions, load_rgb};
 use crate::fsutil::owned::Outputs;
 use crate::fsutil::sha256_file;
 use crate::locate::codes::{CodesKey, CropCodes};
 use crate::locate::crops::{encode_crops, CropResize};
-use crate::locate::heat::{crops, median_filter, MeanMap, Rect};
+use crate::locate::heat::{crops, gaussian_filter, median_filter, MeanMap, Rect};
 use crate::locate::raster::Gray;
 use crate::locate::{render, selo};
 use crate::search::{top_k, Query, Searcher};
@@ -51,9 +51,17 @@ pub struct LocateArgs {
     /// How crops are resized to the network's input.
     #[arg(long, value_enum, default_value = "cubic")]
     pub crop_resize: CropResize,
-    /// Side of the median filter of the map (odd; 0: no filter).
-    #[arg(long, default_value_t = 251)]
-    pub median: usize,
+    /// How a crop is scored: `vga`, the model's own score (visual-guided attention); `plain`,
+    /// cos(Fv, t) as SLM's released model (which may lack the attention and fusion weights).
+    #[arg(long, value_enum, default_value = "vga")]
+    pub score: ScoreKind,
+    /// The map's filter: `median:251` (SeLo v1), `gaussian:255` (SeLo v2) or `none`.
+    #[arg(long, default_value = "median:251", value_parser = parse_filter)]
+    pub filter: Filter,
+    /// Refuse scenes of more pixels than this (read from the header before decoding; memory is
+    /// about 8 bytes per pixel).
+    #[arg(long, default_value_t = 400_000_000)]
+    pub max_pixels: u64,
     /// Weight of the colours in the overlay.
     #[arg(long, default_value_t = 0.3)]
     pub alpha: f64,
@@ -72,6 +80,51 @@ pub struct LocateArgs {
     pub force: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// How `locate` scores a crop against the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScoreKind {
+    /// The model's own score: cos(Fv, g ⊙ t) for soft attention, any attention and fusion.
+    Vga,
+    /// cos(Fv, t), as SLM's released model computes it.
+    Plain,
+}
+
+/// The filter of the map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    Median(usize),
+    Gaussian(usize),
+    None,
+}
+
+impl Filter {
+    fn apply(self, map: Gray) -> Gray {
+        match self {
+            Filter::Median(size) => median_filter(&map, size),
+            Filter::Gaussian(size) => gaussian_filter(&map, size),
+            Filter::None => map,
+        }
+    }
+}
+
+/// `median:251`, `gaussian:255` or `none` (odd window sides).
+fn parse_filter(text: &str) -> std::result::Result<Filter, String> {
+    let expected = || format!("expected median:SIZE, gaussian:SIZE (an odd side) or none, not {text:?}");
+    if text == "none" {
+        return Ok(Filter::None);
+    }
+    let (kind, size) = text.split_once(':').ok_or_else(expected)?;
+    let size: usize = size.parse().map_err(|_| expected())?;
+    if size.is_multiple_of(2) {
+        return Err(expected());
+    }
+    match kind {
+        "median" => Ok(Filter::Median(size)),
+        "gaussian" => Ok(Filter::Gaussian(size)),
+        _ => Err(expected()),
+    }
 }
 
 /// The output files, checked before any work; one manifest per folder.
@@ -114,9 +167,6 @@ impl Pictures {
 
 /// Locates the query in the scene and writes the pictures.
 pub fn run(args: &LocateArgs) -> Result<()> {
-    if args.median > 0 && args.median.is_multiple_of(2) {
-        bail!("--median {}: the median window must be odd (or 0 for none)", args.median);
-    }
     if !(0.0..=1.0).contains(&args.alpha) {
         bail!("--alpha {}: give a weight between 0 and 1", args.alpha);
     }
@@ -134,7 +184,18 @@ pub fn run(args: &LocateArgs) -> Result<()> {
     crate::device::set_threads(options.threads);
     let device = crate::device::resolve(options.device)?;
     let vocab = checkpoint.vocabulary()?;
-    let model = checkpoint::load_model(&options, &checkpoint.model_path(), &vocab, device)?.model;
+    let load = if args.score == ScoreKind::Plain { checkpoint::load_encoders } else { checkpoint::load_model };
+    let model = load(&options, &checkpoint.model_path(), &vocab, device)?.model;
+    let (width, height) = image_dimensions(&args.image)?;
+    if width as u64 * height as u64 > args.max_pixels {
+        bail!(
+            "{}: {width}x{height} is {} pixels, more than --max-pixels {} (raise it if the memory allows: about 8 bytes \
+             a pixel)",
+            args.image.display(),
+            width as u64 * height as u64,
+            args.max_pixels
+        );
+    }
     let scene = load_rgb(&args.image)?;
     let (width, height) = (scene.width() as usize, scene.height() as usize);
     let rects = crops(height, width, &args.steps);
@@ -152,7 +213,10 @@ pub fn run(args: &LocateArgs) -> Result<()> {
     };
     let (fv, gate, reused) = crop_codes(args, &model, &scene, &rects, key)?;
     let searcher = Searcher::new(model, vocab, fv, gate);
-    let scores = searcher.scores(&query)?;
+    let scores = match args.score {
+        ScoreKind::Vga => searcher.scores(&query)?,
+        ScoreKind::Plain => searcher.plain_scores(&query)?,
+    };
     let encode_seconds = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
@@ -162,7 +226,7 @@ pub fn run(args: &LocateArgs) -> Result<()> {
     if values.iter().all(|&v| v == values[0]) {
         crate::report::warn("every crop has the same score: the map is flat (all zero)");
     }
-    let map = if args.median > 0 { median_filter(&raw, args.median) } else { raw };
+    let map = args.filter.apply(raw);
     let map_seconds = start.elapsed().as_secs_f64();
 
     let colours = render::jet_image(&map);

@@ -18,6 +18,15 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         .map_err(|e| anyhow::anyhow!("cannot decode image {}: {}", path.display(), one_line(&format!("{e:#}"))))
 }
 
+/// The width and height an image file's header gives, without decoding its pixels.
+pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
+    let reader = image::ImageReader::open(path).with_context(|| format!("cannot read image {}", path.display()))?;
+    let reader = reader.with_guessed_format().with_context(|| format!("cannot read image {}", path.display()))?;
+    reader
+        .into_dimensions()
+        .map_err(|e| anyhow::anyhow!("cannot read the size of image {}: {}", path.display(), one_line(&e.to_string())))
+}
+
 /// The largest side accepted (a header claiming more is refused before decoding), and the most
 /// memory one decode may take: a 20000x20000 scene in 16-bit colour fits.
 const MAX_SIDE: u32 = 20_000;

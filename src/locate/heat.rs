@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use super::raster::Gray;
+use super::raster::{reflect_101, Gray};
 
 /// A crop: rows `r0..r1` and columns `c0..c1` (ends excluded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -118,55 +118,149 @@ impl MeanMap {
 
 /// OpenCV's `medianBlur` with an odd `size × size` window and a replicated border, in constant
 /// time per pixel (Perreault–Hébert): one histogram per column over the window's rows, slid
-/// down the image, and the window's histogram slid along each row.
+/// down the image, and the window's histogram slid along each row; the median is found through
+/// 16 coarse bins, then the 16 fine bins of one. Horizontal stripes run on one thread per core.
 pub fn median_filter(image: &Gray, size: usize) -> Gray {
-    let (w, h, r) = (image.width, image.height, (size / 2) as i64);
-    let clamp = |p: i64, n: usize| p.clamp(0, n as i64 - 1) as usize;
-    let at = |x: usize, y: i64| image.pixels[clamp(y, h) * w + x] as usize;
-    let mut columns = vec![[0u32; 256]; w];
-    for (x, column) in columns.iter_mut().enumerate() {
-        for y in -r - 1..r {
-            column[at(x, y)] += 1;
-        }
-    }
-    let half = (size * size / 2) as u32;
-    let mut out = Gray::filled(w, h, 0);
-    for y in 0..h as i64 {
-        for (x, column) in columns.iter_mut().enumerate() {
-            column[at(x, y - r - 1)] -= 1;
-            column[at(x, y + r)] += 1;
-        }
-        let mut window = [0u32; 256];
-        for dx in -r..=r {
-            add(&mut window, &columns[clamp(dx, w)], 1);
-        }
-        for x in 0..w as i64 {
-            if x > 0 {
-                add(&mut window, &columns[clamp(x - r - 1, w)], -1);
-                add(&mut window, &columns[clamp(x + r, w)], 1);
-            }
-            out.pixels[y as usize * w + x as usize] = median_of(&window, half);
-        }
-    }
+    let mut out = Gray::filled(image.width, image.height, 0);
+    in_stripes(&mut out.pixels, image.width, |first, stripe| median_stripe(image, size, first, stripe));
     out
 }
 
-fn add(window: &mut [u32; 256], column: &[u32; 256], sign: i32) {
-    for (total, &n) in window.iter_mut().zip(column) {
-        *total = (*total as i64 + sign as i64 * n as i64) as u32;
+/// Runs `work(first row, rows)` on horizontal stripes of `rows` (rows of `width` values), one
+/// stripe per core.
+fn in_stripes<T: Send>(rows: &mut [T], width: usize, work: impl Fn(usize, &mut [T]) + Sync) {
+    let height = rows.len() / width.max(1);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_stripe = height.div_ceil(workers).max(1);
+    let work = &work;
+    std::thread::scope(|s| {
+        for (k, stripe) in rows.chunks_mut(per_stripe * width.max(1)).enumerate() {
+            s.spawn(move || work(k * per_stripe, stripe));
+        }
+    });
+}
+
+/// Counts of one histogram: 256 fine bins and 16 coarse bins (a 251² window holds 63,001).
+#[derive(Clone)]
+struct Histogram {
+    fine: [u16; 256],
+    coarse: [u16; 16],
+}
+
+impl Histogram {
+    const EMPTY: Histogram = Histogram { fine: [0; 256], coarse: [0; 16] };
+
+    fn change(&mut self, value: u8, add: bool) {
+        let (fine, coarse) = (&mut self.fine[value as usize], &mut self.coarse[value as usize >> 4]);
+        (*fine, *coarse) = if add { (*fine + 1, *coarse + 1) } else { (*fine - 1, *coarse - 1) };
+    }
+
+    /// Adds (or subtracts) every count of `other`.
+    fn merge(&mut self, other: &Histogram, add: bool) {
+        let apply = |a: &mut u16, b: &u16| *a = if add { a.wrapping_add(*b) } else { a.wrapping_sub(*b) };
+        self.fine.iter_mut().zip(&other.fine).for_each(|(a, b)| apply(a, b));
+        self.coarse.iter_mut().zip(&other.coarse).for_each(|(a, b)| apply(a, b));
+    }
+
+    /// The value of rank `rank` (0-based).
+    fn value_of_rank(&self, rank: u32) -> u8 {
+        let mut seen = 0u32;
+        for (bin, &n) in self.coarse.iter().enumerate() {
+            if seen + n as u32 > rank {
+                for (value, &m) in self.fine[bin * 16..bin * 16 + 16].iter().enumerate() {
+                    seen += m as u32;
+                    if seen > rank {
+                        return (bin * 16 + value) as u8;
+                    }
+                }
+            }
+            seen += n as u32;
+        }
+        255
     }
 }
 
-/// The value of rank `half` (0-based) in a histogram.
-fn median_of(histogram: &[u32; 256], half: u32) -> u8 {
-    let mut seen = 0;
-    for (value, &n) in histogram.iter().enumerate() {
-        seen += n;
-        if seen > half {
-            return value as u8;
+/// The median-filtered rows `first..` of `image` into `out` (whole rows).
+fn median_stripe(image: &Gray, size: usize, first: usize, out: &mut [u8]) {
+    let (w, h, r) = (image.width, image.height, (size / 2) as i64);
+    let clamp = |p: i64, n: usize| p.clamp(0, n as i64 - 1) as usize;
+    let at = |x: usize, y: i64| image.pixels[clamp(y, h) * w + x];
+    let first = first as i64;
+    let mut columns = vec![Histogram::EMPTY; w];
+    for (x, column) in columns.iter_mut().enumerate() {
+        for y in first - r - 1..first + r {
+            column.change(at(x, y), true);
         }
     }
-    255
+    let rank = (size * size / 2) as u32;
+    for (i, row) in out.chunks_mut(w).enumerate() {
+        let y = first + i as i64;
+        for (x, column) in columns.iter_mut().enumerate() {
+            column.change(at(x, y - r - 1), false);
+            column.change(at(x, y + r), true);
+        }
+        let mut window = Histogram::EMPTY;
+        for dx in -r..=r {
+            window.merge(&columns[clamp(dx, w)], true);
+        }
+        for (x, pixel) in row.iter_mut().enumerate() {
+            let x = x as i64;
+            if x > 0 {
+                window.merge(&columns[clamp(x - r - 1, w)], false);
+                window.merge(&columns[clamp(x + r, w)], true);
+            }
+            *pixel = window.value_of_rank(rank);
+        }
+    }
+}
+
+/// OpenCV's `getGaussianKernel(size, 0)`: its fixed table up to 7 taps, else
+/// σ = 0.3·((size − 1)/2 − 1) + 0.8, normalised.
+fn gaussian_kernel(size: usize) -> Vec<f64> {
+    match size {
+        1 => return vec![1.0],
+        3 => return vec![0.25, 0.5, 0.25],
+        5 => return vec![0.0625, 0.25, 0.375, 0.25, 0.0625],
+        7 => return vec![0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125],
+        _ => {}
+    }
+    let sigma = 0.3 * ((size as f64 - 1.0) * 0.5 - 1.0) + 0.8;
+    let centre = (size as f64 - 1.0) * 0.5;
+    let weights: Vec<f64> = (0..size).map(|i| (-((i as f64 - centre).powi(2)) / (2.0 * sigma * sigma)).exp()).collect();
+    let sum: f64 = weights.iter().sum();
+    weights.into_iter().map(|v| v / sum).collect()
+}
+
+/// OpenCV's `GaussianBlur(map, (size, size), 0)` (SeLo v2's filter: σ 38.6 for 255):
+/// separable, reflect-101 border, rounded half to even; in floating point, where OpenCV uses
+/// 16-bit fixed-point weights for u8 (within a level of it, tested).
+pub fn gaussian_filter(image: &Gray, size: usize) -> Gray {
+    let (w, h, r) = (image.width, image.height, (size / 2) as i64);
+    let kernel = gaussian_kernel(size);
+    let mut rows = vec![0f32; w * h];
+    in_stripes(&mut rows, w, |first, stripe| {
+        for (y, out) in (first..).zip(stripe.chunks_mut(w)) {
+            let line = &image.pixels[y * w..(y + 1) * w];
+            for (x, value) in out.iter_mut().enumerate() {
+                let taps = kernel.iter().enumerate();
+                let sum: f64 = taps.map(|(k, &g)| g * line[reflect_101(x as i64 + k as i64 - r, w)] as f64).sum();
+                *value = sum as f32;
+            }
+        }
+    });
+    let mut out = Gray::filled(w, h, 0);
+    in_stripes(&mut out.pixels, w, |first, stripe| {
+        let mut sums = vec![0f64; w];
+        for (y, line) in (first..).zip(stripe.chunks_mut(w)) {
+            sums.fill(0.0);
+            for (k, &g) in kernel.iter().enumerate() {
+                let source = &rows[reflect_101(y as i64 + k as i64 - r, h) * w..][..w];
+                sums.iter_mut().zip(source).for_each(|(s, &v)| *s += g * v as f64);
+            }
+            line.iter_mut().zip(&sums).for_each(|(p, &s)| *p = s.round_ties_even().clamp(0.0, 255.0) as u8);
+        }
+    });
+    out
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ pub fn fill_polygons(image: &mut Gray, polygons: &[Vec<[f64; 2]>], value: u8) {
 }
 
 /// OpenCV's `BORDER_REFLECT_101` index: `… c b | a b c …` (the edge pixel not repeated).
-fn reflect_101(mut p: i64, len: usize) -> usize {
+pub(super) fn reflect_101(mut p: i64, len: usize) -> usize {
     let len = len as i64;
     if len == 1 {
         return 0;

@@ -34,6 +34,10 @@ pub struct ModeScores {
     pub fused: Tensor,
 }
 
+/// The key prefixes of the layers that score an image code against a text code (the
+/// visual-guided attention and the fusion gate); the encoders are everything else.
+pub const SCORING_HEAD: [&str; 2] = ["cross_attention_s.", "vgmf_gate."];
+
 /// An AMFMN network with its variables.
 pub struct Model {
     pub vs: VarStore,
@@ -191,8 +195,24 @@ impl Model {
     /// Copies `tensors` into the variables; every variable must be present with its shape.
     /// Extra keys are refused too, so a checkpoint of another configuration is not half-loaded.
     pub fn load_state_dict(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        self.load_state_dict_except(tensors, &[])
+    }
+
+    /// Like [`Model::load_state_dict`], except that variables under the key prefixes
+    /// `optional` may be absent (they keep their values): SLM's reduced AMFMN has no
+    /// [`SCORING_HEAD`].
+    pub fn load_state_dict_except(&mut self, tensors: &BTreeMap<String, Tensor>, optional: &[&str]) -> Result<()> {
         let variables = self.vs.variables();
-        let missing: Vec<&String> = variables.keys().filter(|k| !tensors.contains_key(*k)).collect();
+        let required = |k: &String| !optional.iter().any(|p| k.starts_with(p));
+        let missing: Vec<&String> = variables.keys().filter(|k| required(k) && !tensors.contains_key(*k)).collect();
+        if !missing.is_empty() && missing.iter().all(|k| SCORING_HEAD.iter().any(|p| k.starts_with(p))) {
+            bail!(
+                "it has no visual-guided attention or fusion weights ({} keys, first: {}), like SLM's reduced AMFMN: \
+                 score it by plain cosine (locate --score plain)",
+                missing.len(),
+                missing.iter().min().map_or("", |k| k.as_str())
+            );
+        }
         if !missing.is_empty() {
             let mut missing: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
             missing.sort_unstable();
@@ -208,7 +228,7 @@ impl Model {
         }
         tch::no_grad(|| {
             for (key, mut var) in variables {
-                let src = &tensors[&key];
+                let Some(src) = tensors.get(&key) else { continue };
                 if src.size() != var.size() {
                     bail!(
                         "{key}: shape {:?} in the file, {:?} in the model (check the vocabulary and model options)",

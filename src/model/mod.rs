@@ -12,4 +12,4 @@ pub mod seq2vec;
 pub mod skipthoughts;
 pub mod text_encoder;
 
-pub use amfmn::{Amfmn, Model};
+pub use amfmn::{Amfmn, Model, SCORING_HEAD};

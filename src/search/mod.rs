@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::loader::pad_captions;
 use crate::model::Model;
-use crate::score::{ImageCodes, Precision, Scorer, TextCodes};
+use crate::score::{cosine_scores, ImageCodes, Precision, Scorer, TextCodes};
 use crate::text::Vocabulary;
 
 /// Candidates of the half-precision pass within this much of the k-th score are scored again
@@ -83,6 +83,22 @@ impl Searcher {
             (None, None) => bail!("give --query, --keywords or both"),
         };
         let scores = self.scorer().score_matrix(&self.images, &texts, Precision::Exact);
+        Ok(scores.squeeze_dim(1).to_device(Device::Cpu).to_kind(Kind::Float))
+    }
+
+    /// The plain cosine cos(Fv, t) of every indexed image with the query's one text (SLM's
+    /// score, no attention), `[N]` on the CPU.
+    pub fn plain_scores(&self, query: &Query) -> Result<Tensor> {
+        let text = match (&query.sentence, &query.keywords) {
+            (Some(text), None) | (None, Some(text)) => text,
+            _ => bail!(
+                "the plain score takes one text: give --query or --keywords, not both (fusing needs the model's score)"
+            ),
+        };
+        if self.vocab.encode(text).is_empty() {
+            bail!("the query `{text}` has no words to search for");
+        }
+        let scores = cosine_scores(&self.images.fv, &self.encode_texts(&[text]));
         Ok(scores.squeeze_dim(1).to_device(Device::Cpu).to_kind(Kind::Float))
     }
 

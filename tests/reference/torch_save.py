@@ -2,7 +2,8 @@
 torch.save reader: loaded into the PyTorch reference (strict), then saved with torch.save in the
 zip and the legacy format, as the original's checkpoint dict ({'epoch', 'model', 'best_rsum',
 'options', 'Eiters'}) and as a bare state dict, with and without DataParallel's `module.`
-prefixes; and a file whose pickle calls os.system, which must be refused.
+prefixes; SLM's reduced model (no attention or fusion weights); and a file whose pickle calls
+os.system, which must be refused.
 
 Usage: torch_save.py IN.safetensors OPTIONS.json OUT_DIR VOCAB_SIZE ATT_TYPE SEQ2VEC EMBED_DIM IMAGE_SIZE
 """
@@ -30,6 +31,9 @@ torch.save(original(model.state_dict()), f"{out}/original_zip.pth.tar")
 torch.save(original(wrapped.state_dict()), f"{out}/original_legacy.pth.tar", _use_new_zipfile_serialization=False)
 torch.save(wrapped.state_dict(), f"{out}/state_zip.pth")
 torch.save(model.state_dict(), f"{out}/state_legacy.pth", _use_new_zipfile_serialization=False)
+# SLM's reduced AMFMN: the encoders only, no visual-guided attention or fusion gate.
+encoders = {k: v for k, v in model.state_dict().items() if not k.startswith(("cross_attention_s.", "vgmf_gate."))}
+torch.save(original(encoders), f"{out}/slm_reduced.pth.tar")
 
 
 class Evil:
