@@ -22,6 +22,7 @@ pub mod options;
 pub mod pickle;
 pub mod report;
 pub mod rng;
+pub mod saliency;
 pub mod score;
 pub mod search;
 pub mod synthetic;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use amfmn::commands::{
-    check_weights, index, inspect, locate, metrics, prepare, retrieve, selo, synth, test, train, vocab,
+    check_weights, index, inspect, locate, metrics, prepare, retrieve, saliency, selo, synth, test, train, vocab,
 };
 use clap::{Parser, Subcommand};
 
@@ -45,6 +45,8 @@ enum Command {
     Selo(selo::SeloArgs),
     /// Where in a large scene a sentence or keywords apply: a probability map and its overlay.
     Locate(locate::LocateArgs),
+    /// MVSA's spatial saliency of images: grey masks, JET overlays, an HTML page.
+    Saliency(saliency::SaliencyArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::CheckWeights(args) => check_weights::run(args),
         Command::Selo(args) => selo::run(args),
         Command::Locate(args) => locate::run(args),
+        Command::Saliency(args) => saliency::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

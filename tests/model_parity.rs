@@ -117,6 +117,14 @@ fn compare_on(
 
     let images = model.prepare_images(&images);
     let eval = tch::no_grad(|| model.net.forward(&images, &ids, &lengths, false));
+    let maps = tch::no_grad(|| model.net.encode_images_with_maps(&images));
+    let fv = tch::no_grad(|| model.net.encode_images(&images, false));
+    assert!(fv.equal(&maps.fv), "the encoder path with the maps gives the same Fv bit for bit");
+    assert_eq!(maps.gate.size(), [4, 1, 4, 4]);
+    let gate_diff = max_diff(&maps.gate, &reference["mvsa_gate"]);
+    eprintln!("{att_type}/{seq2vec}: MVSA gate within {gate_diff:e} of the reference");
+    assert!(gate_diff <= 1e-6, "MVSA's gate differs from the reference's by {gate_diff}");
+    assert!(max_diff(&maps.fv, &reference["mvsa_fv"]) < 1e-5);
     let scores = model.net.forward(&images, &ids, &lengths, true);
     let margin = if dynamic {
         // Diagonal margins are 0 (prior 1) but the diagonal is masked; off-diagonal ones lie

@@ -429,6 +429,69 @@ fn html_page_shows_the_thumbnails_in_rank_order() {
 }
 
 #[test]
+fn saliency_writes_masks_overlays_grids_and_a_page() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let d = dir.path();
+    let args = ["saliency", "--checkpoint", "ckpt", "--images", "images", "--recursive", "--device", "cpu"];
+    let report =
+        json(&amfmn_in(d, &[&args[..], &["--out", "sal", "--npy", "--html", "sal/page.html", "--json"]].concat()));
+    let images = report["images"].as_array().unwrap();
+    assert_eq!(images.len(), 6, "broken.jpg skipped: {report}");
+    assert_eq!(images[5]["image"], "sub/c5.png");
+    for image in images {
+        let g = &image["gate"];
+        let (min, mean, max) = (g["min"].as_f64().unwrap(), g["mean"].as_f64().unwrap(), g["max"].as_f64().unwrap());
+        assert!(0.0 < min && min <= mean && mean <= max && max < 1.0, "{image}");
+    }
+    let grid = amfmn::npy::read_f32(&d.join("sal/c0.mask.npy")).unwrap();
+    assert_eq!(grid.shape(), [1, 4, 4], "o = 1 map of (64/16)² cells");
+    let mask = image::open(d.join("sal/sub/c5.mask.png")).unwrap();
+    assert_eq!((mask.width(), mask.height(), mask.color()), (64, 64, image::ColorType::L8));
+    // Nearest: each cell a 16-px block of round(255·A).
+    let out = amfmn_in(d, &[&args[..], &["--out", "near", "--upsample", "nearest"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let near = image::open(d.join("near/c0.mask.png")).unwrap().to_luma8();
+    for (i, j) in [(0, 0), (1, 3), (3, 2)] {
+        let want = (grid[[0, i, j]] * 255.0).round() as u8;
+        for (dy, dx) in [(0, 0), (15, 15), (7, 9)] {
+            assert_eq!(near.get_pixel(16 * j as u32 + dx, 16 * i as u32 + dy)[0], want, "cell ({i}, {j})");
+        }
+    }
+    let again = amfmn_in(d, &[&args[..], &["--out", "sal"]].concat());
+    assert!(again.status.success(), "its own files are replaced: {}", stderr(&again));
+
+    // The page in headless Chromium: 16 px margin, 20 px title + 12 px gap, a 16 px heading +
+    // 4 px gap, then the image, the overlay and the grid (64 px cells), 256 px each, 16 px apart.
+    let profile = tempfile::tempdir().unwrap();
+    let shot = d.join("shot.png");
+    let status = Command::new(chromium())
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--window-size=860,400", "--force-device-scale-factor=1"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", d.join("sal/page.html").display()))
+        .output()
+        .unwrap();
+    assert!(shot.is_file(), "no screenshot: {}", String::from_utf8_lossy(&status.stderr));
+    let png = image::open(&shot).unwrap().to_rgb8();
+    let close = |at: (u32, u32), want: [u8; 3], what: &str| {
+        let pixel = png.get_pixel(at.0, at.1).0;
+        let near = pixel.iter().zip(want).all(|(&a, b)| (a as i32 - b as i32).abs() <= 3);
+        assert!(near, "{what} at {at:?}: {pixel:?}, expected {want:?}");
+    };
+    close((16 + 128, 68 + 128), COLOURS[0], "the first image (c0)");
+    let overlay = image::open(d.join("sal/c0.overlay.png")).unwrap().to_rgb8();
+    close((288 + 8, 68 + 8), overlay.get_pixel(1, 1).0, "its overlay's top-left");
+    for (i, j) in [(0, 0), (2, 3)] {
+        let level = (grid[[0, i, j]] * 255.0).round() as u8;
+        let at = (560 + 64 * j as u32 + 32, 68 + 64 * i as u32 + 32);
+        close(at, amfmn::locate::render::jet(level), &format!("grid cell ({i}, {j})"));
+    }
+}
+
+#[test]
 fn index_and_retrieve_do_not_inherit_the_training_device() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());

@@ -45,6 +45,27 @@ pub struct LocateArgs {
     /// The JET picture of the map on its own (PNG).
     #[arg(long, value_name = "FILE.png")]
     pub jet: Option<PathBuf>,
+    #[command(flatten)]
+    pub map: MapArgs,
+    /// Weight of the colours in the overlay.
+    #[arg(long, default_value_t = 0.3)]
+    pub alpha: f64,
+    /// Keep the scene's crop codes in this file (safetensors) and reuse them when the scene,
+    /// the checkpoint, the steps and the resize are the same: another query encodes only its text.
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub codes: Option<PathBuf>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Replace existing output files that amfmn did not write for this purpose.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// How a scene's map is made: the crops, their scores, the filter (shared by `locate` and
+/// `selo`'s end-to-end mode).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MapArgs {
     /// Crop sides, each cut on two grids (SeLo's default 256,512,768).
     #[arg(long, value_delimiter = ',', default_value = "256,512,768")]
     pub steps: Vec<usize>,
@@ -62,22 +83,9 @@ pub struct LocateArgs {
     /// about 8 bytes per pixel).
     #[arg(long, default_value_t = 400_000_000)]
     pub max_pixels: u64,
-    /// Weight of the colours in the overlay.
-    #[arg(long, default_value_t = 0.3)]
-    pub alpha: f64,
     /// Crops encoded at a time.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Keep the scene's crop codes in this file (safetensors) and reuse them when the scene,
-    /// the checkpoint, the steps and the resize are the same: another query encodes only its text.
-    #[arg(long, value_name = "FILE.safetensors")]
-    pub codes: Option<PathBuf>,
-    /// Print one JSON object instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// Replace existing output files that amfmn did not write for this purpose.
-    #[arg(long)]
-    pub force: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -150,18 +158,91 @@ impl Pictures {
     /// Writes the pictures, in the order the paths were given.
     fn write(mut self, pictures: Vec<image::DynamicImage>) -> Result<()> {
         for (path, picture) in self.paths.iter().zip(pictures) {
-            let mut bytes = std::io::Cursor::new(Vec::new());
-            picture
-                .write_to(&mut bytes, ImageFormat::Png)
-                .with_context(|| format!("cannot encode {}", path.display()))?;
             let folder = path.parent().unwrap_or(Path::new(""));
             let outputs = self.folders.iter_mut().find(|(f, _)| f == folder).map(|(_, o)| o);
-            outputs.context("every path was checked")?.write(path, bytes.get_ref())?;
+            write_png(outputs.context("every path was checked")?, path, picture)?;
         }
         for (_, outputs) in self.folders {
             outputs.finish()?;
         }
         Ok(())
+    }
+}
+
+/// Writes `picture` to `path` as PNG, as an output of `outputs`.
+pub fn write_png(outputs: &mut Outputs, path: &Path, picture: image::DynamicImage) -> Result<()> {
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    picture.write_to(&mut bytes, ImageFormat::Png).with_context(|| format!("cannot encode {}", path.display()))?;
+    outputs.write(path, bytes.get_ref())
+}
+
+/// A model opened for locating: its network, vocabulary and weights file.
+pub struct Located {
+    pub model: crate::model::Model,
+    pub vocab: crate::text::Vocabulary,
+    pub weights: PathBuf,
+}
+
+impl Located {
+    /// Opens a checkpoint on the device `runtime` chooses; with `encoders_only`, bare weights
+    /// without the attention and fusion weights load too.
+    pub fn open(checkpoint: &Path, runtime: &RuntimeArgs, encoders_only: bool) -> Result<Located> {
+        let checkpoint = Checkpoint::open_for_evaluation(checkpoint)?;
+        let mut options = checkpoint.info.options.clone();
+        runtime.apply_to_checkpoint(&mut options);
+        crate::device::set_threads(options.threads);
+        let device = crate::device::resolve(options.device)?;
+        let vocab = checkpoint.vocabulary()?;
+        let load = if encoders_only { checkpoint::load_encoders } else { checkpoint::load_model };
+        let weights = checkpoint.model_path();
+        let model = load(&options, &weights, &vocab, device)?.model;
+        Ok(Located { model, vocab, weights })
+    }
+}
+
+impl MapArgs {
+    /// Opens the checkpoint for these settings (`--score plain` accepts a model without the
+    /// attention and fusion weights).
+    pub fn open(&self, checkpoint: &Path) -> Result<Located> {
+        Located::open(checkpoint, &self.runtime, self.score == ScoreKind::Plain)
+    }
+
+    /// Decodes a scene after checking its header against `--max-pixels`, with its crops.
+    pub fn read_scene(&self, path: &Path) -> Result<(image::RgbImage, Vec<Rect>)> {
+        let (width, height) = image_dimensions(path)?;
+        let pixels = width as u64 * height as u64;
+        if pixels > self.max_pixels {
+            bail!(
+                "{}: {width}x{height} is {pixels} pixels, more than --max-pixels {} (raise it if the memory allows: \
+                 about 8 bytes a pixel)",
+                path.display(),
+                self.max_pixels
+            );
+        }
+        let scene = load_rgb(path)?;
+        let rects = crops(height as usize, width as usize, &self.steps);
+        if rects.is_empty() {
+            bail!("no crop of --steps {:?} fits in the {width}x{height} scene {}", self.steps, path.display());
+        }
+        Ok((scene, rects))
+    }
+
+    /// The score of every crop the searcher holds for `query`, `[N]` on the CPU.
+    pub fn scores(&self, searcher: &Searcher, query: &Query) -> Result<tch::Tensor> {
+        match self.score {
+            ScoreKind::Vga => searcher.scores(query),
+            ScoreKind::Plain => searcher.plain_scores(query),
+        }
+    }
+
+    /// The filtered probability map of a `height × width` scene whose crops `rects` scored
+    /// `scores` (a flat map, all zero, is warned about).
+    pub fn probability_map(&self, height: usize, width: usize, rects: &[Rect], scores: &[f32]) -> Gray {
+        let values: Vec<f64> = scores.iter().map(|&v| f64::from(v)).collect();
+        if values.iter().all(|&v| v == values[0]) {
+            crate::report::warn("every crop has the same score: the map is flat (all zero)");
+        }
+        self.filter.apply(MeanMap::new(height, width, rects, &values).to_u8())
     }
 }
 
@@ -178,55 +259,25 @@ pub fn run(args: &LocateArgs) -> Result<()> {
     if query.sentence.is_none() && query.keywords.is_none() {
         bail!("give --query, --keywords or both");
     }
-    let checkpoint = Checkpoint::open_for_evaluation(&args.checkpoint)?;
-    let mut options = checkpoint.info.options.clone();
-    args.runtime.apply_to_checkpoint(&mut options);
-    crate::device::set_threads(options.threads);
-    let device = crate::device::resolve(options.device)?;
-    let vocab = checkpoint.vocabulary()?;
-    let load = if args.score == ScoreKind::Plain { checkpoint::load_encoders } else { checkpoint::load_model };
-    let model = load(&options, &checkpoint.model_path(), &vocab, device)?.model;
-    let (width, height) = image_dimensions(&args.image)?;
-    if width as u64 * height as u64 > args.max_pixels {
-        bail!(
-            "{}: {width}x{height} is {} pixels, more than --max-pixels {} (raise it if the memory allows: about 8 bytes \
-             a pixel)",
-            args.image.display(),
-            width as u64 * height as u64,
-            args.max_pixels
-        );
-    }
-    let scene = load_rgb(&args.image)?;
+    let Located { model, vocab, weights } = args.map.open(&args.checkpoint)?;
+    let (scene, rects) = args.map.read_scene(&args.image)?;
     let (width, height) = (scene.width() as usize, scene.height() as usize);
-    let rects = crops(height, width, &args.steps);
-    if rects.is_empty() {
-        bail!("no crop of --steps {:?} fits in the {width}x{height} scene {}", args.steps, args.image.display());
-    }
 
     let start = Instant::now();
     let key = CodesKey {
         scene_sha256: sha256_file(&args.image)?,
-        checkpoint_sha256: sha256_file(&checkpoint.model_path())?,
-        steps: args.steps.clone(),
-        crop_resize: format!("{:?}", args.crop_resize).to_lowercase(),
+        checkpoint_sha256: sha256_file(&weights)?,
+        steps: args.map.steps.clone(),
+        crop_resize: format!("{:?}", args.map.crop_resize).to_lowercase(),
         image_size: model.image_size(),
     };
     let (fv, gate, reused) = crop_codes(args, &model, &scene, &rects, key)?;
     let searcher = Searcher::new(model, vocab, fv, gate);
-    let scores = match args.score {
-        ScoreKind::Vga => searcher.scores(&query)?,
-        ScoreKind::Plain => searcher.plain_scores(&query)?,
-    };
+    let scores = args.map.scores(&searcher, &query)?;
     let encode_seconds = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
-    let values: Vec<f64> = Vec::<f32>::try_from(&scores)?.into_iter().map(f64::from).collect();
-    let mean = MeanMap::new(height, width, &rects, &values);
-    let raw = mean.to_u8();
-    if values.iter().all(|&v| v == values[0]) {
-        crate::report::warn("every crop has the same score: the map is flat (all zero)");
-    }
-    let map = args.filter.apply(raw);
+    let map = args.map.probability_map(height, width, &rects, &Vec::<f32>::try_from(&scores)?);
     let map_seconds = start.elapsed().as_secs_f64();
 
     let colours = render::jet_image(&map);
@@ -238,7 +289,7 @@ pub fn run(args: &LocateArgs) -> Result<()> {
 
     let summary = Summary {
         rects: &rects,
-        steps: &args.steps,
+        steps: &args.map.steps,
         scores: &scores,
         map: &map,
         seconds: [encode_seconds, map_seconds],
@@ -271,7 +322,7 @@ fn crop_codes(
         None => None,
     };
     let progress = crate::report::progress(rects.len() as u64, "encoding crops");
-    let (fv, gate) = encode_crops(model, scene, rects, args.crop_resize, args.batch_size, &progress)?;
+    let (fv, gate) = encode_crops(model, scene, rects, args.map.crop_resize, args.map.batch_size, &progress)?;
     progress.finish_and_clear();
     if let Some((outputs, path)) = outputs.as_mut() {
         let codes = CropCodes {

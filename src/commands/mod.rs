@@ -7,6 +7,7 @@ pub mod locate;
 pub mod metrics;
 pub mod prepare;
 pub mod retrieve;
+pub mod saliency;
 pub mod selo;
 pub mod synth;
 pub mod test;

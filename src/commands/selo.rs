@@ -1,14 +1,21 @@
 //! `amfmn selo`: the SeLo benchmark's four indicators (Rsu, Ras, Rda, Rmi) of probability maps
-//! against the annotated regions, exactly as the authors' `SLM.py` computes them.
+//! against the annotated regions, exactly as the authors' `SLM.py` computes them; end to end,
+//! the maps made first from a checkpoint as `locate` makes them.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::data::image_file::confined_path;
+use super::locate::{write_png, Located, MapArgs};
+use crate::data::image_file::{confined_path, load_rgb};
+use crate::fsutil::owned::Outputs;
 use crate::locate::annotations::{self, Case};
+use crate::locate::crops::encode_crops;
+use crate::locate::render;
 use crate::locate::selo::{self, parameters, Indicators};
 use crate::report;
+use crate::search::{Query, Searcher};
 use crate::table::Table;
 
 /// Arguments of `amfmn selo`.
@@ -18,14 +25,29 @@ pub struct SeloArgs {
     #[arg(long, value_name = "FILE.json")]
     pub annotations: PathBuf,
     /// The folder of the probability maps, probmap_{i}.png (or .jpg), matched to the cases by index.
-    #[arg(long, value_name = "DIR")]
-    pub heatmaps: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "checkpoint", conflicts_with = "checkpoint")]
+    pub heatmaps: Option<PathBuf>,
     /// The scenes' folder: each map must have its scene's size.
     #[arg(long, value_name = "DIR")]
     pub images: Option<PathBuf>,
+    /// End to end: make every case's map with this checkpoint (as `locate` does, each scene's
+    /// crops encoded once for all its cases) into --out, then evaluate them.
+    #[arg(long, value_name = "CKPT", requires_all = ["images", "out"])]
+    pub checkpoint: Option<PathBuf>,
+    /// Where the end-to-end mode writes probmap_{i}.png (and addmap_{i}.png with --overlays).
+    #[arg(long, value_name = "DIR", requires = "checkpoint")]
+    pub out: Option<PathBuf>,
+    /// Also write each case's overlay addmap_{i}.png (0.7·scene + 0.3·JET(map)).
+    #[arg(long, requires = "checkpoint")]
+    pub overlays: bool,
+    #[command(flatten)]
+    pub map: MapArgs,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Replace files in --out that amfmn did not write for selo.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Evaluates every case and prints a row per case and the mean.
@@ -34,10 +56,17 @@ pub fn run(args: &SeloArgs) -> Result<()> {
     if cases.is_empty() {
         bail!("{}: no cases", args.annotations.display());
     }
+    let heatmaps = match (&args.checkpoint, &args.out, &args.images) {
+        (Some(checkpoint), Some(out), Some(images)) => {
+            write_maps(args, &cases, checkpoint, images, out)?;
+            out
+        }
+        _ => args.heatmaps.as_ref().context("give --heatmaps, or --checkpoint with --images and --out")?,
+    };
     let progress = report::progress(cases.len() as u64, "evaluating");
     let mut results = Vec::new();
     for (index, case) in cases.iter().enumerate() {
-        results.push(evaluate_case(args, index, case)?);
+        results.push(evaluate_case(args, heatmaps, index, case)?);
         progress.inc(1);
     }
     progress.finish_and_clear();
@@ -58,9 +87,9 @@ pub fn run(args: &SeloArgs) -> Result<()> {
 }
 
 /// The indicators of case `index`, after the checks of its map.
-fn evaluate_case(args: &SeloArgs, index: usize, case: &Case) -> Result<Indicators> {
-    let path = annotations::map_path(&args.heatmaps, index).with_context(|| {
-        format!("no probability map for case {index}: {}", args.heatmaps.join(format!("probmap_{index}.png")).display())
+fn evaluate_case(args: &SeloArgs, heatmaps: &Path, index: usize, case: &Case) -> Result<Indicators> {
+    let path = annotations::map_path(heatmaps, index).with_context(|| {
+        format!("no probability map for case {index}: {}", heatmaps.join(format!("probmap_{index}.png")).display())
     })?;
     let map = annotations::read_map(&path)?;
     if let Some(images) = &args.images {
@@ -86,6 +115,57 @@ fn evaluate_case(args: &SeloArgs, index: usize, case: &Case) -> Result<Indicator
         }
     }
     selo::evaluate(&map, &case.points).with_context(|| format!("case {index} ({})", path.display()))
+}
+
+/// The end-to-end mode: every case's probability map (and overlay) written into `out`. Each
+/// scene's crops are encoded once; every case's query is scored against its scene's codes.
+fn write_maps(args: &SeloArgs, cases: &[Case], checkpoint: &Path, images: &Path, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut outputs = Outputs::new(out, "selo", args.force)?;
+    let names = ["probmap", "addmap"];
+    for index in 0..cases.len() {
+        for name in &names[..1 + usize::from(args.overlays)] {
+            outputs.check(&out.join(format!("{name}_{index}.png")))?;
+        }
+    }
+    let scene_path = |name: &str| confined_path(images, name).map_err(|e| anyhow::anyhow!("{e}"));
+    let mut scenes: Vec<&str> = cases.iter().map(|c| c.jpg_name.as_str()).collect();
+    scenes.sort_unstable();
+    scenes.dedup();
+    let Located { model, vocab, .. } = args.map.open(checkpoint)?;
+    let (mut fvs, mut gates, mut crops_of) = (Vec::new(), Vec::new(), HashMap::new());
+    let mut first = 0;
+    for name in &scenes {
+        let (scene, rects) = args.map.read_scene(&scene_path(name)?)?;
+        let progress = report::progress(rects.len() as u64, &format!("encoding the crops of {name}"));
+        let (fv, gate) = encode_crops(&model, &scene, &rects, args.map.crop_resize, args.map.batch_size, &progress)?;
+        progress.finish_and_clear();
+        fvs.push(fv);
+        gates.extend(gate);
+        let size = (scene.height() as usize, scene.width() as usize);
+        crops_of.insert(*name, (first, rects.clone(), size));
+        first += rects.len();
+    }
+    let gate = (!gates.is_empty()).then(|| tch::Tensor::cat(&gates, 0));
+    let searcher = Searcher::new(model, vocab, tch::Tensor::cat(&fvs, 0), gate);
+    let progress = report::progress(cases.len() as u64, "making the maps");
+    for (index, case) in cases.iter().enumerate() {
+        let (first, rects, (height, width)) = &crops_of[case.jpg_name.as_str()];
+        let query = Query { sentence: Some(case.caption.clone()), keywords: None };
+        let scores = args.map.scores(&searcher, &query).with_context(|| format!("case {index}"))?;
+        let scores: Vec<f32> = Vec::try_from(scores.narrow(0, *first as i64, rects.len() as i64))?;
+        let map = args.map.probability_map(*height, *width, rects, &scores);
+        if args.overlays {
+            let scene = load_rgb(&scene_path(&case.jpg_name)?)?;
+            let overlay = render::overlay(&scene, &render::jet_image(&map), 0.3);
+            write_png(&mut outputs, &out.join(format!("addmap_{index}.png")), overlay.into())?;
+        }
+        let gray = image::GrayImage::from_raw(*width as u32, *height as u32, map.pixels).context("map size")?;
+        write_png(&mut outputs, &out.join(format!("probmap_{index}.png")), gray.into())?;
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    outputs.finish()
 }
 
 /// The `--json` object: every sample with its centres and regions, the mean, the parameters.

@@ -9,7 +9,7 @@ use tch::{Device, Tensor};
 use super::attention::{cosine, CrossAttention};
 use super::backbone::ExtractFeature;
 use super::fusion::VgmfGate;
-use super::mvsa::Mvsa;
+use super::mvsa::{Mvsa, MvsaMaps};
 use super::text_encoder::TextFeature;
 use crate::options::Options;
 
@@ -81,6 +81,12 @@ impl Amfmn {
     pub fn encode_images(&self, images: &Tensor, train: bool) -> Tensor {
         let f = self.extract_feature.forward(images, train);
         self.mvsa.forward(&f.lower, &f.higher, &f.global)
+    }
+
+    /// Images `[B, 3, S, S]` → Fv with MVSA's spatial maps (evaluation mode).
+    pub fn encode_images_with_maps(&self, images: &Tensor) -> MvsaMaps {
+        let f = self.extract_feature.forward(images, false);
+        self.mvsa.forward_with_maps(&f.lower, &f.higher, &f.global)
     }
 
     /// Token ids `[B, L]` and lengths `[B]` → t `[B, d]`.

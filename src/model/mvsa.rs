@@ -36,12 +36,30 @@ impl Mvsa {
 
     /// lower `[B, 192, S/4, S/4]`, higher `[B, 768, S/16, S/16]`, global `[B, d]` → Fv `[B, d]`.
     pub fn forward(&self, lower: &Tensor, higher: &Tensor, global: &Tensor) -> Tensor {
+        self.forward_with_maps(lower, higher, global).fv
+    }
+
+    /// [`Mvsa::forward`] with its spatial maps: the gate `A = σ(conv1x1_2(J))` and the
+    /// attended `main ⊙ A`, each `[B, o, S/16, S/16]` (LOCATE.md §2.1).
+    pub fn forward_with_maps(&self, lower: &Tensor, higher: &Tensor, global: &Tensor) -> MvsaMaps {
         let l = lower.apply(&self.lf_conv);
         let h = higher.apply(&self.hf_conv);
         let joint = Tensor::cat(&[&l, &h], 1) + h.mean_dim(&[1i64][..], true, None);
         let main = joint.apply(&self.conv1x1_1);
         let gate = joint.apply(&self.conv1x1_2).sigmoid();
-        let attended = (main * gate).flatten(1, -1);
-        global * attended.apply(&self.solo_attention).sigmoid()
+        let attended = main * &gate;
+        let fv = global * attended.flatten(1, -1).apply(&self.solo_attention).sigmoid();
+        MvsaMaps { fv, gate, attended }
     }
+}
+
+/// MVSA's output with its spatial maps.
+#[derive(Debug)]
+pub struct MvsaMaps {
+    /// Fv `[B, d]`.
+    pub fv: Tensor,
+    /// The spatial gate A in (0, 1), `[B, o, S/16, S/16]`.
+    pub gate: Tensor,
+    /// `main ⊙ A` (signed), `[B, o, S/16, S/16]`.
+    pub attended: Tensor,
 }

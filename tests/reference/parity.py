@@ -6,7 +6,8 @@ CONFIG: {"weights": path, "inputs": path, "output": path, "vocab_size": n, "att_
          "prior": optional path of a safetensors file with a [B, B] "prior" matrix, used with
          "gamma" and "beta" for dynamic margins}
 inputs: images [B, 3, S, S] f32, ids [B, L] i64.
-output: scores_eval [B, B], scores_train [B, B], loss [], and grad.<key> for every parameter
+output: scores_eval [B, B], scores_train [B, B], loss [], MVSA's spatial gate mvsa_gate
+[B, o, S/16, S/16] and its output mvsa_fv [B, d] (evaluation mode), and grad.<key> for every parameter
 that received a gradient; the weights are loaded with load_state_dict(strict=True).
 """
 import json
@@ -27,8 +28,15 @@ images, ids = inputs["images"], inputs["ids"]
 
 out = {}
 model.eval()
+maps = {}
+gate_hook = model.mvsa.conv1x1_2.register_forward_hook(lambda m, i, o: maps.__setitem__("gate", torch.sigmoid(o)))
+fv_hook = model.mvsa.register_forward_hook(lambda m, i, o: maps.__setitem__("fv", o))
 with torch.no_grad():
     out["scores_eval"] = model(images, ids).contiguous()
+gate_hook.remove()
+fv_hook.remove()
+out["mvsa_gate"] = maps["gate"].contiguous()
+out["mvsa_fv"] = maps["fv"].contiguous()
 model.train()
 scores = model(images, ids)
 margin = cfg["margin"]

@@ -1,0 +1,221 @@
+//! `amfmn saliency`: MVSA's spatial gate (or the attended map) of images, upsampled onto each
+//! image as a grey mask and a JET overlay, with an optional HTML page and the raw grids.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::locate::{write_png, Located};
+use super::RuntimeArgs;
+use crate::data::image_file::load_rgb;
+use crate::data::transforms::Transform;
+use crate::fsutil::owned::Outputs;
+use crate::saliency::{self, Grid, MapKind, PageEntry, Scale, Upsample};
+use crate::table::Table;
+
+/// Arguments of `amfmn saliency`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SaliencyArgs {
+    /// The checkpoint (a fold folder, a .json sidecar or a weights file; the encoders suffice).
+    #[arg(long, value_name = "CKPT")]
+    pub checkpoint: PathBuf,
+    /// Images (repeatable).
+    #[arg(long, value_name = "FILE", required_unless_present = "images", conflicts_with = "images")]
+    pub image: Vec<PathBuf>,
+    /// A folder of images.
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+    /// With --images, also the images in its subfolders.
+    #[arg(long, requires = "images")]
+    pub recursive: bool,
+    /// Output folder: <stem>.mask.png and <stem>.overlay.png per image (and <stem>.mask.npy).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The gate A (in 0..1) or the attended map main ⊙ A (signed).
+    #[arg(long, value_enum, default_value = "gate")]
+    pub map: MapKind,
+    /// Levels: absolute round(255·v) (default for the gate) or per-image min–max (default for
+    /// the attended map).
+    #[arg(long, value_enum)]
+    pub scale: Option<Scale>,
+    /// How the grid is brought to the image's size.
+    #[arg(long, value_enum, default_value = "bilinear")]
+    pub upsample: Upsample,
+    /// Weight of the colours in the overlay.
+    #[arg(long, default_value_t = 0.3)]
+    pub alpha: f64,
+    /// Also write the raw grid values as <stem>.mask.npy (float32 [o, S/16, S/16]).
+    #[arg(long)]
+    pub npy: bool,
+    /// Write a self-contained page (original, overlay and grid per image).
+    #[arg(long, value_name = "FILE.html")]
+    pub html: Option<PathBuf>,
+    /// Images encoded at a time.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Replace files amfmn did not write for saliency.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// One image's maps: `[o, h, w]` of the chosen kind, and its gate.
+struct Maps {
+    chosen: Tensor,
+    gate: Tensor,
+}
+
+/// The images named on the command line: (path, name relative to the folder).
+fn inputs(args: &SaliencyArgs) -> Result<Vec<(PathBuf, String)>> {
+    let Some(dir) = &args.images else {
+        return Ok(args
+            .image
+            .iter()
+            .map(|p| (p.clone(), p.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())))
+            .collect());
+    };
+    let scan = crate::search::index::scan(dir, args.recursive)?;
+    if scan.files.is_empty() {
+        bail!("{}: no images (.tif, .jpg, .png) found", dir.display());
+    }
+    Ok(scan.files.into_iter().map(|f| (dir.join(&f.path), f.path)).collect())
+}
+
+/// Encodes the images in batches; returns the maps (on the CPU) of each image that could be
+/// read, by its position in `paths`; unreadable ones are skipped with a warning.
+fn encode(model: &crate::model::Model, paths: &[(PathBuf, String)], kind: MapKind, batch: usize) -> Vec<(usize, Maps)> {
+    let side = model.image_size();
+    let transform = Transform::Eval { size: side };
+    let len = transform.output_len();
+    let progress = crate::report::progress(paths.len() as u64, "encoding images");
+    let mut out = Vec::new();
+    for (k, chunk) in paths.chunks(batch.max(1)).enumerate() {
+        let (mut buffer, mut rows) = (Vec::with_capacity(chunk.len() * len), Vec::new());
+        for (i, (path, name)) in chunk.iter().enumerate() {
+            match load_rgb(path) {
+                Ok(image) => {
+                    let mut values = vec![0f32; len];
+                    transform.apply(&image, &mut crate::rng::stream(0, &[]), &mut values);
+                    buffer.extend(values);
+                    rows.push(k * batch.max(1) + i);
+                }
+                Err(e) => crate::report::warn(format!("skipped {name}: {e:#}")),
+            }
+        }
+        progress.inc(chunk.len() as u64);
+        if rows.is_empty() {
+            continue;
+        }
+        let images = Tensor::from_slice(&buffer).view([rows.len() as i64, 3, side as i64, side as i64]);
+        let maps = tch::no_grad(|| model.net.encode_images_with_maps(&model.prepare_images(&images)));
+        let chosen = match kind {
+            MapKind::Gate => &maps.gate,
+            MapKind::Attended => &maps.attended,
+        };
+        let (chosen, gate) = (chosen.to_device(Device::Cpu).to_kind(Kind::Float), maps.gate.to_device(Device::Cpu));
+        for (i, &row) in rows.iter().enumerate() {
+            out.push((row, Maps { chosen: chosen.get(i as i64), gate: gate.get(i as i64).to_kind(Kind::Float) }));
+        }
+    }
+    progress.finish_and_clear();
+    out
+}
+
+/// Channel `k` of `[o, h, w]` as a grid.
+fn grid(maps: &Tensor, k: i64) -> Result<Grid> {
+    let size = maps.size();
+    let values: Vec<f32> = Vec::try_from(maps.get(k).contiguous().view([-1]))?;
+    Ok(Grid { width: size[2] as usize, height: size[1] as usize, values })
+}
+
+/// Writes every image's masks and overlays; prints a row (or JSON) per image.
+pub fn run(args: &SaliencyArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.alpha) {
+        bail!("--alpha {}: give a weight between 0 and 1", args.alpha);
+    }
+    let images = inputs(args)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let mut outputs = Outputs::new(&args.out, "saliency", args.force)?;
+    let mut page = match &args.html {
+        Some(path) => Some((Outputs::for_file(path, "saliency page", args.force)?, path)),
+        None => None,
+    };
+    if let Some((outputs, path)) = page.as_mut() {
+        outputs.check(path)?;
+    }
+    let Located { model, .. } = Located::open(&args.checkpoint, &args.runtime, true)?;
+    let maps = encode(&model, &images, args.map, args.batch_size);
+    if maps.is_empty() {
+        bail!("none of the {} images could be read", images.len());
+    }
+    let scale = args.scale.unwrap_or(if args.map == MapKind::Gate { Scale::Absolute } else { Scale::Minmax });
+    let mut rows = Vec::new();
+    let mut shown = Vec::new();
+    for (row, maps) in &maps {
+        let (path, name) = &images[*row];
+        let image = load_rgb(path)?;
+        let stem = Path::new(name).with_extension("");
+        let channels = maps.chosen.size()[0];
+        let mut written = Vec::new();
+        for k in 0..channels {
+            let g = grid(&maps.chosen, k)?;
+            let (mask, overlay) = saliency::pictures(&g, &image, scale, args.upsample, args.alpha);
+            let suffix = if channels > 1 { format!(".c{k}") } else { String::new() };
+            let base = args.out.join(format!("{}{suffix}", stem.display()));
+            if let Some(parent) = base.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let (mask_path, overlay_path) = (base.with_extension("mask.png"), base.with_extension("overlay.png"));
+            write_png(&mut outputs, &mask_path, mask.into())?;
+            write_png(&mut outputs, &overlay_path, overlay.clone().into())?;
+            written.push(overlay_path);
+            if k == 0 && page.is_some() {
+                shown.push((name.clone(), image.clone(), overlay, g.scaled(scale)));
+            }
+        }
+        if args.npy {
+            let values: Vec<f32> = Vec::try_from(maps.chosen.contiguous().view([-1]))?;
+            let shape: Vec<usize> = maps.chosen.size().iter().map(|&s| s as usize).collect();
+            let array = ndarray::ArrayD::from_shape_vec(shape, values)?;
+            crate::npy::write_f32(&mut outputs, &args.out.join(stem.with_extension("mask.npy")), &array.view())?;
+        }
+        rows.push((name.clone(), saliency::summary(&grid(&maps.gate, 0)?), written));
+    }
+    outputs.finish()?;
+    if let Some((mut outputs, path)) = page {
+        let entries: Vec<PageEntry> =
+            shown.iter().map(|(name, image, overlay, grid)| PageEntry { name, image, overlay, grid }).collect();
+        saliency::write_page(&mut outputs, path, "MVSA saliency", &entries)?;
+        outputs.finish()?;
+    }
+    print_rows(&rows, args.json);
+    Ok(())
+}
+
+fn print_rows(rows: &[(String, saliency::GateSummary, Vec<PathBuf>)], json: bool) {
+    if json {
+        let images: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(name, s, written)| serde_json::json!({"image": name, "gate": s, "overlays": written}))
+            .collect();
+        println!("{}", serde_json::json!({ "images": images }));
+        return;
+    }
+    let mut table = Table::new(["image", "gate min", "max", "mean", "arg-max cell", "cells > 0.5"]);
+    for (name, s, _) in rows {
+        table.row([
+            name.clone(),
+            format!("{:.4}", s.min),
+            format!("{:.4}", s.max),
+            format!("{:.4}", s.mean),
+            format!("({}, {})", s.argmax[0], s.argmax[1]),
+            format!("{:.1}%", 100.0 * s.above_half),
+        ]);
+    }
+    print!("{table}");
+}
