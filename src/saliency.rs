@@ -130,7 +130,7 @@ pub fn pictures(grid: &Grid, image: &RgbImage, scale: Scale, mode: Upsample, alp
     let (width, height) = (image.width() as usize, image.height() as usize);
     let pixels = levels(&grid.scaled(scale).upsample(width, height, mode));
     let mask = Gray { width, height, pixels };
-    let overlay = render::overlay(image, &render::jet_image(&mask), alpha);
+    let overlay = render::overlay(image.clone(), &mask, alpha);
     let gray = GrayImage::from_raw(width as u32, height as u32, mask.pixels).expect("one level per pixel");
     (gray, overlay)
 }

@@ -293,6 +293,44 @@ fn locate_scores_by_plain_cosine_with_slms_reduced_model() {
 }
 
 #[test]
+fn selo_end_to_end_makes_the_maps_locate_makes_and_evaluates_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let out = amfmn_in(d, &["synth-scenes", "--out", "s", "--scenes", "2", "--size", "1024x1024", "--seed", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let anno: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("s/annotations/anno.json")).unwrap()).unwrap();
+    let cases = anno.as_array().unwrap();
+    let settings = ["--steps", "256,512", "--filter", "median:51", "--device", "cpu"];
+    let args = ["selo", "--annotations", "s/annotations/anno.json", "--images", "s/scenes", "--checkpoint", "ckpt"];
+    let report = json(&amfmn_in(d, &[&args[..], &["--out", "maps", "--overlays", "--json"], &settings].concat()));
+    assert_eq!(report["samples"].as_array().unwrap().len(), cases.len());
+    for (i, case) in cases.iter().enumerate() {
+        let scene = format!("s/scenes/{}", case["jpg_name"].as_str().unwrap());
+        let caption = case["caption"].as_str().unwrap();
+        let out = format!("l{i}.png");
+        let located = amfmn_in(
+            d,
+            &[&["locate", "--checkpoint", "ckpt", "--image", &scene, "--query", caption, "--out", &out][..], &settings]
+                .concat(),
+        );
+        assert!(located.status.success(), "{}", stderr(&located));
+        let read = |p: String| std::fs::read(d.join(p)).unwrap();
+        assert_eq!(
+            read(format!("maps/probmap_{i}.png")),
+            read(format!("l{i}.prob.png")),
+            "case {i}: the map locate makes"
+        );
+        assert_eq!(read(format!("maps/addmap_{i}.png")), read(out), "case {i}: its overlay");
+    }
+    let again = amfmn_in(d, &["selo", "--annotations", "s/annotations/anno.json", "--heatmaps", "maps", "--json"]);
+    assert_eq!(json(&again)["mean"], report["mean"], "evaluating the written maps gives the same indicators");
+    let missing = amfmn_in(d, &["selo", "--annotations", "s/annotations/anno.json", "--checkpoint", "ckpt"]);
+    assert!(stderr(&missing).contains("--images"), "{}", stderr(&missing));
+}
+
+#[test]
 fn closed_form_search_equals_the_model_scores() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());

@@ -14,7 +14,7 @@ use crate::data::image_file::{image_dimensions, load_rgb};
 use crate::fsutil::owned::Outputs;
 use crate::fsutil::sha256_file;
 use crate::locate::codes::{CodesKey, CropCodes};
-use crate::locate::crops::{encode_crops, CropResize};
+use crate::locate::crops::{encode_crops, CropEncoding, CropResize};
 use crate::locate::heat::{crops, gaussian_filter, median_filter, MeanMap, Rect};
 use crate::locate::raster::Gray;
 use crate::locate::{render, selo};
@@ -236,13 +236,19 @@ impl MapArgs {
     }
 
     /// The filtered probability map of a `height × width` scene whose crops `rects` scored
-    /// `scores` (a flat map, all zero, is warned about).
-    pub fn probability_map(&self, height: usize, width: usize, rects: &[Rect], scores: &[f32]) -> Gray {
+    /// `scores` (a flat map, all zero, is warned about), with the seconds taken to build it
+    /// (SLM's "Gnt") and to filter it ("Flt").
+    pub fn probability_map(&self, height: usize, width: usize, rects: &[Rect], scores: &[f32]) -> (Gray, [f64; 2]) {
+        let start = Instant::now();
         let values: Vec<f64> = scores.iter().map(|&v| f64::from(v)).collect();
         if values.iter().all(|&v| v == values[0]) {
             crate::report::warn("every crop has the same score: the map is flat (all zero)");
         }
-        self.filter.apply(MeanMap::new(height, width, rects, &values).to_u8())
+        let raw = MeanMap::new(height, width, rects, &values).to_u8();
+        let built = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let map = self.filter.apply(raw);
+        (map, [built, start.elapsed().as_secs_f64()])
     }
 }
 
@@ -263,7 +269,6 @@ pub fn run(args: &LocateArgs) -> Result<()> {
     let (scene, rects) = args.map.read_scene(&args.image)?;
     let (width, height) = (scene.width() as usize, scene.height() as usize);
 
-    let start = Instant::now();
     let key = CodesKey {
         scene_sha256: sha256_file(&args.image)?,
         checkpoint_sha256: sha256_file(&weights)?,
@@ -271,20 +276,18 @@ pub fn run(args: &LocateArgs) -> Result<()> {
         crop_resize: format!("{:?}", args.map.crop_resize).to_lowercase(),
         image_size: model.image_size(),
     };
-    let (fv, gate, reused) = crop_codes(args, &model, &scene, &rects, key)?;
-    let searcher = Searcher::new(model, vocab, fv, gate);
-    let scores = args.map.scores(&searcher, &query)?;
-    let encode_seconds = start.elapsed().as_secs_f64();
-
+    let codes = crop_codes(args, &model, &scene, &rects, key)?;
     let start = Instant::now();
-    let map = args.map.probability_map(height, width, &rects, &Vec::<f32>::try_from(&scores)?);
-    let map_seconds = start.elapsed().as_secs_f64();
+    let reused = codes.seconds == [0.0; 2];
+    let [cut, encode] = codes.seconds;
+    let searcher = Searcher::new(model, vocab, codes.fv, codes.gate);
+    let scores = args.map.scores(&searcher, &query)?;
+    let sim = encode + start.elapsed().as_secs_f64();
+    let (map, [gnt, flt]) = args.map.probability_map(height, width, &rects, &Vec::<f32>::try_from(&scores)?);
 
-    let colours = render::jet_image(&map);
-    let overlaid = render::overlay(&scene, &colours, args.alpha);
     let gray = image::GrayImage::from_raw(width as u32, height as u32, map.pixels.clone()).context("map size")?;
-    let mut written = vec![overlaid.into(), gray.into()];
-    written.extend(args.jet.as_ref().map(|_| image::DynamicImage::from(colours)));
+    let mut written = vec![render::overlay(scene, &map, args.alpha).into(), gray.into()];
+    written.extend(args.jet.as_ref().map(|_| image::DynamicImage::from(render::jet_image(&map))));
     pictures.write(written)?;
 
     let summary = Summary {
@@ -292,7 +295,7 @@ pub fn run(args: &LocateArgs) -> Result<()> {
         steps: &args.map.steps,
         scores: &scores,
         map: &map,
-        seconds: [encode_seconds, map_seconds],
+        seconds: [cut, sim, gnt, flt],
         reused,
     };
     summary.print(args.json, &args.out, &prob)
@@ -300,19 +303,20 @@ pub fn run(args: &LocateArgs) -> Result<()> {
 
 /// The codes of the scene's crops: from `--codes` when that file holds the codes of the same
 /// scene, checkpoint and crops, else encoded (and then kept there when `--codes` is given).
+/// Reused codes take no time (`seconds` zero).
 fn crop_codes(
     args: &LocateArgs,
     model: &crate::model::Model,
     scene: &image::RgbImage,
     rects: &[Rect],
     key: CodesKey,
-) -> Result<(tch::Tensor, Option<tch::Tensor>, bool)> {
+) -> Result<CropEncoding> {
     let mut outputs = match &args.codes {
         Some(path) => {
             if path.exists() {
                 let kept = CropCodes::load(path)?;
                 if kept.key == key && kept.crops == rects {
-                    return Ok((kept.fv, kept.gate, true));
+                    return Ok(CropEncoding { fv: kept.fv, gate: kept.gate, seconds: [0.0; 2] });
                 }
             }
             let mut outputs = Outputs::for_file(path, "crop codes", args.force)?;
@@ -322,21 +326,21 @@ fn crop_codes(
         None => None,
     };
     let progress = crate::report::progress(rects.len() as u64, "encoding crops");
-    let (fv, gate) = encode_crops(model, scene, rects, args.map.crop_resize, args.map.batch_size, &progress)?;
+    let encoded = encode_crops(model, scene, rects, args.map.crop_resize, args.map.batch_size, &progress)?;
     progress.finish_and_clear();
     if let Some((outputs, path)) = outputs.as_mut() {
         let codes = CropCodes {
             key,
             crops: rects.to_vec(),
-            fv: fv.shallow_clone(),
-            gate: gate.as_ref().map(|g| g.shallow_clone()),
+            fv: encoded.fv.shallow_clone(),
+            gate: encoded.gate.as_ref().map(|g| g.shallow_clone()),
         };
         codes.save(outputs, path)?;
     }
     if let Some((outputs, _)) = outputs {
         outputs.finish()?;
     }
-    Ok((fv, gate, false))
+    Ok(encoded)
 }
 
 /// What `locate` reports.
@@ -345,8 +349,9 @@ struct Summary<'a> {
     steps: &'a [usize],
     scores: &'a tch::Tensor,
     map: &'a Gray,
-    /// Seconds to cut, resize and score the crops; to build and filter the map.
-    seconds: [f64; 2],
+    /// Seconds to cut and resize the crops, to encode and score them, to build the map and to
+    /// filter it (SLM's Cut, Sim, Gnt, Flt).
+    seconds: [f64; 4],
     /// Whether the crop codes came from `--codes`.
     reused: bool,
 }
@@ -354,6 +359,14 @@ struct Summary<'a> {
 impl Summary<'_> {
     fn crops_per_step(&self) -> Vec<(usize, usize)> {
         self.steps.iter().map(|&s| (s, self.rects.iter().filter(|r| r.r1 - r.r0 == s).count())).collect()
+    }
+
+    /// Every crop with its score: `[r0, r1, c0, c1, score]` (the f32 score widened, so that a
+    /// reader in f64 sums exactly the same values).
+    fn crop_scores(&self) -> Result<Vec<serde_json::Value>> {
+        let scores = Vec::<f32>::try_from(self.scores)?;
+        let row = |(r, s): (&Rect, f32)| serde_json::json!([r.r0, r.r1, r.c0, r.c1, f64::from(s)]);
+        Ok(self.rects.iter().zip(scores).map(row).collect())
     }
 
     fn print(&self, json: bool, out: &Path, prob: &Path) -> Result<()> {
@@ -368,7 +381,8 @@ impl Summary<'_> {
                 self.crops_per_step().into_iter().map(|(s, n)| (s.to_string(), n.into())).collect();
             let value = serde_json::json!({
                 "crops": self.rects.len(), "crops_per_step": per_step, "top_crops": top, "centers": centres,
-                "seconds": {"encode": self.seconds[0], "map": self.seconds[1]}, "codes_reused": self.reused,
+                "seconds": {"cut": self.seconds[0], "sim": self.seconds[1], "gnt": self.seconds[2], "flt": self.seconds[3]},
+                "codes_reused": self.reused, "crop_scores": self.crop_scores()?,
                 "overlay": out, "probability_map": prob,
             });
             println!("{value}");
@@ -380,16 +394,16 @@ impl Summary<'_> {
         }
         print!("{table}");
         let centres: Vec<String> = centres.iter().map(|(x, y)| format!("({x}, {y})")).collect();
+        let [cut, sim, gnt, flt] = self.seconds;
         println!(
-            "\nbest crop rows {}..{} columns {}..{} (score {:.4}); attention centres {}; encoding {:.1} s, map {:.1} s",
+            "\nbest crop rows {}..{} columns {}..{} (score {:.4}); attention centres {}; \
+             cut {cut:.1} s, sim {sim:.1} s, gnt {gnt:.1} s, flt {flt:.1} s",
             top[0].0.r0,
             top[0].0.r1,
             top[0].0.c0,
             top[0].0.c1,
             top[0].1,
             if centres.is_empty() { "none".to_owned() } else { centres.join(", ") },
-            self.seconds[0],
-            self.seconds[1]
         );
         if self.reused {
             println!("the crop codes were reused from --codes: only the text was encoded");

@@ -138,10 +138,10 @@ fn write_maps(args: &SeloArgs, cases: &[Case], checkpoint: &Path, images: &Path,
     for name in &scenes {
         let (scene, rects) = args.map.read_scene(&scene_path(name)?)?;
         let progress = report::progress(rects.len() as u64, &format!("encoding the crops of {name}"));
-        let (fv, gate) = encode_crops(&model, &scene, &rects, args.map.crop_resize, args.map.batch_size, &progress)?;
+        let codes = encode_crops(&model, &scene, &rects, args.map.crop_resize, args.map.batch_size, &progress)?;
         progress.finish_and_clear();
-        fvs.push(fv);
-        gates.extend(gate);
+        fvs.push(codes.fv);
+        gates.extend(codes.gate);
         let size = (scene.height() as usize, scene.width() as usize);
         crops_of.insert(*name, (first, rects.clone(), size));
         first += rects.len();
@@ -154,10 +154,10 @@ fn write_maps(args: &SeloArgs, cases: &[Case], checkpoint: &Path, images: &Path,
         let query = Query { sentence: Some(case.caption.clone()), keywords: None };
         let scores = args.map.scores(&searcher, &query).with_context(|| format!("case {index}"))?;
         let scores: Vec<f32> = Vec::try_from(scores.narrow(0, *first as i64, rects.len() as i64))?;
-        let map = args.map.probability_map(*height, *width, rects, &scores);
+        let (map, _) = args.map.probability_map(*height, *width, rects, &scores);
         if args.overlays {
             let scene = load_rgb(&scene_path(&case.jpg_name)?)?;
-            let overlay = render::overlay(&scene, &render::jet_image(&map), 0.3);
+            let overlay = render::overlay(scene, &map, 0.3);
             write_png(&mut outputs, &out.join(format!("addmap_{index}.png")), overlay.into())?;
         }
         let gray = image::GrayImage::from_raw(*width as u32, *height as u32, map.pixels).context("map size")?;

@@ -1,6 +1,8 @@
 //! Cutting a scene into its crops, resizing them to the network's input and encoding them,
 //! batch by batch, with a progress bar.
 
+use std::time::Instant;
+
 use anyhow::Result;
 use image::RgbImage;
 use tch::{Device, Tensor};
@@ -31,8 +33,18 @@ fn crop_input(scene: &RgbImage, rect: &Rect, side: u32, resize: CropResize, out:
     to_normalized_chw(&resized, 0, 0, side, out);
 }
 
-/// The codes of every crop: Fv `[N, d]` and, for soft attention, the gates, on the CPU. Crops
-/// are cut and resized on one thread per core, `batch_size` at a time.
+/// The codes of a scene's crops and the time taken.
+pub struct CropEncoding {
+    /// Fv `[N, d]` on the CPU.
+    pub fv: Tensor,
+    /// The gates `[N, d]` for soft attention.
+    pub gate: Option<Tensor>,
+    /// Seconds spent cutting and resizing (SLM's "Cut") and encoding ("Sim").
+    pub seconds: [f64; 2],
+}
+
+/// The codes of every crop. Crops are cut and resized on one thread per core, `batch_size` at
+/// a time.
 pub fn encode_crops(
     model: &Model,
     scene: &RgbImage,
@@ -40,12 +52,13 @@ pub fn encode_crops(
     resize: CropResize,
     batch_size: usize,
     progress: &indicatif::ProgressBar,
-) -> Result<(Tensor, Option<Tensor>)> {
+) -> Result<CropEncoding> {
     let side = model.image_size();
     let len = 3 * side as usize * side as usize;
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (mut fvs, mut gates) = (Vec::new(), Vec::new());
+    let (mut fvs, mut gates, mut seconds) = (Vec::new(), Vec::new(), [0.0; 2]);
     for batch in crops.chunks(batch_size.max(1)) {
+        let start = Instant::now();
         let mut buffer = vec![0f32; batch.len() * len];
         let per_thread = batch.len().div_ceil(workers);
         std::thread::scope(|s| {
@@ -57,6 +70,8 @@ pub fn encode_crops(
                 });
             }
         });
+        seconds[0] += start.elapsed().as_secs_f64();
+        let start = Instant::now();
         let images = Tensor::from_slice(&buffer).view([batch.len() as i64, 3, side as i64, side as i64]);
         let codes = tch::no_grad(|| {
             let fv = model.net.encode_images(&model.prepare_images(&images), false);
@@ -64,8 +79,9 @@ pub fn encode_crops(
         });
         fvs.push(codes.fv.to_device(Device::Cpu));
         gates.extend(codes.gate.map(|g| g.to_device(Device::Cpu)));
+        seconds[1] += start.elapsed().as_secs_f64();
         progress.inc(batch.len() as u64);
     }
     let gate = (!gates.is_empty()).then(|| Tensor::cat(&gates, 0));
-    Ok((Tensor::cat(&fvs, 0), gate))
+    Ok(CropEncoding { fv: Tensor::cat(&fvs, 0), gate, seconds })
 }

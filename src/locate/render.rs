@@ -17,14 +17,17 @@ pub fn jet_image(map: &Gray) -> RgbImage {
     RgbImage::from_fn(map.width as u32, map.height as u32, |x, y| image::Rgb(jet(map.at(x as usize, y as usize))))
 }
 
-/// `(1 − alpha)·scene + alpha·colours` per channel, rounded half to even and saturated, as
-/// OpenCV's `addWeighted`.
-pub fn overlay(scene: &RgbImage, colours: &RgbImage, alpha: f64) -> RgbImage {
-    let mut out = scene.clone();
-    for (o, c) in out.iter_mut().zip(colours.iter()) {
-        *o = ((1.0 - alpha) * *o as f64 + alpha * *c as f64).round_ties_even().clamp(0.0, 255.0) as u8;
+/// `(1 − alpha)·scene + alpha·JET(map)` per channel, rounded half to even and saturated, as
+/// OpenCV's `addWeighted` of the scene and the map's JET picture; in place, so a 10k² scene is
+/// held once.
+pub fn overlay(mut scene: RgbImage, map: &Gray, alpha: f64) -> RgbImage {
+    let table: Vec<[u8; 3]> = (0..=255).map(jet).collect();
+    for (pixel, &level) in scene.pixels_mut().zip(&map.pixels) {
+        for (o, &c) in pixel.0.iter_mut().zip(&table[level as usize]) {
+            *o = ((1.0 - alpha) * *o as f64 + alpha * c as f64).round_ties_even().clamp(0.0, 255.0) as u8;
+        }
     }
-    out
+    scene
 }
 
 #[cfg(test)]
@@ -48,8 +51,10 @@ mod tests {
             let got = jet(level);
             assert!(got.iter().zip(want).all(|(&g, w)| (g as i32 - w).abs() <= 1), "{level}: {got:?} vs {want:?}");
         }
+        // Level 96 is JET (1, 255, 254) here: 0.7·(100, 0, 255) + 0.3·that = (70.3, 76.5, 254.7).
+        assert_eq!(jet(96), [1, 255, 254]);
         let scene = RgbImage::from_pixel(1, 1, image::Rgb([100, 0, 255]));
-        let colours = RgbImage::from_pixel(1, 1, image::Rgb([0, 255, 0]));
-        assert_eq!(overlay(&scene, &colours, 0.3).get_pixel(0, 0).0, [70, 76, 178], "76.5 and 178.5 round to even");
+        let map = Gray { width: 1, height: 1, pixels: vec![96] };
+        assert_eq!(overlay(scene, &map, 0.3).get_pixel(0, 0).0, [70, 76, 255], "76.5 rounds to even");
     }
 }
