@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use tch::{Cuda, Device};
 
-use crate::options::DeviceChoice;
+use crate::options::{Amp, DeviceChoice};
 
 /// The device for `choice`: `auto` is the first CUDA device when libtorch sees one, else the
 /// CPU; an explicit CUDA device must exist (`CUDA_VISIBLE_DEVICES` is applied by CUDA itself).
@@ -22,6 +22,26 @@ pub fn resolve(choice: DeviceChoice) -> Result<Device> {
             Ok(Device::Cuda(n))
         }
     }
+}
+
+/// Checks and applies the training precision for `device`: fp16 needs CUDA; `tf32` lets CUDA
+/// matrix products use TF32 (PyTorch's `allow_tf32` for matmul, through libtorch's
+/// `TORCH_ALLOW_TF32_CUBLAS_OVERRIDE`, read before the first product); on CUDA, cuDNN picks its
+/// fastest kernels for the fixed training shapes (`cudnn.benchmark`).
+pub fn set_precision(amp: Amp, tf32: bool, device: Device) -> Result<()> {
+    if amp == Amp::Fp16 && device == Device::Cpu {
+        bail!(
+            "optim.amp: fp16 needs a CUDA device (libtorch's fp16 kernels on the CPU are incomplete); use bf16 or off"
+        );
+    }
+    if let Device::Cuda(_) = device {
+        if tf32 {
+            // Once, at the start of training, before the loader's threads exist.
+            std::env::set_var("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "1");
+        }
+        Cuda::cudnn_set_benchmark(true);
+    }
+    Ok(())
 }
 
 /// Sets libtorch's intra-op threads (0 keeps its default of one per core).

@@ -12,6 +12,7 @@ pub mod data;
 pub mod device;
 pub mod eval;
 pub mod fsutil;
+pub mod html;
 pub mod locate;
 pub mod logging;
 pub mod loss;

@@ -18,16 +18,97 @@ struct State {
     step: i64,
 }
 
-/// Adam over named parameters (no weight decay, no amsgrad: the original's settings).
+/// Dynamic loss scaling for fp16 training, as `torch.cuda.amp.GradScaler` does it: the loss is
+/// multiplied by the scale before the backward pass and the gradients divided by it after; a
+/// step whose gradients hold an inf or NaN is skipped and the scale halved; after
+/// `growth_interval` clean steps in a row the scale doubles.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradScaler {
+    pub scale: f64,
+    /// Clean steps since the scale last changed.
+    pub growth_tracker: i64,
+    /// Steps skipped for inf/NaN gradients.
+    pub skipped: i64,
+    growth_interval: i64,
+}
+
+impl GradScaler {
+    pub const INITIAL_SCALE: f64 = 65536.0;
+    pub const GROWTH_INTERVAL: i64 = 2000;
+
+    pub fn new() -> GradScaler {
+        GradScaler::with_growth_interval(GradScaler::GROWTH_INTERVAL)
+    }
+
+    pub fn with_growth_interval(growth_interval: i64) -> GradScaler {
+        GradScaler { scale: GradScaler::INITIAL_SCALE, growth_tracker: 0, skipped: 0, growth_interval }
+    }
+
+    /// After a step: halve on inf/NaN gradients (the step was skipped), double after
+    /// `growth_interval` clean steps (PyTorch's `_amp_update_scale_`).
+    pub fn update(&mut self, found_inf: bool) {
+        if found_inf {
+            self.scale *= 0.5;
+            self.growth_tracker = 0;
+            self.skipped += 1;
+        } else if self.growth_tracker + 1 == self.growth_interval {
+            if (self.scale * 2.0).is_finite() {
+                self.scale *= 2.0;
+            }
+            self.growth_tracker = 0;
+        } else {
+            self.growth_tracker += 1;
+        }
+    }
+}
+
+impl Default for GradScaler {
+    fn default() -> GradScaler {
+        GradScaler::new()
+    }
+}
+
+/// Adam over named parameters (no weight decay, no amsgrad: the original's settings), with a
+/// loss scaler when training in fp16.
 pub struct Adam {
     params: BTreeMap<String, Tensor>,
     state: BTreeMap<String, State>,
     lr: f64,
+    pub scaler: Option<GradScaler>,
 }
 
 impl Adam {
     pub fn new(params: BTreeMap<String, Tensor>, lr: f64) -> Adam {
-        Adam { params, state: BTreeMap::new(), lr }
+        Adam { params, state: BTreeMap::new(), lr, scaler: None }
+    }
+
+    /// The loss to backpropagate: scaled when a scaler is set.
+    pub fn scale_loss(&self, loss: &Tensor) -> Tensor {
+        match &self.scaler {
+            Some(scaler) => loss * scaler.scale,
+            None => loss.shallow_clone(),
+        }
+    }
+
+    /// With a scaler: divides every gradient by the scale and reports whether all are finite
+    /// (`true` without a scaler).
+    pub fn unscale_gradients(&self) -> bool {
+        let Some(scaler) = &self.scaler else { return true };
+        tch::no_grad(|| {
+            let mut finite = true;
+            for grad in self.params.values().map(Tensor::grad).filter(Tensor::defined) {
+                let _ = grad.shallow_clone().g_div_scalar_(scaler.scale);
+                finite &= grad.isfinite().all().int64_value(&[]) == 1;
+            }
+            finite
+        })
+    }
+
+    /// Updates the scaler after a step (`skipped`: its gradients were not finite).
+    pub fn update_scale(&mut self, skipped: bool) {
+        if let Some(scaler) = &mut self.scaler {
+            scaler.update(skipped);
+        }
     }
 
     pub fn lr(&self) -> f64 {
@@ -97,12 +178,24 @@ impl Adam {
             out.insert(format!("exp_avg_sq.{name}"), s.exp_avg_sq.to_device(Device::Cpu).contiguous());
             out.insert(format!("step.{name}"), Tensor::from(s.step));
         }
+        if let Some(scaler) = &self.scaler {
+            out.insert("scaler.scale".into(), Tensor::from(scaler.scale));
+            out.insert("scaler.growth_tracker".into(), Tensor::from(scaler.growth_tracker));
+            out.insert("scaler.skipped".into(), Tensor::from(scaler.skipped));
+        }
         out
     }
 
-    /// Restores a state written by [`Adam::state_dict`] for the same parameters.
+    /// Restores a state written by [`Adam::state_dict`] for the same parameters (a scaler
+    /// continues from its saved state; one saved without starts afresh).
     pub fn load_state_dict(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
         self.state.clear();
+        if let (Some(scaler), Some(scale)) = (&mut self.scaler, tensors.get("scaler.scale")) {
+            let get = |key: &str| tensors.get(key).map_or(0, |t| t.int64_value(&[]));
+            scaler.scale = scale.double_value(&[]);
+            scaler.growth_tracker = get("scaler.growth_tracker");
+            scaler.skipped = get("scaler.skipped");
+        }
         for (key, step) in tensors.iter().filter(|(k, _)| k.starts_with("step.")) {
             let name = &key["step.".len()..];
             let param =
@@ -202,6 +295,51 @@ pub fn learning_rate(lr: f64, decay: f64, every: usize, epoch: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_loss_scale_backs_off_grows_and_resumes() {
+        let mut scaler = GradScaler::with_growth_interval(3);
+        assert_eq!(scaler.scale, 65536.0);
+        scaler.update(true);
+        assert_eq!((scaler.scale, scaler.growth_tracker, scaler.skipped), (32768.0, 0, 1), "inf: halved, skipped");
+        scaler.update(false);
+        scaler.update(false);
+        assert_eq!((scaler.scale, scaler.growth_tracker), (32768.0, 2));
+        scaler.update(false);
+        assert_eq!((scaler.scale, scaler.growth_tracker), (65536.0, 0), "3 clean steps: doubled");
+        scaler.update(false);
+        scaler.update(true);
+        assert_eq!((scaler.scale, scaler.growth_tracker, scaler.skipped), (32768.0, 0, 2), "an inf resets the run");
+        assert_eq!(GradScaler::new().growth_interval, 2000, "PyTorch's default");
+
+        let weight = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
+        let mut adam = Adam::new(BTreeMap::from([("w".to_string(), weight.shallow_clone())]), 0.1);
+        adam.scaler = Some(scaler.clone());
+        // A clean step: the loss is scaled, the gradient unscaled back to d(sum w²)/dw = 2w.
+        adam.scale_loss(&weight.square().sum(Kind::Float)).backward();
+        assert!(adam.unscale_gradients());
+        assert_eq!(Vec::<f32>::try_from(weight.grad()).unwrap(), [2.0, -4.0]);
+        adam.step();
+        adam.update_scale(false);
+        let after_clean = Vec::<f32>::try_from(&weight).unwrap();
+        assert_ne!(after_clean, [1.0, -2.0]);
+        // An overflowing step is skipped: the weights stay, the scale halves.
+        adam.zero_grad();
+        (adam.scale_loss(&weight.sum(Kind::Float)) * f64::INFINITY).backward();
+        let finite = adam.unscale_gradients();
+        assert!(!finite);
+        adam.update_scale(!finite);
+        assert_eq!(Vec::<f32>::try_from(&weight).unwrap(), after_clean);
+        assert_eq!(adam.scaler.as_ref().map(|s| (s.scale, s.skipped)), Some((16384.0, 3)));
+        // Resume: the scaler's state travels with the optimizer's.
+        let saved = adam.state_dict();
+        let mut resumed = Adam::new(BTreeMap::from([("w".to_string(), weight.shallow_clone())]), 0.1);
+        resumed.scaler = Some(GradScaler::with_growth_interval(3));
+        resumed.load_state_dict(&saved).unwrap();
+        assert_eq!(resumed.scaler, adam.scaler);
+        let keys: Vec<String> = resumed.state_dict().into_keys().collect();
+        assert_eq!(keys, saved.into_keys().collect::<Vec<_>>());
+    }
 
     #[test]
     fn schedule_over_70_epochs() {

@@ -194,6 +194,35 @@ pub struct OptimOptions {
     /// amfmn: decay β of the dynamic margin.
     #[serde(default = "default_beta")]
     pub beta: f64,
+    /// amfmn: mixed precision of training (`off`: fp32).
+    #[serde(default)]
+    pub amp: Amp,
+    /// amfmn: TF32 for CUDA matrix products too (`false`: PyTorch's default, TF32 for cuDNN
+    /// convolutions only).
+    #[serde(default)]
+    pub tf32: bool,
+}
+
+/// `optim.amp`: the precision of convolutions and linear layers in training.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Amp {
+    #[default]
+    Off,
+    Bf16,
+    /// Needs CUDA; with dynamic loss scaling.
+    Fp16,
+}
+
+impl Amp {
+    /// The autocast precision (`None` for fp32).
+    pub fn kind(self) -> Option<tch::Kind> {
+        match self {
+            Amp::Off => None,
+            Amp::Bf16 => Some(tch::Kind::BFloat16),
+            Amp::Fp16 => Some(tch::Kind::Half),
+        }
+    }
 }
 
 /// `optim.margin_type`.

@@ -6,11 +6,11 @@
 use std::path::Path;
 
 use anyhow::Result;
-use base64::Engine;
 use image::{GrayImage, RgbImage};
 
 use crate::data::transforms::resize_bilinear;
 use crate::fsutil::owned::Outputs;
+use crate::html;
 use crate::locate::raster::Gray;
 use crate::locate::render;
 
@@ -148,14 +148,7 @@ pub struct PageEntry<'a> {
 }
 
 fn data_uri(image: &RgbImage) -> Result<String> {
-    let small = resize_bilinear(image, PAGE_SIDE, PAGE_SIDE);
-    let mut png = std::io::Cursor::new(Vec::new());
-    small.write_to(&mut png, image::ImageFormat::Png)?;
-    Ok(format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png.into_inner())))
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    html::png_data_uri(&resize_bilinear(image, PAGE_SIDE, PAGE_SIDE))
 }
 
 /// The grid as a table of cells coloured by JET, each with its value.
@@ -182,30 +175,22 @@ pub fn write_page(outputs: &mut Outputs, path: &Path, title: &str, entries: &[Pa
     for entry in entries {
         rows.push_str(&format!(
             "<section><h2>{}</h2><img src=\"{}\" alt=\"image\"><img src=\"{}\" alt=\"overlay\">{}</section>\n",
-            escape(entry.name),
+            html::escape(entry.name),
             data_uri(entry.image)?,
             data_uri(entry.overlay)?,
             grid_table(entry.grid)
         ));
     }
-    let page = format!(
-        r#"<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>amfmn: {title}</title>
-<style>
-body {{ margin: 0; padding: 16px; font: 13px sans-serif; background: #fff; }}
-h1 {{ font-size: 16px; margin: 0 0 12px 0; height: 20px; overflow: hidden; }}
-section {{ display: grid; grid-template-columns: repeat(3, {side}px); column-gap: 16px; margin-bottom: 16px; }}
+    let side = PAGE_SIDE;
+    let style = format!(
+        "section {{ display: grid; grid-template-columns: repeat(3, {side}px); column-gap: 16px; margin-bottom: 16px; }}
 h2 {{ grid-column: 1 / 4; font-size: 13px; margin: 0 0 4px 0; height: 16px; overflow: hidden; }}
 img {{ display: block; width: {side}px; height: {side}px; }}
 table {{ border-collapse: collapse; border-spacing: 0; }}
 td {{ padding: 0; }}
-</style></head>
-<body><h1>{title}</h1>
-{rows}</body></html>
-"#,
-        title = escape(title),
-        side = PAGE_SIDE,
+"
     );
+    let page = html::page(title, &style, &rows);
     outputs.write(path, page.as_bytes())
 }
 

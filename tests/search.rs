@@ -429,6 +429,24 @@ fn chromium() -> PathBuf {
     path
 }
 
+/// A screenshot of `page` in headless Chromium with a `width × height` window.
+fn screenshot(page: &Path, (width, height): (u32, u32)) -> image::RgbImage {
+    let profile = tempfile::tempdir().unwrap();
+    let shot = profile.path().join("shot.png");
+    let status = Command::new(chromium())
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"])
+        .arg(format!("--user-data-dir={}", profile.path().join("profile").display()))
+        .arg(format!("--window-size={width},{height}"))
+        .arg("--force-device-scale-factor=1")
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    assert!(shot.is_file(), "no screenshot: {}", String::from_utf8_lossy(&status.stderr));
+    image::open(&shot).unwrap().to_rgb8()
+}
+
 #[test]
 fn html_page_shows_the_thumbnails_in_rank_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -439,19 +457,7 @@ fn html_page_shows_the_thumbnails_in_rank_order() {
         d,
         &["retrieve", "--index", "i.st", "--query", "two white houses", "--top", "6", "--json", "--html", "page.html"],
     ));
-    let profile = tempfile::tempdir().unwrap();
-    let shot = d.join("shot.png");
-    let status = Command::new(chromium())
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
-        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(["--window-size=760,560", "--force-device-scale-factor=1"])
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("file://{}", d.join("page.html").display()))
-        .output()
-        .unwrap();
-    assert!(shot.is_file(), "no screenshot: {}", String::from_utf8_lossy(&status.stderr));
-    let png = image::open(&shot).unwrap().to_rgb8();
+    let png = screenshot(&d.join("page.html"), (760, 560));
     // Layout of the page: 16 px margin, 20 px title + 12 px gap, cells of 180 x 200 with the
     // 160 px thumbnail centred at the top; four cells per row.
     for (rank, hit) in result["results"].as_array().unwrap().iter().enumerate() {
@@ -501,19 +507,7 @@ fn saliency_writes_masks_overlays_grids_and_a_page() {
 
     // The page in headless Chromium: 16 px margin, 20 px title + 12 px gap, a 16 px heading +
     // 4 px gap, then the image, the overlay and the grid (64 px cells), 256 px each, 16 px apart.
-    let profile = tempfile::tempdir().unwrap();
-    let shot = d.join("shot.png");
-    let status = Command::new(chromium())
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
-        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(["--window-size=860,400", "--force-device-scale-factor=1"])
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("file://{}", d.join("sal/page.html").display()))
-        .output()
-        .unwrap();
-    assert!(shot.is_file(), "no screenshot: {}", String::from_utf8_lossy(&status.stderr));
-    let png = image::open(&shot).unwrap().to_rgb8();
+    let png = screenshot(&d.join("sal/page.html"), (860, 400));
     let close = |at: (u32, u32), want: [u8; 3], what: &str| {
         let pixel = png.get_pixel(at.0, at.1).0;
         let near = pixel.iter().zip(want).all(|(&a, b)| (a as i32 - b as i32).abs() <= 3);

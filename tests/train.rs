@@ -206,6 +206,7 @@ fn bad_options_fail_before_training() {
         ("model.seq2vec.type=Skip", "model.seq2vec.type: unknown variant `Skip`"),
         ("optim.lr=-1", "optim.lr: must be positive"),
         ("dataset.image_size=33", "dataset.image_size: 33 must be a multiple of 32"),
+        ("optim.amp=fp8", "optim.amp: unknown variant `fp8`"),
     ] {
         let out = train(dir.path(), &["--set", set]);
         assert!(!out.status.success(), "{set}");
@@ -213,6 +214,11 @@ fn bad_options_fail_before_training() {
     }
     let out = amfmn_in(dir.path(), &["train", "--path_opt", "opt.yaml", "--device", "cuda:7"]);
     assert!(stderr(&out).contains("--device cuda:7: libtorch sees"), "{}", stderr(&out));
+    let out = train(dir.path(), &["--set", "optim.amp=fp16"]);
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: optim.amp: fp16 needs a CUDA device (libtorch's fp16 kernels on the CPU are incomplete); use bf16 or off"
+    );
     std::fs::remove_dir_all(dir.path().join("d/images")).unwrap();
     let out = train(dir.path(), &[]);
     assert!(stderr(&out).contains("16 of 16 images of the train split are missing"), "{}", stderr(&out));

@@ -25,7 +25,7 @@ impl Linear {
 impl Module for Linear {
     /// `[..., in]` → `[..., out]`.
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        super::amp::lowered(x, &self.weight, self.bias.as_ref(), |x, w, b| x.linear(w, b))
     }
 }
 
@@ -82,7 +82,8 @@ impl Conv2d {
 impl Module for Conv2d {
     /// `[B, in, H, W]` → `[B, out, H', W']`.
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(&self.weight, self.bias.as_ref(), [self.stride], [self.padding], [1], 1)
+        let (stride, padding) = (self.stride, self.padding);
+        super::amp::lowered(x, &self.weight, self.bias.as_ref(), |x, w, b| x.conv2d(w, b, [stride], [padding], [1], 1))
     }
 }
 

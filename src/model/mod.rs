@@ -2,6 +2,7 @@
 //! MVSA, the skip-thoughts text encoder, visual-guided attention, VGMF fusion.
 
 pub mod amfmn;
+pub mod amp;
 pub mod attention;
 pub mod backbone;
 pub mod fusion;

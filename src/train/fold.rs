@@ -17,8 +17,8 @@ use crate::eval::{self, Metrics};
 use crate::logging::{score_block, Board, TextLog};
 use crate::loss::PriorSimilarity;
 use crate::model::{skipthoughts, Model};
-use crate::optim::{learning_rate, Adam};
-use crate::options::{MarginType, ResnetWeights};
+use crate::optim::{learning_rate, Adam, GradScaler};
+use crate::options::{Amp, MarginType, ResnetWeights};
 use crate::report;
 use crate::rng;
 use crate::score::Mode;
@@ -93,6 +93,9 @@ impl Trainer<'_> {
         let init_seed = rng::derive(seed, &[rng::tag::INIT, index as u64]);
         let mut model = Model::new(options, self.vocab.len(), self.device, init_seed)?;
         let mut adam = Adam::new(model.trainable(), options.optim.lr);
+        if options.optim.amp == Amp::Fp16 {
+            adam.scaler = Some(GradScaler::new());
+        }
         let (position, initial_weights) = match resume {
             Some(checkpoint) => (
                 resume_position(checkpoint, &dir, &mut model, &mut adam, index)?,

@@ -71,6 +71,7 @@ pub enum Existing {
 pub fn run(options: &Options, resume: Option<&Path>, existing: Existing, interrupt: &AtomicBool) -> Result<Outcome> {
     let device = crate::device::resolve(options.device)?;
     crate::device::set_threads(options.threads);
+    crate::device::set_precision(options.optim.amp, options.optim.tf32, device)?;
     let _lock = Lock::acquire(&experiment_lock(options), &experiment_dir(options).display().to_string())?;
     let resume = match (resume, &options.optim.resume) {
         (Some(path), _) => Some(Checkpoint::open_to_resume(path, options)?),

@@ -11,6 +11,7 @@ use super::fold::Fold;
 use super::Trainer;
 use crate::data::PairBatch;
 use crate::loss::{contrastive_loss, dynamic_margins, Margin};
+use crate::model::amp;
 use crate::rng;
 
 /// Mean loss and speed of (part of) an epoch.
@@ -63,7 +64,7 @@ impl Trainer<'_> {
     fn train_step(&self, fold: &mut Fold, batch: &PairBatch, epoch: usize, i: usize) -> Result<f64> {
         let optim = &self.options.optim;
         tch::manual_seed(rng::derive(fold.data_seed, &[rng::tag::DROPOUT, epoch as u64, i as u64]) as i64);
-        let scores = batch_scores(fold, batch, self.device);
+        let scores = amp::autocast(optim.amp.kind(), || batch_scores(fold, batch, self.device));
         let margin = match &fold.prior {
             Some(prior) => Margin::PerPair(
                 dynamic_margins(&prior.matrix(&batch.image_ids, &batch.caption_ids), optim.gamma, optim.beta)
@@ -86,11 +87,15 @@ impl Trainer<'_> {
             );
         }
         fold.adam.zero_grad();
-        fold.model.backward(&loss);
-        if optim.grad_clip > 0.0 {
-            fold.adam.clip_grad_norm(optim.grad_clip);
+        fold.model.backward(&fold.adam.scale_loss(&loss));
+        let finite = fold.adam.unscale_gradients();
+        if finite {
+            if optim.grad_clip > 0.0 {
+                fold.adam.clip_grad_norm(optim.grad_clip);
+            }
+            fold.adam.step();
         }
-        fold.adam.step();
+        fold.adam.update_scale(!finite);
         fold.position.eiters += 1;
         Ok(value)
     }

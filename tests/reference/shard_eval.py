@@ -3,8 +3,10 @@ PyTorch reference: every pair of an image shard and a caption shard goes through
 model, so images are encoded once per caption shard and captions once per image shard.
 
 Usage: shard_eval.py WEIGHTS VOCAB DATA_DIR IMAGE_DIR IMAGE_SIZE SHARD ATT_TYPE EMBED_DIM OUT.npy
-Prints seconds=<time of the score computation> (data loading excluded).
+Prints seconds=<time of the score computation> (data loading excluded). The environment's
+AMFMN_REFERENCE_DEVICE (default cpu) chooses where the model runs.
 """
+import os
 import json
 import sys
 import time
@@ -36,14 +38,16 @@ images = np.stack([transform(Image.open(f"{image_dir}/{n}").convert("RGB")).nump
 torch.manual_seed(0)
 model = AMFMN(len(word2idx), att_type=att, embed_dim=embed, image_size=size)
 model.load_state_dict(load_file(weights), strict=True)
+device = os.environ.get("AMFMN_REFERENCE_DEVICE", "cpu")
+model.to(device)
 model.eval()
 start = time.perf_counter()
 d = np.zeros((len(images), len(text)))
 with torch.no_grad():
     for i in range(0, len(images), shard):
         for j in range(0, len(text), shard):
-            im = torch.from_numpy(images[i : i + shard]).float()
-            s = torch.from_numpy(text[j : j + shard])
-            d[i : i + shard, j : j + shard] = model(im, s).reshape(len(im), len(s)).numpy()
+            im = torch.from_numpy(images[i : i + shard]).float().to(device)
+            s = torch.from_numpy(text[j : j + shard]).to(device)
+            d[i : i + shard, j : j + shard] = model(im, s).reshape(len(im), len(s)).cpu().numpy()
 print(f"seconds={time.perf_counter() - start:.3f}")
 np.save(out, d.astype(np.float32))
