@@ -28,7 +28,11 @@ fn main() -> anyhow::Result<()> {
         captions_per_image: 1,
     });
     let transform = Transform::Train { resize: 278, crop: 256, rotation: [0.0, 90.0] };
-    let loader = Loader::new(set, transform, LoaderConfig { batch_size: batch, workers, prefetch: 2, seed: 0 });
+    let loader = Loader::new(
+        set,
+        transform,
+        LoaderConfig { batch_size: batch, workers, prefetch: 2, seed: 0, raw_pixels: false },
+    );
     let mut best = 0f64;
     for epoch in 0..=epochs {
         let start = Instant::now();

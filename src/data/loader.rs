@@ -12,7 +12,7 @@ use tch::Tensor;
 
 use super::dataset::CaptionSet;
 use super::image_file::load_rgb;
-use super::transforms::Transform;
+use super::transforms::{ChannelValue, Transform};
 use crate::rng;
 
 /// How batches are made.
@@ -25,12 +25,15 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// Seed of the epoch order and augmentation streams.
     pub seed: u64,
+    /// Batches of raw u8 levels in pinned memory, for a CUDA model to normalize on the device
+    /// ([`crate::data::transforms::normalize_on`]); else normalized f32.
+    pub raw_pixels: bool,
 }
 
 /// A batch of (image, caption) pairs.
 #[derive(Debug)]
 pub struct PairBatch {
-    /// `[B, 3, S, S]` f32, normalized.
+    /// `[B, 3, S, S]` f32, normalized (or raw u8 levels with [`LoaderConfig::raw_pixels`]).
     pub images: Tensor,
     /// `[B, L]` i64 token ids, zero-padded to the longest caption of the batch.
     pub captions: Tensor,
@@ -171,6 +174,8 @@ struct ImagePipeline {
     set: Arc<CaptionSet>,
     transform: Transform,
     seed: u64,
+    /// Raw u8 batches ([`LoaderConfig::raw_pixels`]).
+    raw: bool,
     /// Batches still to decode on the consuming thread (no workers).
     plan: std::vec::IntoIter<Vec<Sample>>,
     receivers: Vec<Receiver<Result<Tensor>>>,
@@ -196,7 +201,7 @@ impl ImagePipeline {
             let (set, plan) = (Arc::clone(&set), Arc::clone(&plan));
             handles.push(std::thread::spawn(move || {
                 for batch in plan.iter().skip(w).step_by(workers) {
-                    if tx.send(decode_batch(&set, transform, config.seed, batch)).is_err() {
+                    if tx.send(decode_batch(&set, transform, config.seed, config.raw_pixels, batch)).is_err() {
                         return;
                     }
                 }
@@ -208,6 +213,7 @@ impl ImagePipeline {
             set,
             transform,
             seed: config.seed,
+            raw: config.raw_pixels,
             plan: own_plan.into_iter(),
             receivers,
             handles,
@@ -226,7 +232,7 @@ impl Iterator for ImagePipeline {
         }
         let item = if self.receivers.is_empty() {
             let batch = self.plan.next()?;
-            decode_batch(&self.set, self.transform, self.seed, &batch)
+            decode_batch(&self.set, self.transform, self.seed, self.raw, &batch)
         } else {
             let rx = &self.receivers[self.next % self.receivers.len()];
             rx.recv().unwrap_or_else(|_| Err(anyhow::anyhow!("an image loader thread stopped unexpectedly")))
@@ -248,10 +254,19 @@ impl Drop for ImagePipeline {
     }
 }
 
-/// Loads and transforms the images of one batch into a `[B, 3, S, S]` tensor.
-fn decode_batch(set: &CaptionSet, transform: Transform, seed: u64, batch: &[Sample]) -> Result<Tensor> {
+/// Loads and transforms the images of one batch into a `[B, 3, S, S]` tensor: normalized f32,
+/// or raw u8 in pinned memory (`raw`; pinned only when CUDA is there).
+fn decode_batch(set: &CaptionSet, transform: Transform, seed: u64, raw: bool, batch: &[Sample]) -> Result<Tensor> {
+    if !raw {
+        return decode_into::<f32>(set, transform, seed, batch);
+    }
+    let levels = decode_into::<u8>(set, transform, seed, batch)?;
+    Ok(if tch::Cuda::is_available() { levels.pin_memory(tch::Device::Cuda(0)) } else { levels })
+}
+
+fn decode_into<P: ChannelValue>(set: &CaptionSet, transform: Transform, seed: u64, batch: &[Sample]) -> Result<Tensor> {
     let len = transform.output_len();
-    let mut buffer = vec![0f32; batch.len() * len];
+    let mut buffer = vec![P::default(); batch.len() * len];
     for (sample, out) in batch.iter().zip(buffer.chunks_exact_mut(len)) {
         let image = load_rgb(&set.image_paths[sample.image])?;
         transform.apply(&image, &mut rng::stream(seed, &sample.stream), out);
@@ -289,7 +304,7 @@ mod tests {
     }
 
     fn config(workers: usize) -> LoaderConfig {
-        LoaderConfig { batch_size: 4, workers, prefetch: 1, seed: 9 }
+        LoaderConfig { batch_size: 4, workers, prefetch: 1, seed: 9, raw_pixels: false }
     }
 
     #[test]
@@ -337,6 +352,21 @@ mod tests {
         let (a, b, c) = (run(0), run(1), run(3));
         for ((x, y), z) in a.iter().zip(&b).zip(&c) {
             assert!(x.equal(y) && x.equal(z));
+        }
+    }
+
+    #[test]
+    fn raw_batches_normalized_on_the_device_equal_the_host_path_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = set_with_images(dir.path(), 5);
+        let transform = Transform::Train { resize: 13, crop: 8, rotation: [0.0, 30.0] };
+        let host = Loader::new(Arc::clone(&set), transform, config(2));
+        let raw = Loader::new(set, transform, LoaderConfig { raw_pixels: true, ..config(2) });
+        for (a, b) in host.train_epoch(1).zip(raw.train_epoch(1)) {
+            let (a, b) = (a.unwrap().images, b.unwrap().images);
+            assert_eq!((a.kind(), b.kind()), (tch::Kind::Float, tch::Kind::Uint8));
+            let normalized = crate::data::transforms::normalize_on(&b, tch::Device::Cpu);
+            assert!(normalized.equal(&a), "the same floats");
         }
     }
 

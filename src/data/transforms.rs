@@ -8,6 +8,7 @@
 
 use image::RgbImage;
 use rand::Rng;
+use tch::Tensor;
 
 use crate::rng;
 
@@ -44,9 +45,9 @@ impl Transform {
         3 * s * s
     }
 
-    /// Transforms `image` into `out` (`[3, size, size]`, normalized), drawing random choices
-    /// from `rng`.
-    pub fn apply(&self, image: &RgbImage, rng: &mut impl Rng, out: &mut [f32]) {
+    /// Transforms `image` into `out` (`[3, size, size]`: normalized f32, or the raw u8 levels
+    /// that [`normalize_on`] normalizes later), drawing random choices from `rng`.
+    pub fn apply<P: ChannelValue>(&self, image: &RgbImage, rng: &mut impl Rng, out: &mut [P]) {
         match *self {
             Transform::Train { resize, crop, rotation } => {
                 let resized = resize_bilinear(image, resize, resize);
@@ -55,39 +56,83 @@ impl Transform {
                 let rotated = rotate_nearest(&resized, angle);
                 let top = rng::below(rng, (resize - crop + 1) as usize) as u32;
                 let left = rng::below(rng, (resize - crop + 1) as usize) as u32;
-                to_normalized_chw(&rotated, left, top, crop, out);
+                to_chw(&rotated, left, top, crop, out);
             }
             Transform::Eval { size } => {
                 let resized = resize_bilinear(image, size, size);
-                to_normalized_chw(&resized, 0, 0, size, out);
+                to_chw(&resized, 0, 0, size, out);
             }
         }
     }
 }
 
+/// The normalized value of each level in each channel: `(v / 255 − mean) / std` in f32, like
+/// `ToTensor` + `Normalize`.
+pub fn normalization_table() -> [[f32; 256]; 3] {
+    let mut table = [[0f32; 256]; 3];
+    for (c, row) in table.iter_mut().enumerate() {
+        for (v, entry) in row.iter_mut().enumerate() {
+            *entry = (v as f32 / 255.0 - MEAN[c]) / STD[c];
+        }
+    }
+    table
+}
+
+/// What a transform writes per channel value: the normalized f32, or the raw u8 level.
+pub trait ChannelValue: Copy + Default + Send + tch::kind::Element + 'static {
+    fn from_level(level: u8, channel: usize, table: &[[f32; 256]; 3]) -> Self;
+}
+
+impl ChannelValue for f32 {
+    fn from_level(level: u8, channel: usize, table: &[[f32; 256]; 3]) -> f32 {
+        table[channel][level as usize]
+    }
+}
+
+impl ChannelValue for u8 {
+    fn from_level(level: u8, _: usize, _: &[[f32; 256]; 3]) -> u8 {
+        level
+    }
+}
+
 /// Writes the `side`² window at (`left`, `top`) of `image` as normalized `[3, side, side]`
-/// floats: `(v / 255 - mean) / std` in f32, like `ToTensor` + `Normalize`.
+/// floats.
 pub fn to_normalized_chw(image: &RgbImage, left: u32, top: u32, side: u32, out: &mut [f32]) {
+    to_chw(image, left, top, side, out);
+}
+
+/// Writes the `side`² window at (`left`, `top`) of `image` as `[3, side, side]` channel values.
+pub fn to_chw<P: ChannelValue>(image: &RgbImage, left: u32, top: u32, side: u32, out: &mut [P]) {
     let side = side as usize;
     assert_eq!(out.len(), 3 * side * side, "output buffer of a {side}x{side} image");
     let width = image.width() as usize;
     let raw = image.as_raw();
-    let mut lut = [[0f32; 256]; 3];
-    for (c, table) in lut.iter_mut().enumerate() {
-        for (v, entry) in table.iter_mut().enumerate() {
-            *entry = (v as f32 / 255.0 - MEAN[c]) / STD[c];
-        }
-    }
+    let table = normalization_table();
     let plane = side * side;
     for y in 0..side {
         let row = &raw[((top as usize + y) * width + left as usize) * 3..][..side * 3];
         for (x, px) in row.chunks_exact(3).enumerate() {
             let o = y * side + x;
-            out[o] = lut[0][px[0] as usize];
-            out[plane + o] = lut[1][px[1] as usize];
-            out[2 * plane + o] = lut[2][px[2] as usize];
+            out[o] = P::from_level(px[0], 0, &table);
+            out[plane + o] = P::from_level(px[1], 1, &table);
+            out[2 * plane + o] = P::from_level(px[2], 2, &table);
         }
     }
+}
+
+/// A batch of images `[B, 3, S, S]` on `device`, normalized: raw u8 levels are copied as bytes
+/// (without blocking, from pinned memory when the loader pinned them) and normalized there by
+/// looking up [`normalization_table`], so the values equal the host path's bit for bit on any
+/// device; f32 batches (already normalized) are only moved.
+pub fn normalize_on(images: &Tensor, device: tch::Device) -> Tensor {
+    if images.kind() != tch::Kind::Uint8 {
+        return images.to_device(device);
+    }
+    let levels = images.to_device_(device, tch::Kind::Uint8, true, false);
+    let table: Vec<f32> = normalization_table().iter().flatten().copied().collect();
+    let table = Tensor::from_slice(&table).to_device(device);
+    let offsets = Tensor::from_slice(&[0i64, 256, 512]).view([1, 3, 1, 1]).to_device(device);
+    table.take(&(levels.to_kind(tch::Kind::Int64) + offsets))
 }
 
 /// Pillow's `precompute_coeffs` for the bilinear filter, normalized to fixed point:

@@ -98,7 +98,13 @@ fn encode_images(
     let loader = Loader::new(
         Arc::clone(set),
         Transform::Eval { size: config.image_size },
-        LoaderConfig { batch_size: config.batch_size, workers: config.workers, prefetch: config.prefetch, seed: 0 },
+        LoaderConfig {
+            batch_size: config.batch_size,
+            workers: config.workers,
+            prefetch: config.prefetch,
+            seed: 0,
+            raw_pixels: false,
+        },
     );
     let mut image_codes = Vec::new();
     tch::no_grad(|| -> Result<()> {

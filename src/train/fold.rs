@@ -116,6 +116,7 @@ impl Trainer<'_> {
                 workers: dataset.workers,
                 prefetch: dataset.prefetch,
                 seed: data_seed,
+                raw_pixels: self.device.is_cuda(),
             },
         );
         let prior = (options.optim.margin_type == MarginType::Dynamic).then(|| PriorSimilarity::new(&train_set));

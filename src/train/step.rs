@@ -9,6 +9,7 @@ use tch::Tensor;
 
 use super::fold::Fold;
 use super::Trainer;
+use crate::data::transforms::normalize_on;
 use crate::data::PairBatch;
 use crate::loss::{contrastive_loss, dynamic_margins, Margin};
 use crate::model::amp;
@@ -127,7 +128,7 @@ impl Trainer<'_> {
 /// and fused when the batch has keywords.
 fn batch_scores(fold: &Fold, batch: &PairBatch, device: tch::Device) -> Vec<Tensor> {
     let net = &fold.model.net;
-    let pixels = fold.model.prepare_images(&batch.images);
+    let pixels = fold.model.prepare_images(&normalize_on(&batch.images, device));
     let captions = (&batch.captions.to_device(device), &batch.lengths.to_device(device));
     match &batch.keywords {
         Some((ids, lengths)) => {
