@@ -176,17 +176,17 @@ pub fn write_png(outputs: &mut Outputs, path: &Path, picture: image::DynamicImag
     outputs.write(path, bytes.get_ref())
 }
 
-/// A model opened for locating: its network, vocabulary and weights file.
-pub struct Located {
+/// A model opened from a checkpoint for inference: its network, vocabulary and weights file.
+pub struct CheckpointModel {
     pub model: crate::model::Model,
     pub vocab: crate::text::Vocabulary,
     pub weights: PathBuf,
 }
 
-impl Located {
+impl CheckpointModel {
     /// Opens a checkpoint on the device `runtime` chooses; with `encoders_only`, bare weights
     /// without the attention and fusion weights load too.
-    pub fn open(checkpoint: &Path, runtime: &RuntimeArgs, encoders_only: bool) -> Result<Located> {
+    pub fn open(checkpoint: &Path, runtime: &RuntimeArgs, encoders_only: bool) -> Result<CheckpointModel> {
         let checkpoint = Checkpoint::open_for_evaluation(checkpoint)?;
         let mut options = checkpoint.info.options.clone();
         runtime.apply_to_checkpoint(&mut options);
@@ -196,15 +196,15 @@ impl Located {
         let load = if encoders_only { checkpoint::load_encoders } else { checkpoint::load_model };
         let weights = checkpoint.model_path();
         let model = load(&options, &weights, &vocab, device)?.model;
-        Ok(Located { model, vocab, weights })
+        Ok(CheckpointModel { model, vocab, weights })
     }
 }
 
 impl MapArgs {
     /// Opens the checkpoint for these settings (`--score plain` accepts a model without the
     /// attention and fusion weights).
-    pub fn open(&self, checkpoint: &Path) -> Result<Located> {
-        Located::open(checkpoint, &self.runtime, self.score == ScoreKind::Plain)
+    pub fn open(&self, checkpoint: &Path) -> Result<CheckpointModel> {
+        CheckpointModel::open(checkpoint, &self.runtime, self.score == ScoreKind::Plain)
     }
 
     /// Decodes a scene after checking its header against `--max-pixels`, with its crops.
@@ -265,7 +265,7 @@ pub fn run(args: &LocateArgs) -> Result<()> {
     if query.sentence.is_none() && query.keywords.is_none() {
         bail!("give --query, --keywords or both");
     }
-    let Located { model, vocab, weights } = args.map.open(&args.checkpoint)?;
+    let CheckpointModel { model, vocab, weights } = args.map.open(&args.checkpoint)?;
     let (scene, rects) = args.map.read_scene(&args.image)?;
     let (width, height) = (scene.width() as usize, scene.height() as usize);
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::locate::{write_png, Located};
+use super::locate::{write_png, CheckpointModel};
 use super::RuntimeArgs;
 use crate::data::image_file::load_rgb;
 use crate::data::transforms::Transform;
@@ -148,7 +148,7 @@ pub fn run(args: &SaliencyArgs) -> Result<()> {
     if let Some((outputs, path)) = page.as_mut() {
         outputs.check(path)?;
     }
-    let Located { model, .. } = Located::open(&args.checkpoint, &args.runtime, true)?;
+    let CheckpointModel { model, .. } = CheckpointModel::open(&args.checkpoint, &args.runtime, true)?;
     let maps = encode(&model, &images, args.map, args.batch_size);
     if maps.is_empty() {
         bail!("none of the {} images could be read", images.len());

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::locate::{write_png, Located, MapArgs};
+use super::locate::{write_png, CheckpointModel, MapArgs};
 use crate::data::image_file::{confined_path, load_rgb};
 use crate::fsutil::owned::Outputs;
 use crate::locate::annotations::{self, Case};
@@ -132,7 +132,7 @@ fn write_maps(args: &SeloArgs, cases: &[Case], checkpoint: &Path, images: &Path,
     let mut scenes: Vec<&str> = cases.iter().map(|c| c.jpg_name.as_str()).collect();
     scenes.sort_unstable();
     scenes.dedup();
-    let Located { model, vocab, .. } = args.map.open(checkpoint)?;
+    let CheckpointModel { model, vocab, .. } = args.map.open(checkpoint)?;
     let (mut fvs, mut gates, mut crops_of) = (Vec::new(), Vec::new(), HashMap::new());
     let mut first = 0;
     for name in &scenes {
