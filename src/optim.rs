@@ -95,12 +95,15 @@ impl Adam {
     pub fn unscale_gradients(&self) -> bool {
         let Some(scaler) = &self.scaler else { return true };
         tch::no_grad(|| {
-            let mut finite = true;
-            for grad in self.params.values().map(Tensor::grad).filter(Tensor::defined) {
-                let _ = grad.shallow_clone().g_div_scalar_(scaler.scale);
-                finite &= grad.isfinite().all().int64_value(&[]) == 1;
-            }
-            finite
+            let checks: Vec<Tensor> = self
+                .params
+                .values()
+                .map(Tensor::grad)
+                .filter(Tensor::defined)
+                .map(|grad| grad.shallow_clone().g_div_scalar_(scaler.scale).isfinite().all())
+                .collect();
+            // One read of the device for the whole step, not one per parameter.
+            checks.is_empty() || Tensor::stack(&checks, 0).all().int64_value(&[]) == 1
         })
     }
 

@@ -188,10 +188,9 @@ impl<'a> Scorer<'a> {
 }
 
 /// The plain cosine of every image code with every text code, without attention (SLM's
-/// score): Fv `[N, d]`, texts `[M, d]` → `[N, M]`, norms floored at [`EPSILON`].
+/// score): Fv `[N, d]`, texts `[M, d]` → `[N, M]`; the soft closed form with a gate of ones.
 pub fn cosine_scores(fv: &Tensor, texts: &Tensor) -> Tensor {
-    let unit = |t: &Tensor| t / t.norm_scalaropt_dim(2, [1], true).clamp_min(EPSILON);
-    tch::no_grad(|| unit(fv).matmul(&unit(texts).tr()))
+    tch::no_grad(|| soft_scores(fv, &fv.ones_like(), &fv.norm_scalaropt_dim(2, [1], false), texts))
 }
 
 /// The soft closed form with its two products in half precision: `Fv ⊙ g` and `g²` `[N, d]`

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use amfmn::data::image_file::load_rgb;
-use amfmn::data::transforms::{resize_bilinear, rotate_nearest, to_normalized_chw, Transform};
+use amfmn::data::transforms::{resize_bilinear, rotate_nearest, to_chw, Transform};
 use image::{ImageFormat, RgbImage};
 
 /// A noisy image with structure (gradients plus pseudo-random texture).
@@ -111,7 +111,7 @@ fn train_and_eval_transforms_equal_torchvision() {
     for ((angle, top, left), want) in cases.iter().zip(&outputs) {
         let rotated = rotate_nearest(&resize_bilinear(&img, 278, 278), *angle);
         let mut got = vec![0f32; 3 * 256 * 256];
-        to_normalized_chw(&rotated, *left, *top, 256, &mut got);
+        to_chw(&rotated, *left, *top, 256, &mut got);
         assert!(got == floats(want), "angle {angle}, crop at ({top}, {left})");
     }
     let mut got = vec![0f32; 3 * 128 * 128];

@@ -10,7 +10,7 @@ use image::ImageFormat;
 
 use super::RuntimeArgs;
 use crate::checkpoint::{self, Checkpoint};
-use crate::data::image_file::{image_dimensions, load_rgb};
+use crate::data::image_file::{image_dimensions, load_rgb_hashed};
 use crate::fsutil::owned::Outputs;
 use crate::fsutil::sha256_file;
 use crate::locate::codes::{CodesKey, CropCodes};
@@ -181,6 +181,8 @@ pub struct CheckpointModel {
     pub model: crate::model::Model,
     pub vocab: crate::text::Vocabulary,
     pub weights: PathBuf,
+    /// The weights file's SHA-256 as the checkpoint's sidecar records it (checked when loaded).
+    recorded_sha256: Option<String>,
 }
 
 impl CheckpointModel {
@@ -196,7 +198,12 @@ impl CheckpointModel {
         let load = if encoders_only { checkpoint::load_encoders } else { checkpoint::load_model };
         let weights = checkpoint.model_path();
         let model = load(&options, &weights, &vocab, device)?.model;
-        Ok(CheckpointModel { model, vocab, weights })
+        Ok(CheckpointModel { model, vocab, weights, recorded_sha256: checkpoint.info.model_sha256 })
+    }
+
+    /// The weights file's SHA-256: the one loading verified, else (a PyTorch file) computed.
+    pub fn weights_sha256(&self) -> Result<String> {
+        self.recorded_sha256.clone().map_or_else(|| sha256_file(&self.weights), Ok)
     }
 }
 
@@ -207,8 +214,9 @@ impl MapArgs {
         CheckpointModel::open(checkpoint, &self.runtime, self.score == ScoreKind::Plain)
     }
 
-    /// Decodes a scene after checking its header against `--max-pixels`, with its crops.
-    pub fn read_scene(&self, path: &Path) -> Result<(image::RgbImage, Vec<Rect>)> {
+    /// The crops of a scene, from its header (checked against `--max-pixels` before anyone
+    /// decodes it).
+    pub fn scene_crops(&self, path: &Path) -> Result<Vec<Rect>> {
         let (width, height) = image_dimensions(path)?;
         let pixels = width as u64 * height as u64;
         if pixels > self.max_pixels {
@@ -219,12 +227,11 @@ impl MapArgs {
                 self.max_pixels
             );
         }
-        let scene = load_rgb(path)?;
         let rects = crops(height as usize, width as usize, &self.steps);
         if rects.is_empty() {
             bail!("no crop of --steps {:?} fits in the {width}x{height} scene {}", self.steps, path.display());
         }
-        Ok((scene, rects))
+        Ok(rects)
     }
 
     /// The score of every crop the searcher holds for `query`, `[N]` on the CPU.
@@ -265,20 +272,22 @@ pub fn run(args: &LocateArgs) -> Result<()> {
     if query.sentence.is_none() && query.keywords.is_none() {
         bail!("give --query, --keywords or both");
     }
-    let CheckpointModel { model, vocab, weights } = args.map.open(&args.checkpoint)?;
-    let (scene, rects) = args.map.read_scene(&args.image)?;
+    let checkpoint = args.map.open(&args.checkpoint)?;
+    let checkpoint_sha256 = checkpoint.weights_sha256()?;
+    let CheckpointModel { model, vocab, .. } = checkpoint;
+    let rects = args.map.scene_crops(&args.image)?;
+    let (scene, scene_sha256) = load_rgb_hashed(&args.image)?;
     let (width, height) = (scene.width() as usize, scene.height() as usize);
 
     let key = CodesKey {
-        scene_sha256: sha256_file(&args.image)?,
-        checkpoint_sha256: sha256_file(&weights)?,
+        scene_sha256,
+        checkpoint_sha256,
         steps: args.map.steps.clone(),
         crop_resize: format!("{:?}", args.map.crop_resize).to_lowercase(),
         image_size: model.image_size(),
     };
-    let codes = crop_codes(args, &model, &scene, &rects, key)?;
+    let (codes, reused) = crop_codes(args, &model, &scene, &rects, key)?;
     let start = Instant::now();
-    let reused = codes.seconds == [0.0; 2];
     let [cut, encode] = codes.seconds;
     let searcher = Searcher::new(model, vocab, codes.fv, codes.gate);
     let scores = args.map.scores(&searcher, &query)?;
@@ -303,20 +312,20 @@ pub fn run(args: &LocateArgs) -> Result<()> {
 
 /// The codes of the scene's crops: from `--codes` when that file holds the codes of the same
 /// scene, checkpoint and crops, else encoded (and then kept there when `--codes` is given).
-/// Reused codes take no time (`seconds` zero).
+/// `true` with codes reused (they took no time: `seconds` zero).
 fn crop_codes(
     args: &LocateArgs,
     model: &crate::model::Model,
     scene: &image::RgbImage,
     rects: &[Rect],
     key: CodesKey,
-) -> Result<CropEncoding> {
+) -> Result<(CropEncoding, bool)> {
     let mut outputs = match &args.codes {
         Some(path) => {
             if path.exists() {
                 let kept = CropCodes::load(path)?;
                 if kept.key == key && kept.crops == rects {
-                    return Ok(CropEncoding { fv: kept.fv, gate: kept.gate, seconds: [0.0; 2] });
+                    return Ok((CropEncoding { fv: kept.fv, gate: kept.gate, seconds: [0.0; 2] }, true));
                 }
             }
             let mut outputs = Outputs::for_file(path, "crop codes", args.force)?;
@@ -340,7 +349,7 @@ fn crop_codes(
     if let Some((outputs, _)) = outputs {
         outputs.finish()?;
     }
-    Ok(encoded)
+    Ok((encoded, false))
 }
 
 /// What `locate` reports.

@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::locate::{write_png, CheckpointModel};
 use super::RuntimeArgs;
-use crate::data::image_file::load_rgb;
+use crate::data::image_file::decode_each;
 use crate::data::transforms::Transform;
 use crate::fsutil::owned::Outputs;
 use crate::saliency::{self, Grid, MapKind, PageEntry, Scale, Upsample};
@@ -64,12 +64,6 @@ pub struct SaliencyArgs {
     pub runtime: RuntimeArgs,
 }
 
-/// One image's maps: `[o, h, w]` of the chosen kind, and its gate.
-struct Maps {
-    chosen: Tensor,
-    gate: Tensor,
-}
-
 /// The images named on the command line: (path, name relative to the folder).
 fn inputs(args: &SaliencyArgs) -> Result<Vec<(PathBuf, String)>> {
     let Some(dir) = &args.images else {
@@ -86,44 +80,66 @@ fn inputs(args: &SaliencyArgs) -> Result<Vec<(PathBuf, String)>> {
     Ok(scan.files.into_iter().map(|f| (dir.join(&f.path), f.path)).collect())
 }
 
-/// Encodes the images in batches; returns the maps (on the CPU) of each image that could be
-/// read, by its position in `paths`; unreadable ones are skipped with a warning.
-fn encode(model: &crate::model::Model, paths: &[(PathBuf, String)], kind: MapKind, batch: usize) -> Vec<(usize, Maps)> {
-    let side = model.image_size();
-    let transform = Transform::Eval { size: side };
-    let len = transform.output_len();
-    let progress = crate::report::progress(paths.len() as u64, "encoding images");
-    let mut out = Vec::new();
-    for (k, chunk) in paths.chunks(batch.max(1)).enumerate() {
-        let (mut buffer, mut rows) = (Vec::with_capacity(chunk.len() * len), Vec::new());
-        for (i, (path, name)) in chunk.iter().enumerate() {
-            match load_rgb(path) {
-                Ok(image) => {
-                    let mut values = vec![0f32; len];
-                    transform.apply(&image, &mut crate::rng::stream(0, &[]), &mut values);
-                    buffer.extend(values);
-                    rows.push(k * batch.max(1) + i);
-                }
-                Err(e) => crate::report::warn(format!("skipped {name}: {e:#}")),
-            }
+/// MVSA's maps of a batch of decoded images: the chosen kind and the gate, each
+/// `[B, o, S/16, S/16]` on the CPU.
+fn encode(model: &crate::model::Model, inputs: &[&[f32]], kind: MapKind) -> (Tensor, Tensor) {
+    let side = model.image_size() as i64;
+    let images = Tensor::from_slice(&inputs.concat()).view([inputs.len() as i64, 3, side, side]);
+    let maps = tch::no_grad(|| model.net.encode_images_with_maps(&model.prepare_images(&images)));
+    let chosen = match kind {
+        MapKind::Gate => &maps.gate,
+        MapKind::Attended => &maps.attended,
+    };
+    (chosen.to_device(Device::Cpu).to_kind(Kind::Float), maps.gate.to_device(Device::Cpu).to_kind(Kind::Float))
+}
+
+/// One image's maps, `[o, S/16, S/16]`: the chosen kind and the gate.
+struct Maps {
+    chosen: Tensor,
+    gate: Tensor,
+}
+
+/// What [`draw`] wrote: the overlays, and the first channel's overlay and scaled grid.
+struct Drawn {
+    written: Vec<PathBuf>,
+    first: Option<(image::RgbImage, Grid)>,
+}
+
+/// Writes one image's mask and overlay per channel (and its grids with `--npy`).
+fn draw(
+    args: &SaliencyArgs,
+    outputs: &mut Outputs,
+    name: &str,
+    image: &image::RgbImage,
+    maps: &Maps,
+    scale: Scale,
+) -> Result<Drawn> {
+    let stem = Path::new(name).with_extension("");
+    let channels = maps.chosen.size()[0];
+    let mut drawn = Drawn { written: Vec::new(), first: None };
+    for k in 0..channels {
+        let g = grid(&maps.chosen, k)?;
+        let (mask, overlay) = saliency::pictures(&g, image, scale, args.upsample, args.alpha);
+        let suffix = if channels > 1 { format!(".c{k}") } else { String::new() };
+        let base = args.out.join(format!("{}{suffix}", stem.display()));
+        if let Some(parent) = base.parent() {
+            std::fs::create_dir_all(parent)?;
         }
-        progress.inc(chunk.len() as u64);
-        if rows.is_empty() {
-            continue;
-        }
-        let images = Tensor::from_slice(&buffer).view([rows.len() as i64, 3, side as i64, side as i64]);
-        let maps = tch::no_grad(|| model.net.encode_images_with_maps(&model.prepare_images(&images)));
-        let chosen = match kind {
-            MapKind::Gate => &maps.gate,
-            MapKind::Attended => &maps.attended,
-        };
-        let (chosen, gate) = (chosen.to_device(Device::Cpu).to_kind(Kind::Float), maps.gate.to_device(Device::Cpu));
-        for (i, &row) in rows.iter().enumerate() {
-            out.push((row, Maps { chosen: chosen.get(i as i64), gate: gate.get(i as i64).to_kind(Kind::Float) }));
+        let (mask_path, overlay_path) = (base.with_extension("mask.png"), base.with_extension("overlay.png"));
+        write_png(outputs, &mask_path, mask.into())?;
+        write_png(outputs, &overlay_path, overlay.clone().into())?;
+        drawn.written.push(overlay_path);
+        if k == 0 {
+            drawn.first = Some((overlay, g.scaled(scale)));
         }
     }
-    progress.finish_and_clear();
-    out
+    if args.npy {
+        let values: Vec<f32> = Vec::try_from(maps.chosen.contiguous().view([-1]))?;
+        let shape: Vec<usize> = maps.chosen.size().iter().map(|&s| s as usize).collect();
+        let array = ndarray::ArrayD::from_shape_vec(shape, values)?;
+        crate::npy::write_f32(outputs, &args.out.join(stem.with_extension("mask.npy")), &array.view())?;
+    }
+    Ok(drawn)
 }
 
 /// Channel `k` of `[o, h, w]` as a grid.
@@ -149,42 +165,43 @@ pub fn run(args: &SaliencyArgs) -> Result<()> {
         outputs.check(path)?;
     }
     let CheckpointModel { model, .. } = CheckpointModel::open(&args.checkpoint, &args.runtime, true)?;
-    let maps = encode(&model, &images, args.map, args.batch_size);
-    if maps.is_empty() {
-        bail!("none of the {} images could be read", images.len());
-    }
     let scale = args.scale.unwrap_or(if args.map == MapKind::Gate { Scale::Absolute } else { Scale::Minmax });
-    let mut rows = Vec::new();
-    let mut shown = Vec::new();
-    for (row, maps) in &maps {
-        let (path, name) = &images[*row];
-        let image = load_rgb(path)?;
-        let stem = Path::new(name).with_extension("");
-        let channels = maps.chosen.size()[0];
-        let mut written = Vec::new();
-        for k in 0..channels {
-            let g = grid(&maps.chosen, k)?;
-            let (mask, overlay) = saliency::pictures(&g, &image, scale, args.upsample, args.alpha);
-            let suffix = if channels > 1 { format!(".c{k}") } else { String::new() };
-            let base = args.out.join(format!("{}{suffix}", stem.display()));
-            if let Some(parent) = base.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            let (mask_path, overlay_path) = (base.with_extension("mask.png"), base.with_extension("overlay.png"));
-            write_png(&mut outputs, &mask_path, mask.into())?;
-            write_png(&mut outputs, &overlay_path, overlay.clone().into())?;
-            written.push(overlay_path);
-            if k == 0 && page.is_some() {
-                shown.push((name.clone(), image.clone(), overlay, g.scaled(scale)));
+    let transform = Transform::Eval { size: model.image_size() };
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let progress = crate::report::progress(images.len() as u64, "encoding images");
+    let (mut rows, mut shown) = (Vec::new(), Vec::new());
+    for chunk in images.chunks(args.batch_size.max(1)) {
+        let paths: Vec<PathBuf> = chunk.iter().map(|(path, _)| path.clone()).collect();
+        let decoded = decode_each(&paths, workers, |image| {
+            let mut input = vec![0f32; transform.output_len()];
+            transform.apply(&image, &mut crate::rng::stream(0, &[]), &mut input);
+            (image, input)
+        });
+        let mut readable = Vec::new();
+        for ((_, name), result) in chunk.iter().zip(decoded) {
+            match result {
+                Ok(pair) => readable.push((name, pair)),
+                Err(e) => crate::report::warn(format!("skipped {name}: {e}")),
             }
         }
-        if args.npy {
-            let values: Vec<f32> = Vec::try_from(maps.chosen.contiguous().view([-1]))?;
-            let shape: Vec<usize> = maps.chosen.size().iter().map(|&s| s as usize).collect();
-            let array = ndarray::ArrayD::from_shape_vec(shape, values)?;
-            crate::npy::write_f32(&mut outputs, &args.out.join(stem.with_extension("mask.npy")), &array.view())?;
+        progress.inc(chunk.len() as u64);
+        if readable.is_empty() {
+            continue;
         }
-        rows.push((name.clone(), saliency::summary(&grid(&maps.gate, 0)?), written));
+        let inputs: Vec<&[f32]> = readable.iter().map(|(_, (_, input))| input.as_slice()).collect();
+        let (chosen, gate) = encode(&model, &inputs, args.map);
+        for (i, (name, (image, _))) in readable.into_iter().enumerate() {
+            let maps = Maps { chosen: chosen.get(i as i64), gate: gate.get(i as i64) };
+            let drawn = draw(args, &mut outputs, name, &image, &maps, scale)?;
+            rows.push((name.clone(), saliency::summary(&grid(&maps.gate, 0)?), drawn.written));
+            if let Some(first) = drawn.first.filter(|_| page.is_some()) {
+                shown.push((name.clone(), image, first.0, first.1));
+            }
+        }
+    }
+    progress.finish_and_clear();
+    if rows.is_empty() {
+        bail!("none of the {} images could be read", images.len());
     }
     outputs.finish()?;
     if let Some((mut outputs, path)) = page {

@@ -136,7 +136,9 @@ fn write_maps(args: &SeloArgs, cases: &[Case], checkpoint: &Path, images: &Path,
     let (mut fvs, mut gates, mut crops_of) = (Vec::new(), Vec::new(), HashMap::new());
     let mut first = 0;
     for name in &scenes {
-        let (scene, rects) = args.map.read_scene(&scene_path(name)?)?;
+        let path = scene_path(name)?;
+        let rects = args.map.scene_crops(&path)?;
+        let scene = load_rgb(&path)?;
         let progress = report::progress(rects.len() as u64, &format!("encoding the crops of {name}"));
         let codes = encode_crops(&model, &scene, &rects, args.map.crop_resize, args.map.batch_size, &progress)?;
         progress.finish_and_clear();

@@ -13,18 +13,44 @@ use crate::fsutil::one_line;
 
 /// Decodes the image file at `path` into RGB; errors name the file.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    Ok(read_and_decode(path)?.0)
+}
+
+/// [`load_rgb`], with the SHA-256 of the file's bytes (the file is read once).
+pub fn load_rgb_hashed(path: &Path) -> Result<(RgbImage, String)> {
+    let (image, bytes) = read_and_decode(path)?;
+    Ok((image, crate::fsutil::sha256_hex(&bytes)))
+}
+
+/// The decoded image and the file's bytes.
+fn read_and_decode(path: &Path) -> Result<(RgbImage, Vec<u8>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
-    decode_rgb(&bytes)
-        .map_err(|e| anyhow::anyhow!("cannot decode image {}: {}", path.display(), one_line(&format!("{e:#}"))))
+    let image = decode_rgb(&bytes)
+        .map_err(|e| anyhow::anyhow!("cannot decode image {}: {}", path.display(), one_line(&format!("{e:#}"))))?;
+    Ok((image, bytes))
 }
 
 /// The width and height an image file's header gives, without decoding its pixels.
 pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
-    let reader = image::ImageReader::open(path).with_context(|| format!("cannot read image {}", path.display()))?;
-    let reader = reader.with_guessed_format().with_context(|| format!("cannot read image {}", path.display()))?;
-    reader
-        .into_dimensions()
+    image::image_dimensions(path)
         .map_err(|e| anyhow::anyhow!("cannot read the size of image {}: {}", path.display(), one_line(&e.to_string())))
+}
+
+/// Decodes each file of `paths` on `workers` threads and maps each image with `f`; in the order
+/// of `paths`, an unreadable file gives its error text instead.
+pub fn decode_each<T: Send>(
+    paths: &[PathBuf],
+    workers: usize,
+    f: impl Fn(RgbImage) -> T + Sync,
+) -> Vec<std::result::Result<T, String>> {
+    let chunk = paths.len().div_ceil(workers.max(1)).max(1);
+    let f = &f;
+    let decode = move |p: &PathBuf| load_rgb(p).map(f).map_err(|e| format!("{e:#}"));
+    std::thread::scope(|s| {
+        let handles: Vec<_> =
+            paths.chunks(chunk).map(|part| s.spawn(move || part.iter().map(decode).collect::<Vec<_>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("decode thread")).collect()
+    })
 }
 
 /// The largest side accepted (a header claiming more is refused before decoding), and the most

@@ -95,12 +95,6 @@ impl ChannelValue for u8 {
     }
 }
 
-/// Writes the `side`² window at (`left`, `top`) of `image` as normalized `[3, side, side]`
-/// floats.
-pub fn to_normalized_chw(image: &RgbImage, left: u32, top: u32, side: u32, out: &mut [f32]) {
-    to_chw(image, left, top, side, out);
-}
-
 /// Writes the `side`² window at (`left`, `top`) of `image` as `[3, side, side]` channel values.
 pub fn to_chw<P: ChannelValue>(image: &RgbImage, left: u32, top: u32, side: u32, out: &mut [P]) {
     let side = side as usize;

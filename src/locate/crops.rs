@@ -8,7 +8,7 @@ use image::RgbImage;
 use tch::{Device, Tensor};
 
 use super::heat::Rect;
-use crate::data::transforms::{resize_bilinear, resize_cubic, to_normalized_chw};
+use crate::data::transforms::{resize_bilinear, resize_cubic, to_chw};
 use crate::model::Model;
 use crate::score::Scorer;
 
@@ -30,7 +30,7 @@ fn crop_input(scene: &RgbImage, rect: &Rect, side: u32, resize: CropResize, out:
         CropResize::Cubic => resize_cubic(&crop, side, side),
         CropResize::Bilinear => resize_bilinear(&crop, side, side),
     };
-    to_normalized_chw(&resized, 0, 0, side, out);
+    to_chw(&resized, 0, 0, side, out);
 }
 
 /// The codes of a scene's crops and the time taken.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::tensors::{self, TensorMap};
-use crate::data::image_file::{confined_path, load_rgb};
+use crate::data::image_file::{confined_path, decode_each};
 use crate::data::transforms::Transform;
 use crate::fsutil::owned::Outputs;
 use crate::model::Model;
@@ -249,27 +249,11 @@ pub struct Encoded {
 pub fn encode_images(model: &Model, paths: &[PathBuf], image_size: u32, workers: usize) -> Result<Encoded> {
     let transform = Transform::Eval { size: image_size };
     let len = transform.output_len();
-    let decoded: Vec<std::result::Result<Vec<f32>, String>> = {
-        let chunk = paths.len().div_ceil(workers.max(1)).max(1);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = paths
-                .chunks(chunk)
-                .map(|part| {
-                    s.spawn(move || {
-                        part.iter()
-                            .map(|p| {
-                                let image = load_rgb(p).map_err(|e| format!("{e:#}"))?;
-                                let mut out = vec![0f32; len];
-                                transform.apply(&image, &mut crate::rng::stream(0, &[]), &mut out);
-                                Ok(out)
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("decode thread")).collect()
-        })
-    };
+    let decoded = decode_each(paths, workers, |image| {
+        let mut out = vec![0f32; len];
+        transform.apply(&image, &mut crate::rng::stream(0, &[]), &mut out);
+        out
+    });
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     let mut buffer = Vec::new();

@@ -203,10 +203,10 @@ fn compose(config: LargeScenesConfig, k: usize) -> Composed {
         let scene = (CLASSES[class].sample)(&mut rng);
         let side = [256, 384][below(&mut rng, 2)];
         let placed = paste(&mut composed, &mut rng, &mut taken, scene.as_ref(), class, side, "distractor");
-        if i < named && !placed.is_empty() {
+        if let Some(tile) = placed.filter(|_| i < named) {
             let sentences = scene.sentences(&mut rng);
             let caption = sentences[below(&mut rng, sentences.len())].clone();
-            composed.cases.push(Case { caption, keywords: scene.keywords(), tiles: placed });
+            composed.cases.push(Case { caption, keywords: scene.keywords(), tiles: vec![tile] });
         }
     }
     composed
@@ -242,7 +242,7 @@ fn background(composed: &mut Composed, rng: &mut ChaCha8Rng) {
 }
 
 /// Renders `scene` at `side` and pastes it where it overlaps no other object tile and no crop
-/// boundary of the SeLo grids lies on its edges; returns its tile index (none when 1000 draws
+/// boundary of the SeLo grids lies on its edges; returns its tile index (`None` when 1000 draws
 /// found no room).
 fn paste(
     composed: &mut Composed,
@@ -252,7 +252,7 @@ fn paste(
     class: usize,
     side: usize,
     role: &'static str,
-) -> Vec<usize> {
+) -> Option<usize> {
     let (width, height) = (composed.image.width() as usize, composed.image.height() as usize);
     for _ in 0..1000 {
         let r0 = GAP + below(rng, height - side - 2 * GAP);
@@ -266,9 +266,9 @@ fn paste(
         taken.push(placement);
         let attributes = format!("{scene:?}");
         composed.tiles.push(Tile { role, class: CLASSES[class].name, attributes, placement });
-        return vec![composed.tiles.len() - 1];
+        return Some(composed.tiles.len() - 1);
     }
-    Vec::new()
+    None
 }
 
 /// A sentence of `target` that does not also describe `hard` (compared with the interchangeable
