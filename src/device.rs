@@ -3,11 +3,44 @@
 use anyhow::{bail, Result};
 use tch::{Cuda, Device};
 
-use crate::options::{Amp, DeviceChoice};
+use crate::options::{Amp, DeviceChoice, Devices};
+
+/// The one device of `devices`, for the commands that run on one: several are refused.
+pub fn resolve(devices: &Devices) -> Result<Device> {
+    match devices.list() {
+        [one] => resolve_one(*one),
+        _ => bail!(
+            "device {devices}: only `amfmn train` runs on several devices; give this command one \
+             (--device cpu, cuda or cuda:N)"
+        ),
+    }
+}
+
+/// The devices `amfmn train` puts its replicas on, the first holding the optimizer. A list
+/// names its devices explicitly, all CUDA devices (each once) or all the CPU (`cpu,cpu`: several
+/// replicas on the CPU, which is how data-parallel training is tested without GPUs).
+pub fn resolve_replicas(devices: &Devices) -> Result<Vec<Device>> {
+    let list = devices.list();
+    if let [one] = list {
+        return Ok(vec![resolve_one(*one)?]);
+    }
+    if list.contains(&DeviceChoice::Auto) {
+        bail!("device {devices}: list the devices explicitly (cuda:0,cuda:1 or cpu,cpu), without auto");
+    }
+    if list.contains(&DeviceChoice::Cpu) && list.iter().any(|d| matches!(d, DeviceChoice::Cuda(_))) {
+        bail!("device {devices}: the replicas must be all CUDA devices or all the CPU, not a mix");
+    }
+    for (i, d) in list.iter().enumerate() {
+        if matches!(d, DeviceChoice::Cuda(_)) && list[..i].contains(d) {
+            bail!("device {devices}: {d} is listed twice; name each GPU once");
+        }
+    }
+    list.iter().map(|&d| resolve_one(d)).collect()
+}
 
 /// The device for `choice`: `auto` is the first CUDA device when libtorch sees one, else the
 /// CPU; an explicit CUDA device must exist (`CUDA_VISIBLE_DEVICES` is applied by CUDA itself).
-pub fn resolve(choice: DeviceChoice) -> Result<Device> {
+fn resolve_one(choice: DeviceChoice) -> Result<Device> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
         DeviceChoice::Auto => Ok(Device::cuda_if_available()),
@@ -61,6 +94,17 @@ pub fn tune_allocator() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+/// The replicas' devices for logs: `cpu (2 threads)`, or `2 replicas (cuda:0, cuda:1)`.
+pub fn describe_replicas(devices: &[Device]) -> String {
+    match devices {
+        [one] => describe(*one),
+        _ => {
+            let names: Vec<String> = devices.iter().map(|&d| describe(d)).collect();
+            format!("{} data-parallel replicas ({})", devices.len(), names.join(", "))
+        }
     }
 }
 

@@ -74,12 +74,22 @@ pub struct Adam {
     params: BTreeMap<String, Tensor>,
     state: BTreeMap<String, State>,
     lr: f64,
+    /// The term added to the denominator (PyTorch's `eps`).
+    eps: f64,
     pub scaler: Option<GradScaler>,
 }
 
 impl Adam {
+    /// Adam at learning rate `lr` with PyTorch's defaults (betas 0.9, 0.999; eps 1e-8).
     pub fn new(params: BTreeMap<String, Tensor>, lr: f64) -> Adam {
-        Adam { params, state: BTreeMap::new(), lr, scaler: None }
+        Adam { params, state: BTreeMap::new(), lr, eps: EPS, scaler: None }
+    }
+
+    /// The same optimizer with another `eps`. A large one (about the gradients' size) makes the
+    /// first steps continuous in the gradient instead of `lr · sign(g)`, which tests comparing two
+    /// runs whose gradients differ by rounding need.
+    pub fn with_eps(self, eps: f64) -> Adam {
+        Adam { eps, ..self }
     }
 
     /// The loss to backpropagate: scaled when a scaler is set.
@@ -166,8 +176,8 @@ impl Adam {
                 let bias2_sqrt = (1.0 - BETA2.powi(state.step as i32)).sqrt();
                 let step_size = self.lr / bias1;
                 let mut p = param.shallow_clone();
-                if !fused_cpu_update(&mut p, &grad, state, step_size, bias2_sqrt) {
-                    tensor_update(&mut p, &grad, state, step_size, bias2_sqrt);
+                if !fused_cpu_update(&mut p, &grad, state, step_size, bias2_sqrt, self.eps) {
+                    tensor_update(&mut p, &grad, state, step_size, bias2_sqrt, self.eps);
                 }
             }
         });
@@ -222,17 +232,24 @@ impl Adam {
 }
 
 /// Adam's update with tensor operations (any device and layout), as PyTorch's for-loop Adam.
-fn tensor_update(param: &mut Tensor, grad: &Tensor, state: &mut State, step_size: f64, bias2_sqrt: f64) {
+fn tensor_update(param: &mut Tensor, grad: &Tensor, state: &mut State, step_size: f64, bias2_sqrt: f64, eps: f64) {
     let _ = state.exp_avg.lerp_(grad, 1.0 - BETA1);
     let _ = state.exp_avg_sq.g_mul_scalar_(BETA2).g_add_(&(grad.square() * (1.0 - BETA2)));
-    let denom = state.exp_avg_sq.sqrt() / bias2_sqrt + EPS;
+    let denom = state.exp_avg_sq.sqrt() / bias2_sqrt + eps;
     let _ = param.g_add_(&(&state.exp_avg / denom * -step_size));
 }
 
 /// Adam's update in one pass over the four buffers of a CPU float parameter (parameter,
 /// gradient and both moments share one dense layout), on all cores; `false` when the tensors
 /// do not qualify and the tensor-op path must run.
-fn fused_cpu_update(param: &mut Tensor, grad: &Tensor, state: &mut State, step_size: f64, bias2_sqrt: f64) -> bool {
+fn fused_cpu_update(
+    param: &mut Tensor,
+    grad: &Tensor,
+    state: &mut State,
+    step_size: f64,
+    bias2_sqrt: f64,
+    eps: f64,
+) -> bool {
     let tensors = [&*param, grad, &state.exp_avg, &state.exp_avg_sq];
     let stride = param.stride();
     if tensors.iter().any(|t| t.device() != Device::Cpu || t.kind() != Kind::Float || t.stride() != stride)
@@ -252,7 +269,7 @@ fn fused_cpu_update(param: &mut Tensor, grad: &Tensor, state: &mut State, step_s
             std::slice::from_raw_parts_mut(state.exp_avg_sq.data_ptr() as *mut f32, n),
         )
     };
-    let (b1, b2, eps) = ((1.0 - BETA1) as f32, BETA2 as f32, EPS as f32);
+    let (b1, b2, eps) = ((1.0 - BETA1) as f32, BETA2 as f32, eps as f32);
     let (one_minus_b2, step_size, bias2_sqrt) = ((1.0 - BETA2) as f32, step_size as f32, bias2_sqrt as f32);
     let update = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
         for i in 0..p.len() {
@@ -361,10 +378,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn adam_equals_the_pytorch_formula() {
+    /// Three steps on `sum(w²)` against PyTorch's formula, with its eps and with `eps`.
+    fn adam_after_three_steps(eps: Option<f64>) -> Adam {
         let p = Tensor::from_slice(&[1.0f32, -2.0, 0.5]).set_requires_grad(true);
         let mut adam = Adam::new(BTreeMap::from([("w".to_string(), p.shallow_clone())]), 0.1);
+        if let Some(eps) = eps {
+            adam = adam.with_eps(eps);
+        }
         let mut expected = [1.0f64, -2.0, 0.5];
         let (mut m, mut v) = ([0f64; 3], [0f64; 3]);
         for step in 1..=3 {
@@ -376,14 +396,21 @@ mod tests {
                 let g = 2.0 * expected[i];
                 m[i] = 0.9 * m[i] + 0.1 * g;
                 v[i] = 0.999 * v[i] + 0.001 * g * g;
-                let denom = v[i].sqrt() / (1.0 - 0.999f64.powi(step)).sqrt() + 1e-8;
+                let denom = v[i].sqrt() / (1.0 - 0.999f64.powi(step)).sqrt() + eps.unwrap_or(1e-8);
                 expected[i] -= 0.1 / (1.0 - 0.9f64.powi(step)) * m[i] / denom;
             }
         }
         let got: Vec<f32> = Vec::try_from(p.detach()).unwrap();
         for (g, e) in got.iter().zip(expected) {
-            assert!((*g as f64 - e).abs() < 1e-6, "{got:?} vs {expected:?}");
+            assert!((*g as f64 - e).abs() < 1e-6, "eps {eps:?}: {got:?} vs {expected:?}");
         }
+        adam
+    }
+
+    #[test]
+    fn adam_equals_the_pytorch_formula() {
+        adam_after_three_steps(Some(3.0));
+        let adam = adam_after_three_steps(None);
         let state = adam.state_dict();
         assert_eq!(state["step.w"].int64_value(&[]), 3);
     }
@@ -402,8 +429,8 @@ mod tests {
             for step in 1..=4 {
                 let bias1 = 1.0 - BETA1.powi(step);
                 let bias2_sqrt = (1.0 - BETA2.powi(step)).sqrt();
-                assert!(fused_cpu_update(&mut a, &grad, &mut sa, 0.01 / bias1, bias2_sqrt));
-                tensor_update(&mut b, &grad, &mut sb, 0.01 / bias1, bias2_sqrt);
+                assert!(fused_cpu_update(&mut a, &grad, &mut sa, 0.01 / bias1, bias2_sqrt, EPS));
+                tensor_update(&mut b, &grad, &mut sb, 0.01 / bias1, bias2_sqrt, EPS);
             }
             assert!((&a - &b).abs().max().double_value(&[]) < 1e-6, "channels_last {channels_last}");
             assert!((&sa.exp_avg_sq - &sb.exp_avg_sq).abs().max().double_value(&[]) < 1e-6);

@@ -24,9 +24,10 @@ pub struct Options {
     /// amfmn: seed of the fold split, augmentation and initialisation.
     #[serde(default)]
     pub seed: u64,
-    /// amfmn: where the model runs (`auto`, `cpu`, `cuda`, `cuda:N`).
+    /// amfmn: where the model runs (`auto`, `cpu`, `cuda`, `cuda:N`; `train` also takes a
+    /// comma-separated list, one data-parallel replica per device).
     #[serde(default)]
-    pub device: DeviceChoice,
+    pub device: Devices,
     /// amfmn: libtorch intra-op threads (0: libtorch's default, one per core).
     #[serde(default)]
     pub threads: usize,
@@ -270,6 +271,30 @@ pub enum DeviceChoice {
     Cuda(usize),
 }
 
+/// `device:` / `--device`: one device, or several separated by commas (`cuda:0,cuda:1`,
+/// `cpu,cpu`) for data-parallel training.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Devices(Vec<DeviceChoice>);
+
+impl Devices {
+    /// The devices in the order given (one at least).
+    pub fn list(&self) -> &[DeviceChoice] {
+        &self.0
+    }
+}
+
+impl Default for Devices {
+    fn default() -> Devices {
+        Devices(vec![DeviceChoice::Auto])
+    }
+}
+
+impl From<DeviceChoice> for Devices {
+    fn from(choice: DeviceChoice) -> Devices {
+        Devices(vec![choice])
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -309,6 +334,32 @@ impl std::str::FromStr for DeviceChoice {
     }
 }
 
+impl std::str::FromStr for Devices {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        s.split(',').map(|one| one.trim().parse()).collect::<std::result::Result<Vec<_>, _>>().map(Devices)
+    }
+}
+
+impl fmt::Display for Devices {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self.0.iter().map(DeviceChoice::to_string).collect();
+        write!(f, "{}", names.join(","))
+    }
+}
+
+impl Serialize for Devices {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Devices {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for DeviceChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -316,18 +367,6 @@ impl fmt::Display for DeviceChoice {
             DeviceChoice::Cpu => write!(f, "cpu"),
             DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
         }
-    }
-}
-
-impl Serialize for DeviceChoice {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for DeviceChoice {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -611,7 +650,7 @@ k_fold:
         assert_eq!(o.k_fold.nums, 5);
         assert_eq!((o.dataset.image_size, o.dataset.resize), (256, 278));
         assert_eq!(o.dataset.rotation, [0.0, 0.0]);
-        assert_eq!(o.device, DeviceChoice::Auto);
+        assert_eq!(o.device, Devices::from(DeviceChoice::Auto));
         assert_eq!(o.optim.margin_type, MarginType::Fixed);
         assert_eq!(o.model.resnet_weights, ResnetWeights::Auto);
     }
@@ -638,7 +677,11 @@ k_fold:
         assert_eq!(o.optim.lr, 0.001);
         assert_eq!(o.model.cross_attention.att_type, AttentionType::Fusion);
         assert_eq!(o.dataset.rotation, [0.0, 90.0]);
-        assert_eq!(o.device, DeviceChoice::Cuda(1));
+        assert_eq!(o.device, Devices::from(DeviceChoice::Cuda(1)));
+        let listed = Options::parse(ORIGINAL_LAYOUT, &["device=cuda:0, cuda:1".into()]).unwrap();
+        assert_eq!(listed.device.list(), [DeviceChoice::Cuda(0), DeviceChoice::Cuda(1)]);
+        assert_eq!(listed.device.to_string(), "cuda:0,cuda:1");
+        assert_eq!(Options::parse(&listed.to_yaml(), &[]).unwrap().device, listed.device);
         assert!(o.optim.max_violation);
         assert_eq!(o.optim.margin_type, MarginType::Dynamic);
         assert_eq!(o.model.resnet_weights, ResnetWeights::File("w/r18.pth".into()));
@@ -679,6 +722,8 @@ k_fold:
         assert!(e.contains("model.seq2vec.type: unknown variant `Skip`"), "{e}");
         let e = err(ORIGINAL_LAYOUT, &["device=gpu"]);
         assert!(e.contains("device: unknown device `gpu`"), "{e}");
+        let e = err(ORIGINAL_LAYOUT, &["device=cpu,"]);
+        assert!(e.contains("device: unknown device ``"), "{e}");
     }
 
     #[test]

@@ -224,6 +224,88 @@ fn bad_options_fail_before_training() {
     assert!(stderr(&out).contains("16 of 16 images of the train split are missing"), "{}", stderr(&out));
 }
 
+/// `amfmn train` with the options' devices, `threads=2` and random weights.
+fn train_on(dir: &Path, device: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["train", "--path_opt", "opt.yaml", "--device", device, "--set", "model.resnet_weights=none"];
+    args.extend_from_slice(extra);
+    amfmn_in(dir, &args)
+}
+
+/// The keys, shapes and kinds of a safetensors file.
+fn layout(path: &Path) -> Vec<(String, Vec<i64>, tch::Kind)> {
+    weights(path).into_iter().map(|(k, v)| (k, v.size(), v.kind())).collect()
+}
+
+/// Two CPU replicas (`--device cpu,cpu`): the run is deterministic across a resume, its
+/// checkpoints have the layout of a one-device run's, and one device continues them.
+#[test]
+fn data_parallel_training_resumes_and_saves_the_checkpoints_of_one_device() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let two = train_on(dir.path(), "cpu,cpu", &["--set", "k_fold.experiment_name=two"]);
+    assert!(two.status.success(), "{}", stderr(&two));
+    assert!(
+        stdout(&two).contains("on 2 data-parallel replicas (cpu (2 threads), cpu (2 threads))"),
+        "{}",
+        stdout(&two)
+    );
+    let first = train_on(dir.path(), "cpu,cpu", &["--set", "k_fold.experiment_name=split", "--set", "optim.epochs=1"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let second =
+        train_on(dir.path(), "cpu,cpu", &["--set", "k_fold.experiment_name=split", "--resume", "checkpoint/split/0"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let c = dir.path().join("checkpoint");
+    for file in ["last.safetensors", "last.optimizer.safetensors"] {
+        assert_same_weights(&c.join("two/0").join(file), &c.join("split/0").join(file));
+    }
+    let one = train_on(dir.path(), "cpu", &["--set", "k_fold.experiment_name=one"]);
+    assert!(one.status.success(), "{}", stderr(&one));
+    for file in ["best.safetensors", "last.safetensors", "last.optimizer.safetensors"] {
+        assert_eq!(layout(&c.join("one/0").join(file)), layout(&c.join("two/0").join(file)), "{file}");
+    }
+    let more = ["--set", "k_fold.experiment_name=two", "--set", "optim.epochs=3", "--resume", "checkpoint/two/0"];
+    let continued = train_on(dir.path(), "cpu", &more);
+    assert!(continued.status.success(), "{}", stderr(&continued));
+    assert!(stdout(&continued).contains("resuming checkpoint/two/0 at epoch 2, batch 0"), "{}", stdout(&continued));
+}
+
+/// Device lists: one line each for what cannot run, before any training.
+#[test]
+fn device_lists_that_cannot_run_are_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    for (device, extra, expected) in [
+        ("cpu,cuda:0", "", "error: device cpu,cuda:0: the replicas must be all CUDA devices or all the CPU, not a mix"),
+        (
+            "auto,cpu",
+            "",
+            "error: device auto,cpu: list the devices explicitly (cuda:0,cuda:1 or cpu,cpu), without auto",
+        ),
+        ("cuda:0,cuda:0", "", "error: device cuda:0,cuda:0: cuda:0 is listed twice; name each GPU once"),
+        (
+            "cpu,cpu,cpu",
+            "dataset.batch_size=2",
+            "error: dataset.batch_size 2 is smaller than the 3 devices of device cpu,cpu,cpu: each replica needs a \
+             pair at least",
+        ),
+    ] {
+        let sets: &[&str] = if extra.is_empty() { &[] } else { &["--set", extra] };
+        let out = train_on(dir.path(), device, sets);
+        assert!(!out.status.success(), "{device}");
+        assert_eq!(stderr(&out).trim(), expected);
+    }
+    let out = amfmn_in(dir.path(), &["train", "--path_opt", "opt.yaml", "--device", "cpu,gpu"]);
+    assert!(stderr(&out).contains("unknown device `gpu`, expected auto, cpu, cuda or cuda:N"), "{}", stderr(&out));
+    let out = train_on(dir.path(), "cpu", &["--set", "optim.epochs=1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = amfmn_in(dir.path(), &["test", "--path_opt", "opt.yaml", "--device", "cpu,cpu"]);
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: device cpu,cpu: only `amfmn train` runs on several devices; give this command one (--device cpu, cuda \
+         or cuda:N)"
+    );
+}
+
 #[test]
 fn torchvision_resnet_files_load() {
     let dir = tempfile::tempdir().unwrap();

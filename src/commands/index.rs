@@ -90,7 +90,7 @@ pub fn run(args: &IndexArgs) -> Result<()> {
             args.out.display()
         ));
     }
-    let device = crate::device::resolve(options.device)?;
+    let device = crate::device::resolve(&options.device)?;
     let model = checkpoint::load_model(&options, &info.checkpoint, &vocab, device)?.model;
     let (index, summary) = update(&model, info, &files, previous.as_ref(), args.batch_size, args.workers)?;
     index.save(&mut outputs, &args.out)?;

@@ -193,7 +193,7 @@ impl CheckpointModel {
         let mut options = checkpoint.info.options.clone();
         runtime.apply_to_checkpoint(&mut options);
         crate::device::set_threads(options.threads);
-        let device = crate::device::resolve(options.device)?;
+        let device = crate::device::resolve(&options.device)?;
         let vocab = checkpoint.vocabulary()?;
         let load = if encoders_only { checkpoint::load_encoders } else { checkpoint::load_model };
         let weights = checkpoint.model_path();

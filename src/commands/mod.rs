@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::options::{DeviceChoice, Options};
+use crate::options::{Devices, Options};
 
 /// The option-file arguments shared by every subcommand that runs on a dataset.
 #[derive(Debug, Clone, clap::Args)]
@@ -41,9 +41,10 @@ impl OptionArgs {
 /// Where the model runs, for the subcommands that run it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RuntimeArgs {
-    /// Where the model runs: auto (CUDA when available), cpu, cuda or cuda:N (overrides `device`).
+    /// Where the model runs: auto (CUDA when available), cpu, cuda or cuda:N (overrides `device`);
+    /// `train` takes several, comma-separated, for data-parallel replicas (cuda:0,cuda:1).
     #[arg(long)]
-    pub device: Option<DeviceChoice>,
+    pub device: Option<Devices>,
     /// libtorch threads on the CPU (overrides `threads`; 0 = one per core).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -52,8 +53,8 @@ pub struct RuntimeArgs {
 impl RuntimeArgs {
     /// Writes the command-line choices over the option file's.
     pub fn apply(&self, options: &mut Options) {
-        if let Some(device) = self.device {
-            options.device = device;
+        if let Some(device) = &self.device {
+            options.device = device.clone();
         }
         if let Some(threads) = self.threads {
             options.threads = threads;
@@ -64,7 +65,7 @@ impl RuntimeArgs {
     /// command-line choices over the options' defaults (auto, libtorch's threads), not over the
     /// machine the checkpoint was trained on.
     pub fn apply_to_checkpoint(&self, options: &mut Options) {
-        options.device = DeviceChoice::default();
+        options.device = Devices::default();
         options.threads = 0;
         self.apply(options);
     }

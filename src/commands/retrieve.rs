@@ -67,7 +67,7 @@ pub fn run(args: &RetrieveArgs) -> Result<()> {
     if info.vocab_sha256.as_ref().is_some_and(|h| *h != vocab.sha256()) {
         bail!("the checkpoint's vocabulary changed since {} was made; re-run amfmn index", args.index.display());
     }
-    let device = crate::device::resolve(options.device)?;
+    let device = crate::device::resolve(&options.device)?;
     let model = checkpoint::load_model(&options, &info.checkpoint, &vocab, device)?.model;
     let searcher =
         Searcher::new(model, vocab, index.fv.shallow_clone(), index.gate.as_ref().map(|g| g.shallow_clone()));

@@ -130,7 +130,7 @@ impl<'a> Evaluation<'a> {
     /// `sims` when asked (`FILE.npy` for the first mode, `FILE.<mode>.npy` for the others).
     fn checkpoint(&mut self, checkpoint: &Path, sims: Option<&Path>, label: &str) -> Result<Vec<(Mode, Metrics)>> {
         let options = self.options;
-        let device = crate::device::resolve(options.device)?;
+        let device = crate::device::resolve(&options.device)?;
         let trained = checkpoint::load_model(options, checkpoint, &self.vocab, device)?;
         let described = InitialWeights::describe_recorded(trained.initial_weights.as_ref());
         if !self.initial_weights.contains(&described) {

@@ -125,13 +125,25 @@ impl Amfmn {
         train: bool,
     ) -> ModeScores {
         let visual = self.encode_images(images, train);
+        let (sentence, keywords) = self.encode_sentences_and_keywords(captions, keywords, train);
+        self.mode_scores(&visual, &sentence, &keywords)
+    }
+
+    /// Captions and the keywords of their images (`([B, L] ids, [B] lengths)` each) → their
+    /// codes `([B, d], [B, d])`, through the text encoder together.
+    pub fn encode_sentences_and_keywords(
+        &self,
+        captions: (&Tensor, &Tensor),
+        keywords: (&Tensor, &Tensor),
+        train: bool,
+    ) -> (Tensor, Tensor) {
         let b = captions.0.size()[0];
         let width = captions.0.size()[1].max(keywords.0.size()[1]);
         let pad = |ids: &Tensor| ids.constant_pad_nd([0, width - ids.size()[1]]);
         let ids = Tensor::cat(&[pad(captions.0), pad(keywords.0)], 0);
         let lengths = Tensor::cat(&[captions.1, keywords.1], 0);
         let text = self.encode_texts(&ids, &lengths, train);
-        self.mode_scores(&visual, &text.narrow(0, 0, b), &text.narrow(0, b, b))
+        (text.narrow(0, 0, b), text.narrow(0, b, b))
     }
 }
 
@@ -251,6 +263,12 @@ impl Model {
     /// Backpropagates `loss` (of a training forward) into every parameter's gradient.
     pub fn backward(&self, loss: &Tensor) {
         loss.backward();
+        self.finish_backward();
+    }
+
+    /// Completes a backward pass that reached this model's training forward (the text
+    /// encoder's deferred hidden-weight gradients); [`Model::backward`] calls it.
+    pub fn finish_backward(&self) {
         self.net.text_feature.seq2vec.finish_backward();
     }
 

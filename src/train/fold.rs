@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::table::EpochRow;
-use super::{FoldEnd, FoldResult, Trainer};
+use super::{FoldEnd, FoldResult, Replicas, Trainer};
 use crate::checkpoint::{
     board_dir, fold_dir, pretrained, recover_fold, Checkpoint, CheckpointInfo, CheckpointKind, InitialWeights,
 };
@@ -38,10 +38,10 @@ pub(super) struct Position {
     pub best: Option<(usize, Metrics)>,
 }
 
-/// A fold being trained: its model, optimizer, position, data and logs.
+/// A fold being trained: its model (replicas), optimizer, position, data and logs.
 pub(super) struct Fold {
     pub index: usize,
-    pub model: Model,
+    pub replicas: Replicas,
     pub adam: Adam,
     pub position: Position,
     pub dir: PathBuf,
@@ -91,7 +91,7 @@ impl Trainer<'_> {
         let train_set = Arc::new(self.data.subset(&split.train));
         let val_set = Arc::new(self.data.subset(&split.val));
         let init_seed = rng::derive(seed, &[rng::tag::INIT, index as u64]);
-        let mut model = Model::new(options, self.vocab.len(), self.device, init_seed)?;
+        let mut model = Model::new(options, self.vocab.len(), self.devices[0], init_seed)?;
         let mut adam = Adam::new(model.trainable(), options.optim.lr);
         if options.optim.amp == Amp::Fp16 {
             adam.scaler = Some(GradScaler::new());
@@ -106,6 +106,7 @@ impl Trainer<'_> {
         if index == 0 || resume.is_some() {
             report::info(format!("model has {} parameters", model.num_parameters()));
         }
+        let replicas = Replicas::new(model, &self.devices[1..], options, self.vocab.len())?;
         let dataset = &options.dataset;
         let data_seed = rng::derive(seed, &[rng::tag::DATA, index as u64]);
         let loader = Loader::new(
@@ -116,7 +117,7 @@ impl Trainer<'_> {
                 workers: dataset.workers,
                 prefetch: dataset.prefetch,
                 seed: data_seed,
-                raw_pixels: self.device.is_cuda(),
+                raw_pixels: self.devices[0].is_cuda(),
             },
         );
         let prior = (options.optim.margin_type == MarginType::Dynamic).then(|| PriorSimilarity::new(&train_set));
@@ -128,7 +129,20 @@ impl Trainer<'_> {
             val_set.num_images(),
             dir.display()
         ));
-        Ok(Fold { index, model, adam, position, dir, loader, val_set, prior, log, board, data_seed, initial_weights })
+        Ok(Fold {
+            index,
+            replicas,
+            adam,
+            position,
+            dir,
+            loader,
+            val_set,
+            prior,
+            log,
+            board,
+            data_seed,
+            initial_weights,
+        })
     }
 
     /// One epoch: train, then (every `eval_step` epochs) validate and keep the best, save
@@ -174,7 +188,7 @@ impl Trainer<'_> {
     /// mode's mR, and logs the result.
     fn validate(&self, fold: &mut Fold, epoch: usize, lr: f64, modes: &[Mode]) -> Result<Validation> {
         let config = eval::eval_config(self.options, self.options.dataset.image_size);
-        let mut results = eval::evaluate(&fold.model, &fold.val_set, config, modes, "validating")?;
+        let mut results = eval::evaluate(&fold.replicas.primary, &fold.val_set, config, modes, "validating")?;
         let selecting = results.pop().expect("at least one mode").metrics;
         let step = fold.position.eiters;
         let mut others = Vec::new();
@@ -226,7 +240,7 @@ impl Trainer<'_> {
             vocabulary: Some(self.vocab.words().to_vec()),
         };
         let optimizer = (kind == CheckpointKind::Last).then_some(&fold.adam);
-        Checkpoint::save(&fold.dir, info, &fold.model, optimizer)
+        Checkpoint::save(&fold.dir, info, &fold.replicas.primary, optimizer)
     }
 
     /// The ImageNet ResNet-18 and skip-thoughts weights the options ask for (reported for the

@@ -7,8 +7,11 @@
 //! its epochs; [`step`] trains one epoch a batch at a time; [`table`] is the per-epoch row.
 
 mod fold;
+mod replicas;
 mod step;
 mod table;
+
+pub use replicas::{shares, Replicas};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -45,11 +48,11 @@ pub struct FoldResult {
     pub dir: PathBuf,
 }
 
-/// Everything the folds share: the options, the device, the vocabulary, the training split and
-/// the Ctrl-C flag.
+/// Everything the folds share: the options, the devices (the first holds the optimizer), the
+/// vocabulary, the training split and the Ctrl-C flag.
 struct Trainer<'a> {
     options: &'a Options,
-    device: Device,
+    devices: Vec<Device>,
     vocab: Vocabulary,
     data: Arc<CaptionSet>,
     interrupt: &'a AtomicBool,
@@ -64,14 +67,23 @@ pub enum Existing {
     MoveAside,
 }
 
-/// Trains every fold (from the checkpoint `resume`, if given). The run holds the experiment's
+/// Trains every fold (from the checkpoint `resume`, if given), data-parallel when the options
+/// name several devices ([`Replicas`]). The run holds the experiment's
 /// lock throughout; an experiment folder that already has checkpoints is refused unless the
 /// run resumes or `existing` says to move them aside. `interrupt` is polled after each step:
 /// when set, the run saves `last` and returns [`Outcome::Interrupted`].
 pub fn run(options: &Options, resume: Option<&Path>, existing: Existing, interrupt: &AtomicBool) -> Result<Outcome> {
-    let device = crate::device::resolve(options.device)?;
+    let devices = crate::device::resolve_replicas(&options.device)?;
+    if options.dataset.batch_size < devices.len() {
+        bail!(
+            "dataset.batch_size {} is smaller than the {} devices of device {}: each replica needs a pair at least",
+            options.dataset.batch_size,
+            devices.len(),
+            options.device
+        );
+    }
     crate::device::set_threads(options.threads);
-    crate::device::set_precision(options.optim.amp, options.optim.tf32, device)?;
+    crate::device::set_precision(options.optim.amp, options.optim.tf32, devices[0])?;
     let _lock = Lock::acquire(&experiment_lock(options), &experiment_dir(options).display().to_string())?;
     let resume = match (resume, &options.optim.resume) {
         (Some(path), _) => Some(Checkpoint::open_to_resume(path, options)?),
@@ -94,14 +106,14 @@ pub fn run(options: &Options, resume: Option<&Path>, existing: Existing, interru
     report::info(format!(
         "training {} on {}: {} images, {} captions, vocabulary {} words, {} fold(s) of {} epochs",
         options.model.name_str(),
-        crate::device::describe(device),
+        crate::device::describe_replicas(&devices),
         data.num_images(),
         data.num_captions(),
         vocab.len(),
         options.k_fold.nums,
         options.optim.epochs
     ));
-    let trainer = Trainer { options, device, vocab, data, interrupt };
+    let trainer = Trainer { options, devices, vocab, data, interrupt };
     let mut results = Vec::new();
     for fold in first_fold..options.k_fold.nums {
         let from = if fold == first_fold { resume.as_ref() } else { None };

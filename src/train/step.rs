@@ -5,11 +5,9 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use tch::Tensor;
 
 use super::fold::Fold;
 use super::Trainer;
-use crate::data::transforms::normalize_on;
 use crate::data::PairBatch;
 use crate::loss::{contrastive_loss, dynamic_margins, Margin};
 use crate::model::amp;
@@ -61,15 +59,16 @@ impl Trainer<'_> {
         })
     }
 
-    /// Step `i` of `epoch`: forward, loss, backward, clipping and Adam. Returns the loss.
+    /// Step `i` of `epoch`: forward (on every replica), loss, backward, clipping and Adam.
+    /// Returns the loss.
     fn train_step(&self, fold: &mut Fold, batch: &PairBatch, epoch: usize, i: usize) -> Result<f64> {
         let optim = &self.options.optim;
         tch::manual_seed(rng::derive(fold.data_seed, &[rng::tag::DROPOUT, epoch as u64, i as u64]) as i64);
-        let scores = amp::autocast(optim.amp.kind(), || batch_scores(fold, batch, self.device));
+        let scores = amp::autocast(optim.amp.kind(), || fold.replicas.scores(batch, true));
         let margin = match &fold.prior {
             Some(prior) => Margin::PerPair(
                 dynamic_margins(&prior.matrix(&batch.image_ids, &batch.caption_ids), optim.gamma, optim.beta)
-                    .to_device(self.device),
+                    .to_device(fold.replicas.primary.device()),
             ),
             None => Margin::Fixed(optim.margin),
         };
@@ -87,16 +86,7 @@ impl Trainer<'_> {
                 fold.dir.join("last.json").display()
             );
         }
-        fold.adam.zero_grad();
-        fold.model.backward(&fold.adam.scale_loss(&loss));
-        let finite = fold.adam.unscale_gradients();
-        if finite {
-            if optim.grad_clip > 0.0 {
-                fold.adam.clip_grad_norm(optim.grad_clip);
-            }
-            fold.adam.step();
-        }
-        fold.adam.update_scale(!finite);
+        fold.replicas.update(&mut fold.adam, &loss, optim.grad_clip);
         fold.position.eiters += 1;
         Ok(value)
     }
@@ -121,21 +111,5 @@ impl Trainer<'_> {
         fold.board.scalar("L", loss, step);
         fold.board.scalar("lr", fold.adam.lr(), step);
         Ok(())
-    }
-}
-
-/// The `[B, B]` scores of a batch in each trained mode: sentence alone, or sentence, keywords
-/// and fused when the batch has keywords.
-fn batch_scores(fold: &Fold, batch: &PairBatch, device: tch::Device) -> Vec<Tensor> {
-    let net = &fold.model.net;
-    let pixels = fold.model.prepare_images(&normalize_on(&batch.images, device));
-    let captions = (&batch.captions.to_device(device), &batch.lengths.to_device(device));
-    match &batch.keywords {
-        Some((ids, lengths)) => {
-            let keywords = (&ids.to_device(device), &lengths.to_device(device));
-            let scores = net.forward_with_keywords(&pixels, captions, keywords, true);
-            vec![scores.sentence, scores.keywords, scores.fused]
-        }
-        None => vec![net.forward(&pixels, captions.0, captions.1, true)],
     }
 }
