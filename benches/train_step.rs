@@ -1,13 +1,16 @@
-//! Training-step time of the AMFMN model (forward, loss, backward, Adam) on random 256x256
-//! images and 15-token captions, and of the text encoder alone (forward + backward).
+//! Training-step time of the AMFMN model (forward, loss, backward, Adam: the trainer's step,
+//! through `train::Replicas` on one device) on random 256x256 images and 15-token captions, and
+//! of the text encoder alone (forward + backward).
 //!
 //! `cargo bench --bench train_step -- BATCH STEPS`; prints `step_seconds=<median>` and
 //! `text_seconds=<median>`. `exec/bench_train.sh` runs it beside the PyTorch reference.
 
+use amfmn::data::PairBatch;
 use amfmn::loss::{contrastive_loss, Margin};
 use amfmn::model::Model;
 use amfmn::optim::Adam;
 use amfmn::options::Options;
+use amfmn::train::Replicas;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -27,21 +30,31 @@ fn main() -> anyhow::Result<()> {
     let model = Model::new(&options, vocab, Device::Cpu, 0)?;
     let mut adam = Adam::new(model.trainable(), 2e-4);
     tch::manual_seed(0);
-    let images = model.prepare_images(&Tensor::randn([batch, 3, 256, 256], (Kind::Float, Device::Cpu)));
+    let pixels = Tensor::randn([batch, 3, 256, 256], (Kind::Float, Device::Cpu));
+    let images = model.prepare_images(&pixels);
     let ids = Tensor::randint_low(1, vocab as i64, [batch, 15], (Kind::Int64, Device::Cpu));
     let lengths = Tensor::full([batch], 15, (Kind::Int64, Device::Cpu));
+    let rows: Vec<usize> = (0..batch as usize).collect();
+    let pairs = PairBatch {
+        images: pixels,
+        captions: ids.shallow_clone(),
+        lengths: lengths.shallow_clone(),
+        caption_ids: rows.clone(),
+        image_ids: rows,
+        keywords: None,
+    };
+    let replicas = Replicas::new(model, &[], &options, vocab)?;
     let mut step_times = Vec::new();
     for i in 0..=steps {
         let start = Instant::now();
-        let scores = model.net.forward(&images, &ids, &lengths, true);
-        let loss = contrastive_loss(&scores, &Margin::Fixed(0.2), false);
-        adam.zero_grad();
-        model.backward(&loss);
-        adam.step();
+        let scores = replicas.scores(&pairs, true);
+        let loss = contrastive_loss(&scores[0], &Margin::Fixed(0.2), false);
+        replicas.update(&mut adam, &loss, 0.0);
         if i > 0 {
             step_times.push(start.elapsed().as_secs_f64());
         }
     }
+    let model = &replicas.primary;
     let mut text_times = Vec::new();
     for i in 0..=steps {
         let start = Instant::now();
