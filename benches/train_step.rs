@@ -1,17 +1,24 @@
 //! Training-step time of the AMFMN model (forward, loss, backward, Adam: the trainer's step,
-//! through `train::Replicas` on one device) on random 256x256 images and 15-token captions, and
-//! of the text encoder alone (forward + backward).
+//! through `train::Replicas`) on random images (256x256 by default) and 15-token captions, batches made
+//! beforehand and fed as the loader feeds them (normalized f32 for the CPU, raw u8 levels in
+//! pinned memory for CUDA); and, on the first device, the text encoder alone (forward +
+//! backward), the CNN alone and Adam alone.
 //!
-//! `cargo bench --bench train_step -- BATCH STEPS`; prints `step_seconds=<median>` and
-//! `text_seconds=<median>`. `exec/bench_train.sh` runs it beside the PyTorch reference.
+//! `cargo bench --bench train_step -- BATCH STEPS [DEVICE] [AMP] [SIZE]`: DEVICE as `--device`
+//! (`cpu`, `cuda`, `cuda:0,cuda:1`, `cpu,cpu`; default cpu), AMP as `optim.amp` (default off),
+//! SIZE the image side (default 256). Prints
+//! `step_seconds=<median>`, `text_seconds=<median>`, `image_seconds`, `adam_seconds`.
+//! `exec/bench_train.sh` runs it beside the PyTorch reference; `exec/gpu_check.sh` runs it as
+//! amfmn's step without decoding.
+
+use std::time::Instant;
 
 use amfmn::data::PairBatch;
 use amfmn::loss::{contrastive_loss, Margin};
-use amfmn::model::Model;
-use amfmn::optim::Adam;
-use amfmn::options::Options;
+use amfmn::model::{amp, Model};
+use amfmn::optim::{Adam, GradScaler};
+use amfmn::options::{Amp, Devices, Options};
 use amfmn::train::Replicas;
-use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -19,69 +26,84 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Waits for `device`'s queued work, so that a timer reads the work done.
+fn synchronize(device: Device) {
+    if let Device::Cuda(index) = device {
+        tch::Cuda::synchronize(index as i64);
+    }
+}
+
+/// The median seconds of `steps` runs of `f` after one warm-up run.
+fn time(steps: usize, device: Device, mut f: impl FnMut()) -> f64 {
+    let mut times = Vec::new();
+    for i in 0..=steps {
+        let start = Instant::now();
+        f();
+        synchronize(device);
+        if i > 0 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    median(times)
+}
+
+/// A batch of `b` random pairs of `size`² images as the loader delivers it for `device`.
+fn pair_batch(b: i64, size: i64, vocab: i64, device: Device) -> PairBatch {
+    tch::manual_seed(0);
+    let images = if device.is_cuda() {
+        Tensor::randint(256, [b, 3, size, size], (Kind::Uint8, Device::Cpu)).pin_memory(device)
+    } else {
+        Tensor::randn([b, 3, size, size], (Kind::Float, Device::Cpu))
+    };
+    let rows: Vec<usize> = (0..b as usize).collect();
+    PairBatch {
+        images,
+        captions: Tensor::randint_low(1, vocab, [b, 15], (Kind::Int64, Device::Cpu)),
+        lengths: Tensor::full([b], 15, (Kind::Int64, Device::Cpu)),
+        caption_ids: rows.clone(),
+        image_ids: rows,
+        keywords: None,
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     amfmn::device::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let batch: i64 = args.first().map_or(Ok(10), |s| s.parse())?;
     let steps: usize = args.get(1).map_or(Ok(4), |s| s.parse())?;
+    let devices: Devices = args.get(2).map_or("cpu", String::as_str).parse().map_err(anyhow::Error::msg)?;
+    let precision: Amp = serde_yaml::from_str(args.get(3).map_or("off", String::as_str))?;
+    let size: i64 = args.get(4).map_or(Ok(256), |s| s.parse())?;
+    let devices = amfmn::device::resolve_replicas(&devices)?;
+    let device = devices[0];
+    amfmn::device::set_precision(precision, false, device)?;
     let text = std::fs::read_to_string("option/RSITMD_AMFMN.yaml")?;
-    let options = Options::parse(&text, &["model.seq2vec.dropout=0.25".into()])?;
+    let options = Options::parse(&text, &["model.seq2vec.dropout=0.25".into(), format!("dataset.image_size={size}")])?;
     let vocab = 1349;
-    let model = Model::new(&options, vocab, Device::Cpu, 0)?;
+    let model = Model::new(&options, vocab, device, 0)?;
     let mut adam = Adam::new(model.trainable(), 2e-4);
-    tch::manual_seed(0);
-    let pixels = Tensor::randn([batch, 3, 256, 256], (Kind::Float, Device::Cpu));
-    let images = model.prepare_images(&pixels);
-    let ids = Tensor::randint_low(1, vocab as i64, [batch, 15], (Kind::Int64, Device::Cpu));
-    let lengths = Tensor::full([batch], 15, (Kind::Int64, Device::Cpu));
-    let rows: Vec<usize> = (0..batch as usize).collect();
-    let pairs = PairBatch {
-        images: pixels,
-        captions: ids.shallow_clone(),
-        lengths: lengths.shallow_clone(),
-        caption_ids: rows.clone(),
-        image_ids: rows,
-        keywords: None,
-    };
-    let replicas = Replicas::new(model, &[], &options, vocab)?;
-    let mut step_times = Vec::new();
-    for i in 0..=steps {
-        let start = Instant::now();
-        let scores = replicas.scores(&pairs, true);
+    if precision == Amp::Fp16 {
+        adam.scaler = Some(GradScaler::new());
+    }
+    let pairs = pair_batch(batch, size, vocab as i64, device);
+    let replicas = Replicas::new(model, &devices[1..], &options, vocab)?;
+    let step_seconds = time(steps, device, || {
+        let scores = amp::autocast(precision.kind(), || replicas.scores(&pairs, true));
         let loss = contrastive_loss(&scores[0], &Margin::Fixed(0.2), false);
+        let _ = loss.double_value(&[]);
         replicas.update(&mut adam, &loss, 0.0);
-        if i > 0 {
-            step_times.push(start.elapsed().as_secs_f64());
-        }
-    }
+    });
     let model = &replicas.primary;
-    let mut text_times = Vec::new();
-    for i in 0..=steps {
-        let start = Instant::now();
+    let (ids, lengths) = (pairs.captions.to_device(device), pairs.lengths.to_device(device));
+    let text_seconds = time(steps, device, || {
         model.backward(&model.net.encode_texts(&ids, &lengths, true).sum(Kind::Float));
-        if i > 0 {
-            text_times.push(start.elapsed().as_secs_f64());
-        }
-    }
-    let mut image_times = Vec::new();
-    for i in 0..=steps {
-        let start = Instant::now();
-        model.net.encode_images(&images, true).sum(Kind::Float).backward();
-        if i > 0 {
-            image_times.push(start.elapsed().as_secs_f64());
-        }
-    }
-    let mut adam_times = Vec::new();
-    for i in 0..=steps {
-        let start = Instant::now();
-        adam.step();
-        if i > 0 {
-            adam_times.push(start.elapsed().as_secs_f64());
-        }
-    }
-    println!("image_seconds={:.4}", median(image_times));
-    println!("adam_seconds={:.4}", median(adam_times));
-    println!("step_seconds={:.4}", median(step_times));
-    println!("text_seconds={:.4}", median(text_times));
+    });
+    let images = model.prepare_images(&amfmn::data::transforms::normalize_on(&pairs.images, device));
+    let image_seconds = time(steps, device, || model.net.encode_images(&images, true).sum(Kind::Float).backward());
+    let adam_seconds = time(steps, device, || adam.step());
+    println!("image_seconds={image_seconds:.4}");
+    println!("adam_seconds={adam_seconds:.4}");
+    println!("step_seconds={step_seconds:.4}");
+    println!("text_seconds={text_seconds:.4}");
     Ok(())
 }

@@ -10,9 +10,13 @@
 #     original's shards, seconds;
 #   - training at batch 100, 256x256: amfmn `train` (decoding included) in fp32, bf16 and fp16,
 #     and the reference's step on pre-made batches in fp32, bf16 and fp16 autocast, as images/s
-#     and peak memory.
-# Usage: exec/gpu_check.sh [AMFMN_BINARY]   (AMFMN_PYTHON: a Python with torch; default python3)
-# GPU_CHECK_DEVICE=cpu runs the same steps on the CPU at a small size (to check the script).
+#     and peak memory; the share of amfmn's epoch spent waiting for the loader (its `wait%`,
+#     target <= 5 %); with the train_step bench binary, amfmn's step on pre-made batches too;
+#     on a machine with several GPUs, amfmn data-parallel on all of them.
+# Usage: exec/gpu_check.sh [AMFMN_BINARY [TRAIN_STEP_BENCH]]   (AMFMN_PYTHON: a Python with torch;
+# default python3). TRAIN_STEP_BENCH is the executable `cargo bench --bench train_step --no-run`
+# prints (run from the repository root). GPU_CHECK_DEVICE=cpu runs the same steps on the CPU at
+# a small size, two CPU replicas standing for two GPUs (to check the script).
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -20,15 +24,20 @@ amfmn="$(realpath "${1:-${CARGO_TARGET_DIR:-target}/release/amfmn}")"
 python="${AMFMN_PYTHON:-python3}"
 device="${GPU_CHECK_DEVICE:-cuda}"
 [ -x "$amfmn" ] || { echo "gpu_check: no amfmn binary at $amfmn (give its path)"; exit 1; }
+bench="${2:+$(realpath "$2")}"
+[ -z "$bench" ] || [ -x "$bench" ] || { echo "gpu_check: no train_step bench binary at $bench"; exit 1; }
 torch_dir=$("$python" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null) ||
     { echo "gpu_check: $python has no torch (set AMFMN_PYTHON to a Python with PyTorch 2.11)"; exit 1; }
 export LD_LIBRARY_PATH="$torch_dir/lib:${LD_LIBRARY_PATH:-}"
 if [ "$device" = cuda ]; then
     "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' ||
         { echo "gpu_check: no CUDA GPU visible to PyTorch on this machine: nothing to measure"; exit 1; }
-    images=2260 size=256 batch=100 steps=12
+    images=2260 size=256 batch=100 steps=12 workers=$(( $(nproc) > 9 ? 8 : $(nproc) - 1 ))
+    gpus=$("$python" -c 'import torch; print(torch.cuda.device_count())')
+    all=$(seq -s, -f 'cuda:%g' 0 $((gpus - 1)))
 else
-    images=200 size=64 batch=10 steps=3
+    images=200 size=64 batch=10 steps=3 workers=2
+    gpus=2 all=cpu,cpu
 fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -41,7 +50,7 @@ vocab_size=$("$python" -c "import json, sys; print(len(json.load(open(sys.argv[1
 sed -e "s#'data/demo_precomp/'#'$work/d/'#" -e "s#'data/demo_precomp/images/'#'$work/d/images/'#" \
     -e "s#'vocab/demo_vocab.json'#'$work/vocab.json'#" -e "s#image_size: 128#image_size: $size#" \
     -e "s#resize: 139#resize: $((size * 278 / 256))#" -e "s#batch_size: 32#batch_size: $batch#" \
-    -e "s#batch_size_val: 64#batch_size_val: 128#" -e "s#epochs: 4#epochs: 1#" \
+    -e "s#batch_size_val: 64#batch_size_val: 128#" -e "s#epochs: 4#epochs: 1#" -e "s#workers: 2#workers: $workers#" \
     -e "s#ckpt_save_path: \"checkpoint/\"#ckpt_save_path: \"$work/ckpt/\"#" -e "s#logger_name: 'logs/demo/'#logger_name: '$work/logs/'#" \
     option/demo_AMFMN.yaml > "$work/opt.yaml"
 (cd tests/reference && "$python" random_weights.py "$work/weights.safetensors" "$vocab_size" soft_att 512 "$size")
@@ -66,15 +75,35 @@ eval_theirs=$(cd tests/reference && AMFMN_REFERENCE_DEVICE="$device" "$python" s
 parity=$("$python" -c "import numpy as np, sys; a, b = np.load(sys.argv[1]), np.load(sys.argv[2]); print(f'{np.abs(a - b).max():.2e}')" \
     "$work/ours.npy" "$work/theirs.npy")
 
+# amfmn train on DEVICES at AMP: a table row (images/s of the first epoch, peak memory).
+train_row() {
+    rm -rf "$work/ckpt" "$work/logs"
+    local mem
+    mem=$(peak "$amfmn" train --path_opt "$work/opt.yaml" --device "$1" --set model.resnet_weights=none \
+        --set "optim.amp=$2")
+    echo "$3|$(awk '$1 == "0" && $2 == "1" { print $5; exit }' "$work/out.txt")|$mem"
+    awk -v name="$3" '$1 == "0" && $2 == "1" { print name "|" $6; exit }' "$work/out.txt" >> "$work/waiting.txt"
+}
+# amfmn's step on pre-made batches (the bench binary) on DEVICES at AMP: a table row.
+step_row() {
+    local mem step
+    mem=$(peak "$bench" "$batch" "$steps" "$1" "$2" "$size")
+    step=$(sed -n 's/^step_seconds=//p' "$work/out.txt")
+    echo "$3|$(awk -v b="$batch" -v s="$step" 'BEGIN { printf "%.1f", b / s }')|$mem"
+}
+
 rows=()
 for amp in off bf16 fp16; do
     if [ "$device" != cuda ] && [ "$amp" = fp16 ]; then continue; fi
-    rm -rf "$work/ckpt" "$work/logs"
-    mem=$(peak "$amfmn" train --path_opt "$work/opt.yaml" --device "$device" --set model.resnet_weights=none \
-        --set "optim.amp=$amp")
-    speed=$(awk '$1 == "0" && $2 == "1" { print $5; exit }' "$work/out.txt")
-    rows+=("amfmn train ($amp)|$speed|$mem")
+    rows+=("$(train_row "$device" "$amp" "amfmn train ($amp)")")
+    [ -z "$bench" ] || rows+=("$(step_row "$device" "$amp" "amfmn step, made batches ($amp)")")
 done
+if [ "$gpus" -ge 2 ]; then
+    for amp in off bf16; do
+        rows+=("$(train_row "$all" "$amp" "amfmn train ($amp, $gpus devices)")")
+        [ -z "$bench" ] || rows+=("$(step_row "$all" "$amp" "amfmn step, made ($amp, $gpus dev.)")")
+    done
+fi
 for amp in off bf16 fp16; do
     if [ "$device" != cuda ] && [ "$amp" = fp16 ]; then continue; fi
     out=$("$python" exec/bench_train_step.py "$batch" "$steps" "$device" "$amp")
@@ -84,17 +113,21 @@ for amp in off bf16 fp16; do
 done
 
 echo
-printf '%-28s %12s %14s\n' "training, batch $batch, ${size}px" "images/s" "peak GPU MiB"
-printf '%-28s %12s %14s\n' "----------------------------" "--------" "------------"
+printf '%-36s %10s %14s\n' "training, batch $batch, ${size}px" "images/s" "peak GPU MiB"
+printf '%-36s %10s %14s\n' "------------------------------------" "--------" "------------"
 for row in "${rows[@]}"; do
     IFS='|' read -r name speed mem <<< "$row"
-    printf '%-28s %12s %14s\n' "$name" "$speed" "$mem"
+    printf '%-36s %10s %14s\n' "$name" "$speed" "$mem"
 done
 base=$(printf '%s\n' "${rows[@]}" | awk -F'|' '$1 == "PyTorch step (off)" { print $2 }')
 for row in "${rows[@]}"; do
     IFS='|' read -r name speed _ <<< "$row"
-    printf '%-46s %8sx\n' "  vs PyTorch fp32: $name" "$(awk -v a="$speed" -v b="$base" 'BEGIN { printf "%.2f", a / b }')"
+    printf '%-56s %8sx\n' "  vs PyTorch fp32: $name" "$(awk -v a="$speed" -v b="$base" 'BEGIN { printf "%.2f", a / b }')"
 done
+while IFS='|' read -r name waiting; do
+    printf '%-56s %8s%%\n' "  waiting for batches: $name" "$waiting"
+done < "$work/waiting.txt"
+echo "  (target: waiting <= 5 % of the epoch, $workers loader workers)"
 echo
 printf '%-40s %10s\n' "test evaluation ($((images / 5)) images, $images captions)" seconds
 printf '%-40s %10s\n' "amfmn test-single (all, decoding too)" "$eval_ours"

@@ -67,7 +67,14 @@ fn trains_logs_and_writes_checkpoints_pytorch_loads() {
     let out = train(dir.path(), &[]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("fold epoch      loss"), "{text}");
+    assert!(text.contains("fold epoch      loss        lr   img/s wait%"), "{text}");
+    let epoch_rows = text.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).filter(|w| w.len() == 15);
+    let rows: Vec<Vec<&str>> = epoch_rows.filter(|w| w[0] == "0").collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    for row in rows {
+        let waiting: f64 = row[5].parse().unwrap();
+        assert!((0.0..100.0).contains(&waiting), "wait% {waiting} in {row:?}");
+    }
     assert!(text.contains("best validation results"), "{text}");
     let weights_line = "initial weights: a random ResNet-18 (model.resnet_weights: none), a random text encoder \
                         (model.seq2vec.pretrained: false); not the paper's setup";
@@ -97,6 +104,7 @@ fn trains_logs_and_writes_checkpoints_pytorch_loads() {
     assert_eq!(events["L"][0].as_u64(), Some(12), "{events}");
     assert_eq!(events["L"][1].as_u64(), Some(12), "{events}");
     assert_eq!(events["rsum"][0].as_u64(), Some(2), "{events}");
+    assert_eq!(events["data_time"][0].as_u64(), Some(12), "{events}");
     for tag in ["lr", "batch_time", "r1i", "r10t", "medrt", "meanri"] {
         assert!(events[tag][0].as_u64().unwrap() >= 1, "{tag} in {events}");
     }

@@ -176,6 +176,7 @@ impl Trainer<'_> {
             loss: stats.mean_loss,
             lr,
             images_per_second: stats.images_per_second,
+            waiting: stats.waiting,
             metrics,
             best: fold.position.best_rsum,
             seconds: started.elapsed().as_secs_f64(),

@@ -17,6 +17,9 @@ use crate::rng;
 pub(super) struct EpochStats {
     pub mean_loss: f64,
     pub images_per_second: f64,
+    /// Share of the epoch's time spent waiting for the loader's next batch (0 to 1): above a few
+    /// percent, decoding is the bottleneck (more `dataset.workers` help).
+    pub waiting: f64,
     /// Batches done when Ctrl-C stopped the epoch.
     pub interrupted_at: Option<usize>,
 }
@@ -27,19 +30,21 @@ impl Trainer<'_> {
         let batches = fold.loader.num_pair_batches();
         let label = format!("fold {} epoch {}", fold.index, epoch + 1);
         let progress = crate::report::progress((batches - skip.min(batches)) as u64, &label);
-        let (mut loss_sum, mut steps, mut images) = (0f64, 0usize, 0usize);
+        let (mut loss_sum, mut steps, mut images, mut waited) = (0f64, 0usize, 0usize, 0f64);
         let epoch_start = Instant::now();
         let mut step_start = Instant::now();
-        for (offset, batch) in fold.loader.train_epoch_from(epoch, skip).enumerate() {
-            let i = skip + offset;
+        for batch in fold.loader.train_epoch_from(epoch, skip) {
+            let i = skip + steps;
             let batch = batch?;
+            let data_time = step_start.elapsed().as_secs_f64();
+            waited += data_time;
             let loss = self.train_step(fold, &batch, epoch, i)?;
             loss_sum += loss;
             steps += 1;
             images += batch.caption_ids.len();
             let batch_time = step_start.elapsed().as_secs_f64();
             step_start = Instant::now();
-            self.log_step(fold, epoch, i, batches, loss, batch_time)?;
+            self.log_step(fold, epoch, i, batches, loss, (batch_time, data_time))?;
             let speed = images as f64 / epoch_start.elapsed().as_secs_f64();
             progress.set_message(format!("loss {loss:.3} lr {:.2e} {speed:.1} img/s", fold.adam.lr()));
             progress.inc(1);
@@ -47,14 +52,16 @@ impl Trainer<'_> {
                 progress.finish_and_clear();
                 fold.board.flush();
                 let mean_loss = loss_sum / steps as f64;
-                return Ok(EpochStats { mean_loss, images_per_second: 0.0, interrupted_at: Some(i + 1) });
+                return Ok(EpochStats { mean_loss, images_per_second: 0.0, waiting: 0.0, interrupted_at: Some(i + 1) });
             }
         }
         progress.finish_and_clear();
         fold.board.flush();
+        let seconds = epoch_start.elapsed().as_secs_f64();
         Ok(EpochStats {
             mean_loss: if steps > 0 { loss_sum / steps as f64 } else { 0.0 },
-            images_per_second: images as f64 / epoch_start.elapsed().as_secs_f64(),
+            images_per_second: images as f64 / seconds,
+            waiting: waited / seconds,
             interrupted_at: None,
         })
     }
@@ -91,7 +98,8 @@ impl Trainer<'_> {
         Ok(value)
     }
 
-    /// The original's text-log line every `print_freq` steps, and the TensorBoard scalars.
+    /// The original's text-log line every `print_freq` steps, and the TensorBoard scalars;
+    /// `times` are the step's seconds, waiting for its batch included, and that wait.
     fn log_step(
         &self,
         fold: &mut Fold,
@@ -99,8 +107,9 @@ impl Trainer<'_> {
         i: usize,
         batches: usize,
         loss: f64,
-        batch_time: f64,
+        times: (f64, f64),
     ) -> Result<()> {
+        let (batch_time, data_time) = times;
         if i.is_multiple_of(self.options.logs.print_freq) {
             fold.log.line(&format!("Epoch: [{epoch}][{i}/{batches}]\tTime {batch_time:.3}\tL {}\t", loss as f32));
         }
@@ -108,6 +117,7 @@ impl Trainer<'_> {
         fold.board.scalar("epoch", epoch as f64, step);
         fold.board.scalar("step", i as f64, step);
         fold.board.scalar("batch_time", batch_time, step);
+        fold.board.scalar("data_time", data_time, step);
         fold.board.scalar("L", loss, step);
         fold.board.scalar("lr", fold.adam.lr(), step);
         Ok(())

@@ -1,4 +1,5 @@
-//! The per-epoch row of `amfmn train`: loss, learning rate, speed, the validation recalls of
+//! The per-epoch row of `amfmn train`: loss, learning rate, speed, the share of the time spent
+//! waiting for batches, the validation recalls of
 //! the selecting mode (the recall metrics of [`METRICS`]), the best mR so far, the time, and the
 //! other modes' mR.
 
@@ -16,6 +17,8 @@ pub(super) struct EpochRow {
     pub loss: f64,
     pub lr: f64,
     pub images_per_second: f64,
+    /// Share of the training time spent waiting for the loader (0 to 1).
+    pub waiting: f64,
     pub metrics: Option<Metrics>,
     pub best: f64,
     pub seconds: f64,
@@ -25,7 +28,8 @@ impl EpochRow {
     /// The header; with several modes the recalls are the last (selecting) mode's and the
     /// other modes' mR follow.
     pub fn header(modes: &[Mode]) -> String {
-        let mut header = format!("{:>4} {:>5} {:>9} {:>9} {:>7}", "fold", "epoch", "loss", "lr", "img/s");
+        let mut header =
+            format!("{:>4} {:>5} {:>9} {:>9} {:>7} {:>5}", "fold", "epoch", "loss", "lr", "img/s", "wait%");
         for metric in METRICS.iter().filter(|m| m.recall) {
             header.push_str(&format!(" {:>6}", metric.name));
         }
@@ -41,8 +45,13 @@ impl fmt::Display for EpochRow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:>4} {:>5} {:>9.3} {:>9.2e} {:>7.1}",
-            self.fold, self.epoch, self.loss, self.lr, self.images_per_second
+            "{:>4} {:>5} {:>9.3} {:>9.2e} {:>7.1} {:>5.1}",
+            self.fold,
+            self.epoch,
+            self.loss,
+            self.lr,
+            self.images_per_second,
+            100.0 * self.waiting
         )?;
         let recalls = self.metrics.unwrap_or_default().named().filter(|(metric, _)| metric.recall);
         for (_, value) in recalls {
@@ -68,7 +77,8 @@ mod tests {
         let header = EpochRow::header(&[Mode::Sentence, Mode::Fused]);
         assert_eq!(
             header,
-            "fold epoch      loss        lr   img/s    r1i    r5i   r10i    r1t    r5t   r10t     mR   best    sec mR sentence"
+            "fold epoch      loss        lr   img/s wait%    r1i    r5i   r10i    r1t    r5t   r10t     mR   best    sec \
+             mR sentence"
         );
         let m = Metrics { r1i: 18.75, mR: 57.66, ..Default::default() };
         let row = EpochRow {
@@ -78,13 +88,14 @@ mod tests {
             loss: 135.32,
             lr: 2e-4,
             images_per_second: 40.3,
+            waiting: 0.0123,
             metrics: Some(m),
             best: 57.66,
             seconds: 33.2,
         };
         let text = row.to_string();
         assert_eq!(text.len(), header.len(), "{text}");
-        assert!(text.starts_with("   0     1   135.320   2.00e-4    40.3  18.75   0.00"), "{text}");
+        assert!(text.starts_with("   0     1   135.320   2.00e-4    40.3   1.2  18.75   0.00"), "{text}");
         assert!(text.ends_with("  57.66  57.66   33.2       12.50"), "{text}");
         let blank = EpochRow { metrics: None, others: vec![], ..row };
         assert!(blank.to_string().contains("    -      -      -      -      -      -      -  57.66"), "{blank}");
