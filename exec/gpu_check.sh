@@ -11,8 +11,9 @@
 #   - training at batch 100, 256x256: amfmn `train` (decoding included) in fp32, bf16 and fp16,
 #     and the reference's step on pre-made batches in fp32, bf16 and fp16 autocast, as images/s
 #     and peak memory; the share of amfmn's epoch spent waiting for the loader (its `wait%`,
-#     target <= 5 %); with the train_step bench binary, amfmn's step on pre-made batches too;
-#     on a machine with several GPUs, amfmn data-parallel on all of them.
+#     target <= 5 %); fp32 in channels-last and bf16 in NCHW (the layouts `channels_last: auto`
+#     does not pick); with the train_step bench binary, amfmn's step on pre-made batches too; on
+#     a machine with several GPUs, amfmn data-parallel on all of them.
 # Usage: exec/gpu_check.sh [AMFMN_BINARY [TRAIN_STEP_BENCH]]   (AMFMN_PYTHON: a Python with torch;
 # default python3). TRAIN_STEP_BENCH is the executable `cargo bench --bench train_step --no-run`
 # prints (run from the repository root). GPU_CHECK_DEVICE=cpu runs the same steps on the CPU at
@@ -75,12 +76,14 @@ eval_theirs=$(cd tests/reference && AMFMN_REFERENCE_DEVICE="$device" "$python" s
 parity=$("$python" -c "import numpy as np, sys; a, b = np.load(sys.argv[1]), np.load(sys.argv[2]); print(f'{np.abs(a - b).max():.2e}')" \
     "$work/ours.npy" "$work/theirs.npy")
 
-# amfmn train on DEVICES at AMP: a table row (images/s of the first epoch, peak memory).
+# amfmn train on DEVICES at AMP, named NAME, with more --set KEY=VALUE: a table row (images/s of
+# the first epoch, peak memory); its wait% goes to waiting.txt.
 train_row() {
     rm -rf "$work/ckpt" "$work/logs"
-    local mem
+    local mem sets=()
+    for set in "${@:4}"; do sets+=(--set "$set"); done
     mem=$(peak "$amfmn" train --path_opt "$work/opt.yaml" --device "$1" --set model.resnet_weights=none \
-        --set "optim.amp=$2")
+        --set "optim.amp=$2" "${sets[@]}")
     echo "$3|$(awk '$1 == "0" && $2 == "1" { print $5; exit }' "$work/out.txt")|$mem"
     awk -v name="$3" '$1 == "0" && $2 == "1" { print name "|" $6; exit }' "$work/out.txt" >> "$work/waiting.txt"
 }
@@ -98,6 +101,11 @@ for amp in off bf16 fp16; do
     rows+=("$(train_row "$device" "$amp" "amfmn train ($amp)")")
     [ -z "$bench" ] || rows+=("$(step_row "$device" "$amp" "amfmn step, made batches ($amp)")")
 done
+if [ "$device" = cuda ]; then
+    # channels_last: auto is NCHW in fp32 and NHWC with AMP on CUDA; the other layout of each.
+    rows+=("$(train_row cuda off "amfmn train (off, NHWC)" channels_last=on)")
+    rows+=("$(train_row cuda bf16 "amfmn train (bf16, NCHW)" channels_last=off)")
+fi
 if [ "$gpus" -ge 2 ]; then
     for amp in off bf16; do
         rows+=("$(train_row "$all" "$amp" "amfmn train ($amp, $gpus devices)")")

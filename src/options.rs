@@ -31,6 +31,9 @@ pub struct Options {
     /// amfmn: libtorch intra-op threads (0: libtorch's default, one per core).
     #[serde(default)]
     pub threads: usize,
+    /// amfmn: the memory layout of the CNN's images and weights (`auto`, `on`, `off`).
+    #[serde(default)]
+    pub channels_last: ChannelsLast,
 }
 
 /// `model:` section.
@@ -222,6 +225,30 @@ impl Amp {
             Amp::Off => None,
             Amp::Bf16 => Some(tch::Kind::BFloat16),
             Amp::Fp16 => Some(tch::Kind::Half),
+        }
+    }
+}
+
+/// `channels_last`: whether the CNN's images and convolution weights use the channels-last
+/// (NHWC) layout; the values are the same either way.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelsLast {
+    /// On the CPU (oneDNN's fast path), and on CUDA with `optim.amp` (cuDNN's tensor-core
+    /// convolutions in 16 bits run in NHWC).
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl ChannelsLast {
+    /// Whether a model on `device`, trained at `amp`, uses channels-last.
+    pub fn applies(self, device: tch::Device, amp: Amp) -> bool {
+        match self {
+            ChannelsLast::On => true,
+            ChannelsLast::Off => false,
+            ChannelsLast::Auto => device == tch::Device::Cpu || amp != Amp::Off,
         }
     }
 }

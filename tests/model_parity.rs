@@ -12,7 +12,7 @@ use amfmn::checkpoint::{read_safetensors, write_safetensors};
 use amfmn::data::loader::pad_captions;
 use amfmn::loss::{contrastive_loss, dynamic_margins, Margin};
 use amfmn::model::Model;
-use amfmn::options::Options;
+use amfmn::options::{ChannelsLast, Options};
 use tch::{Device, Kind, Tensor};
 
 const VOCAB: i64 = 20;
@@ -282,4 +282,28 @@ fn bf16_autocast_trains_close_to_fp32() {
         assert!((a - b).abs() <= 0.02 * a.abs(), "fp32 {fp32:?} vs bf16 {bf16:?}");
     }
     assert_ne!(fp32, bf16, "autocast changed nothing");
+}
+
+/// `channels_last: on | off` changes the layout of the CNN's weights and images, not the model:
+/// on the CPU both layouts give the same scores.
+#[test]
+fn channels_last_changes_the_layout_not_the_scores() {
+    let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let (images, ids, lengths) = inputs();
+    let run = |layout: ChannelsLast| {
+        let mut opts = options("soft_att", "BayesianUniSkip");
+        opts.channels_last = layout;
+        let model = Model::new(&opts, VOCAB as usize, Device::Cpu, 3).unwrap();
+        let conv = &model.vs.variables()["extract_feature.resnet.conv1.weight"];
+        let pixels = model.prepare_images(&images);
+        let scores = model.net.forward(&pixels, &ids, &lengths, false);
+        (conv.is_contiguous(), pixels.is_contiguous(), scores)
+    };
+    let (nchw, nhwc) = (run(ChannelsLast::Off), run(ChannelsLast::On));
+    drop(guard);
+    assert_eq!((nchw.0, nchw.1), (true, true), "off: NCHW weights and images");
+    assert_eq!((nhwc.0, nhwc.1), (false, false), "on: NHWC weights and images");
+    let diff = max_diff(&nchw.2, &nhwc.2);
+    eprintln!("channels-last vs NCHW scores: max |d| = {diff:.2e}");
+    assert!(diff <= 1e-5, "the layouts' scores differ by {diff}");
 }

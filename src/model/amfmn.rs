@@ -46,7 +46,7 @@ pub struct Model {
     image_size: u32,
     /// Width d of the joint space.
     embed_dim: i64,
-    /// Images go through the CNN in channels-last layout (faster on CPU with oneDNN).
+    /// Images go through the CNN in channels-last layout (the `channels_last` option).
     channels_last: bool,
 }
 
@@ -153,7 +153,7 @@ impl Model {
         tch::manual_seed(seed as i64);
         let vs = VarStore::new(device);
         let net = Amfmn::new(&vs.root(), options, vocab_size as i64)?;
-        let channels_last = device == Device::Cpu;
+        let channels_last = options.channels_last.applies(device, options.optim.amp);
         let model = Model {
             vs,
             net,
