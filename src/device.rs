@@ -97,7 +97,7 @@ pub fn tune_allocator() {
     }
 }
 
-/// The replicas' devices for logs: `cpu (2 threads)`, or `2 replicas (cuda:0, cuda:1)`.
+/// The replicas' devices for logs: `cpu (2 threads)`, or `2 data-parallel replicas (cuda:0, cuda:1)`.
 pub fn describe_replicas(devices: &[Device]) -> String {
     match devices {
         [one] => describe(*one),
