@@ -151,20 +151,23 @@ fn write_maps(args: &SeloArgs, cases: &[Case], checkpoint: &Path, images: &Path,
     let gate = (!gates.is_empty()).then(|| tch::Tensor::cat(&gates, 0));
     let searcher = Searcher::new(model, vocab, tch::Tensor::cat(&fvs, 0), gate);
     let progress = report::progress(cases.len() as u64, "making the maps");
-    for (index, case) in cases.iter().enumerate() {
-        let (first, rects, (height, width)) = &crops_of[case.jpg_name.as_str()];
-        let query = Query { sentence: Some(case.caption.clone()), keywords: None };
-        let scores = args.map.scores(&searcher, &query).with_context(|| format!("case {index}"))?;
-        let scores: Vec<f32> = Vec::try_from(scores.narrow(0, *first as i64, rects.len() as i64))?;
-        let (map, _) = args.map.probability_map(*height, *width, rects, &scores);
-        if args.overlays {
-            let scene = load_rgb(&scene_path(&case.jpg_name)?)?;
-            let overlay = render::overlay(scene, &map, 0.3);
-            write_png(&mut outputs, &out.join(format!("addmap_{index}.png")), overlay.into())?;
+    for name in &scenes {
+        let (first, rects, (height, width)) = &crops_of[name];
+        // Decoded once for all the scene's overlays.
+        let scene = if args.overlays { Some(load_rgb(&scene_path(name)?)?) } else { None };
+        for (index, case) in cases.iter().enumerate().filter(|(_, case)| case.jpg_name == *name) {
+            let query = Query { sentence: Some(case.caption.clone()), keywords: None };
+            let scores = args.map.scores(&searcher, &query).with_context(|| format!("case {index}"))?;
+            let scores: Vec<f32> = Vec::try_from(scores.narrow(0, *first as i64, rects.len() as i64))?;
+            let (map, _) = args.map.probability_map(*height, *width, rects, &scores);
+            if let Some(scene) = &scene {
+                let overlay = render::overlay(scene.clone(), &map, 0.3);
+                write_png(&mut outputs, &out.join(format!("addmap_{index}.png")), overlay.into())?;
+            }
+            let gray = image::GrayImage::from_raw(*width as u32, *height as u32, map.pixels).context("map size")?;
+            write_png(&mut outputs, &out.join(format!("probmap_{index}.png")), gray.into())?;
+            progress.inc(1);
         }
-        let gray = image::GrayImage::from_raw(*width as u32, *height as u32, map.pixels).context("map size")?;
-        write_png(&mut outputs, &out.join(format!("probmap_{index}.png")), gray.into())?;
-        progress.inc(1);
     }
     progress.finish_and_clear();
     outputs.finish()
