@@ -21,6 +21,13 @@ const MARGIN: f64 = 2.5;
 /// reduction and the copy back. (Further steps compare how a ReLU whose input is within rounding
 /// of zero goes: by the third, one such unit on either side can move a weight by 3e-5.)
 const STEPS: usize = 2;
+/// With batch norm frozen, one device and the replicas run convolutions on batches of other
+/// sizes (5 against 3 + 2), whose rounding differs by CPU: after one step they agree to 4e-7 on
+/// every CPU tried, but on some (an AVX2-only AMD EPYC) the second step already sends a ReLU
+/// within rounding of zero the other way, moving weights by 1.2e-4. One step still checks the
+/// reduction (without it the weights differ by 1e-4) and, through the replicas' equality, the
+/// copy back.
+const FROZEN_STEPS: usize = 1;
 /// Adam with a large eps: its first step is then continuous in the gradient. (With eps 1e-8 it
 /// is `lr · sign(g)`, so an entry whose gradient is zero up to rounding moves by ±lr depending on
 /// the summation order: two runs that differ by rounding alone differ by 2·lr there.)
@@ -81,9 +88,9 @@ fn warm_batch_norm(model: &Model, batch: &PairBatch) {
     });
 }
 
-/// `STEPS` updates of a model (seed 3) replicated on `devices`, batch norm in training mode or
+/// `steps` updates of a model (seed 3) replicated on `devices`, batch norm in training mode or
 /// not (then with warmed statistics); returns the replicas' variables, the primary's first.
-fn train_replicas(devices: &[Device], batch: &PairBatch, train: bool) -> Vec<BTreeMap<String, Tensor>> {
+fn train_replicas(devices: &[Device], batch: &PairBatch, train: bool, steps: usize) -> Vec<BTreeMap<String, Tensor>> {
     let opts = options();
     let model = Model::new(&opts, VOCAB as usize, devices[0], 3).unwrap();
     if !train {
@@ -91,7 +98,7 @@ fn train_replicas(devices: &[Device], batch: &PairBatch, train: bool) -> Vec<BTr
     }
     let mut adam = Adam::new(model.trainable(), LR).with_eps(EPS);
     let replicas = Replicas::new(model, &devices[1..], &opts, VOCAB as usize).unwrap();
-    for _ in 0..STEPS {
+    for _ in 0..steps {
         let scores = replicas.scores(batch, train);
         replicas.update(&mut adam, &loss(&scores), 0.0);
     }
@@ -150,19 +157,19 @@ fn shares_are_contiguous_and_the_first_take_the_remainder() {
 }
 
 /// Batch norm in evaluation mode: the model is a function of each pair alone, so two and three
-/// replicas (shares 3 + 2 and 2 + 2 + 1) must give one device's weights after two Adam steps,
-/// with and without keywords (whose three modes use the fusion gate).
+/// replicas (shares 3 + 2 and 2 + 2 + 1) must give one device's weights after an Adam step
+/// ([`FROZEN_STEPS`]), with and without keywords (whose three modes use the fusion gate).
 #[test]
 fn replicas_with_frozen_batch_norm_train_like_one_device() {
     let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let before = Model::new(&options(), VOCAB as usize, Device::Cpu, 3).unwrap().state_dict();
     for keywords in [false, true] {
         let batch = batch(5, keywords);
-        let one = train_replicas(&[Device::Cpu], &batch, false);
+        let one = train_replicas(&[Device::Cpu], &batch, false, FROZEN_STEPS);
         let moved = max_diff(&one[0], &before, |k| !is_buffer(k));
-        assert!(moved > 1e-4, "two steps moved the weights by {moved} only");
+        assert!(moved > 1e-4, "the step moved the weights by {moved} only");
         for n in [2, 3] {
-            let replicated = train_replicas(&vec![Device::Cpu; n], &batch, false);
+            let replicated = train_replicas(&vec![Device::Cpu; n], &batch, false, FROZEN_STEPS);
             let diff = max_diff(&one[0], &replicated[0], |_| true);
             eprintln!("keywords {keywords}, {n} replicas: max |dw| = {diff:.2e} (steps moved {moved:.2e})");
             assert!(diff <= 1e-5, "{n} replicas differ from one device by {diff}");
@@ -178,10 +185,10 @@ fn replicas_with_frozen_batch_norm_train_like_one_device() {
 fn replicas_with_training_batch_norm_normalise_each_share() {
     let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let batch = batch(8, false);
-    let replicated = train_replicas(&[Device::Cpu, Device::Cpu], &batch, true);
+    let replicated = train_replicas(&[Device::Cpu, Device::Cpu], &batch, true, STEPS);
     let reference = train_by_shares(&batch, &shares(8, 2));
     let diff = max_diff(&reference, &replicated[0], |k| !is_buffer(k));
-    let whole = train_replicas(&[Device::Cpu], &batch, true);
+    let whole = train_replicas(&[Device::Cpu], &batch, true, STEPS);
     let versus_whole = max_diff(&whole[0], &replicated[0], |k| !is_buffer(k));
     eprintln!("2 replicas vs one device by shares: {diff:.2e}; vs one device on the whole batch: {versus_whole:.2e}");
     assert!(diff <= 1e-5, "two replicas differ from per-share normalisation by {diff}");
