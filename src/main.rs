@@ -49,11 +49,26 @@ enum Command {
     Saliency(saliency::SaliencyArgs),
 }
 
+/// A command-line error as one line: clap's first paragraph (`error: ...` and the arguments it
+/// names), without the usage and help lines that follow.
+fn usage_error_line(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let first: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+    amfmn::report::escape_controls(&first.join(" "))
+}
+
 fn main() -> ExitCode {
     amfmn::device::tune_allocator();
     amfmn::report::install(std::sync::Arc::new(amfmn::report::Terminal));
     amfmn::logging::quiet_tensorboard_panics();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            eprintln!("{}", usage_error_line(&e));
+            return ExitCode::from(2);
+        }
+    };
     let result = match &cli.command {
         Command::Vocab(args) => vocab::run(args),
         Command::Synth(args) => synth::run(args),
@@ -74,7 +89,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", amfmn::fsutil::one_line(&format!("{e:#}")));
+            eprintln!("error: {}", amfmn::report::error_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -32,8 +32,8 @@ pub struct Terminal;
 impl Reporter for Terminal {
     fn message(&self, message: Message) {
         match message {
-            Message::Info(text) => println!("{text}"),
-            Message::Warning(text) => eprintln!("warning: {text}"),
+            Message::Info(text) => println!("{}", escape_controls(&text)),
+            Message::Warning(text) => eprintln!("warning: {}", escape_controls(&text)),
         }
     }
 
@@ -44,9 +44,38 @@ impl Reporter for Terminal {
                 .expect("valid template")
                 .progress_chars("=> "),
         );
-        bar.set_message(label.to_owned());
+        bar.set_message(escape_controls(label));
         bar
     }
+}
+
+/// `text` safe to show on a terminal: control characters other than line breaks and tabs (an
+/// escape sequence or a bell in a file name) written as `\u{1b}`, so that a hostile name can
+/// neither recolour nor rewrite the screen.
+pub fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// The one line an error shows on the terminal: its causes joined by `: `, libtorch's C++ stack
+/// frames left out unless `RUST_BACKTRACE` asks for them, control characters escaped.
+pub fn error_line(error: &anyhow::Error) -> String {
+    error_text(error, std::env::var("RUST_BACKTRACE").is_ok_and(|v| v != "0"))
+}
+
+/// [`error_line`], with libtorch's frames when `verbose`.
+fn error_text(error: &anyhow::Error, verbose: bool) -> String {
+    let full = format!("{error:#}");
+    let text = match full.find("Exception raised from") {
+        Some(at) if !verbose => format!("{} (libtorch's stack: RUST_BACKTRACE=1)", full[..at].trim_end()),
+        _ => full,
+    };
+    escape_controls(&text.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// Keeps the messages in memory; progress bars are hidden.
@@ -136,5 +165,20 @@ mod tests {
             info("outer");
         });
         assert_eq!(nested, [Message::Info("outer".into())]);
+    }
+
+    #[test]
+    fn errors_are_one_line_without_libtorch_frames_or_control_characters() {
+        let torch = "shapes cannot be multiplied (1x7 and 32x32)\nException raised from meta at \
+                     /pytorch/aten/src/ATen/native/LinearAlgebra.cpp:191 (most recent call first):\n\
+                     frame #0: c10::Error::Error(...) + 0x98 (0x7f in libc10.so)\nframe #1: ...";
+        let error = anyhow::anyhow!("{torch}").context("case 3");
+        assert_eq!(
+            error_text(&error, false),
+            "case 3: shapes cannot be multiplied (1x7 and 32x32) (libtorch's stack: RUST_BACKTRACE=1)"
+        );
+        assert!(error_text(&error, true).contains("frame #0: c10::Error::Error"));
+        let named = anyhow::anyhow!("cannot read red\u{1b}[31m.png\u{7}: no such file");
+        assert_eq!(error_text(&named, false), "cannot read red\\u{1b}[31m.png\\u{7}: no such file");
     }
 }

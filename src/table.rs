@@ -14,8 +14,9 @@ impl Table {
         Table { header: header.into_iter().map(|s| s.to_string()).collect(), rows: Vec::new() }
     }
 
+    /// Adds a row; control characters in a cell (a hostile file name) are escaped.
     pub fn row<S: ToString>(&mut self, cells: impl IntoIterator<Item = S>) -> &mut Table {
-        self.rows.push(cells.into_iter().map(|s| s.to_string()).collect());
+        self.rows.push(cells.into_iter().map(|s| crate::report::escape_controls(&s.to_string())).collect());
         self
     }
 }
