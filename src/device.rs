@@ -77,11 +77,22 @@ pub fn set_precision(amp: Amp, tf32: bool, device: Device) -> Result<()> {
     Ok(())
 }
 
-/// Sets libtorch's intra-op threads (0 keeps its default of one per core).
-pub fn set_threads(threads: usize) {
+/// Sets libtorch's intra-op threads (0 keeps its default of one per core). More than 4 per core
+/// is refused: OpenMP then spends its time switching threads (1,000 on 2 cores take minutes per
+/// step), and far more cannot be created at all.
+pub fn set_threads(threads: usize) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads > 4 * cores {
+        bail!(
+            "threads {threads} (--threads or the option file's `threads`): this machine has {cores} cores; \
+             give at most {} (0 = one per core)",
+            4 * cores
+        );
+    }
     if threads > 0 {
         tch::set_num_threads(threads as i32);
     }
+    Ok(())
 }
 
 /// Keeps freed tensor memory in the process instead of returning it to the system after every

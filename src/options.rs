@@ -12,6 +12,10 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_yaml::{Mapping, Value};
 
+/// The most decoding threads (`dataset.workers`, `index --workers`): decoding is bound by the
+/// cores, and each thread holds a batch.
+pub const MAX_WORKERS: usize = 256;
+
 /// All options of one run, as read from `--path_opt` plus `--set` overrides.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -474,8 +478,8 @@ impl ModelOptions {
 impl Options {
     /// Reads an option file and applies `overrides` (`key.path=value`, value in YAML syntax).
     pub fn load(path: &Path, overrides: &[String]) -> Result<Options> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read option file {}", path.display()))?;
+        let text = crate::fsutil::read_to_string(path)
+            .with_context(|| format!("cannot read option file {}", path.display()))?;
         Self::parse(&text, overrides).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
     }
 
@@ -501,7 +505,8 @@ impl Options {
         Ok(options)
     }
 
-    /// Checks values that parse but cannot work.
+    /// Checks values that parse but cannot work (and `threads`, against this machine, when the
+    /// model runs: [`crate::device::set_threads`]).
     pub fn validate(&self) -> Result<()> {
         let d = &self.dataset;
         let positive = [
@@ -529,6 +534,8 @@ impl Options {
             ("model.embed.embed_dim", self.model.embed.embed_dim, 65536),
             ("model.multiscale.multiscale_input_channel", self.model.multiscale.multiscale_input_channel, 4096),
             ("model.multiscale.multiscale_output_channel", self.model.multiscale.multiscale_output_channel, 4096),
+            ("dataset.workers", d.workers as i64, MAX_WORKERS as i64),
+            ("dataset.prefetch", d.prefetch as i64, 1024),
         ];
         for (key, value, most) in bounded {
             if value > most {

@@ -65,6 +65,12 @@ mod op {
 /// Largest value (in bytes) kept in the memo or duplicated; bigger ones are payloads, never
 /// shared, so a hostile pickle cannot multiply them.
 const MEMO_BYTES_LIMIT: usize = 256;
+/// Most values a pickle may make, whatever its size: each value pushed, and every part of each
+/// copy that `GET` and `DUP` make (a few bytes of opcodes can copy a value of 256 bytes).
+const MAX_VALUES: u64 = 16 << 20;
+/// Values a pickle may make per byte it has, beyond the first million (a plain pickle makes at
+/// most one per opcode byte; copies of memoised values make the rest).
+const VALUES_PER_BYTE: u64 = 4;
 /// Deepest nesting of tuples accepted (NumPy's and PyTorch's pickles nest a few levels).
 const MAX_DEPTH: usize = 32;
 /// Most entries of the stack, the memo, the lists or the dicts (each costs memory beyond the
@@ -280,7 +286,9 @@ fn read_line(r: &mut impl Read) -> Result<String> {
     }
 }
 
-/// Runs one pickle from `reader` to its STOP.
+/// Runs one pickle from `reader` to its STOP. What it may build is bounded by its own size: at
+/// most [`VALUES_PER_BYTE`] values per byte beyond the first million, and [`MAX_VALUES`] in all,
+/// so a small (or well compressed) pickle cannot expand into gigabytes of lists or copies.
 pub fn load<R: Resolver>(reader: &mut impl Read, resolver: &mut R) -> Result<Pickle<R::Object>> {
     let mut machine = Machine {
         stack: Vec::new(),
@@ -288,9 +296,25 @@ pub fn load<R: Resolver>(reader: &mut impl Read, resolver: &mut R) -> Result<Pic
         memo: HashMap::new(),
         pickle: Pickle { root: Value::None, lists: Vec::new(), dicts: Vec::new() },
         resolver,
+        made: 0,
     };
-    machine.pickle.root = machine.run(reader)?;
+    let mut counted = Counted { inner: reader, bytes: 0 };
+    machine.pickle.root = machine.run(&mut counted)?;
     Ok(machine.pickle)
+}
+
+/// A reader that counts the bytes read through it.
+struct Counted<'a, R> {
+    inner: &'a mut R,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
 }
 
 struct Machine<'r, R: Resolver> {
@@ -299,6 +323,8 @@ struct Machine<'r, R: Resolver> {
     memo: HashMap<u32, Value<R::Object>>,
     pickle: Pickle<R::Object>,
     resolver: &'r mut R,
+    /// Values made so far: one per push, and each copy's weight.
+    made: u64,
 }
 
 impl<R: Resolver> Machine<'_, R> {
@@ -319,7 +345,14 @@ impl<R: Resolver> Machine<'_, R> {
     }
 
     fn push(&mut self, value: Value<R::Object>) {
+        self.made += 1;
         self.stack.push(value);
+    }
+
+    /// A copy of `value`, counted by its weight.
+    fn copy(&mut self, value: &Value<R::Object>) -> Value<R::Object> {
+        self.made += value.weight() as u64;
+        value.clone()
     }
 
     fn too_heavy(&self, value: &Value<R::Object>) -> bool {
@@ -337,10 +370,12 @@ impl<R: Resolver> Machine<'_, R> {
     }
 
     fn get(&mut self, key: u32) -> Result<()> {
-        let value = self.memo.get(&key).cloned().ok_or_else(|| anyhow!("pickle memo key {key} missing"))?;
-        if matches!(value, Value::Unmemoized) {
+        let memoised = self.memo.get(&key).ok_or_else(|| anyhow!("pickle memo key {key} missing"))?;
+        if matches!(memoised, Value::Unmemoized) {
             bail!("unsupported pickle: a large value is referenced twice");
         }
+        let value = memoised.clone();
+        let value = self.copy(&value);
         self.push(value);
         Ok(())
     }
@@ -377,11 +412,18 @@ impl<R: Resolver> Machine<'_, R> {
         Ok(())
     }
 
-    fn run(&mut self, r: &mut impl Read) -> Result<Value<R::Object>> {
+    fn run<T: Read>(&mut self, r: &mut Counted<T>) -> Result<Value<R::Object>> {
         loop {
             let containers = self.pickle.lists.len() + self.pickle.dicts.len();
             if self.stack.len() > MAX_ITEMS || self.memo.len() > MAX_ITEMS || containers > MAX_ITEMS {
                 bail!("unsupported pickle: more than {MAX_ITEMS} objects on its stack, memo or containers");
+            }
+            let allowed = MAX_VALUES.min(r.bytes.saturating_mul(VALUES_PER_BYTE) + (1 << 20));
+            if self.made > allowed {
+                bail!(
+                    "unsupported pickle: it builds more than {allowed} values from {} bytes (a pickle bomb)",
+                    r.bytes
+                );
             }
             let [opcode] = read_n::<1>(r)?;
             if opcode == op::STOP {
@@ -403,7 +445,9 @@ impl<R: Resolver> Machine<'_, R> {
                 if self.too_heavy(top) {
                     bail!("unsupported pickle: DUP of a large value");
                 }
-                self.push(top.clone());
+                let top = top.clone();
+                let copy = self.copy(&top);
+                self.push(copy);
             }
             op::NONE => self.push(Value::None),
             op::NEWTRUE => self.push(Value::Bool(true)),
@@ -564,5 +608,25 @@ mod tests {
         assert!(err.contains("nested deeper than 32"), "{err}");
         let err = format!("{:#}", load(&mut &b"\x80\x02u."[..], &mut Plain).unwrap_err());
         assert!(err.contains("mark missing"), "{err}");
+    }
+
+    /// A list of 2 million items from 6 MB of opcodes is a pickle; 20 million from 60 MB is over
+    /// the absolute bound, and a memoised tuple copied by two-byte GETs is over the bound per byte.
+    #[test]
+    fn what_a_pickle_builds_is_bounded_by_its_size() {
+        let list = |n: usize| [&b"\x80\x02]q\x00"[..], &b"K\x07a".repeat(n), b"."].concat();
+        let pickle = load(&mut list(2_000_000).as_slice(), &mut Plain).unwrap();
+        assert_eq!(pickle.list(&pickle.root).unwrap().len(), 2_000_000);
+        let err = format!("{:#}", load(&mut list(20_000_000).as_slice(), &mut Plain).unwrap_err());
+        assert!(err.contains("more than 16777216 values"), "{err}");
+
+        // (0, 1, ..., 99) memoised once, then copied 100,000 times into a list (200 kB of GETs).
+        let mut copies = b"\x80\x02](".to_vec();
+        (0..100u8).for_each(|k| copies.extend([b'K', k]));
+        copies.extend(b"tq\x01a");
+        copies.extend(b"h\x01a".repeat(100_000));
+        copies.push(b'.');
+        let err = format!("{:#}", load(&mut copies.as_slice(), &mut Plain).unwrap_err());
+        assert!(err.contains("a pickle bomb"), "{err}");
     }
 }

@@ -257,7 +257,7 @@ impl Checkpoint {
     /// Opens the checkpoint a path names (see [`sidecar_path`]).
     pub fn open_as(path: &Path, folder_means: CheckpointKind) -> Result<Checkpoint> {
         let json = sidecar_path(path, folder_means);
-        let text = std::fs::read_to_string(&json).with_context(|| {
+        let text = crate::fsutil::read_to_string(&json).with_context(|| {
             format!(
                 "cannot read checkpoint {} (give a fold folder, a .json sidecar or its .safetensors)",
                 json.display()

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tch::Tensor;
 
 use super::read_safetensors;
-use crate::fsutil::write_atomic_path;
+use crate::fsutil::write_atomic_with;
 use crate::model::Model;
 use crate::options::ResnetWeights;
 use crate::report;
@@ -85,13 +85,12 @@ pub fn fetch(url: &str, dir: &Path) -> Result<PathBuf> {
     })?;
     let target = dir.join(name);
     crate::fsutil::remove_stale_temporaries(dir).ok();
-    write_atomic_path(&target, |temporary| {
-        let mut file = std::fs::File::create(temporary)?;
-        let actual = download(url, &mut file)?;
+    write_atomic_with(&target, |file| {
+        let actual = download(url, file)?;
         if !actual.starts_with(expected) {
             bail!("its SHA-256 is {actual}, its name says {expected}…: a corrupted or wrong file");
         }
-        Ok(file.sync_all()?)
+        Ok(())
     })
     .map_err(|e| {
         anyhow!(

@@ -4,7 +4,10 @@
 //! Only what rebuilds tensors and plain containers is accepted (`collections.OrderedDict`,
 //! `torch._utils._rebuild_tensor_v2`, `_rebuild_tensor`, `_rebuild_parameter`, storage types);
 //! any other global is refused by name. Sizes are checked against the file before anything is
-//! allocated, and every tensor must lie inside its storage.
+//! allocated: storages hold at most what the file can (torch.save stores them uncompressed),
+//! every tensor lies inside its storage and holds no more elements than it (no stride-0 view can
+//! expand a few bytes into gigabytes), views of one storage share it, and what the pickle
+//! builds is bounded by its size ([`crate::pickle`]).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -20,6 +23,14 @@ type Value = pickle::Value<TorchObject>;
 
 /// The largest `data.pkl` accepted (a state dict's pickle is a few hundred kB).
 const MAX_PICKLE: u64 = 256 << 20;
+
+/// What a file's storages and pickle may hold beyond twice its own size: torch.save stores them
+/// uncompressed, so only a recompressed file (or a zip bomb) holds more.
+const BEYOND_FILE: u64 = 64 << 20;
+
+/// The most values the original's `options` entry may hold (a YAML file of a few dozen keys):
+/// shared dicts can describe exponentially many.
+const MAX_OPTION_VALUES: usize = 100_000;
 
 /// The magic number that starts a legacy file (`torch.serialization.MAGIC_NUMBER`), as the
 /// little-endian bytes of its pickled integer.
@@ -99,6 +110,9 @@ fn tensor_view(storage: &Value, offset: &Value, size: &Value, stride: &Value) ->
         bail!("a tensor has {} sizes but {} strides", size.len(), stride.len());
     }
     let elements = size.iter().try_fold(1i64, |n, &d| n.checked_mul(d)).context("a tensor's size overflows")?;
+    if elements > *numel as i64 {
+        bail!("a tensor of size {size:?} holds more elements than its storage of {numel} (an expanded view)");
+    }
     if elements > 0 {
         let reach = size
             .iter()
@@ -169,7 +183,7 @@ impl Resolver for Torch {
 
 /// Reads a `torch.save` file (zip or legacy format).
 pub fn read(path: &Path) -> Result<TorchCheckpoint> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::fsutil::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     parse(&bytes).with_context(|| format!("{}: not a readable PyTorch state dict", path.display()))
 }
 
@@ -177,6 +191,13 @@ pub fn read(path: &Path) -> Result<TorchCheckpoint> {
 pub fn parse(bytes: &[u8]) -> Result<TorchCheckpoint> {
     let (pickle, storages) =
         if bytes.starts_with(ZIP_MAGIC) { read_zip(std::io::Cursor::new(bytes))? } else { read_legacy(bytes)? };
+    let storages = storages
+        .into_iter()
+        .map(|(key, (kind, bytes))| {
+            let numel = (bytes.len() / kind.elt_size_in_bytes()) as i64;
+            (key, Tensor::from_data_size(&bytes, &[numel], kind))
+        })
+        .collect();
     checkpoint(&pickle, &storages)
 }
 
@@ -193,11 +214,14 @@ pub fn is_pytorch(start: &[u8]) -> bool {
 /// Whether the file at `path` is a `torch.save` file ([`is_pytorch`]).
 pub fn is_pytorch_file(path: &Path) -> bool {
     let mut start = Vec::new();
-    std::fs::File::open(path).and_then(|f| f.take(32).read_to_end(&mut start)).is_ok() && is_pytorch(&start)
+    crate::fsutil::open(path).is_ok_and(|f| f.take(32).read_to_end(&mut start).is_ok()) && is_pytorch(&start)
 }
 
-/// A file's pickle and the bytes of its storages, by key.
-type Contents = (Pickle<TorchObject>, HashMap<String, Vec<u8>>);
+/// A file's pickle and its storages (element kind and bytes), by key.
+type Contents = (Pickle<TorchObject>, HashMap<String, (Kind, Vec<u8>)>);
+
+/// A storage as a flat tensor of its elements, by key (shared by every view of it).
+type Storages = HashMap<String, Tensor>;
 
 /// Bytes of a storage of `numel` elements of `kind`.
 fn storage_bytes(kind: Kind, numel: usize) -> Result<u64> {
@@ -206,6 +230,8 @@ fn storage_bytes(kind: Kind, numel: usize) -> Result<u64> {
 
 /// The zip format: `<name>/data.pkl` and the storages `<name>/data/<key>`.
 fn read_zip(file: std::io::Cursor<&[u8]>) -> Result<Contents> {
+    let length = file.get_ref().len();
+    let room = (length as u64).saturating_mul(2) + BEYOND_FILE;
     let mut archive = zip::ZipArchive::new(file).context("not a zip archive")?;
     let pickle_name = archive
         .file_names()
@@ -221,7 +247,18 @@ fn read_zip(file: std::io::Cursor<&[u8]>) -> Result<Contents> {
         }
     }
     let mut torch = Torch::default();
-    let pickle = pickle::load(&mut archive.by_name(&pickle_name)?.take(MAX_PICKLE), &mut torch)?;
+    let pickle = pickle::load(&mut archive.by_name(&pickle_name)?.take(MAX_PICKLE.min(room)), &mut torch)?;
+    let needed = torch
+        .storages
+        .values()
+        .try_fold(0u64, |sum, &(kind, numel)| storage_bytes(kind, numel).ok().and_then(|bytes| sum.checked_add(bytes)));
+    if needed.is_none_or(|bytes| bytes > room) {
+        bail!(
+            "its tensors claim more bytes than a torch.save file of {} bytes can hold (storages are stored \
+             uncompressed)",
+            length
+        );
+    }
     let mut storages = HashMap::new();
     for (key, (kind, numel)) in torch.storages {
         let name = format!("{prefix}data/{key}");
@@ -230,7 +267,7 @@ fn read_zip(file: std::io::Cursor<&[u8]>) -> Result<Contents> {
         if member.size() < bytes {
             bail!("the storage {name} holds {} bytes, its tensors need {bytes}", member.size());
         }
-        storages.insert(key, read_exactly(member, bytes).with_context(|| format!("the storage {name}"))?);
+        storages.insert(key, (kind, read_exactly(member, bytes).with_context(|| format!("the storage {name}"))?));
     }
     Ok((pickle, storages))
 }
@@ -279,25 +316,25 @@ fn read_legacy(bytes: &[u8]) -> Result<Contents> {
         if (wanted as u64) > numel {
             bail!("the storage {key} holds {numel} elements, its tensors need {wanted}");
         }
-        storages.insert(key.clone(), read_exactly(&mut reader, bytes).with_context(|| format!("the storage {key}"))?);
+        let data = read_exactly(&mut reader, bytes).with_context(|| format!("the storage {key}"))?;
+        storages.insert(key.clone(), (kind, data));
     }
     Ok((pickle, storages))
 }
 
-/// The tensor of `view`, copied out of its storage's bytes.
-fn materialize(view: &TensorView, storages: &HashMap<String, Vec<u8>>) -> Result<Tensor> {
-    let bytes = storages.get(&view.storage).with_context(|| format!("the storage {} is missing", view.storage))?;
-    let numel = bytes.len() / view.kind.elt_size_in_bytes();
-    if numel < view.storage_numel {
-        bail!("the storage {} is shorter than its tensors need", view.storage);
+/// The tensor of `view`: a view of its storage's tensor (views of one storage share it, as in
+/// PyTorch; none holds more elements than its storage).
+fn materialize(view: &TensorView, storages: &Storages) -> Result<Tensor> {
+    let storage = storages.get(&view.storage).with_context(|| format!("the storage {} is missing", view.storage))?;
+    if storage.kind() != view.kind || storage.numel() < view.storage_numel {
+        bail!("the storage {} does not hold the {:?} elements its tensors need", view.storage, view.kind);
     }
-    let storage = Tensor::from_data_size(&bytes[..numel * view.kind.elt_size_in_bytes()], &[numel as i64], view.kind);
-    Ok(storage.as_strided(&view.size, &view.stride, Some(view.offset as i64)).contiguous())
+    Ok(storage.f_as_strided(&view.size, &view.stride, Some(view.offset as i64))?)
 }
 
 /// The state dict of a file (the root dict, or its `model`/`state_dict` entry) and the original
 /// code's training position beside it.
-fn checkpoint(pickle: &Pickle<TorchObject>, storages: &HashMap<String, Vec<u8>>) -> Result<TorchCheckpoint> {
+fn checkpoint(pickle: &Pickle<TorchObject>, storages: &Storages) -> Result<TorchCheckpoint> {
     let root = pickle.dict(&pickle.root).context("it holds no dict")?;
     let entry = |name: &str| root.iter().find(|(k, _)| k.as_str() == Some(name)).map(|(_, v)| v);
     let state = entry("model").or_else(|| entry("state_dict")).unwrap_or(&pickle.root);
@@ -320,31 +357,36 @@ fn checkpoint(pickle: &Pickle<TorchObject>, storages: &HashMap<String, Vec<u8>>)
         Some(Value::Int(n)) => Some(*n as f64),
         _ => None,
     };
-    let options = entry("options").map(|o| to_json(pickle, o, 0)).transpose()?;
+    let mut budget = MAX_OPTION_VALUES;
+    let options = entry("options").map(|o| to_json(pickle, o, 0, &mut budget)).transpose()?;
     Ok(TorchCheckpoint { tensors, epoch: int("epoch"), best_rsum, eiters: int("Eiters"), options })
 }
 
-/// A plain value as JSON (dicts, lists, tuples, text, numbers, booleans, None).
-fn to_json(pickle: &Pickle<TorchObject>, value: &Value, depth: usize) -> Result<serde_json::Value> {
+/// A plain value as JSON (dicts, lists, tuples, text, numbers, booleans, None), of at most
+/// `budget` values in all (taken from it).
+fn to_json(pickle: &Pickle<TorchObject>, value: &Value, depth: usize, budget: &mut usize) -> Result<serde_json::Value> {
     if depth > 64 {
         bail!("the options nest deeper than 64 levels");
     }
+    *budget = budget.checked_sub(1).with_context(|| {
+        format!("the options hold more than {MAX_OPTION_VALUES} values (dicts or lists shared many times over)")
+    })?;
     Ok(match value {
         Value::None => serde_json::Value::Null,
         Value::Bool(b) => serde_json::Value::Bool(*b),
         Value::Int(n) => serde_json::Value::from(*n),
         Value::Float(x) => serde_json::Value::from(*x),
         Value::Str(_) | Value::Bytes(_) => serde_json::Value::from(value.as_str().unwrap_or_default()),
-        Value::Tuple(items) => items.iter().map(|v| to_json(pickle, v, depth + 1)).collect::<Result<_>>()?,
+        Value::Tuple(items) => items.iter().map(|v| to_json(pickle, v, depth + 1, budget)).collect::<Result<_>>()?,
         Value::List(_) => {
             let items = pickle.list(value).unwrap_or_default();
-            items.iter().map(|v| to_json(pickle, v, depth + 1)).collect::<Result<_>>()?
+            items.iter().map(|v| to_json(pickle, v, depth + 1, budget)).collect::<Result<_>>()?
         }
         Value::Dict(_) => {
             let mut object = serde_json::Map::new();
             for (k, v) in pickle.dict(value).unwrap_or_default() {
                 let key = k.as_str().map(str::to_owned).unwrap_or_else(|| format!("{k:?}"));
-                object.insert(key, to_json(pickle, v, depth + 1)?);
+                object.insert(key, to_json(pickle, v, depth + 1, budget)?);
             }
             serde_json::Value::Object(object)
         }

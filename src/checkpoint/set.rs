@@ -85,7 +85,7 @@ fn staged_set_is_whole(dir: &Path, info: &CheckpointInfo) -> bool {
 pub fn recover(dir: &Path, kind: CheckpointKind) -> Result<bool> {
     remove_stale_temporaries(dir)?;
     let staged_sidecar = staged(dir, &format!("{}.json", kind.name()));
-    let staged_info = std::fs::read_to_string(&staged_sidecar)
+    let staged_info = crate::fsutil::read_to_string(&staged_sidecar)
         .ok()
         .and_then(|text| serde_json::from_str::<CheckpointInfo>(&text).ok());
     let rolled_forward = match staged_info {
@@ -107,7 +107,7 @@ pub fn recover(dir: &Path, kind: CheckpointKind) -> Result<bool> {
 /// `torch.save` file (the original code's checkpoint to resume from) is read as such.
 pub(super) fn read_verified(dir: &Path, name: &str, hash: Option<&str>, sidecar: &Path) -> Result<TensorMap> {
     let path = dir.join(name);
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::fsutil::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     if hash.is_some_and(|expected| sha256_hex(&bytes) != expected) {
         return Err(damaged(&path, sidecar));
     }

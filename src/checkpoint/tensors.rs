@@ -105,7 +105,7 @@ pub fn write_safetensors(path: &Path, tensors: &TensorMap) -> Result<String> {
 
 /// Reads every tensor of a safetensors file, with the header's metadata.
 pub fn read_with_metadata(path: &Path) -> Result<(TensorMap, HashMap<String, String>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::fsutil::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     parse_with_metadata(&bytes, path)
 }
 

@@ -8,6 +8,7 @@ use super::RuntimeArgs;
 use crate::checkpoint::{self, Checkpoint};
 use crate::fsutil::owned::Outputs;
 use crate::fsutil::sha256_file;
+use crate::options::MAX_WORKERS;
 use crate::report;
 use crate::search::index::{scan, update, Index, IndexInfo, Scan};
 use crate::table::Table;
@@ -43,12 +44,15 @@ pub struct IndexArgs {
 
 /// Builds or updates the index and prints what it did.
 pub fn run(args: &IndexArgs) -> Result<()> {
+    if args.workers > MAX_WORKERS {
+        bail!("--workers {}: at most {MAX_WORKERS} decode threads", args.workers);
+    }
     let mut outputs = Outputs::for_file(&args.out, "index", args.force)?;
     outputs.check(&args.out)?;
     let checkpoint = Checkpoint::open_for_evaluation(&args.checkpoint)?;
     let mut options = checkpoint.info.options.clone();
     args.runtime.apply_to_checkpoint(&mut options);
-    crate::device::set_threads(options.threads);
+    crate::device::set_threads(options.threads)?;
     let model_path = std::fs::canonicalize(checkpoint.model_path())
         .with_context(|| format!("cannot find {}", checkpoint.model_path().display()))?;
     let root =

@@ -11,11 +11,11 @@ use image::ImageFormat;
 use super::RuntimeArgs;
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::image_file::{image_dimensions, load_rgb_hashed};
-use crate::fsutil::owned::Outputs;
+use crate::fsutil::owned::{refuse_collisions, Outputs};
 use crate::fsutil::sha256_file;
 use crate::locate::codes::{CodesKey, CropCodes};
 use crate::locate::crops::{encode_crops, CropEncoding, CropResize};
-use crate::locate::heat::{crops, gaussian_filter, median_filter, MeanMap, Rect};
+use crate::locate::heat::{crop_count, crops, gaussian_filter, median_filter, MeanMap, Rect, MAX_MEDIAN};
 use crate::locate::raster::Gray;
 use crate::locate::{render, selo};
 use crate::search::{top_k, Query, Searcher};
@@ -80,8 +80,8 @@ pub struct MapArgs {
     #[arg(long, default_value = "median:251", value_parser = parse_filter)]
     pub filter: Filter,
     /// Refuse scenes of more pixels than this (read from the header before decoding; memory is
-    /// about 8 bytes per pixel).
-    #[arg(long, default_value_t = 400_000_000)]
+    /// about 9 bytes per pixel, so the default keeps a run under 2 GB).
+    #[arg(long, default_value_t = 200_000_000)]
     pub max_pixels: u64,
     /// Crops encoded at a time.
     #[arg(long, default_value_t = 64)]
@@ -98,6 +98,14 @@ pub enum ScoreKind {
     /// cos(Fv, t), as SLM's released model computes it.
     Plain,
 }
+
+/// The widest Gaussian window: its cost grows with its side, and wider windows only flatten the
+/// map further (SeLo v2 uses 255).
+const MAX_GAUSSIAN: usize = 1023;
+
+/// The most crops a scene is cut into (SeLo's steps cut a 4096² scene into 698; a 20000²
+/// scene into about 17,000): each is encoded by the network, so the count bounds the work.
+const MAX_CROPS: u64 = 100_000;
 
 /// The filter of the map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +125,8 @@ impl Filter {
     }
 }
 
-/// `median:251`, `gaussian:255` or `none` (odd window sides).
+/// `median:251`, `gaussian:255` or `none` (odd window sides; the median up to
+/// [`MAX_MEDIAN`], the Gaussian up to [`MAX_GAUSSIAN`]).
 fn parse_filter(text: &str) -> std::result::Result<Filter, String> {
     let expected = || format!("expected median:SIZE, gaussian:SIZE (an odd side) or none, not {text:?}");
     if text == "none" {
@@ -128,11 +137,15 @@ fn parse_filter(text: &str) -> std::result::Result<Filter, String> {
     if size.is_multiple_of(2) {
         return Err(expected());
     }
-    match kind {
-        "median" => Ok(Filter::Median(size)),
-        "gaussian" => Ok(Filter::Gaussian(size)),
-        _ => Err(expected()),
+    let (filter, largest) = match kind {
+        "median" => (Filter::Median(size), MAX_MEDIAN),
+        "gaussian" => (Filter::Gaussian(size), MAX_GAUSSIAN),
+        _ => return Err(expected()),
+    };
+    if size > largest {
+        return Err(format!("{text}: the {kind} window is at most {largest} pixels wide"));
     }
+    Ok(filter)
 }
 
 /// The output files, checked before any work; one manifest per folder.
@@ -192,7 +205,7 @@ impl CheckpointModel {
         let checkpoint = Checkpoint::open_for_evaluation(checkpoint)?;
         let mut options = checkpoint.info.options.clone();
         runtime.apply_to_checkpoint(&mut options);
-        crate::device::set_threads(options.threads);
+        crate::device::set_threads(options.threads)?;
         let device = crate::device::resolve(&options.device)?;
         let vocab = checkpoint.vocabulary()?;
         let load = if encoders_only { checkpoint::load_encoders } else { checkpoint::load_model };
@@ -222,9 +235,17 @@ impl MapArgs {
         if pixels > self.max_pixels {
             bail!(
                 "{}: {width}x{height} is {pixels} pixels, more than --max-pixels {} (raise it if the memory allows: \
-                 about 8 bytes a pixel)",
+                 about 9 bytes a pixel)",
                 path.display(),
                 self.max_pixels
+            );
+        }
+        let count = crop_count(height as usize, width as usize, &self.steps);
+        if count > MAX_CROPS {
+            bail!(
+                "--steps {:?} cut the {width}x{height} scene {} into {count} crops, more than {MAX_CROPS}: give larger steps",
+                self.steps,
+                path.display()
             );
         }
         let rects = crops(height as usize, width as usize, &self.steps);
@@ -267,6 +288,9 @@ pub fn run(args: &LocateArgs) -> Result<()> {
     let prob = args.prob.clone().unwrap_or_else(|| args.out.with_extension("prob.png"));
     let mut paths = vec![args.out.as_path(), prob.as_path()];
     paths.extend(args.jet.as_deref());
+    let names = ["--out", "--prob", "--jet"].into_iter().map(String::from);
+    let codes = args.codes.as_deref().map(|c| (c, "--codes".to_owned()));
+    refuse_collisions(paths.iter().copied().zip(names).chain(codes))?;
     let pictures = Pictures::check(&paths, args.force)?;
     let query = Query { sentence: args.query.clone(), keywords: args.keywords.clone() };
     if query.sentence.is_none() && query.keywords.is_none() {
@@ -276,7 +300,7 @@ pub fn run(args: &LocateArgs) -> Result<()> {
     let checkpoint_sha256 = checkpoint.weights_sha256()?;
     let CheckpointModel { model, vocab, .. } = checkpoint;
     let rects = args.map.scene_crops(&args.image)?;
-    let (scene, scene_sha256) = load_rgb_hashed(&args.image)?;
+    let (scene, scene_sha256) = load_rgb_hashed(&args.image, args.map.max_pixels)?;
     let (width, height) = (scene.width() as usize, scene.height() as usize);
 
     let key = CodesKey {
@@ -323,7 +347,7 @@ fn crop_codes(
     let mut outputs = match &args.codes {
         Some(path) => {
             if path.exists() {
-                let kept = CropCodes::load(path)?;
+                let kept = CropCodes::load(path, model.embed_dim())?;
                 if kept.key == key && kept.crops == rects {
                     return Ok((CropEncoding { fv: kept.fv, gate: kept.gate, seconds: [0.0; 2] }, true));
                 }

@@ -62,7 +62,7 @@ pub fn run(args: &RetrieveArgs) -> Result<()> {
     let checkpoint = Checkpoint::open_for_evaluation(&info.checkpoint)?;
     let mut options = checkpoint.info.options.clone();
     args.runtime.apply_to_checkpoint(&mut options);
-    crate::device::set_threads(options.threads);
+    crate::device::set_threads(options.threads)?;
     let vocab = checkpoint.vocabulary()?;
     if info.vocab_sha256.as_ref().is_some_and(|h| *h != vocab.sha256()) {
         bail!("the checkpoint's vocabulary changed since {} was made; re-run amfmn index", args.index.display());
@@ -131,7 +131,7 @@ fn page_output(args: &RetrieveArgs) -> Result<Option<(Outputs, &Path)>> {
 fn caption_ranking(args: &RetrieveArgs, searcher: &Searcher, image: &Path, image_size: u32) -> Result<()> {
     let path = args.captions.as_ref().expect("clap requires --captions with --image");
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;
+        crate::fsutil::read_to_string(path).with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     if lines.is_empty() {
         bail!("{} has no captions", path.display());
@@ -140,7 +140,7 @@ fn caption_ranking(args: &RetrieveArgs, searcher: &Searcher, image: &Path, image
     if let Some((_, reason)) = encoded.failures.first() {
         bail!("{reason}");
     }
-    let scores = searcher.caption_scores(&encoded.fv, &lines);
+    let scores = searcher.caption_scores(&encoded.fv, &lines)?;
     let hits = top_k(&scores, args.top);
     if args.json {
         let results: Vec<serde_json::Value> = hits

@@ -8,9 +8,9 @@ use tch::{Device, Kind, Tensor};
 
 use super::locate::{write_png, CheckpointModel};
 use super::RuntimeArgs;
-use crate::data::image_file::decode_each;
+use crate::data::image_file::{batches_within_budget, decode_each};
 use crate::data::transforms::Transform;
-use crate::fsutil::owned::Outputs;
+use crate::fsutil::owned::{refuse_collisions, Outputs};
 use crate::saliency::{self, Grid, MapKind, PageEntry, Scale, Upsample};
 use crate::table::Table;
 
@@ -80,6 +80,27 @@ fn inputs(args: &SaliencyArgs) -> Result<Vec<(PathBuf, String)>> {
     Ok(scan.files.into_iter().map(|f| (dir.join(&f.path), f.path)).collect())
 }
 
+/// The output `<out>/<name's stem><suffix>.<kind>` of the image `name` (`a/b.x.png` →
+/// `<out>/a/b.x.mask.png`).
+fn output(args: &SaliencyArgs, name: &str, suffix: &str, kind: &str) -> PathBuf {
+    let stem = Path::new(name).with_extension("");
+    args.out.join(format!("{}{suffix}.{kind}", stem.display()))
+}
+
+/// The files each image gives (before any channel suffix) and the page, with what they are:
+/// two inputs of one stem (`x.png`, `x.jpg`) would write the same files.
+fn planned_outputs(args: &SaliencyArgs, images: &[(PathBuf, String)]) -> Vec<(PathBuf, String)> {
+    let mut planned: Vec<(PathBuf, String)> = images
+        .iter()
+        .flat_map(|(_, name)| {
+            ["mask.png", "overlay.png", "mask.npy"]
+                .map(|kind| (output(args, name, "", kind), format!("{name}'s {kind}")))
+        })
+        .collect();
+    planned.extend(args.html.iter().map(|page| (page.clone(), "--html".to_owned())));
+    planned
+}
+
 /// MVSA's maps of a batch of decoded images: the chosen kind and the gate, each
 /// `[B, o, S/16, S/16]` on the CPU.
 fn encode(model: &crate::model::Model, inputs: &[&[f32]], kind: MapKind) -> (Tensor, Tensor) {
@@ -114,18 +135,16 @@ fn draw(
     maps: &Maps,
     scale: Scale,
 ) -> Result<Drawn> {
-    let stem = Path::new(name).with_extension("");
     let channels = maps.chosen.size()[0];
     let mut drawn = Drawn { written: Vec::new(), first: None };
     for k in 0..channels {
         let g = grid(&maps.chosen, k)?;
         let (mask, overlay) = saliency::pictures(&g, image, scale, args.upsample, args.alpha);
         let suffix = if channels > 1 { format!(".c{k}") } else { String::new() };
-        let base = args.out.join(format!("{}{suffix}", stem.display()));
-        if let Some(parent) = base.parent() {
+        let [mask_path, overlay_path] = ["mask.png", "overlay.png"].map(|kind| output(args, name, &suffix, kind));
+        if let Some(parent) = mask_path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let (mask_path, overlay_path) = (base.with_extension("mask.png"), base.with_extension("overlay.png"));
         write_png(outputs, &mask_path, mask.into())?;
         write_png(outputs, &overlay_path, overlay.clone().into())?;
         drawn.written.push(overlay_path);
@@ -137,7 +156,7 @@ fn draw(
         let values: Vec<f32> = Vec::try_from(maps.chosen.contiguous().view([-1]))?;
         let shape: Vec<usize> = maps.chosen.size().iter().map(|&s| s as usize).collect();
         let array = ndarray::ArrayD::from_shape_vec(shape, values)?;
-        crate::npy::write_f32(outputs, &args.out.join(stem.with_extension("mask.npy")), &array.view())?;
+        crate::npy::write_f32(outputs, &output(args, name, "", "mask.npy"), &array.view())?;
     }
     Ok(drawn)
 }
@@ -155,6 +174,7 @@ pub fn run(args: &SaliencyArgs) -> Result<()> {
         bail!("--alpha {}: give a weight between 0 and 1", args.alpha);
     }
     let images = inputs(args)?;
+    refuse_collisions(planned_outputs(args, &images).iter().map(|(p, what)| (p.as_path(), what.clone())))?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let mut outputs = Outputs::new(&args.out, "saliency", args.force)?;
     let mut page = match &args.html {
@@ -170,9 +190,10 @@ pub fn run(args: &SaliencyArgs) -> Result<()> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let progress = crate::report::progress(images.len() as u64, "encoding images");
     let (mut rows, mut shown) = (Vec::new(), Vec::new());
-    for chunk in images.chunks(args.batch_size.max(1)) {
-        let paths: Vec<PathBuf> = chunk.iter().map(|(path, _)| path.clone()).collect();
-        let decoded = decode_each(&paths, workers, |image| {
+    let all_paths: Vec<PathBuf> = images.iter().map(|(path, _)| path.clone()).collect();
+    for batch in batches_within_budget(&all_paths, args.batch_size) {
+        let (chunk, paths) = (&images[batch.clone()], &all_paths[batch]);
+        let decoded = decode_each(paths, workers, |image| {
             let mut input = vec![0f32; transform.output_len()];
             transform.apply(&image, &mut crate::rng::stream(0, &[]), &mut input);
             (image, input)

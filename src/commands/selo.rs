@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::locate::{write_png, CheckpointModel, MapArgs};
-use crate::data::image_file::{confined_path, load_rgb};
+use crate::data::image_file::{confined_path, image_dimensions, load_rgb_within};
 use crate::fsutil::owned::Outputs;
 use crate::locate::annotations::{self, Case};
 use crate::locate::crops::encode_crops;
@@ -91,11 +91,10 @@ fn evaluate_case(args: &SeloArgs, heatmaps: &Path, index: usize, case: &Case) ->
     let path = annotations::map_path(heatmaps, index).with_context(|| {
         format!("no probability map for case {index}: {}", heatmaps.join(format!("probmap_{index}.png")).display())
     })?;
-    let map = annotations::read_map(&path)?;
+    let map = annotations::read_map(&path, args.map.max_pixels)?;
     if let Some(images) = &args.images {
         let scene = confined_path(images, &case.jpg_name).map_err(|e| anyhow::anyhow!("case {index}: {e}"))?;
-        let (width, height) = image::image_dimensions(&scene)
-            .with_context(|| format!("case {index}: cannot read the size of the scene {}", scene.display()))?;
+        let (width, height) = image_dimensions(&scene).with_context(|| format!("case {index}"))?;
         if (width as usize, height as usize) != (map.width, map.height) {
             bail!(
                 "{} is {}x{} pixels but its scene {} is {width}x{height}: the map must cover the scene",
@@ -138,7 +137,7 @@ fn write_maps(args: &SeloArgs, cases: &[Case], checkpoint: &Path, images: &Path,
     for name in &scenes {
         let path = scene_path(name)?;
         let rects = args.map.scene_crops(&path)?;
-        let scene = load_rgb(&path)?;
+        let scene = load_rgb_within(&path, args.map.max_pixels)?;
         let progress = report::progress(rects.len() as u64, &format!("encoding the crops of {name}"));
         let codes = encode_crops(&model, &scene, &rects, args.map.crop_resize, args.map.batch_size, &progress)?;
         progress.finish_and_clear();
@@ -154,7 +153,7 @@ fn write_maps(args: &SeloArgs, cases: &[Case], checkpoint: &Path, images: &Path,
     for name in &scenes {
         let (first, rects, (height, width)) = &crops_of[name];
         // Decoded once for all the scene's overlays.
-        let scene = if args.overlays { Some(load_rgb(&scene_path(name)?)?) } else { None };
+        let scene = if args.overlays { Some(load_rgb_within(&scene_path(name)?, args.map.max_pixels)?) } else { None };
         for (index, case) in cases.iter().enumerate().filter(|(_, case)| case.jpg_name == *name) {
             let query = Query { sentence: Some(case.caption.clone()), keywords: None };
             let scores = args.map.scores(&searcher, &query).with_context(|| format!("case {index}"))?;

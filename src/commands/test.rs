@@ -61,7 +61,7 @@ impl EvalArgs {
     fn options(&self) -> Result<Options> {
         let mut options = self.options.load()?;
         self.runtime.apply(&mut options);
-        crate::device::set_threads(options.threads);
+        crate::device::set_threads(options.threads)?;
         Ok(options)
     }
 }

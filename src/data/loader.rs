@@ -11,7 +11,7 @@ use anyhow::Result;
 use tch::Tensor;
 
 use super::dataset::CaptionSet;
-use super::image_file::load_rgb;
+use super::image_file::with_decoded;
 use super::transforms::{ChannelValue, Transform};
 use crate::rng;
 
@@ -268,8 +268,9 @@ fn decode_into<P: ChannelValue>(set: &CaptionSet, transform: Transform, seed: u6
     let len = transform.output_len();
     let mut buffer = vec![P::default(); batch.len() * len];
     for (sample, out) in batch.iter().zip(buffer.chunks_exact_mut(len)) {
-        let image = load_rgb(&set.image_paths[sample.image])?;
-        transform.apply(&image, &mut rng::stream(seed, &sample.stream), out);
+        with_decoded(&set.image_paths[sample.image], |image| {
+            transform.apply(&image, &mut rng::stream(seed, &sample.stream), out);
+        })?;
     }
     let side = transform.output_size() as i64;
     Ok(Tensor::from_slice(&buffer).view([batch.len() as i64, 3, side, side]))

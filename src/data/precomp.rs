@@ -32,7 +32,7 @@ pub enum FilenameLayout {
 /// Reads the lines of a text file like the original (`line.strip()` on each byte line),
 /// checking that every line is UTF-8.
 pub fn read_lines(path: &Path) -> Result<Vec<String>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::fsutil::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut pieces: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
     if pieces.last().is_some_and(|p| p.is_empty()) {
         pieces.pop();

@@ -68,7 +68,7 @@ pub struct ReleaseLayout<'a> {
 
 /// Reads the release JSON; errors name the JSON path of the problem.
 fn read_release(path: &Path) -> Result<Release> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::fsutil::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut de = serde_json::Deserializer::from_str(&text);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let at = e.path().to_string();
@@ -200,6 +200,9 @@ pub fn write_precomp_text(out: &Path, text: &PrecompText, force: bool) -> Result
     for (path, content) in &files {
         outputs.write(path, content.as_bytes())?;
     }
-    outputs.remove_stale(&files.into_iter().map(|(path, _)| path).collect())?;
+    let stale = outputs.remove_stale(&files.into_iter().map(|(path, _)| path).collect())?;
+    if let Some(warning) = stale.kept_warning() {
+        crate::report::warn(warning);
+    }
     outputs.finish()
 }

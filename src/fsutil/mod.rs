@@ -1,14 +1,43 @@
-//! File writing that never leaves a half-written file behind, never replaces what amfmn did not
-//! write ([`owned`]), and file hashes.
+//! File writing that never leaves a half-written file behind, never follows a link planted at a
+//! temporary name and never replaces what amfmn did not write ([`owned`]); file reading that
+//! touches only regular files (a FIFO or a device named like an input never blocks a run); file
+//! hashes.
 
 pub mod lock;
 pub mod owned;
 
 use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
+
+/// Opens the regular file `path` (links followed) for reading. It is opened without blocking and
+/// checked before anything reads it, so a FIFO, a device or a folder is refused at once instead
+/// of hanging the run. Errors do not repeat the path: callers name the file in their context.
+pub fn open(path: &Path) -> Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() { "a folder" } else { "a FIFO, socket or device" };
+        bail!("it is {what}, not a regular file");
+    }
+    Ok(file)
+}
+
+/// The bytes of the regular file `path` ([`open`]).
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    let mut file = open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The UTF-8 text of the regular file `path` ([`open`]).
+pub fn read_to_string(path: &Path) -> Result<String> {
+    Ok(String::from_utf8(read(path)?).map_err(|e| e.utf8_error())?)
+}
 
 /// `text` on one line: line breaks and runs of spaces of a library's message become one space.
 pub fn one_line(text: &str) -> String {
@@ -22,9 +51,11 @@ pub fn process_running(pid: i32) -> bool {
     result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// The pid in the name of a temporary file of [`write_atomic_path`] (`.<name>.tmp<pid>`).
+/// The pid in the name of a temporary file of [`write_atomic_with`] (`.<name>.tmp<pid>-<random>`,
+/// or `.<name>.tmp<pid>` as earlier versions named them).
 fn temporary_owner(name: &str) -> Option<i32> {
-    let (_, pid) = name.strip_prefix('.')?.rsplit_once(".tmp")?;
+    let (_, owner) = name.strip_prefix('.')?.rsplit_once(".tmp")?;
+    let pid = owner.split_once('-').map_or(owner, |(pid, _)| pid);
     pid.parse().ok()
 }
 
@@ -72,9 +103,9 @@ pub fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// SHA-256 of a file, as hex.
+/// SHA-256 of a regular file, as hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut file = open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -93,32 +124,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |file| file.write_all(bytes).map_err(Into::into))
 }
 
-/// Like [`write_atomic`], with the content produced by `write` into the temporary file.
+/// Like [`write_atomic`], with the content produced by `write` into the temporary file. The
+/// temporary file is created exclusively under an unpredictable name (`.<name>.tmp<pid>-<random>`
+/// beside `path`), so a link planted in the folder is never written through; on failure it is
+/// removed and `path` is left as it was.
 pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<()>) -> Result<()> {
-    write_atomic_path(path, |tmp| {
-        let mut file = std::fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        write(&mut file).with_context(|| format!("cannot write {}", path.display()))?;
-        file.sync_all().with_context(|| format!("cannot write {}", path.display()))
-    })
-}
-
-/// Like [`write_atomic`], for writers that take a file path: `write` creates the temporary
-/// file it is given, which then replaces `path`.
-pub fn write_atomic_path(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
     let name = path.file_name().with_context(|| format!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
-    let result = write(&tmp).and_then(|()| {
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let mut temporary = tempfile::Builder::new()
+        .prefix(&format!(".{}.tmp{}-", name.to_string_lossy(), std::process::id()))
+        .rand_bytes(8)
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    write(temporary.as_file_mut()).with_context(|| format!("cannot write {}", path.display()))?;
+    temporary.as_file().sync_all().with_context(|| format!("cannot write {}", path.display()))?;
+    temporary
+        .persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot rename a temporary file to {}", path.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -147,14 +176,45 @@ mod tests {
     }
 
     #[test]
+    fn links_planted_at_temporary_names_are_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outside, folder) = (dir.path().join("precious.txt"), dir.path().join("out"));
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(&outside, "user data").unwrap();
+        // Earlier versions wrote through `.out.png.tmp<pid>`: a link there reached any file.
+        std::os::unix::fs::symlink(&outside, folder.join(format!(".out.png.tmp{}", std::process::id()))).unwrap();
+        write_atomic(&folder.join("out.png"), b"png").unwrap();
+        assert_eq!(std::fs::read(&outside).unwrap(), b"user data");
+        assert_eq!(std::fs::read(folder.join("out.png")).unwrap(), b"png");
+        let mode = std::fs::metadata(folder.join("out.png")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o044, 0o044, "outputs stay readable by others (umask applied), not 0600: {mode:o}");
+    }
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("f.png");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo only creates a FIFO at a path this test owns.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for path in [fifo.as_path(), dir.path(), Path::new("/dev/zero")] {
+            let err = format!("{:#}", read(path).unwrap_err());
+            assert!(err.contains("not a regular file"), "{}: {err}", path.display());
+        }
+        std::fs::write(dir.path().join("a.txt"), "text").unwrap();
+        assert_eq!(read_to_string(&dir.path().join("a.txt")).unwrap(), "text");
+    }
+
+    #[test]
     fn temporaries_of_dead_processes_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let mine = format!(".a.json.tmp{}", std::process::id());
-        for name in [".best.safetensors.tmp999999999", mine.as_str(), "tmp5", ".x.tmpz", "kept.txt"] {
+        let mine = format!(".a.json.tmp{}-Xa8Zq0", std::process::id());
+        let dead = [".best.safetensors.tmp999999999", ".c.png.tmp999999998-k2Jd9s"];
+        for name in dead.into_iter().chain([mine.as_str(), "tmp5", ".x.tmpz", "kept.txt"]) {
             std::fs::write(d.join(name), "x").unwrap();
         }
-        assert_eq!(remove_stale_temporaries(d).unwrap(), 1);
+        assert_eq!(remove_stale_temporaries(d).unwrap(), 2);
         let mut left: Vec<String> =
             std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         left.sort();

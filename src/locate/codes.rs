@@ -55,16 +55,27 @@ impl CropCodes {
         outputs.write(path, &bytes)
     }
 
-    /// Reads codes written by [`CropCodes::save`], checking that their parts fit together.
-    pub fn load(path: &Path) -> Result<CropCodes> {
+    /// Reads codes written by [`CropCodes::save`] for a model of `embed_dim`, checking that their
+    /// parts fit together and the model: float codes `[crops, embed_dim]`, gates of their shape.
+    pub fn load(path: &Path, embed_dim: i64) -> Result<CropCodes> {
         let (mut tensors, description): (TensorMap, Description) =
             tensors::read_described(path, METADATA_KEY, "crop codes")?;
         let fv = tensors.remove("fv").with_context(|| format!("{}: no fv codes", path.display()))?;
         let gate = tensors.remove("gate");
         let rows = description.crops.len() as i64;
-        let fits = fv.dim() == 2 && fv.size()[0] == rows && gate.as_ref().is_none_or(|g| g.size() == fv.size());
-        if !fits {
-            bail!("{}: codes of shape {:?} do not fit its {rows} crops", path.display(), fv.size());
+        let float = fv.kind() == Kind::Float && gate.as_ref().is_none_or(|g| g.kind() == Kind::Float);
+        let fits = fv.size() == [rows, embed_dim] && gate.as_ref().is_none_or(|g| g.size() == fv.size());
+        if !(fits && float) {
+            bail!(
+                "{}: codes of shape {:?} (gates {:?}) do not fit its {rows} crops and the model's {embed_dim}-d codes; \
+                 remove the file (it is made again)",
+                path.display(),
+                fv.size(),
+                gate.map(|g| g.size())
+            );
+        }
+        if let Some(bad) = description.crops.iter().find(|[r0, r1, c0, c1]| r0 >= r1 || c0 >= c1) {
+            bail!("{}: the crop {bad:?} is empty", path.display());
         }
         let crops = description.crops.iter().map(|&[r0, r1, c0, c1]| Rect { r0, r1, c0, c1 }).collect();
         Ok(CropCodes { key: description.key, crops, fv, gate })

@@ -48,6 +48,18 @@ pub fn crops(height: usize, width: usize, steps: &[usize]) -> Vec<Rect> {
     out
 }
 
+/// How many crops [`crops`] lists at most for a `height × width` scene (duplicates counted),
+/// computed without listing them.
+pub fn crop_count(height: usize, width: usize, steps: &[usize]) -> u64 {
+    let per_side = |n: usize, step: usize, offset: usize| n.saturating_sub(offset).div_ceil(step) as u64;
+    steps
+        .iter()
+        .filter(|&&s| s > 0 && s <= height && s <= width)
+        .flat_map(|&step| [0, step - step / 2].map(|offset| (step, offset)))
+        .map(|(step, offset)| per_side(height, step, offset).saturating_mul(per_side(width, step, offset)))
+        .fold(0u64, u64::saturating_add)
+}
+
 /// The per-pixel mean of crop scores, on the compressed grid of crop edges: cell `(i, j)`
 /// covers rows `rows[i]..rows[i+1]` and columns `columns[j]..columns[j+1]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,11 +128,15 @@ impl MeanMap {
     }
 }
 
-/// OpenCV's `medianBlur` with an odd `size × size` window and a replicated border, in constant
+/// The widest median window: its histograms count in 16 bits (a 255² window holds 65,025 values).
+pub const MAX_MEDIAN: usize = 255;
+
+/// OpenCV's `medianBlur` with an odd `size × size` window (at most [`MAX_MEDIAN`]) and a replicated border, in constant
 /// time per pixel (Perreault–Hébert): one histogram per column over the window's rows, slid
 /// down the image, and the window's histogram slid along each row; the median is found through
 /// 16 coarse bins, then the 16 fine bins of one. Horizontal stripes run on one thread per core.
 pub fn median_filter(image: &Gray, size: usize) -> Gray {
+    assert!(size <= MAX_MEDIAN, "median window {size} wider than {MAX_MEDIAN}: its counts would overflow");
     let mut out = Gray::filled(image.width, image.height, 0);
     let runs = ColumnRuns::of(image);
     in_stripes(&mut out.pixels, image.width, |first, stripe| median_stripe(image, &runs, size, first, stripe));

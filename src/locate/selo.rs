@@ -144,8 +144,8 @@ pub fn rda(regions: &[Region], centres: &[(usize, usize)]) -> f64 {
 
 /// The four indicators of a probability map (`u8`, value/255) against `polygons`.
 pub fn evaluate(map: &Gray, polygons: &[Vec<[f64; 2]>]) -> Result<Indicators> {
-    if let Some(short) = polygons.iter().position(|p| p.len() < 3) {
-        bail!("polygon {short} has {} vertices; a region needs at least 3", polygons[short].len());
+    for (k, polygon) in polygons.iter().enumerate() {
+        super::annotations::check_polygon(polygon).map_err(|e| anyhow::anyhow!("polygon {k} {e}"))?;
     }
     let mut mask = Gray::filled(map.width, map.height, 0);
     fill_polygons(&mut mask, polygons, 1);

@@ -23,8 +23,13 @@ use crate::fsutil::owned::Outputs;
 /// The largest `.npy` header accepted.
 const MAX_HEADER: usize = 1 << 20;
 
-/// The largest array an `.npz` member may hold (the skip-thoughts members are under 100 MB).
-const MEMBER_LIMIT: u64 = 1 << 30;
+/// The most bytes the members of one `.npz` archive may hold together (the skip-thoughts
+/// archives hold under 200 MB); each member is also bounded by what deflate can expand its
+/// compressed bytes to.
+const ARCHIVE_LIMIT: u64 = 1 << 30;
+
+/// Bytes converted to f32 at a time while an array is read (its raw bytes are never held whole).
+const CHUNK: usize = 1 << 20;
 
 /// A numeric array as f32 values in C order.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,15 +165,33 @@ fn read_array(reader: &mut impl Read, limit: u64) -> Result<Array> {
             header.shape
         );
     }
-    let bytes = read_bytes(reader, size).context("the array data is shorter than its header says")?;
-    let data = to_f32(&bytes, header.dtype);
+    let data = read_f32_values(reader, size, header.dtype).context("the array data is shorter than its header says")?;
     let data = if header.fortran_order { fortran_to_c(data, &header.shape)? } else { data };
     Ok(Array { shape: header.shape, data })
 }
 
+/// `size` bytes of `dtype` values from `reader` as f32, converted chunk by chunk as they arrive
+/// (a hostile size costs nothing until the data is really there).
+fn read_f32_values(reader: &mut impl Read, size: u64, dtype: Dtype) -> Result<Vec<f32>> {
+    let mut data = Vec::new();
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut left = size;
+    while left > 0 {
+        chunk.clear();
+        let want = left.min(CHUNK as u64);
+        reader.take(want).read_to_end(&mut chunk)?;
+        if (chunk.len() as u64) < want {
+            bail!("{size} bytes expected, the data ends after {}", size - left + chunk.len() as u64);
+        }
+        data.extend(to_f32(&chunk, dtype));
+        left -= want;
+    }
+    Ok(data)
+}
+
 /// The shape an `.npy` file's header declares (numeric or object arrays), without reading its data.
 pub fn shape(path: &Path) -> Result<Vec<usize>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = crate::fsutil::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let header = read_header(&mut std::io::BufReader::new(file))
         .with_context(|| format!("{}: not a readable .npy file", path.display()))?;
     Ok(header.shape)
@@ -180,7 +203,7 @@ pub fn shape(path: &Path) -> Result<Vec<usize>> {
 /// word) are streamed, keeping only the requested rows.
 pub fn read_rows(path: &Path, rows: &[usize]) -> Result<Array> {
     let open = || -> Result<std::io::BufReader<std::fs::File>> {
-        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let file = crate::fsutil::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         Ok(std::io::BufReader::with_capacity(1 << 20, file))
     };
     let mut reader = open()?;
@@ -240,24 +263,59 @@ pub fn read_rows(path: &Path, rows: &[usize]) -> Result<Array> {
     Ok(Array { shape, data })
 }
 
-/// Reads every array of an `.npz` archive (stored or deflated members).
+/// Reads every array of an `.npz` archive (stored or deflated members), at most 1 GiB of data
+/// in all.
 pub fn read_npz(path: &Path) -> Result<HashMap<String, Array>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut left = ARCHIVE_LIMIT;
+    each_npz_member(path, |name, member| {
+        // What a member can hold: its declared size, within what deflate can expand its
+        // compressed bytes to (about 1:1032), and what the archive has left.
+        let limit = member.size().min(member.compressed_size().saturating_mul(1100)).min(left);
+        let array = read_array(member, limit)?;
+        left -= (array.data.len() * 4) as u64;
+        Ok((name.to_owned(), array))
+    })
+}
+
+/// The shape of every array of an `.npz` archive, from the members' headers, after checking that
+/// each member holds the data its header describes (read through, not kept; at most 1 GiB in
+/// all, as [`read_npz`]).
+pub fn npz_shapes(path: &Path) -> Result<HashMap<String, Vec<usize>>> {
+    let mut left = ARCHIVE_LIMIT;
+    each_npz_member(path, |name, member| {
+        let header = read_header(member)?;
+        let size = data_bytes(&header)?;
+        if size > left {
+            bail!("its header describes {:?} values ({size} bytes), more than the {left} bytes left", header.shape);
+        }
+        let present = std::io::copy(&mut member.take(size), &mut std::io::sink())?;
+        if present < size {
+            bail!("the array data is shorter than its header says ({present} of {size} bytes)");
+        }
+        left -= size;
+        Ok((name.to_owned(), header.shape))
+    })
+}
+
+/// `read(name, member)` over the members of an `.npz` archive (names without `.npy`); errors name
+/// the file and the member.
+fn each_npz_member<T>(
+    path: &Path,
+    mut read: impl FnMut(&str, &mut zip::read::ZipFile<std::fs::File>) -> Result<(String, T)>,
+) -> Result<HashMap<String, T>> {
+    let file = crate::fsutil::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut archive =
         zip::ZipArchive::new(file).with_context(|| format!("{}: not an .npz (zip) file", path.display()))?;
-    let mut arrays = HashMap::new();
+    let mut values = HashMap::new();
     for i in 0..archive.len() {
         let mut member =
             archive.by_index(i).with_context(|| format!("{}: member {i} cannot be read", path.display()))?;
         let name = member.name().with_context(|| format!("{}: member {i} has no name", path.display()))?;
         let name = name.trim_end_matches(".npy").to_owned();
-        // What a member can hold: its declared size, within what deflate can expand its
-        // compressed bytes to (about 1:1032), and never more than MEMBER_LIMIT.
-        let limit = member.size().min(member.compressed_size().saturating_mul(1100)).min(MEMBER_LIMIT);
-        let array = read_array(&mut member, limit).with_context(|| format!("{}: member {name}", path.display()))?;
-        arrays.insert(name, array);
+        let (key, value) = read(&name, &mut member).with_context(|| format!("{}: member {name}", path.display()))?;
+        values.insert(key, value);
     }
-    Ok(arrays)
+    Ok(values)
 }
 
 /// Writes a float32 array as `.npy` (C order), atomically, as one of `outputs`.
@@ -273,7 +331,7 @@ pub fn write_f32<D: Dimension>(outputs: &mut Outputs, path: &Path, array: &Array
 /// Reads a whole numeric `.npy` file (float32 or float64, any shape) as float32. The header is
 /// checked against the file's length before the data is read.
 pub fn read_f32(path: &Path) -> Result<ArrayD<f32>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = crate::fsutil::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let read = || -> Result<ArrayD<f32>> {
         let length = file.metadata()?.len();
         let mut reader = std::io::BufReader::new(&file);

@@ -76,13 +76,18 @@ pub struct Scan {
 }
 
 /// Image files under `root`. A symbolic link to a file is followed only when it stays inside
-/// `root`; links to folders are not followed (no loops).
+/// `root`; links to folders are not followed (no loops). Only regular files are images: a FIFO
+/// or a device named like one is skipped, and so is a name that is not UTF-8 (an index records
+/// names as text; two such names must never merge into one), each with a warning.
 pub fn scan(root: &Path, recursive: bool) -> Result<Scan> {
     fn walk(root: &Path, dir: &Path, recursive: bool, out: &mut Scan) -> Result<()> {
         let entries = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
         for entry in entries {
             let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
-            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+            let Some(rel) = path.strip_prefix(root).unwrap_or(&path).to_str().map(str::to_owned) else {
+                crate::report::warn(format!("skipped {}: its name is not UTF-8; rename it", path.display()));
+                continue;
+            };
             let mut meta =
                 std::fs::symlink_metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
             if meta.file_type().is_symlink() {
@@ -103,6 +108,10 @@ pub fn scan(root: &Path, recursive: bool) -> Result<Scan> {
             }
             let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
             if !EXTENSIONS.contains(&ext.as_str()) {
+                continue;
+            }
+            if !meta.is_file() {
+                crate::report::warn(format!("skipped {rel}: not a regular file (a FIFO, socket or device)"));
                 continue;
             }
             let modified_ns = meta
@@ -137,18 +146,21 @@ impl Index {
     pub fn load(path: &Path) -> Result<Index> {
         let (mut tensors, info): (TensorMap, IndexInfo) = tensors::read_described(path, METADATA_KEY, "index")?;
         let fv = tensors.remove("fv").with_context(|| format!("{}: no fv codes", path.display()))?;
-        if fv.size()[0] as usize != info.files.len() {
-            bail!("{}: {} codes for {} files", path.display(), fv.size()[0], info.files.len());
-        }
         let gate = tensors.remove("gate");
-        let consistent = fv.dim() == 2 && gate.as_ref().is_none_or(|g| g.size() == fv.size());
-        if !consistent || fv.kind() != Kind::Float {
+        let consistent =
+            fv.dim() == 2 && fv.size()[1] == info.embed_dim && gate.as_ref().is_none_or(|g| g.size() == fv.size());
+        let float = fv.kind() == Kind::Float && gate.as_ref().is_none_or(|g| g.kind() == Kind::Float);
+        if !consistent || !float {
             bail!(
-                "{}: codes of shape {:?} and gates {:?} do not fit together",
+                "{}: codes of shape {:?} and gates {:?} do not fit together and its embed_dim {}",
                 path.display(),
                 fv.size(),
-                gate.map(|g| g.size())
+                gate.map(|g| g.size()),
+                info.embed_dim
             );
+        }
+        if fv.size()[0] as usize != info.files.len() {
+            bail!("{}: {} codes for {} files", path.display(), fv.size()[0], info.files.len());
         }
         Ok(Index { info, fv, gate })
     }

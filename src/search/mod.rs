@@ -17,6 +17,10 @@ use crate::text::Vocabulary;
 /// in single precision; the half-precision error is about 1e-4 (tested).
 const RESCORE_MARGIN: f32 = 1e-2;
 
+/// The longest query or caption encoded, in characters: queries and captions are sentences, and
+/// the text encoder's time and memory grow with a text's length.
+pub const MAX_TEXT_CHARS: usize = 2000;
+
 /// A text query: a sentence, keywords (`a, b`), or both.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
@@ -59,24 +63,47 @@ impl Searcher {
         Scorer::new(&self.model.net)
     }
 
+    /// The word ids of a text, refused past [`MAX_TEXT_CHARS`].
+    fn words(&self, text: &str) -> Result<Vec<i64>> {
+        let length = text.chars().count();
+        if length > MAX_TEXT_CHARS {
+            bail!("a text of {length} characters: queries and captions are sentences of at most {MAX_TEXT_CHARS}");
+        }
+        Ok(self.vocab.encode(text))
+    }
+
+    /// The word ids of a query's text; a text without a known word is refused.
+    fn query_words(&self, text: &str) -> Result<Vec<i64>> {
+        let ids = self.words(text)?;
+        if ids.is_empty() {
+            bail!("the query `{text}` has no words to search for");
+        }
+        Ok(ids)
+    }
+
     /// Text codes `[n, d]` of text lines (tokenized like captions).
-    pub fn encode_texts(&self, lines: &[&str]) -> Tensor {
-        let ids: Vec<Vec<i64>> = lines.iter().map(|l| self.vocab.encode(l)).collect();
+    pub fn encode_texts(&self, lines: &[&str]) -> Result<Tensor> {
+        let ids = lines.iter().map(|l| self.words(l)).collect::<Result<Vec<_>>>()?;
+        Ok(self.encode_ids(&ids))
+    }
+
+    /// Text codes `[n, d]` of word ids.
+    fn encode_ids(&self, ids: &[Vec<i64>]) -> Tensor {
         let rows: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
         let (ids, lengths) = pad_captions(&rows);
         let device = self.model.device();
         tch::no_grad(|| self.model.net.encode_texts(&ids.to_device(device), &lengths.to_device(device), false))
     }
 
+    /// The code `[1, d]` of a query's text.
+    fn encode_query(&self, text: &str) -> Result<Tensor> {
+        Ok(self.encode_ids(&[self.query_words(text)?]))
+    }
+
     /// The score of every indexed image for `query`, `[N]` on the CPU.
     pub fn scores(&self, query: &Query) -> Result<Tensor> {
-        for text in [&query.sentence, &query.keywords].into_iter().flatten() {
-            if self.vocab.encode(text).is_empty() {
-                bail!("the query `{text}` has no words to search for");
-            }
-        }
-        let sentence = query.sentence.as_deref().map(|s| self.encode_texts(&[s]));
-        let keywords = query.keywords.as_deref().map(|k| self.encode_texts(&[k]));
+        let sentence = query.sentence.as_deref().map(|s| self.encode_query(s)).transpose()?;
+        let keywords = query.keywords.as_deref().map(|k| self.encode_query(k)).transpose()?;
         let texts = match (&sentence, &keywords) {
             (Some(t), None) | (None, Some(t)) => TextCodes::Single(t),
             (Some(sentence), Some(keywords)) => TextCodes::Fused { sentence, keywords },
@@ -95,10 +122,7 @@ impl Searcher {
                 "the plain score takes one text: give --query or --keywords, not both (fusing needs the model's score)"
             ),
         };
-        if self.vocab.encode(text).is_empty() {
-            bail!("the query `{text}` has no words to search for");
-        }
-        let scores = cosine_scores(&self.images.fv, &self.encode_texts(&[text]));
+        let scores = cosine_scores(&self.images.fv, &self.encode_query(text)?);
         Ok(scores.squeeze_dim(1).to_device(Device::Cpu).to_kind(Kind::Float))
     }
 
@@ -114,7 +138,7 @@ impl Searcher {
         let (Some(text), Some(_)) = (single, &self.images.gate) else {
             return Ok(top_k(&self.scores(query)?, k));
         };
-        let t = self.encode_texts(&[text]);
+        let t = self.encode_query(text)?;
         let texts = TextCodes::Single(&t);
         let rough = self.scorer().score_matrix(&self.images, &texts, Precision::Half).squeeze_dim(1);
         let rough = rough.to_device(Device::Cpu);
@@ -128,12 +152,12 @@ impl Searcher {
     }
 
     /// Scores of caption lines for one image code `[1, d]`, `[n]` on the CPU.
-    pub fn caption_scores(&self, image_code: &Tensor, captions: &[&str]) -> Tensor {
-        let texts = self.encode_texts(captions);
+    pub fn caption_scores(&self, image_code: &Tensor, captions: &[&str]) -> Result<Tensor> {
+        let texts = self.encode_texts(captions)?;
         let scorer = self.scorer();
         let image = scorer.image_codes(image_code.to_device(self.model.device()));
         let scores = scorer.score_matrix(&image, &TextCodes::Single(&texts), Precision::Exact);
-        scores.squeeze_dim(0).to_device(Device::Cpu).to_kind(Kind::Float)
+        Ok(scores.squeeze_dim(0).to_device(Device::Cpu).to_kind(Kind::Float))
     }
 }
 

@@ -121,8 +121,8 @@ pub struct LargeScenesSummary {
 /// Writes `config.scenes` scenes with their annotations and `scenes.json` to `out`; refuses a
 /// folder holding files amfmn did not write there unless `force`.
 pub fn write_scenes(out: &Path, config: LargeScenesConfig, force: bool) -> Result<LargeScenesSummary> {
-    if config.scenes == 0 {
-        bail!("--scenes 0: give at least one scene");
+    if !(1..=10_000).contains(&config.scenes) {
+        bail!("--scenes {}: give 1 to 10000 scenes", config.scenes);
     }
     if config.width.min(config.height) < 1024 || config.width.max(config.height) > 16384 {
         bail!("--size {}x{}: each side must be 1024..=16384 pixels", config.width, config.height);
@@ -161,7 +161,10 @@ pub fn write_scenes(out: &Path, config: LargeScenesConfig, force: bool) -> Resul
         "scenes": scenes});
     outputs.write(&record, serde_json::to_string_pretty(&description)?.as_bytes())?;
     written.extend([annotations.clone(), record]);
-    outputs.remove_stale(&written)?;
+    let stale = outputs.remove_stale(&written)?;
+    if let Some(warning) = stale.kept_warning() {
+        crate::report::warn(warning);
+    }
     outputs.finish()?;
     summary.annotations = annotations;
     Ok(summary)

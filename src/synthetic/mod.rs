@@ -117,8 +117,8 @@ fn write_image(outputs: &mut Outputs, path: &Path, image: &RgbImage, extension: 
 /// and `images/`. Only files an earlier `synth` wrote into `out` (its manifest) are replaced or
 /// removed; a non-empty folder without them is refused unless `force`.
 pub fn write_dataset(out: &Path, config: SynthConfig, force: bool) -> Result<SynthSummary> {
-    if config.images < 10 {
-        bail!("--images {}: at least 10 images are needed (one per class)", config.images);
+    if !(10..=1_000_000).contains(&config.images) {
+        bail!("--images {}: give 10 (one per class) to 1000000 images", config.images);
     }
     if !(32..=1024).contains(&config.size) {
         bail!("--size {}: expected 32..=1024 pixels", config.size);
@@ -156,7 +156,10 @@ pub fn write_dataset(out: &Path, config: SynthConfig, force: bool) -> Result<Syn
             written.insert(path);
         }
     }
-    outputs.remove_stale(&written)?;
+    let stale = outputs.remove_stale(&written)?;
+    if let Some(warning) = stale.kept_warning() {
+        crate::report::warn(warning);
+    }
     outputs.finish()?;
     Ok(summary)
 }

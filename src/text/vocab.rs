@@ -70,7 +70,7 @@ impl Vocabulary {
 
     /// Reads a vocabulary JSON file (the original files load unchanged).
     pub fn load(path: &Path) -> Result<Vocabulary> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::fsutil::read_to_string(path)
             .with_context(|| format!("cannot read vocabulary {}; build it with `amfmn vocab`", path.display()))?;
         Self::from_json(&text).with_context(|| format!("{}: not a vocabulary file", path.display()))
     }

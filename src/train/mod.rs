@@ -82,7 +82,7 @@ pub fn run(options: &Options, resume: Option<&Path>, existing: Existing, interru
             options.device
         );
     }
-    crate::device::set_threads(options.threads);
+    crate::device::set_threads(options.threads)?;
     crate::device::set_precision(options.optim.amp, options.optim.tf32, devices[0])?;
     let _lock = Lock::acquire(&experiment_lock(options), &experiment_dir(options).display().to_string())?;
     let resume = match (resume, &options.optim.resume) {
