@@ -172,7 +172,7 @@ fn bad_options_and_data_fail_with_one_line() {
     assert_one_line_error(&out, "test_caps.txt:11: not valid UTF-8");
 
     let out = amfmn_in(dir.path(), &["synth", "--out", "e", "--images", "3"]);
-    assert_one_line_error(&out, "--images 3: at least 10 images");
+    assert_one_line_error(&out, "--images 3: give 10 (one per class) to 1000000 images");
 }
 
 #[test]

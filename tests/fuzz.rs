@@ -19,7 +19,7 @@ use amfmn::rng::below;
 use rand_chacha::ChaCha8Rng;
 
 /// The readers, each with a valid seed file and how to read one.
-const READERS: [&str; 13] = [
+const READERS: [&str; 16] = [
     "npy",
     "npy-rows",
     "pickle",
@@ -33,6 +33,9 @@ const READERS: [&str; 13] = [
     "image",
     "pth-zip",
     "pth-legacy",
+    "annotations",
+    "crop-codes",
+    "manifest",
 ];
 
 /// Extra address space a reader may take above what the process holds when it starts.
@@ -198,6 +201,45 @@ fn seed(reader: &str, dir: &Path) -> PathBuf {
             image::RgbImage::from_raw(48, 40, noise).unwrap().save(&path).unwrap();
             path
         }
+        "annotations" => {
+            let path = dir.join("anno.json");
+            let case = |caption: &str, points: &str| {
+                format!(r#"{{"caption": "{caption}", "jpg_name": "0.png", "points": [{points}]}}"#)
+            };
+            let cases = [
+                case("a red house", "[[10, 20], [300.5, 20], [300, 210]]"),
+                case("two boats", "[[0, 0], [5, 9], [9, 1], [2, 2]]"),
+            ];
+            std::fs::write(&path, format!("[{}]", cases.join(", "))).unwrap();
+            path
+        }
+        "crop-codes" => {
+            use amfmn::locate::codes::{CodesKey, CropCodes};
+            use amfmn::locate::heat::Rect;
+            let path = dir.join("c.st");
+            let key = CodesKey {
+                scene_sha256: "1".repeat(64),
+                checkpoint_sha256: "2".repeat(64),
+                steps: vec![256, 512],
+                crop_resize: "cubic".into(),
+                image_size: 32,
+            };
+            let crops = vec![Rect { r0: 0, r1: 256, c0: 0, c1: 256 }, Rect { r0: 128, r1: 384, c0: 0, c1: 256 }];
+            let fv = tch::Tensor::from_slice(&[0.5f32; 8]).view([2, 4]);
+            let codes = CropCodes { key, crops, gate: Some(fv.sigmoid()), fv };
+            let mut outputs = Outputs::new(dir, "crop codes", true).unwrap();
+            codes.save(&mut outputs, &path).unwrap();
+            outputs.finish().unwrap();
+            path
+        }
+        "manifest" => {
+            let mut outputs = Outputs::new(dir, "fuzz seed", true).unwrap();
+            for name in ["a.png", "sub/b.json", "c d.txt"] {
+                outputs.write(&dir.join(name), name.as_bytes()).unwrap();
+            }
+            outputs.finish().unwrap();
+            dir.join(amfmn::fsutil::owned::MANIFEST)
+        }
         other => panic!("unknown reader {other}"),
     }
 }
@@ -250,6 +292,9 @@ fn read(reader: &str, path: &Path) -> Result<(), String> {
         }
         "image" => amfmn::data::image_file::load_rgb(path).map(drop),
         "pth-zip" | "pth-legacy" => amfmn::checkpoint::pytorch::read(path).map(drop),
+        "annotations" => amfmn::locate::annotations::read(path).map(drop),
+        "crop-codes" => amfmn::locate::codes::CropCodes::load(path, 4).map(drop),
+        "manifest" => amfmn::fsutil::owned::Outputs::new(dir, "fuzz seed", false).map(drop),
         other => panic!("unknown reader {other}"),
     };
     result.map_err(|e| format!("{e:#}"))

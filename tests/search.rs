@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use amfmn::checkpoint::{Checkpoint, CheckpointInfo, CheckpointKind};
+use amfmn::checkpoint::Checkpoint;
 use amfmn::model::Model;
 use amfmn::options::Options;
 use amfmn::search::index::Index;
@@ -22,39 +22,7 @@ const COLOURS: [[u8; 3]; 6] =
 
 /// A vocabulary, a checkpoint of a fresh 64x64 model (with sidecar) and a folder of images.
 fn setup(dir: &Path) -> PathBuf {
-    let words = ["two", "white", "houses", "baseball", "field", "red", "boat", "port", "<unk>"];
-    let vocab = Vocabulary::from_words(words.iter().map(|w| w.to_string()).collect()).unwrap();
-    let mut outputs = amfmn::fsutil::owned::Outputs::new(dir, "vocab", false).unwrap();
-    vocab.save(&mut outputs, &dir.join("v.json")).unwrap();
-    outputs.finish().unwrap();
-    let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
-    let sets = ["dataset.vocab_path=v.json", "dataset.image_size=64", "dataset.resize=70", "model.embed.embed_dim=32"];
-    let options = Options::parse(&demo, &sets.map(String::from)).unwrap();
-    let model = Model::new(&options, vocab.len(), Device::Cpu, 7).unwrap();
-    let info = CheckpointInfo {
-        kind: CheckpointKind::Best,
-        fold: 0,
-        epoch: 1,
-        batch: 0,
-        best_rsum: 0.0,
-        eiters: 0,
-        lr: 2e-4,
-        split_seed: 0,
-        vocab_path: "v.json".into(),
-        vocab_size: vocab.len(),
-        vocab_sha256: None,
-        metrics: None,
-        options,
-        amfmn_version: "test".into(),
-        model_file: String::new(),
-        optimizer_file: None,
-        model_sha256: None,
-        optimizer_sha256: None,
-        initial_weights: None,
-        vocabulary: Some(vocab.words().to_vec()),
-    };
-    let ckpt = dir.join("ckpt");
-    Checkpoint::save(&ckpt, info, &model, None).unwrap();
+    let ckpt = common::fresh_checkpoint(dir);
     let images = dir.join("images");
     std::fs::create_dir_all(images.join("sub")).unwrap();
     for (i, c) in COLOURS.iter().enumerate() {
@@ -288,7 +256,7 @@ fn locate_scores_by_plain_cosine_with_slms_reduced_model() {
     );
     assert_eq!(
         stderr(&limited).trim(),
-        "error: scene.png: 400x300 is 120000 pixels, more than --max-pixels 100000 (raise it if the memory allows: about 8 bytes a pixel)"
+        "error: scene.png: 400x300 is 120000 pixels, more than --max-pixels 100000 (raise it if the memory allows: about 9 bytes a pixel)"
     );
 }
 
@@ -345,12 +313,12 @@ fn closed_form_search_equals_the_model_scores() {
         Searcher::new(model, vocab, index.fv.shallow_clone(), index.gate.as_ref().map(|g| g.shallow_clone()));
     let query = Query { sentence: Some("two white houses".into()), keywords: None };
     let fast = searcher.scores(&query).unwrap();
-    let text = searcher.encode_texts(&["two white houses"]);
+    let text = searcher.encode_texts(&["two white houses"]).unwrap();
     let direct = tch::no_grad(|| searcher.model.net.cross_attention_s.scores(&index.fv, &text)).squeeze_dim(1);
     let diff = (&fast - direct.to_kind(Kind::Float)).abs().max().double_value(&[]);
     assert!(diff < 1e-6, "closed form vs pairwise: {diff}");
     let both = Query { sentence: Some("two white houses".into()), keywords: Some("baseball field, red".into()) };
-    let keywords = searcher.encode_texts(&["baseball field, red"]);
+    let keywords = searcher.encode_texts(&["baseball field, red"]).unwrap();
     let fused = tch::no_grad(|| searcher.model.net.mode_scores(&index.fv, &text, &keywords).fused).squeeze_dim(1);
     let diff = (searcher.scores(&both).unwrap() - fused).abs().max().double_value(&[]);
     assert!(diff < 1e-6, "fused query: {diff}");

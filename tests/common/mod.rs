@@ -96,3 +96,43 @@ pub fn torch_save(dir: &Path, weights: &Path, options: &amfmn::options::Options,
     let args: Vec<&str> = paths.iter().map(String::as_str).chain(model).collect();
     run_reference("torch_save.py", &args);
 }
+
+/// A vocabulary `v.json` and the checkpoint `ckpt/` (with sidecar) of a fresh 64x64 model of
+/// 32-d codes, soft attention, in `dir`; returns the checkpoint folder.
+pub fn fresh_checkpoint(dir: &Path) -> PathBuf {
+    use amfmn::checkpoint::{Checkpoint, CheckpointInfo, CheckpointKind};
+    let words = ["two", "white", "houses", "baseball", "field", "red", "boat", "port", "<unk>"];
+    let vocab = amfmn::text::Vocabulary::from_words(words.iter().map(|w| w.to_string()).collect()).unwrap();
+    let mut outputs = amfmn::fsutil::owned::Outputs::new(dir, "vocab", false).unwrap();
+    vocab.save(&mut outputs, &dir.join("v.json")).unwrap();
+    outputs.finish().unwrap();
+    let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
+    let sets = ["dataset.vocab_path=v.json", "dataset.image_size=64", "dataset.resize=70", "model.embed.embed_dim=32"];
+    let options = amfmn::options::Options::parse(&demo, &sets.map(String::from)).unwrap();
+    let model = amfmn::model::Model::new(&options, vocab.len(), tch::Device::Cpu, 7).unwrap();
+    let info = CheckpointInfo {
+        kind: CheckpointKind::Best,
+        fold: 0,
+        epoch: 1,
+        batch: 0,
+        best_rsum: 0.0,
+        eiters: 0,
+        lr: 2e-4,
+        split_seed: 0,
+        vocab_path: "v.json".into(),
+        vocab_size: vocab.len(),
+        vocab_sha256: None,
+        metrics: None,
+        options,
+        amfmn_version: "test".into(),
+        model_file: String::new(),
+        optimizer_file: None,
+        model_sha256: None,
+        optimizer_sha256: None,
+        initial_weights: None,
+        vocabulary: Some(vocab.words().to_vec()),
+    };
+    let ckpt = dir.join("ckpt");
+    Checkpoint::save(&ckpt, info, &model, None).unwrap();
+    ckpt
+}
