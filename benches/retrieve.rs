@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use amfmn::model::Model;
+use amfmn::model::{Model, ModelConfig};
 use amfmn::options::Options;
 use amfmn::search::{Query, Searcher};
 use amfmn::text::Vocabulary;
@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
     words.extend((words.len()..1348).map(|i| format!("w{i}")));
     words.push("<unk>".into());
     let vocab = Vocabulary::from_words(words)?;
-    let model = Model::new(&options, vocab.len(), Device::Cpu, 0)?;
+    let model = Model::new(&ModelConfig::new(&options, vocab.len()), Device::Cpu, 0)?;
     tch::manual_seed(1);
     let fv = Tensor::randn([n, 512], (Kind::Float, Device::Cpu));
     let gate = Tensor::randn([n, 512], (Kind::Float, Device::Cpu)).sigmoid();

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use amfmn::data::PairBatch;
 use amfmn::loss::{contrastive_loss, Margin};
-use amfmn::model::{amp, Model};
+use amfmn::model::{amp, Model, ModelConfig};
 use amfmn::optim::{Adam, GradScaler};
 use amfmn::options::{Amp, Devices, Options};
 use amfmn::train::Replicas;
@@ -80,13 +80,14 @@ fn main() -> anyhow::Result<()> {
     let text = std::fs::read_to_string("option/RSITMD_AMFMN.yaml")?;
     let options = Options::parse(&text, &["model.seq2vec.dropout=0.25".into(), format!("dataset.image_size={size}")])?;
     let vocab = 1349;
-    let model = Model::new(&options, vocab, device, 0)?;
+    let layout = options.channels_last.applies(device, precision);
+    let model = Model::new(&ModelConfig::new(&options, vocab), device, 0)?.with_channels_last(layout);
     let mut adam = Adam::new(model.trainable(), 2e-4);
     if precision == Amp::Fp16 {
         adam.scaler = Some(GradScaler::new());
     }
     let pairs = pair_batch(batch, size, vocab as i64, device);
-    let replicas = Replicas::new(model, &devices[1..], &options, vocab)?;
+    let replicas = Replicas::new(model, &devices[1..])?;
     let step_seconds = time(steps, device, || {
         let scores = amp::autocast(precision.kind(), || replicas.scores(&pairs, true));
         let loss = contrastive_loss(&scores[0], &Margin::Fixed(0.2), false);

@@ -219,7 +219,7 @@ mod tests {
             format!("model.cross_attention.att_type={}", name.as_str().unwrap()),
         ];
         let options = Options::parse(demo, &sets).unwrap();
-        crate::model::Model::new(&options, 10, Device::Cpu, 3).unwrap()
+        crate::model::Model::new(&crate::model::ModelConfig::new(&options, 10), Device::Cpu, 3).unwrap()
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The architecture rules of docs/ARCHITECTURE.md, checked on the source: every top-level module
 //! of src/ imports only what its row of the module table allows (and the table has no cycle),
-//! only the binary's layer prints, and no function grows past 80 lines (the pickle reader's
-//! named-opcode dispatch excepted).
+//! commands never import each other, only the binary's layer prints, and no function grows past
+//! 80 lines (the pickle reader's named-opcode dispatch excepted).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -133,6 +133,37 @@ fn the_allowed_imports_have_no_cycle() {
         let left: Vec<&String> = allowed.keys().filter(|m| !done.contains(*m)).collect();
         assert!(!ready.is_empty(), "a cycle (or an unknown module) among {left:?}");
         done.extend(ready);
+    }
+}
+
+/// Commands never import each other: what two commands share lives in the library, or in
+/// `commands/mod.rs` when it is command-line parsing (shared arguments).
+#[test]
+fn commands_do_not_import_each_other() {
+    let dir = root().join("src/commands");
+    let commands: Vec<String> = rust_files(&dir)
+        .iter()
+        .map(|f| f.file_stem().unwrap().to_string_lossy().into_owned())
+        .filter(|name| name != "mod")
+        .collect();
+    for file in rust_files(&dir) {
+        let relative = file.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
+        for (n, line) in code_of(&std::fs::read_to_string(&file).unwrap()).iter().enumerate() {
+            for prefix in ["super::", "crate::commands::"] {
+                for (at, _) in line.match_indices(prefix) {
+                    let rest = &line[at + prefix.len()..];
+                    let names: Vec<&str> = match rest.strip_prefix('{') {
+                        Some(group) => group.split('}').next().unwrap_or_default().split(',').collect(),
+                        None => vec![rest],
+                    };
+                    for name in names {
+                        let name: String =
+                            name.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                        assert!(!commands.contains(&name), "{relative}:{}: imports the command `{name}`", n + 1);
+                    }
+                }
+            }
+        }
     }
 }
 

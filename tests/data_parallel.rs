@@ -8,7 +8,7 @@ use std::path::Path;
 
 use amfmn::data::PairBatch;
 use amfmn::loss::{contrastive_loss, Margin};
-use amfmn::model::Model;
+use amfmn::model::{Model, ModelConfig};
 use amfmn::optim::Adam;
 use amfmn::options::Options;
 use amfmn::train::{shares, Replicas};
@@ -92,12 +92,12 @@ fn warm_batch_norm(model: &Model, batch: &PairBatch) {
 /// not (then with warmed statistics); returns the replicas' variables, the primary's first.
 fn train_replicas(devices: &[Device], batch: &PairBatch, train: bool, steps: usize) -> Vec<BTreeMap<String, Tensor>> {
     let opts = options();
-    let model = Model::new(&opts, VOCAB as usize, devices[0], 3).unwrap();
+    let model = Model::new(&ModelConfig::new(&opts, VOCAB as usize), devices[0], 3).unwrap();
     if !train {
         warm_batch_norm(&model, batch);
     }
     let mut adam = Adam::new(model.trainable(), LR).with_eps(EPS);
-    let replicas = Replicas::new(model, &devices[1..], &opts, VOCAB as usize).unwrap();
+    let replicas = Replicas::new(model, &devices[1..]).unwrap();
     for _ in 0..steps {
         let scores = replicas.scores(batch, train);
         replicas.update(&mut adam, &loss(&scores), 0.0);
@@ -111,7 +111,7 @@ fn train_replicas(devices: &[Device], batch: &PairBatch, train: bool, steps: usi
 /// so its captions are encoded at once.)
 fn train_by_shares(batch: &PairBatch, shares: &[(usize, usize)]) -> BTreeMap<String, Tensor> {
     let opts = options();
-    let model = Model::new(&opts, VOCAB as usize, Device::Cpu, 3).unwrap();
+    let model = Model::new(&ModelConfig::new(&opts, VOCAB as usize), Device::Cpu, 3).unwrap();
     let mut adam = Adam::new(model.trainable(), LR).with_eps(EPS);
     let rows = |t: &Tensor, (start, size): (usize, usize)| t.narrow(0, start as i64, size as i64);
     for _ in 0..STEPS {
@@ -162,7 +162,7 @@ fn shares_are_contiguous_and_the_first_take_the_remainder() {
 #[test]
 fn replicas_with_frozen_batch_norm_train_like_one_device() {
     let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let before = Model::new(&options(), VOCAB as usize, Device::Cpu, 3).unwrap().state_dict();
+    let before = Model::new(&ModelConfig::new(&options(), VOCAB as usize), Device::Cpu, 3).unwrap().state_dict();
     for keywords in [false, true] {
         let batch = batch(5, keywords);
         let one = train_replicas(&[Device::Cpu], &batch, false, FROZEN_STEPS);

@@ -11,8 +11,8 @@ use std::path::Path;
 use amfmn::checkpoint::{read_safetensors, write_safetensors};
 use amfmn::data::loader::pad_captions;
 use amfmn::loss::{contrastive_loss, dynamic_margins, Margin};
-use amfmn::model::Model;
-use amfmn::options::{ChannelsLast, Options};
+use amfmn::model::{Model, ModelConfig};
+use amfmn::options::Options;
 use tch::{Device, Kind, Tensor};
 
 const VOCAB: i64 = 20;
@@ -87,7 +87,7 @@ fn compare_on(
     let dir = tempfile::tempdir().unwrap();
     let opts = options(att_type, seq2vec);
     let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let model = Model::new(&opts, VOCAB as usize, Device::Cpu, 3).unwrap();
+    let model = Model::new(&ModelConfig::new(&opts, VOCAB as usize), Device::Cpu, 3).unwrap();
     let weights = dir.path().join("weights.safetensors");
     write_safetensors(&weights, &model.state_dict()).unwrap();
     let (images, ids, lengths) = make();
@@ -210,7 +210,7 @@ fn uniskip_and_biskip_match_torch_gru() {
 fn soft_att_model_has_the_original_150_keys() {
     let model = {
         let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-        Model::new(&options("soft_att", "BayesianUniSkip"), 1349, Device::Cpu, 0).unwrap()
+        Model::new(&ModelConfig::new(&options("soft_att", "BayesianUniSkip"), 1349), Device::Cpu, 0).unwrap()
     };
     let keys = model.state_dict();
     assert_eq!(keys.len(), 150);
@@ -261,7 +261,7 @@ fn bf16_autocast_trains_close_to_fp32() {
     let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let (images, ids, lengths) = inputs();
     let run = |kind: Option<Kind>| -> Vec<f64> {
-        let model = Model::new(&opts, VOCAB as usize, Device::Cpu, 3).unwrap();
+        let model = Model::new(&ModelConfig::new(&opts, VOCAB as usize), Device::Cpu, 3).unwrap();
         let mut adam = amfmn::optim::Adam::new(model.trainable(), 2e-4);
         (0..3)
             .map(|_| {
@@ -284,22 +284,22 @@ fn bf16_autocast_trains_close_to_fp32() {
     assert_ne!(fp32, bf16, "autocast changed nothing");
 }
 
-/// `channels_last: on | off` changes the layout of the CNN's weights and images, not the model:
-/// on the CPU both layouts give the same scores.
+/// The layout (`channels_last: on | off`) changes how the CNN's weights and images are stored,
+/// not the model: on the CPU both layouts give the same scores.
 #[test]
 fn channels_last_changes_the_layout_not_the_scores() {
     let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let (images, ids, lengths) = inputs();
-    let run = |layout: ChannelsLast| {
-        let mut opts = options("soft_att", "BayesianUniSkip");
-        opts.channels_last = layout;
-        let model = Model::new(&opts, VOCAB as usize, Device::Cpu, 3).unwrap();
+    let run = |channels_last: bool| {
+        let opts = options("soft_att", "BayesianUniSkip");
+        let model = Model::new(&ModelConfig::new(&opts, VOCAB as usize), Device::Cpu, 3).unwrap();
+        let model = model.with_channels_last(channels_last);
         let conv = &model.vs.variables()["extract_feature.resnet.conv1.weight"];
         let pixels = model.prepare_images(&images);
         let scores = model.net.forward(&pixels, &ids, &lengths, false);
         (conv.is_contiguous(), pixels.is_contiguous(), scores)
     };
-    let (nchw, nhwc) = (run(ChannelsLast::Off), run(ChannelsLast::On));
+    let (nchw, nhwc) = (run(false), run(true));
     drop(guard);
     assert_eq!((nchw.0, nchw.1), (true, true), "off: NCHW weights and images");
     assert_eq!((nhwc.0, nhwc.1), (false, false), "on: NHWC weights and images");

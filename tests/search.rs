@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use amfmn::checkpoint::Checkpoint;
-use amfmn::model::Model;
+use amfmn::model::{Model, ModelConfig};
 use amfmn::options::Options;
 use amfmn::search::index::Index;
 use amfmn::search::{Query, Searcher};
@@ -307,7 +307,7 @@ fn closed_form_search_equals_the_model_scores() {
     let index = Index::load(&d.join("i.st")).unwrap();
     let vocab = Vocabulary::load(&d.join("v.json")).unwrap();
     let ckpt = Checkpoint::open(&d.join("ckpt/best.json")).unwrap();
-    let mut model = Model::new(&ckpt.info.options, vocab.len(), Device::Cpu, 0).unwrap();
+    let mut model = Model::new(&ModelConfig::new(&ckpt.info.options, vocab.len()), Device::Cpu, 0).unwrap();
     ckpt.load_model(&mut model).unwrap();
     let searcher =
         Searcher::new(model, vocab, index.fv.shallow_clone(), index.gate.as_ref().map(|g| g.shallow_clone()));
@@ -330,7 +330,7 @@ fn two_pass_top_k_equals_the_exact_ranking() {
         Vocabulary::from_words(["two", "white", "houses", "red", "boat", "<unk>"].map(String::from).to_vec()).unwrap();
     let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
     let options = Options::parse(&demo, &["dataset.image_size=64".into(), "dataset.resize=70".into()]).unwrap();
-    let model = Model::new(&options, vocab.len(), Device::Cpu, 3).unwrap();
+    let model = Model::new(&ModelConfig::new(&options, vocab.len()), Device::Cpu, 3).unwrap();
     tch::manual_seed(5);
     let fv = tch::Tensor::randn([20_000, 512], (Kind::Float, Device::Cpu)).abs();
     let gate = tch::Tensor::randn([20_000, 512], (Kind::Float, Device::Cpu)).sigmoid();

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use amfmn::checkpoint::read_safetensors;
 use amfmn::model::skipthoughts;
-use amfmn::model::Model;
+use amfmn::model::{Model, ModelConfig};
 use amfmn::options::Options;
 use tch::Device;
 
@@ -30,7 +30,7 @@ fn check_format(table_format: &str, variants: &[&str]) {
         &[dir.path().to_str().unwrap(), vocab_path.to_str().unwrap(), table_format],
     );
     for variant in variants {
-        let model = Model::new(&options(variant), words.len(), Device::Cpu, 0).unwrap();
+        let model = Model::new(&ModelConfig::new(&options(variant), words.len()), Device::Cpu, 0).unwrap();
         let seq2vec = &model.net.text_feature.seq2vec;
         let loaded = skipthoughts::load(seq2vec, dir.path(), &words).unwrap();
         assert_eq!(loaded, skipthoughts::Loaded { unknown_words: 3, vocabulary: 7, dictionary: 11 }, "{variant}");
@@ -60,7 +60,7 @@ fn pickled_tables_of_the_original_release_load() {
 #[test]
 fn missing_files_are_named_and_leave_the_weights_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let model = Model::new(&options("BayesianUniSkip"), 3, Device::Cpu, 0).unwrap();
+    let model = Model::new(&ModelConfig::new(&options("BayesianUniSkip"), 3), Device::Cpu, 0).unwrap();
     let before = model.state_dict();
     let words = vec!["a".to_string(), "b".into(), "<unk>".into()];
     std::fs::write(dir.path().join("dictionary.txt"), "a\nUNK\n").unwrap();

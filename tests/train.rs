@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use amfmn::checkpoint::pretrained;
 use amfmn::checkpoint::read_safetensors;
-use amfmn::model::Model;
+use amfmn::model::{Model, ModelConfig};
 use amfmn::options::Options;
 use common::{amfmn_in, stderr, stdout};
 use tch::{Device, Tensor};
@@ -119,7 +119,7 @@ fn trains_logs_and_writes_checkpoints_pytorch_loads() {
     assert_eq!(keys.trim(), "150");
     assert_same_weights(&best, &exported);
     let options = Options::load(&dir.path().join("opt.yaml"), &[]).unwrap();
-    let mut model = Model::new(&options, vocab.parse().unwrap(), Device::Cpu, 1).unwrap();
+    let mut model = Model::new(&ModelConfig::new(&options, vocab.parse().unwrap()), Device::Cpu, 1).unwrap();
     model.load_state_dict(&weights(&exported)).unwrap();
 }
 
@@ -320,7 +320,7 @@ fn torchvision_resnet_files_load() {
     common::run_reference("resnet_files.py", &[dir.path().to_str().unwrap()]);
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
     let options = Options::parse(&text, &[]).unwrap();
-    let model = Model::new(&options, 5, Device::Cpu, 0).unwrap();
+    let model = Model::new(&ModelConfig::new(&options, 5), Device::Cpu, 0).unwrap();
     let expected = weights(&dir.path().join("expected.safetensors"));
     assert_eq!(pretrained::load_resnet(&model, &dir.path().join("resnet18-zip.pth")).unwrap(), expected.len());
     let state = model.state_dict();
@@ -328,7 +328,7 @@ fn torchvision_resnet_files_load() {
         assert!(state[&format!("extract_feature.resnet.{k}")].equal(v), "{k}");
     }
     let legacy = dir.path().join("resnet18-legacy.pth");
-    let (_, model) = (0, Model::new(&options, 5, Device::Cpu, 1).unwrap());
+    let (_, model) = (0, Model::new(&ModelConfig::new(&options, 5), Device::Cpu, 1).unwrap());
     assert_eq!(pretrained::load_resnet(&model, &legacy).unwrap(), expected.len(), "the legacy format reads natively");
     let state = model.state_dict();
     for (k, v) in &expected {

@@ -152,7 +152,7 @@ mod tests {
         let demo = include_str!("../../option/demo_AMFMN.yaml");
         let sets = ["dataset.image_size=32".to_string(), "model.embed.embed_dim=16".to_string()];
         let options = Options::parse(demo, &sets).unwrap();
-        let model = Model::new(&options, 12, Device::Cpu, seed).unwrap();
+        let model = Model::new(&crate::model::ModelConfig::new(&options, 12), Device::Cpu, seed).unwrap();
         (options, model)
     }
 
@@ -178,6 +178,7 @@ mod tests {
             optimizer_sha256: None,
             initial_weights: None,
             vocabulary: None,
+            model_config: None,
         }
     }
 

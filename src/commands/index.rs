@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use super::RuntimeArgs;
-use crate::checkpoint::{self, Checkpoint};
+use crate::checkpoint::{Opening, TrainedModel};
 use crate::fsutil::owned::Outputs;
-use crate::fsutil::sha256_file;
 use crate::options::MAX_WORKERS;
 use crate::report;
 use crate::search::index::{scan, update, Index, IndexInfo, Scan};
@@ -49,12 +48,9 @@ pub fn run(args: &IndexArgs) -> Result<()> {
     }
     let mut outputs = Outputs::for_file(&args.out, "index", args.force)?;
     outputs.check(&args.out)?;
-    let checkpoint = Checkpoint::open_for_evaluation(&args.checkpoint)?;
-    let mut options = checkpoint.info.options.clone();
-    args.runtime.apply_to_checkpoint(&mut options);
-    crate::device::set_threads(options.threads)?;
-    let model_path = std::fs::canonicalize(checkpoint.model_path())
-        .with_context(|| format!("cannot find {}", checkpoint.model_path().display()))?;
+    let trained = TrainedModel::open(&args.checkpoint, Opening::on(args.runtime.device()?))?;
+    let model_path = std::fs::canonicalize(&trained.weights)
+        .with_context(|| format!("cannot find {}", trained.weights.display()))?;
     let root =
         std::fs::canonicalize(&args.images).with_context(|| format!("cannot open folder {}", args.images.display()))?;
     let Scan { files, links_outside } = scan(&root, args.recursive)?;
@@ -72,19 +68,18 @@ pub fn run(args: &IndexArgs) -> Result<()> {
             if args.recursive { "" } else { " (add --recursive for sub-folders)" }
         );
     }
-    let vocab = checkpoint.vocabulary()?;
-    let vocab_path = checkpoint.info.vocab_path.clone();
+    let config = trained.model.config();
     let info = IndexInfo {
         root,
         files: Vec::new(),
-        checkpoint_sha256: sha256_file(&model_path)?,
+        checkpoint_sha256: trained.weights_sha256()?,
         checkpoint: model_path,
-        image_size: options.dataset.image_size,
-        att_type: serde_json::to_value(options.model.cross_attention.att_type)?.as_str().unwrap_or_default().to_owned(),
-        embed_dim: options.model.embed.embed_dim,
-        vocab_path,
-        vocab_sha256: Some(vocab.sha256()),
-        keywords_trained: options.dataset.keywords,
+        image_size: config.image_size,
+        att_type: serde_json::to_value(config.model.cross_attention.att_type)?.as_str().unwrap_or_default().to_owned(),
+        embed_dim: config.embed_dim(),
+        vocab_path: trained.options.dataset.vocab_path.clone(),
+        vocab_sha256: Some(trained.vocab.sha256()),
+        keywords_trained: trained.keywords_trained(),
         amfmn_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let previous = if args.out.is_file() { Some(Index::load(&args.out)?) } else { None };
@@ -94,8 +89,7 @@ pub fn run(args: &IndexArgs) -> Result<()> {
             args.out.display()
         ));
     }
-    let device = crate::device::resolve(&options.device)?;
-    let model = checkpoint::load_model(&options, &info.checkpoint, &vocab, device)?.model;
+    let model = trained.model;
     let (index, summary) = update(&model, info, &files, previous.as_ref(), args.batch_size, args.workers)?;
     index.save(&mut outputs, &args.out)?;
     outputs.finish()?;

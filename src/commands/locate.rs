@@ -6,16 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use image::ImageFormat;
 
-use super::RuntimeArgs;
-use crate::checkpoint::{self, Checkpoint};
-use crate::data::image_file::{image_dimensions, load_rgb_hashed};
-use crate::fsutil::owned::{refuse_collisions, Outputs};
-use crate::fsutil::sha256_file;
-use crate::locate::codes::{CodesKey, CropCodes};
-use crate::locate::crops::{encode_crops, CropEncoding, CropResize};
-use crate::locate::heat::{crop_count, crops, gaussian_filter, median_filter, MeanMap, Rect, MAX_MEDIAN};
+use super::MapArgs;
+use crate::checkpoint::{Opening, TrainedModel};
+use crate::data::image_file::load_rgb_hashed;
+use crate::fsutil::owned::{refuse_collisions, Files};
+use crate::locate::codes::{cached_or_encoded, CodesFile, CodesKey};
+use crate::locate::heat::Rect;
 use crate::locate::raster::Gray;
 use crate::locate::{render, selo};
 use crate::search::{top_k, Query, Searcher};
@@ -62,224 +59,6 @@ pub struct LocateArgs {
     pub force: bool,
 }
 
-/// How a scene's map is made: the crops, their scores, the filter (shared by `locate` and
-/// `selo`'s end-to-end mode).
-#[derive(Debug, Clone, clap::Args)]
-pub struct MapArgs {
-    /// Crop sides, each cut on two grids (SeLo's default 256,512,768).
-    #[arg(long, value_delimiter = ',', default_value = "256,512,768")]
-    pub steps: Vec<usize>,
-    /// How crops are resized to the network's input.
-    #[arg(long, value_enum, default_value = "cubic")]
-    pub crop_resize: CropResize,
-    /// How a crop is scored: `vga`, the model's own score (visual-guided attention); `plain`,
-    /// cos(Fv, t) as SLM's released model (which may lack the attention and fusion weights).
-    #[arg(long, value_enum, default_value = "vga")]
-    pub score: ScoreKind,
-    /// The map's filter: `median:251` (SeLo v1), `gaussian:255` (SeLo v2) or `none`.
-    #[arg(long, default_value = "median:251", value_parser = parse_filter)]
-    pub filter: Filter,
-    /// Refuse scenes of more pixels than this (read from the header before decoding; memory is
-    /// about 9 bytes per pixel, so the default keeps a run under 2 GB).
-    #[arg(long, default_value_t = 200_000_000)]
-    pub max_pixels: u64,
-    /// Crops encoded at a time.
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
-}
-
-/// How `locate` scores a crop against the text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ScoreKind {
-    /// The model's own score: cos(Fv, g ⊙ t) for soft attention, any attention and fusion.
-    Vga,
-    /// cos(Fv, t), as SLM's released model computes it.
-    Plain,
-}
-
-/// The widest Gaussian window: its cost grows with its side, and wider windows only flatten the
-/// map further (SeLo v2 uses 255).
-const MAX_GAUSSIAN: usize = 1023;
-
-/// The most crops a scene is cut into (SeLo's steps cut a 4096² scene into 698; a 20000²
-/// scene into about 17,000): each is encoded by the network, so the count bounds the work.
-const MAX_CROPS: u64 = 100_000;
-
-/// The filter of the map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Filter {
-    Median(usize),
-    Gaussian(usize),
-    None,
-}
-
-impl Filter {
-    fn apply(self, map: Gray) -> Gray {
-        match self {
-            Filter::Median(size) => median_filter(&map, size),
-            Filter::Gaussian(size) => gaussian_filter(&map, size),
-            Filter::None => map,
-        }
-    }
-}
-
-/// `median:251`, `gaussian:255` or `none` (odd window sides; the median up to
-/// [`MAX_MEDIAN`], the Gaussian up to [`MAX_GAUSSIAN`]).
-fn parse_filter(text: &str) -> std::result::Result<Filter, String> {
-    let expected = || format!("expected median:SIZE, gaussian:SIZE (an odd side) or none, not {text:?}");
-    if text == "none" {
-        return Ok(Filter::None);
-    }
-    let (kind, size) = text.split_once(':').ok_or_else(expected)?;
-    let size: usize = size.parse().map_err(|_| expected())?;
-    if size.is_multiple_of(2) {
-        return Err(expected());
-    }
-    let (filter, largest) = match kind {
-        "median" => (Filter::Median(size), MAX_MEDIAN),
-        "gaussian" => (Filter::Gaussian(size), MAX_GAUSSIAN),
-        _ => return Err(expected()),
-    };
-    if size > largest {
-        return Err(format!("{text}: the {kind} window is at most {largest} pixels wide"));
-    }
-    Ok(filter)
-}
-
-/// The output files, checked before any work; one manifest per folder.
-struct Pictures {
-    paths: Vec<PathBuf>,
-    folders: Vec<(PathBuf, Outputs)>,
-}
-
-impl Pictures {
-    fn check(paths: &[&Path], force: bool) -> Result<Pictures> {
-        let mut folders: Vec<(PathBuf, Outputs)> = Vec::new();
-        for &path in paths {
-            let folder = path.parent().unwrap_or(Path::new("")).to_owned();
-            if !folders.iter().any(|(f, _)| *f == folder) {
-                folders.push((folder.clone(), Outputs::for_file(path, "locate", force)?));
-            }
-            let outputs = folders.iter_mut().find(|(f, _)| *f == folder).map(|(_, o)| o);
-            outputs.context("the folder was just added")?.check(path)?;
-        }
-        Ok(Pictures { paths: paths.iter().map(|p| p.to_path_buf()).collect(), folders })
-    }
-
-    /// Writes the pictures, in the order the paths were given.
-    fn write(mut self, pictures: Vec<image::DynamicImage>) -> Result<()> {
-        for (path, picture) in self.paths.iter().zip(pictures) {
-            let folder = path.parent().unwrap_or(Path::new(""));
-            let outputs = self.folders.iter_mut().find(|(f, _)| f == folder).map(|(_, o)| o);
-            write_png(outputs.context("every path was checked")?, path, picture)?;
-        }
-        for (_, outputs) in self.folders {
-            outputs.finish()?;
-        }
-        Ok(())
-    }
-}
-
-/// Writes `picture` to `path` as PNG, as an output of `outputs`.
-pub fn write_png(outputs: &mut Outputs, path: &Path, picture: image::DynamicImage) -> Result<()> {
-    let mut bytes = std::io::Cursor::new(Vec::new());
-    picture.write_to(&mut bytes, ImageFormat::Png).with_context(|| format!("cannot encode {}", path.display()))?;
-    outputs.write(path, bytes.get_ref())
-}
-
-/// A model opened from a checkpoint for inference: its network, vocabulary and weights file.
-pub struct CheckpointModel {
-    pub model: crate::model::Model,
-    pub vocab: crate::text::Vocabulary,
-    pub weights: PathBuf,
-    /// The weights file's SHA-256 as the checkpoint's sidecar records it (checked when loaded).
-    recorded_sha256: Option<String>,
-}
-
-impl CheckpointModel {
-    /// Opens a checkpoint on the device `runtime` chooses; with `encoders_only`, bare weights
-    /// without the attention and fusion weights load too.
-    pub fn open(checkpoint: &Path, runtime: &RuntimeArgs, encoders_only: bool) -> Result<CheckpointModel> {
-        let checkpoint = Checkpoint::open_for_evaluation(checkpoint)?;
-        let mut options = checkpoint.info.options.clone();
-        runtime.apply_to_checkpoint(&mut options);
-        crate::device::set_threads(options.threads)?;
-        let device = crate::device::resolve(&options.device)?;
-        let vocab = checkpoint.vocabulary()?;
-        let load = if encoders_only { checkpoint::load_encoders } else { checkpoint::load_model };
-        let weights = checkpoint.model_path();
-        let model = load(&options, &weights, &vocab, device)?.model;
-        Ok(CheckpointModel { model, vocab, weights, recorded_sha256: checkpoint.info.model_sha256 })
-    }
-
-    /// The weights file's SHA-256: the one loading verified, else (a PyTorch file) computed.
-    pub fn weights_sha256(&self) -> Result<String> {
-        self.recorded_sha256.clone().map_or_else(|| sha256_file(&self.weights), Ok)
-    }
-}
-
-impl MapArgs {
-    /// Opens the checkpoint for these settings (`--score plain` accepts a model without the
-    /// attention and fusion weights).
-    pub fn open(&self, checkpoint: &Path) -> Result<CheckpointModel> {
-        CheckpointModel::open(checkpoint, &self.runtime, self.score == ScoreKind::Plain)
-    }
-
-    /// The crops of a scene, from its header (checked against `--max-pixels` before anyone
-    /// decodes it).
-    pub fn scene_crops(&self, path: &Path) -> Result<Vec<Rect>> {
-        let (width, height) = image_dimensions(path)?;
-        let pixels = width as u64 * height as u64;
-        if pixels > self.max_pixels {
-            bail!(
-                "{}: {width}x{height} is {pixels} pixels, more than --max-pixels {} (raise it if the memory allows: \
-                 about 9 bytes a pixel)",
-                path.display(),
-                self.max_pixels
-            );
-        }
-        let count = crop_count(height as usize, width as usize, &self.steps);
-        if count > MAX_CROPS {
-            bail!(
-                "--steps {:?} cut the {width}x{height} scene {} into {count} crops, more than {MAX_CROPS}: give larger steps",
-                self.steps,
-                path.display()
-            );
-        }
-        let rects = crops(height as usize, width as usize, &self.steps);
-        if rects.is_empty() {
-            bail!("no crop of --steps {:?} fits in the {width}x{height} scene {}", self.steps, path.display());
-        }
-        Ok(rects)
-    }
-
-    /// The score of every crop the searcher holds for `query`, `[N]` on the CPU.
-    pub fn scores(&self, searcher: &Searcher, query: &Query) -> Result<tch::Tensor> {
-        match self.score {
-            ScoreKind::Vga => searcher.scores(query),
-            ScoreKind::Plain => searcher.plain_scores(query),
-        }
-    }
-
-    /// The filtered probability map of a `height × width` scene whose crops `rects` scored
-    /// `scores` (a flat map, all zero, is warned about), with the seconds taken to build it
-    /// (SLM's "Gnt") and to filter it ("Flt").
-    pub fn probability_map(&self, height: usize, width: usize, rects: &[Rect], scores: &[f32]) -> (Gray, [f64; 2]) {
-        let start = Instant::now();
-        let values: Vec<f64> = scores.iter().map(|&v| f64::from(v)).collect();
-        if values.iter().all(|&v| v == values[0]) {
-            crate::report::warn("every crop has the same score: the map is flat (all zero)");
-        }
-        let raw = MeanMap::new(height, width, rects, &values).to_u8();
-        let built = start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        let map = self.filter.apply(raw);
-        (map, [built, start.elapsed().as_secs_f64()])
-    }
-}
-
 /// Locates the query in the scene and writes the pictures.
 pub fn run(args: &LocateArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.alpha) {
@@ -291,89 +70,52 @@ pub fn run(args: &LocateArgs) -> Result<()> {
     let names = ["--out", "--prob", "--jet"].into_iter().map(String::from);
     let codes = args.codes.as_deref().map(|c| (c, "--codes".to_owned()));
     refuse_collisions(paths.iter().copied().zip(names).chain(codes))?;
-    let pictures = Pictures::check(&paths, args.force)?;
+    let mut pictures = Files::check(&paths, "locate", args.force)?;
     let query = Query { sentence: args.query.clone(), keywords: args.keywords.clone() };
     if query.sentence.is_none() && query.keywords.is_none() {
         bail!("give --query, --keywords or both");
     }
-    let checkpoint = args.map.open(&args.checkpoint)?;
-    let checkpoint_sha256 = checkpoint.weights_sha256()?;
-    let CheckpointModel { model, vocab, .. } = checkpoint;
-    let rects = args.map.scene_crops(&args.image)?;
-    let (scene, scene_sha256) = load_rgb_hashed(&args.image, args.map.max_pixels)?;
+    let settings = args.map.settings();
+    let opening = Opening { encoders_only: settings.encoders_only(), ..Opening::on(args.map.runtime.device()?) };
+    let trained = TrainedModel::open(&args.checkpoint, opening)?;
+    let checkpoint_sha256 = trained.weights_sha256()?;
+    let rects = settings.scene_crops(&args.image)?;
+    let (scene, scene_sha256) = load_rgb_hashed(&args.image, settings.max_pixels)?;
     let (width, height) = (scene.width() as usize, scene.height() as usize);
-
     let key = CodesKey {
         scene_sha256,
         checkpoint_sha256,
-        steps: args.map.steps.clone(),
-        crop_resize: format!("{:?}", args.map.crop_resize).to_lowercase(),
-        image_size: model.image_size(),
+        steps: settings.steps.clone(),
+        crop_resize: format!("{:?}", settings.crop_resize).to_lowercase(),
+        image_size: trained.model.image_size(),
     };
-    let (codes, reused) = crop_codes(args, &model, &scene, &rects, key)?;
+    let file = args.codes.as_deref().map(|path| CodesFile { path, force: args.force });
+    let batching = (settings.crop_resize, settings.batch_size);
+    let (codes, reused) = cached_or_encoded(file, &trained.model, &scene, &rects, key, batching)?;
     let start = Instant::now();
     let [cut, encode] = codes.seconds;
-    let searcher = Searcher::new(model, vocab, codes.fv, codes.gate);
-    let scores = args.map.scores(&searcher, &query)?;
+    let searcher = Searcher::new(trained.model, trained.vocab, codes.fv, codes.gate);
+    let scores = settings.scores(&searcher, &query)?;
     let sim = encode + start.elapsed().as_secs_f64();
-    let (map, [gnt, flt]) = args.map.probability_map(height, width, &rects, &Vec::<f32>::try_from(&scores)?);
+    let (map, [gnt, flt]) = settings.probability_map(height, width, &rects, &Vec::<f32>::try_from(&scores)?);
 
     let gray = image::GrayImage::from_raw(width as u32, height as u32, map.pixels.clone()).context("map size")?;
     let mut written = vec![render::overlay(scene, &map, args.alpha).into(), gray.into()];
     written.extend(args.jet.as_ref().map(|_| image::DynamicImage::from(render::jet_image(&map))));
-    pictures.write(written)?;
+    for (path, picture) in paths.iter().zip(written) {
+        pictures.write(path, &render::png_bytes(&picture, path)?)?;
+    }
+    pictures.finish()?;
 
     let summary = Summary {
         rects: &rects,
-        steps: &args.map.steps,
+        steps: &settings.steps,
         scores: &scores,
         map: &map,
         seconds: [cut, sim, gnt, flt],
         reused,
     };
     summary.print(args.json, &args.out, &prob)
-}
-
-/// The codes of the scene's crops: from `--codes` when that file holds the codes of the same
-/// scene, checkpoint and crops, else encoded (and then kept there when `--codes` is given).
-/// `true` with codes reused (they took no time: `seconds` zero).
-fn crop_codes(
-    args: &LocateArgs,
-    model: &crate::model::Model,
-    scene: &image::RgbImage,
-    rects: &[Rect],
-    key: CodesKey,
-) -> Result<(CropEncoding, bool)> {
-    let mut outputs = match &args.codes {
-        Some(path) => {
-            if path.exists() {
-                let kept = CropCodes::load(path, model.embed_dim())?;
-                if kept.key == key && kept.crops == rects {
-                    return Ok((CropEncoding { fv: kept.fv, gate: kept.gate, seconds: [0.0; 2] }, true));
-                }
-            }
-            let mut outputs = Outputs::for_file(path, "crop codes", args.force)?;
-            outputs.check(path)?;
-            Some((outputs, path))
-        }
-        None => None,
-    };
-    let progress = crate::report::progress(rects.len() as u64, "encoding crops");
-    let encoded = encode_crops(model, scene, rects, args.map.crop_resize, args.map.batch_size, &progress)?;
-    progress.finish_and_clear();
-    if let Some((outputs, path)) = outputs.as_mut() {
-        let codes = CropCodes {
-            key,
-            crops: rects.to_vec(),
-            fv: encoded.fv.shallow_clone(),
-            gate: encoded.gate.as_ref().map(|g| g.shallow_clone()),
-        };
-        codes.save(outputs, path)?;
-    }
-    if let Some((outputs, _)) = outputs {
-        outputs.finish()?;
-    }
-    Ok((encoded, false))
 }
 
 /// What `locate` reports.

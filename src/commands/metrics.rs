@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use ndarray::Ix2;
 
-use super::test::results_table;
-use crate::eval::Metrics;
+use crate::eval::{results_table, Metrics};
 
 /// Arguments of `amfmn metrics`.
 #[derive(Debug, Clone, clap::Args)]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::RuntimeArgs;
-use crate::checkpoint::{self, Checkpoint};
+use crate::checkpoint::{Opening, TrainedModel};
 use crate::fsutil::owned::Outputs;
 use crate::fsutil::sha256_file;
 use crate::report;
@@ -59,16 +59,10 @@ pub fn run(args: &RetrieveArgs) -> Result<()> {
     if sha != info.checkpoint_sha256 {
         bail!("{} changed since {} was made; re-run amfmn index", info.checkpoint.display(), args.index.display());
     }
-    let checkpoint = Checkpoint::open_for_evaluation(&info.checkpoint)?;
-    let mut options = checkpoint.info.options.clone();
-    args.runtime.apply_to_checkpoint(&mut options);
-    crate::device::set_threads(options.threads)?;
-    let vocab = checkpoint.vocabulary()?;
+    let TrainedModel { model, vocab, .. } = TrainedModel::open(&info.checkpoint, Opening::on(args.runtime.device()?))?;
     if info.vocab_sha256.as_ref().is_some_and(|h| *h != vocab.sha256()) {
         bail!("the checkpoint's vocabulary changed since {} was made; re-run amfmn index", args.index.display());
     }
-    let device = crate::device::resolve(&options.device)?;
-    let model = checkpoint::load_model(&options, &info.checkpoint, &vocab, device)?.model;
     let searcher =
         Searcher::new(model, vocab, index.fv.shallow_clone(), index.gate.as_ref().map(|g| g.shallow_clone()));
 

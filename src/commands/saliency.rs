@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::locate::{write_png, CheckpointModel};
 use super::RuntimeArgs;
+use crate::checkpoint::{Opening, TrainedModel};
 use crate::data::image_file::{batches_within_budget, decode_each};
 use crate::data::transforms::Transform;
 use crate::fsutil::owned::{refuse_collisions, Outputs};
+use crate::locate::render::write_png;
 use crate::saliency::{self, Grid, MapKind, PageEntry, Scale, Upsample};
 use crate::table::Table;
 
@@ -184,7 +185,8 @@ pub fn run(args: &SaliencyArgs) -> Result<()> {
     if let Some((outputs, path)) = page.as_mut() {
         outputs.check(path)?;
     }
-    let CheckpointModel { model, .. } = CheckpointModel::open(&args.checkpoint, &args.runtime, true)?;
+    let opening = Opening { encoders_only: true, ..Opening::on(args.runtime.device()?) };
+    let TrainedModel { model, .. } = TrainedModel::open(&args.checkpoint, opening)?;
     let scale = args.scale.unwrap_or(if args.map == MapKind::Gate { Scale::Absolute } else { Scale::Minmax });
     let transform = Transform::Eval { size: model.image_size() };
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());

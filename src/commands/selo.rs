@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::locate::{write_png, CheckpointModel, MapArgs};
+use super::MapArgs;
+use crate::checkpoint::{Opening, TrainedModel};
 use crate::data::image_file::{confined_path, image_dimensions, load_rgb_within};
 use crate::fsutil::owned::Outputs;
 use crate::locate::annotations::{self, Case};
 use crate::locate::crops::encode_crops;
-use crate::locate::render;
+use crate::locate::render::{self, write_png};
 use crate::locate::selo::{self, parameters, Indicators};
 use crate::report;
 use crate::search::{Query, Searcher};
@@ -131,12 +132,14 @@ fn write_maps(args: &SeloArgs, cases: &[Case], checkpoint: &Path, images: &Path,
     let mut scenes: Vec<&str> = cases.iter().map(|c| c.jpg_name.as_str()).collect();
     scenes.sort_unstable();
     scenes.dedup();
-    let CheckpointModel { model, vocab, .. } = args.map.open(checkpoint)?;
+    let settings = args.map.settings();
+    let opening = Opening { encoders_only: settings.encoders_only(), ..Opening::on(args.map.runtime.device()?) };
+    let TrainedModel { model, vocab, .. } = TrainedModel::open(checkpoint, opening)?;
     let (mut fvs, mut gates, mut crops_of) = (Vec::new(), Vec::new(), HashMap::new());
     let mut first = 0;
     for name in &scenes {
         let path = scene_path(name)?;
-        let rects = args.map.scene_crops(&path)?;
+        let rects = settings.scene_crops(&path)?;
         let scene = load_rgb_within(&path, args.map.max_pixels)?;
         let progress = report::progress(rects.len() as u64, &format!("encoding the crops of {name}"));
         let codes = encode_crops(&model, &scene, &rects, args.map.crop_resize, args.map.batch_size, &progress)?;
@@ -156,9 +159,9 @@ fn write_maps(args: &SeloArgs, cases: &[Case], checkpoint: &Path, images: &Path,
         let scene = if args.overlays { Some(load_rgb_within(&scene_path(name)?, args.map.max_pixels)?) } else { None };
         for (index, case) in cases.iter().enumerate().filter(|(_, case)| case.jpg_name == *name) {
             let query = Query { sentence: Some(case.caption.clone()), keywords: None };
-            let scores = args.map.scores(&searcher, &query).with_context(|| format!("case {index}"))?;
+            let scores = settings.scores(&searcher, &query).with_context(|| format!("case {index}"))?;
             let scores: Vec<f32> = Vec::try_from(scores.narrow(0, *first as i64, rects.len() as i64))?;
-            let (map, _) = args.map.probability_map(*height, *width, rects, &scores);
+            let (map, _) = settings.probability_map(*height, *width, rects, &scores);
             if let Some(scene) = &scene {
                 let overlay = render::overlay(scene.clone(), &map, 0.3);
                 write_png(&mut outputs, &out.join(format!("addmap_{index}.png")), overlay.into())?;

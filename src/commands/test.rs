@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use super::{OptionArgs, RuntimeArgs};
-use crate::checkpoint::{self, experiment_dir, fold_dir, Checkpoint, CheckpointKind, InitialWeights};
+use crate::checkpoint::{
+    experiment_dir, fold_dir, Checkpoint, CheckpointKind, InitialWeights, Opening, Source, TrainedModel,
+};
 use crate::data::CaptionSet;
-use crate::eval::{self, Metrics, METRICS};
+use crate::eval::{self, results_table, Metrics};
 use crate::fsutil::owned::Outputs;
 use crate::options::Options;
 use crate::score::Mode;
-use crate::table::Table;
 use crate::text::Vocabulary;
 
 /// Options shared by `test` and `test-single`.
@@ -64,15 +65,6 @@ impl EvalArgs {
         crate::device::set_threads(options.threads)?;
         Ok(options)
     }
-}
-
-/// A results table: one row per labelled result, a column per metric of [`METRICS`].
-pub fn results_table(rows: &[(String, Metrics)]) -> Table {
-    let mut table = Table::new(std::iter::once("").chain(METRICS.iter().map(|m| m.name)));
-    for (label, m) in rows {
-        table.row(std::iter::once(label.clone()).chain(m.values().iter().map(|v| format!("{v:.2}"))));
-    }
-    table
 }
 
 /// The modes to report: the ones asked for, else those the checkpoint was trained for.
@@ -131,13 +123,14 @@ impl<'a> Evaluation<'a> {
     fn checkpoint(&mut self, checkpoint: &Path, sims: Option<&Path>, label: &str) -> Result<Vec<(Mode, Metrics)>> {
         let options = self.options;
         let device = crate::device::resolve(&options.device)?;
-        let trained = checkpoint::load_model(options, checkpoint, &self.vocab, device)?;
+        let opening = Opening { options: Some(options), vocab: Some(&self.vocab), ..Opening::on(device) };
+        let trained = TrainedModel::open(checkpoint, opening)?;
         let described = InitialWeights::describe_recorded(trained.initial_weights.as_ref());
         if !self.initial_weights.contains(&described) {
             self.initial_weights.push(described);
         }
+        let modes = modes_for(self.asked, trained.keywords_trained());
         let model = trained.model;
-        let modes = modes_for(self.asked, trained.keywords_trained);
         if modes.iter().any(|&m| m != Mode::Sentence) && self.set.keywords.is_none() {
             bail!(
                 "--modes {}: the test split has no keywords ({} is missing)",
@@ -190,14 +183,15 @@ impl<'a> Evaluation<'a> {
 fn vocabulary(options: &Options, checkpoint: &Path) -> Result<Vocabulary> {
     let path = &options.dataset.vocab_path;
     if !path.exists() {
-        let sidecar = checkpoint::sidecar_path(checkpoint, CheckpointKind::Best);
-        if let Some(c) = Checkpoint::open(&sidecar).ok().filter(|c| c.info.vocabulary.is_some()) {
-            crate::report::warn(format!(
-                "{} does not exist: using the vocabulary {} carries",
-                path.display(),
-                sidecar.display()
-            ));
-            return c.vocabulary();
+        if let Ok(Source::Amfmn(sidecar)) = Source::of(checkpoint, CheckpointKind::Best) {
+            if let Some(c) = Checkpoint::open(&sidecar).ok().filter(|c| c.info.vocabulary.is_some()) {
+                crate::report::warn(format!(
+                    "{} does not exist: using the vocabulary {} carries",
+                    path.display(),
+                    sidecar.display()
+                ));
+                return c.vocabulary();
+            }
         }
     }
     Vocabulary::load(path)
@@ -255,8 +249,9 @@ fn fold_file(path: &Path, fold: usize) -> PathBuf {
 /// `amfmn test`: every fold's best checkpoint on the test split, then the average.
 pub fn run_test(args: &TestArgs) -> Result<()> {
     let options = args.eval.options()?;
-    let found: Vec<Option<PathBuf>> =
-        (0..options.k_fold.nums).map(|k| checkpoint::best_in_fold(&fold_dir(&options, k), &options)).collect();
+    let found: Vec<Option<PathBuf>> = (0..options.k_fold.nums)
+        .map(|k| Source::in_fold(&fold_dir(&options, k)).map(|s| s.path().to_owned()))
+        .collect();
     let missing: Vec<String> = found
         .iter()
         .enumerate()
@@ -302,7 +297,6 @@ pub fn run_test_single(args: &TestSingleArgs) -> Result<()> {
     let sims: Vec<PathBuf> = args.eval.save_sims.iter().cloned().collect();
     let mut evaluation = Evaluation::new(&options, &args.eval, &sims, &args.resume)?;
     let results = evaluation.checkpoint(&args.resume, args.eval.save_sims.as_deref(), "testing")?;
-    let sidecar = checkpoint::sidecar_path(&args.resume, CheckpointKind::Best);
-    let out = sidecar.with_extension("test.json");
+    let out = Source::of(&args.resume, CheckpointKind::Best)?.path().with_extension("test.json");
     evaluation.report(&result_json(&results)?, &labelled("test", &results), &out, &args.eval)
 }

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use ndarray::{ArrayView1, ArrayView2, Axis};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::table::Table;
+
 /// One of the eleven metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetricName {
@@ -95,6 +97,15 @@ pub fn i2t_ranks(scores: ArrayView2<f32>, per_image: usize) -> Vec<usize> {
 /// Text-to-image ranks: for each caption (column), the rank of its image among all images.
 pub fn t2i_ranks(scores: ArrayView2<f32>, per_image: usize) -> Vec<usize> {
     scores.axis_iter(Axis(1)).enumerate().map(|(c, column)| rank_of(column, c / per_image)).collect()
+}
+
+/// A results table: one row per labelled result, a column per metric of [`METRICS`].
+pub fn results_table(rows: &[(String, Metrics)]) -> Table {
+    let mut table = Table::new(std::iter::once("").chain(METRICS.iter().map(|m| m.name)));
+    for (label, m) in rows {
+        table.row(std::iter::once(label.clone()).chain(m.values().iter().map(|v| format!("{v:.2}"))));
+    }
+    table
 }
 
 impl Metrics {

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use ndarray::{Array2, ArrayD, Ix2};
 use tch::{Device, Kind, Tensor};
 
-pub use metrics::{MetricName, Metrics, METRICS};
+pub use metrics::{results_table, MetricName, Metrics, METRICS};
 
 use crate::data::loader::pad_captions;
 use crate::data::{CaptionSet, Loader, LoaderConfig, Transform};

@@ -239,6 +239,48 @@ impl Outputs {
     }
 }
 
+/// Outputs of one purpose given by path, in any number of folders (each with its manifest),
+/// all checked before the first is written (`locate --out DIR1/x.png --prob DIR2/y.png`).
+pub struct Files {
+    folders: Vec<(PathBuf, Outputs)>,
+}
+
+impl Files {
+    /// Checks that each of `paths` may be written as `purpose` output.
+    pub fn check(paths: &[&Path], purpose: &str, force: bool) -> Result<Files> {
+        let mut files = Files { folders: Vec::new() };
+        for &path in paths {
+            files.outputs(path, purpose, force)?.check(path)?;
+        }
+        Ok(files)
+    }
+
+    /// The outputs of the folder of `path` (created on first use).
+    fn outputs(&mut self, path: &Path, purpose: &str, force: bool) -> Result<&mut Outputs> {
+        let folder = path.parent().unwrap_or(Path::new("")).to_owned();
+        let at = match self.folders.iter().position(|(f, _)| *f == folder) {
+            Some(at) => at,
+            None => {
+                self.folders.push((folder, Outputs::for_file(path, purpose, force)?));
+                self.folders.len() - 1
+            }
+        };
+        Ok(&mut self.folders[at].1)
+    }
+
+    /// Writes `bytes` to the checked `path` atomically and records it.
+    pub fn write(&mut self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let folder = path.parent().unwrap_or(Path::new(""));
+        let outputs = self.folders.iter_mut().find(|(f, _)| f == folder).map(|(_, o)| o);
+        outputs.with_context(|| format!("{} was not checked (amfmn bug)", path.display()))?.write(path, bytes)
+    }
+
+    /// Writes the manifests.
+    pub fn finish(self) -> Result<()> {
+        self.folders.into_iter().try_for_each(|(_, outputs)| outputs.finish())
+    }
+}
+
 /// What [`Outputs::remove_stale`] did with an earlier run's outputs that this run did not write.
 #[derive(Debug, Default)]
 pub struct Stale {

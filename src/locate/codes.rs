@@ -9,9 +9,11 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use super::crops::{encode_crops, CropEncoding, CropResize};
 use super::heat::Rect;
 use crate::checkpoint::tensors::{self, TensorMap};
 use crate::fsutil::owned::Outputs;
+use crate::model::Model;
 
 /// The metadata key of the description.
 const METADATA_KEY: &str = "amfmn_crop_codes";
@@ -80,4 +82,49 @@ impl CropCodes {
         let crops = description.crops.iter().map(|&[r0, r1, c0, c1]| Rect { r0, r1, c0, c1 }).collect();
         Ok(CropCodes { key: description.key, crops, fv, gate })
     }
+}
+
+/// Where a scene's crop codes are kept between runs (`locate --codes`).
+#[derive(Debug, Clone, Copy)]
+pub struct CodesFile<'a> {
+    pub path: &'a Path,
+    /// Replace a file there that amfmn did not write as crop codes.
+    pub force: bool,
+}
+
+/// The codes of `scene`'s crops `rects`: from `file` when it holds the codes of the same scene,
+/// checkpoint and crops (`key`), else encoded `batch_size` at a time (and then kept in `file`).
+/// `true` with codes reused (they took no time: `seconds` zero).
+pub fn cached_or_encoded(
+    file: Option<CodesFile>,
+    model: &Model,
+    scene: &image::RgbImage,
+    rects: &[Rect],
+    key: CodesKey,
+    (resize, batch_size): (CropResize, usize),
+) -> Result<(CropEncoding, bool)> {
+    let mut outputs = match file {
+        Some(file) => {
+            if file.path.exists() {
+                let kept = CropCodes::load(file.path, model.embed_dim())?;
+                if kept.key == key && kept.crops == rects {
+                    return Ok((CropEncoding { fv: kept.fv, gate: kept.gate, seconds: [0.0; 2] }, true));
+                }
+            }
+            let mut outputs = Outputs::for_file(file.path, "crop codes", file.force)?;
+            outputs.check(file.path)?;
+            Some((outputs, file.path))
+        }
+        None => None,
+    };
+    let progress = crate::report::progress(rects.len() as u64, "encoding crops");
+    let encoded = encode_crops(model, scene, rects, resize, batch_size, &progress)?;
+    progress.finish_and_clear();
+    if let Some((mut outputs, path)) = outputs.take() {
+        let gate = encoded.gate.as_ref().map(|g| g.shallow_clone());
+        let codes = CropCodes { key, crops: rects.to_vec(), fv: encoded.fv.shallow_clone(), gate };
+        codes.save(&mut outputs, path)?;
+        outputs.finish()?;
+    }
+    Ok((encoded, false))
 }

@@ -8,6 +8,7 @@ pub mod annotations;
 pub mod codes;
 pub mod crops;
 pub mod heat;
+pub mod map;
 pub mod raster;
 pub mod render;
 pub mod selo;

@@ -1,8 +1,25 @@
-//! The pictures of a probability map: the JET colour map and its overlay on the scene.
+//! The pictures of a probability map: the JET colour map and its overlay on the scene, and
+//! pictures written as PNG outputs.
 
-use image::RgbImage;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use image::{ImageFormat, RgbImage};
 
 use super::raster::Gray;
+use crate::fsutil::owned::Outputs;
+
+/// The PNG file of `picture`.
+pub fn png_bytes(picture: &image::DynamicImage, path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    picture.write_to(&mut bytes, ImageFormat::Png).with_context(|| format!("cannot encode {}", path.display()))?;
+    Ok(bytes.into_inner())
+}
+
+/// Writes `picture` to `path` as PNG, as an output of `outputs`.
+pub fn write_png(outputs: &mut Outputs, path: &Path, picture: image::DynamicImage) -> Result<()> {
+    outputs.write(path, &png_bytes(&picture, path)?)
+}
 
 /// The JET colour of a level: the classic piecewise-linear jet (within one level per channel
 /// of OpenCV's `COLORMAP_JET`), RGB.

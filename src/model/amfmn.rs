@@ -8,13 +8,10 @@ use tch::{Device, Tensor};
 
 use super::attention::{cosine, CrossAttention};
 use super::backbone::ExtractFeature;
+use super::config::ModelConfig;
 use super::fusion::VgmfGate;
 use super::mvsa::{Mvsa, MvsaMaps};
 use super::text_encoder::TextFeature;
-use crate::options::Options;
-
-/// The most words a vocabulary may have (its embedding alone is 620 floats a word).
-const MAX_VOCABULARY: i64 = 2_000_000;
 
 /// The modules, named like the original's attributes (and so its checkpoint keys).
 #[derive(Debug)]
@@ -42,36 +39,21 @@ pub const SCORING_HEAD: [&str; 2] = ["cross_attention_s.", "vgmf_gate."];
 pub struct Model {
     pub vs: VarStore,
     pub net: Amfmn,
-    /// Side of the square images the model was built for.
-    image_size: u32,
-    /// Width d of the joint space.
-    embed_dim: i64,
-    /// Images go through the CNN in channels-last layout (the `channels_last` option).
+    /// What the network was built from.
+    config: ModelConfig,
+    /// Images go through the CNN in channels-last layout (a runtime choice: [`Model::with_channels_last`]).
     channels_last: bool,
 }
 
 impl Amfmn {
-    /// Builds the modules under `vs` for a vocabulary of `vocab_size` words.
-    pub fn new(vs: &nn::Path, options: &Options, vocab_size: i64) -> Result<Amfmn> {
-        let m = &options.model;
-        let image_size = options.dataset.image_size as i64;
-        if image_size % 32 != 0 || image_size < 32 {
-            bail!("dataset.image_size: {image_size} must be a multiple of 32 (the CNN halves it five times)");
-        }
-        if !(1..=MAX_VOCABULARY).contains(&vocab_size) {
-            bail!("the vocabulary has {vocab_size} words; the text encoder takes 1 to {MAX_VOCABULARY}");
-        }
-        let d = m.embed.embed_dim;
-        if d < 1 {
-            bail!("model.embed.embed_dim: must be positive, got {d}");
-        }
-        if m.multiscale.multiscale_input_channel < 1 || m.multiscale.multiscale_output_channel < 1 {
-            bail!("model.multiscale: channel counts must be positive");
-        }
+    /// Builds the modules of `config` under `vs`.
+    pub fn new(vs: &nn::Path, config: &ModelConfig) -> Result<Amfmn> {
+        config.validate()?;
+        let (m, d) = (&config.model, config.embed_dim());
         Ok(Amfmn {
             extract_feature: ExtractFeature::new(vs / "extract_feature", d),
-            mvsa: Mvsa::new(vs / "mvsa", &m.multiscale, d, image_size),
-            text_feature: TextFeature::new(vs / "text_feature", &m.seq2vec, vocab_size, d),
+            mvsa: Mvsa::new(vs / "mvsa", &m.multiscale, d, config.image_size as i64),
+            text_feature: TextFeature::new(vs / "text_feature", &m.seq2vec, config.vocab_size as i64, d),
             cross_attention_s: CrossAttention::new(vs / "cross_attention_s", m.cross_attention.att_type, d),
             vgmf_gate: VgmfGate::new(vs / "vgmf_gate", d),
         })
@@ -148,23 +130,35 @@ impl Amfmn {
 }
 
 impl Model {
-    /// A freshly initialised model on `device`; `seed` fixes the initial weights.
-    pub fn new(options: &Options, vocab_size: usize, device: Device, seed: u64) -> Result<Model> {
+    /// A freshly initialised network of `config` on `device`; `seed` fixes the initial weights.
+    /// Its CNN runs in the layout the device is fastest at in fp32 (channels-last on the CPU,
+    /// NCHW on CUDA); [`Model::with_channels_last`] chooses another.
+    pub fn new(config: &ModelConfig, device: Device, seed: u64) -> Result<Model> {
         tch::manual_seed(seed as i64);
         let vs = VarStore::new(device);
-        let net = Amfmn::new(&vs.root(), options, vocab_size as i64)?;
-        let channels_last = options.channels_last.applies(device, options.optim.amp);
-        let model = Model {
-            vs,
-            net,
-            image_size: options.dataset.image_size,
-            embed_dim: options.model.embed.embed_dim,
-            channels_last,
-        };
-        if channels_last {
-            model.convert_conv_weights();
+        let net = Amfmn::new(&vs.root(), config)?;
+        let model = Model { vs, net, config: config.clone(), channels_last: false };
+        Ok(model.with_channels_last(device == Device::Cpu))
+    }
+
+    /// The model with its CNN's weights and inputs in channels-last layout (`true`) or NCHW;
+    /// the values are the same either way.
+    pub fn with_channels_last(mut self, on: bool) -> Model {
+        if on != self.channels_last {
+            self.convert_conv_weights(on);
+            self.channels_last = on;
         }
-        Ok(model)
+        self
+    }
+
+    /// What the network was built from.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Whether the CNN runs in channels-last layout.
+    pub fn channels_last(&self) -> bool {
+        self.channels_last
     }
 
     pub fn device(&self) -> Device {
@@ -173,21 +167,21 @@ impl Model {
 
     /// Side of the square images the model was built for (`dataset.image_size`).
     pub fn image_size(&self) -> u32 {
-        self.image_size
+        self.config.image_size
     }
 
     /// Width d of the joint space (`model.embed.embed_dim`).
     pub fn embed_dim(&self) -> i64 {
-        self.embed_dim
+        self.config.embed_dim()
     }
 
-    /// Moves 4-d weights to channels-last strides (same shape and values).
-    fn convert_conv_weights(&self) {
+    /// Moves 4-d weights to channels-last strides (`on`) or contiguous NCHW (same shape and values).
+    fn convert_conv_weights(&self, on: bool) {
         tch::no_grad(|| {
             for (_, mut var) in self.vs.variables() {
                 if var.dim() == 4 {
-                    let nhwc = to_channels_last(&var);
-                    var.set_data(&nhwc);
+                    let moved = if on { to_channels_last(&var) } else { var.contiguous() };
+                    var.set_data(&moved);
                 }
             }
         });

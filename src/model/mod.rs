@@ -5,6 +5,7 @@ pub mod amfmn;
 pub mod amp;
 pub mod attention;
 pub mod backbone;
+pub mod config;
 pub mod fusion;
 pub mod layers;
 pub mod mvsa;
@@ -14,3 +15,4 @@ pub mod skipthoughts;
 pub mod text_encoder;
 
 pub use amfmn::{Amfmn, Model, SCORING_HEAD};
+pub use config::ModelConfig;

@@ -16,7 +16,7 @@ use crate::data::{CaptionSet, FoldSplit, Loader, LoaderConfig, Transform};
 use crate::eval::{self, Metrics};
 use crate::logging::{score_block, Board, TextLog};
 use crate::loss::PriorSimilarity;
-use crate::model::{skipthoughts, Model};
+use crate::model::{skipthoughts, Model, ModelConfig};
 use crate::optim::{learning_rate, Adam, GradScaler};
 use crate::options::{Amp, MarginType, ResnetWeights};
 use crate::report;
@@ -91,7 +91,10 @@ impl Trainer<'_> {
         let train_set = Arc::new(self.data.subset(&split.train));
         let val_set = Arc::new(self.data.subset(&split.val));
         let init_seed = rng::derive(seed, &[rng::tag::INIT, index as u64]);
-        let mut model = Model::new(options, self.vocab.len(), self.devices[0], init_seed)?;
+        let device = self.devices[0];
+        let layout = options.channels_last.applies(device, options.optim.amp);
+        let config = ModelConfig::new(options, self.vocab.len());
+        let mut model = Model::new(&config, device, init_seed)?.with_channels_last(layout);
         let mut adam = Adam::new(model.trainable(), options.optim.lr);
         if options.optim.amp == Amp::Fp16 {
             adam.scaler = Some(GradScaler::new());
@@ -106,7 +109,7 @@ impl Trainer<'_> {
         if index == 0 || resume.is_some() {
             report::info(format!("model has {} parameters", model.num_parameters()));
         }
-        let replicas = Replicas::new(model, &self.devices[1..], options, self.vocab.len())?;
+        let replicas = Replicas::new(model, &self.devices[1..])?;
         let dataset = &options.dataset;
         let data_seed = rng::derive(seed, &[rng::tag::DATA, index as u64]);
         let loader = Loader::new(
@@ -239,6 +242,7 @@ impl Trainer<'_> {
             optimizer_sha256: None,
             initial_weights: fold.initial_weights.clone(),
             vocabulary: Some(self.vocab.words().to_vec()),
+            model_config: None,
         };
         let optimizer = (kind == CheckpointKind::Last).then_some(&fold.adam);
         Checkpoint::save(&fold.dir, info, &fold.replicas.primary, optimizer)

@@ -15,7 +15,6 @@ use crate::data::transforms::normalize_on;
 use crate::data::PairBatch;
 use crate::model::Model;
 use crate::optim::Adam;
-use crate::options::Options;
 
 /// The replicas of one model, the first (`primary`) on the first device.
 pub struct Replicas {
@@ -36,9 +35,11 @@ struct ShareCodes {
 }
 
 impl Replicas {
-    /// `primary` with a copy of it (its current variables) on each of `more` devices.
-    pub fn new(primary: Model, more: &[Device], options: &Options, vocab_size: usize) -> Result<Replicas> {
-        let others = more.iter().map(|&device| Model::new(options, vocab_size, device, 0)).collect::<Result<_>>()?;
+    /// `primary` with a copy of it (its configuration, layout and current variables) on each of
+    /// `more` devices.
+    pub fn new(primary: Model, more: &[Device]) -> Result<Replicas> {
+        let copy = |device| Ok(Model::new(primary.config(), device, 0)?.with_channels_last(primary.channels_last()));
+        let others = more.iter().map(|&device| copy(device)).collect::<Result<_>>()?;
         let replicas = Replicas { primary, others };
         replicas.broadcast();
         Ok(replicas)

@@ -109,7 +109,8 @@ pub fn fresh_checkpoint(dir: &Path) -> PathBuf {
     let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
     let sets = ["dataset.vocab_path=v.json", "dataset.image_size=64", "dataset.resize=70", "model.embed.embed_dim=32"];
     let options = amfmn::options::Options::parse(&demo, &sets.map(String::from)).unwrap();
-    let model = amfmn::model::Model::new(&options, vocab.len(), tch::Device::Cpu, 7).unwrap();
+    let config = amfmn::model::ModelConfig::new(&options, vocab.len());
+    let model = amfmn::model::Model::new(&config, tch::Device::Cpu, 7).unwrap();
     let info = CheckpointInfo {
         kind: CheckpointKind::Best,
         fold: 0,
@@ -131,6 +132,7 @@ pub fn fresh_checkpoint(dir: &Path) -> PathBuf {
         optimizer_sha256: None,
         initial_weights: None,
         vocabulary: Some(vocab.words().to_vec()),
+        model_config: None,
     };
     let ckpt = dir.join("ckpt");
     Checkpoint::save(&ckpt, info, &model, None).unwrap();
