@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use amfmn::data::PairBatch;
 use amfmn::loss::{contrastive_loss, Margin};
-use amfmn::model::{amp, Model, ModelConfig};
+use amfmn::model::{Model, ModelConfig, Pass};
 use amfmn::optim::{Adam, GradScaler};
 use amfmn::options::{Amp, Devices, Options};
 use amfmn::train::Replicas;
@@ -88,19 +88,19 @@ fn main() -> anyhow::Result<()> {
     }
     let pairs = pair_batch(batch, size, vocab as i64, device);
     let replicas = Replicas::new(model, &devices[1..])?;
+    let pass = Pass::training(precision.kind());
     let step_seconds = time(steps, device, || {
-        let scores = amp::autocast(precision.kind(), || replicas.scores(&pairs, true));
-        let loss = contrastive_loss(&scores[0], &Margin::Fixed(0.2), false);
-        let _ = loss.double_value(&[]);
-        replicas.update(&mut adam, &loss, 0.0);
+        let loss = replicas.scores(&pairs, pass).map(|s| contrastive_loss(&s[0], &Margin::Fixed(0.2), false));
+        let _ = loss.detached().double_value(&[]);
+        replicas.update(&mut adam, loss, 0.0);
     });
     let model = &replicas.primary;
     let (ids, lengths) = (pairs.captions.to_device(device), pairs.lengths.to_device(device));
     let text_seconds = time(steps, device, || {
-        model.backward(&model.net.encode_texts(&ids, &lengths, true).sum(Kind::Float));
+        model.net.encode_texts_with(&ids, &lengths, pass).map(|t| t.sum(Kind::Float)).backward();
     });
     let images = model.prepare_images(&amfmn::data::transforms::normalize_on(&pairs.images, device));
-    let image_seconds = time(steps, device, || model.net.encode_images(&images, true).sum(Kind::Float).backward());
+    let image_seconds = time(steps, device, || model.net.encode_images(&images, pass).sum(Kind::Float).backward());
     let adam_seconds = time(steps, device, || adam.step());
     println!("image_seconds={image_seconds:.4}");
     println!("adam_seconds={adam_seconds:.4}");

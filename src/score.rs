@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use tch::{Kind, Tensor};
 
 use crate::model::attention::{soft_scores, EPSILON};
-use crate::model::Amfmn;
+use crate::model::{Amfmn, Pass};
 
 /// Values the attended tensors of one block may hold together (blocks of images are sized so
 /// that `3 × block × N_txt × d` stays near this; 64 MB of float32).
@@ -179,8 +179,10 @@ impl<'a> Scorer<'a> {
             .split(block, 0)
             .iter()
             .map(|v| match texts {
-                TextCodes::Single(t) => attention.scores(v, t),
-                TextCodes::Fused { sentence, keywords } => self.net.mode_scores(v, sentence, keywords).fused,
+                TextCodes::Single(t) => attention.scores(v, t, Pass::EVAL),
+                TextCodes::Fused { sentence, keywords } => {
+                    self.net.mode_scores(v, sentence, keywords, Pass::EVAL).fused
+                }
             })
             .collect();
         Tensor::cat(&blocks, 0)
@@ -244,7 +246,7 @@ mod tests {
         for att in [AttentionType::Soft, AttentionType::Fusion, AttentionType::Similarity] {
             let model = network(att);
             let attention = &model.net.cross_attention_s;
-            let pairwise = tch::no_grad(|| attention.scores(&visual, &text));
+            let pairwise = tch::no_grad(|| attention.scores(&visual, &text, Pass::EVAL));
             for block in [1, 3, 100] {
                 let scorer = Scorer::new(&model.net).with_block_values(block * 3 * 9 * 16);
                 let codes = scorer.image_codes(visual.shallow_clone());
@@ -267,7 +269,7 @@ mod tests {
         let visual = Tensor::randn([6, 16], (Kind::Float, Device::Cpu));
         let sentence = Tensor::randn([4, 16], (Kind::Float, Device::Cpu)).relu();
         let keywords = Tensor::randn([4, 16], (Kind::Float, Device::Cpu)).relu();
-        let direct = tch::no_grad(|| model.net.mode_scores(&visual, &sentence, &keywords).fused);
+        let direct = tch::no_grad(|| model.net.mode_scores(&visual, &sentence, &keywords, Pass::EVAL).fused);
         let scorer = Scorer::new(&model.net).with_block_values(2 * 3 * 4 * 16);
         let codes = scorer.image_codes(visual.shallow_clone());
         let fused = TextCodes::Fused { sentence: &sentence, keywords: &keywords };

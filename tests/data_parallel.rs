@@ -8,7 +8,7 @@ use std::path::Path;
 
 use amfmn::data::PairBatch;
 use amfmn::loss::{contrastive_loss, Margin};
-use amfmn::model::{Model, ModelConfig};
+use amfmn::model::{Model, ModelConfig, Pass};
 use amfmn::optim::Adam;
 use amfmn::options::Options;
 use amfmn::train::{shares, Replicas};
@@ -83,7 +83,7 @@ fn loss(scores: &[Tensor]) -> Tensor {
 fn warm_batch_norm(model: &Model, batch: &PairBatch) {
     tch::no_grad(|| {
         for _ in 0..20 {
-            let _ = model.net.encode_images(&model.prepare_images(&batch.images), true);
+            let _ = model.net.encode_images(&model.prepare_images(&batch.images), Pass::training(None));
         }
     });
 }
@@ -98,9 +98,10 @@ fn train_replicas(devices: &[Device], batch: &PairBatch, train: bool, steps: usi
     }
     let mut adam = Adam::new(model.trainable(), LR).with_eps(EPS);
     let replicas = Replicas::new(model, &devices[1..]).unwrap();
+    let pass = Pass { train, precision: None };
     for _ in 0..steps {
-        let scores = replicas.scores(batch, train);
-        replicas.update(&mut adam, &loss(&scores), 0.0);
+        let scores = replicas.scores(batch, pass);
+        replicas.update(&mut adam, scores.map(|scores| loss(&scores)), 0.0);
     }
     replicas.iter().map(Model::state_dict).collect()
 }
@@ -114,16 +115,16 @@ fn train_by_shares(batch: &PairBatch, shares: &[(usize, usize)]) -> BTreeMap<Str
     let model = Model::new(&ModelConfig::new(&opts, VOCAB as usize), Device::Cpu, 3).unwrap();
     let mut adam = Adam::new(model.trainable(), LR).with_eps(EPS);
     let rows = |t: &Tensor, (start, size): (usize, usize)| t.narrow(0, start as i64, size as i64);
+    let pass = Pass::training(None);
     for _ in 0..STEPS {
         let visual: Vec<Tensor> = shares
             .iter()
-            .map(|&share| model.net.encode_images(&model.prepare_images(&rows(&batch.images, share)), true))
+            .map(|&share| model.net.encode_images(&model.prepare_images(&rows(&batch.images, share)), pass))
             .collect();
-        let text = model.net.encode_texts(&batch.captions, &batch.lengths, true);
-        let scores = model.net.cross_attention_s.scores(&Tensor::cat(&visual, 0), &text);
-        let loss = loss(&[scores]);
+        let text = model.net.encode_texts_with(&batch.captions, &batch.lengths, pass);
+        let scores = text.map(|text| model.net.cross_attention_s.scores(&Tensor::cat(&visual, 0), &text, pass));
         adam.zero_grad();
-        model.backward(&loss);
+        scores.map(|scores| loss(&[scores])).backward();
         adam.step();
     }
     model.state_dict()

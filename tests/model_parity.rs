@@ -11,7 +11,7 @@ use std::path::Path;
 use amfmn::checkpoint::{read_safetensors, write_safetensors};
 use amfmn::data::loader::pad_captions;
 use amfmn::loss::{contrastive_loss, dynamic_margins, Margin};
-use amfmn::model::{Model, ModelConfig};
+use amfmn::model::{Model, ModelConfig, Pass};
 use amfmn::options::Options;
 use tch::{Device, Kind, Tensor};
 
@@ -116,16 +116,17 @@ fn compare_on(
     let reference = read_safetensors(&output).unwrap();
 
     let images = model.prepare_images(&images);
-    let eval = tch::no_grad(|| model.net.forward(&images, &ids, &lengths, false));
+    let eval = tch::no_grad(|| model.net.forward(&images, &ids, &lengths, Pass::EVAL).evaluated());
     let maps = tch::no_grad(|| model.net.encode_images_with_maps(&images));
-    let fv = tch::no_grad(|| model.net.encode_images(&images, false));
+    let fv = tch::no_grad(|| model.net.encode_images(&images, Pass::EVAL));
     assert!(fv.equal(&maps.fv), "the encoder path with the maps gives the same Fv bit for bit");
     assert_eq!(maps.gate.size(), [4, 1, 4, 4]);
     let gate_diff = max_diff(&maps.gate, &reference["mvsa_gate"]);
     eprintln!("{att_type}/{seq2vec}: MVSA gate within {gate_diff:e} of the reference");
     assert!(gate_diff <= 1e-6, "MVSA's gate differs from the reference's by {gate_diff}");
     assert!(max_diff(&maps.fv, &reference["mvsa_fv"]) < 1e-5);
-    let scores = model.net.forward(&images, &ids, &lengths, true);
+    let training = model.net.forward(&images, &ids, &lengths, Pass::training(None));
+    let scores = training.detached();
     let margin = if dynamic {
         // Diagonal margins are 0 (prior 1) but the diagonal is masked; off-diagonal ones lie
         // between 2.5 (prior 0) and 0.25 (prior 0.9).
@@ -133,8 +134,9 @@ fn compare_on(
     } else {
         Margin::Fixed(MARGIN)
     };
-    let loss = contrastive_loss(&scores, &margin, max_violation);
-    model.backward(&loss);
+    let training_loss = training.map(|scores| contrastive_loss(&scores, &margin, max_violation));
+    let loss = training_loss.detached();
+    training_loss.backward();
     let score_diff = max_diff(&eval, &reference["scores_eval"]).max(max_diff(&scores, &reference["scores_train"]));
     let loss_diff = max_diff(&loss, &reference["loss"]);
     let mut grad_diff = 0f64;
@@ -266,12 +268,13 @@ fn bf16_autocast_trains_close_to_fp32() {
         (0..3)
             .map(|_| {
                 let pixels = model.prepare_images(&images);
-                let scores = amfmn::model::amp::autocast(kind, || model.net.forward(&pixels, &ids, &lengths, true));
-                let loss = contrastive_loss(&scores, &Margin::Fixed(MARGIN), false);
+                let scores = model.net.forward(&pixels, &ids, &lengths, Pass::training(kind));
+                let loss = scores.map(|scores| contrastive_loss(&scores, &Margin::Fixed(MARGIN), false));
+                let value = loss.detached().double_value(&[]);
                 adam.zero_grad();
-                model.backward(&loss);
+                loss.backward();
                 adam.step();
-                loss.double_value(&[])
+                value
             })
             .collect()
     };
@@ -296,7 +299,7 @@ fn channels_last_changes_the_layout_not_the_scores() {
         let model = model.with_channels_last(channels_last);
         let conv = &model.vs.variables()["extract_feature.resnet.conv1.weight"];
         let pixels = model.prepare_images(&images);
-        let scores = model.net.forward(&pixels, &ids, &lengths, false);
+        let scores = model.net.forward(&pixels, &ids, &lengths, Pass::EVAL).evaluated();
         (conv.is_contiguous(), pixels.is_contiguous(), scores)
     };
     let (nchw, nhwc) = (run(false), run(true));

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use amfmn::checkpoint::Checkpoint;
-use amfmn::model::{Model, ModelConfig};
+use amfmn::model::{Model, ModelConfig, Pass};
 use amfmn::options::Options;
 use amfmn::search::index::Index;
 use amfmn::search::{Query, Searcher};
@@ -314,12 +314,14 @@ fn closed_form_search_equals_the_model_scores() {
     let query = Query { sentence: Some("two white houses".into()), keywords: None };
     let fast = searcher.scores(&query).unwrap();
     let text = searcher.encode_texts(&["two white houses"]).unwrap();
-    let direct = tch::no_grad(|| searcher.model.net.cross_attention_s.scores(&index.fv, &text)).squeeze_dim(1);
+    let direct =
+        tch::no_grad(|| searcher.model.net.cross_attention_s.scores(&index.fv, &text, Pass::EVAL)).squeeze_dim(1);
     let diff = (&fast - direct.to_kind(Kind::Float)).abs().max().double_value(&[]);
     assert!(diff < 1e-6, "closed form vs pairwise: {diff}");
     let both = Query { sentence: Some("two white houses".into()), keywords: Some("baseball field, red".into()) };
     let keywords = searcher.encode_texts(&["baseball field, red"]).unwrap();
-    let fused = tch::no_grad(|| searcher.model.net.mode_scores(&index.fv, &text, &keywords).fused).squeeze_dim(1);
+    let fused =
+        tch::no_grad(|| searcher.model.net.mode_scores(&index.fv, &text, &keywords, Pass::EVAL).fused).squeeze_dim(1);
     let diff = (searcher.scores(&both).unwrap() - fused).abs().max().double_value(&[]);
     assert!(diff < 1e-6, "fused query: {diff}");
 }

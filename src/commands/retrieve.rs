@@ -7,11 +7,12 @@ use anyhow::{bail, Context, Result};
 
 use super::RuntimeArgs;
 use crate::checkpoint::{Opening, TrainedModel};
+use crate::encode::image_file_codes;
 use crate::fsutil::owned::Outputs;
 use crate::fsutil::sha256_file;
 use crate::report;
 use crate::search::html::{write_page, Hit};
-use crate::search::index::{encode_images, Index};
+use crate::search::index::Index;
 use crate::search::{top_k, Query, Searcher};
 use crate::table::Table;
 
@@ -67,7 +68,7 @@ pub fn run(args: &RetrieveArgs) -> Result<()> {
         Searcher::new(model, vocab, index.fv.shallow_clone(), index.gate.as_ref().map(|g| g.shallow_clone()));
 
     if let Some(image) = &args.image {
-        return caption_ranking(args, &searcher, image, info.image_size);
+        return caption_ranking(args, &searcher, image);
     }
     let query = Query { sentence: args.query.clone(), keywords: args.keywords.clone() };
     if query.sentence.is_none() && query.keywords.is_none() {
@@ -122,7 +123,7 @@ fn page_output(args: &RetrieveArgs) -> Result<Option<(Outputs, &Path)>> {
 }
 
 /// Image-to-text: ranks the caption lines for one image.
-fn caption_ranking(args: &RetrieveArgs, searcher: &Searcher, image: &Path, image_size: u32) -> Result<()> {
+fn caption_ranking(args: &RetrieveArgs, searcher: &Searcher, image: &Path) -> Result<()> {
     let path = args.captions.as_ref().expect("clap requires --captions with --image");
     let text =
         crate::fsutil::read_to_string(path).with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;
@@ -130,11 +131,8 @@ fn caption_ranking(args: &RetrieveArgs, searcher: &Searcher, image: &Path, image
     if lines.is_empty() {
         bail!("{} has no captions", path.display());
     }
-    let encoded = encode_images(&searcher.model, &[image.to_owned()], image_size, 1)?;
-    if let Some((_, reason)) = encoded.failures.first() {
-        bail!("{reason}");
-    }
-    let scores = searcher.caption_scores(&encoded.fv, &lines)?;
+    let (fv, _) = image_file_codes(&searcher.model, image)?;
+    let scores = searcher.caption_scores(&fv, &lines)?;
     let hits = top_k(&scores, args.top);
     if args.json {
         let results: Vec<serde_json::Value> = hits

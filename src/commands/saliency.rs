@@ -8,8 +8,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::RuntimeArgs;
 use crate::checkpoint::{Opening, TrainedModel};
-use crate::data::image_file::{batches_within_budget, decode_each};
-use crate::data::transforms::Transform;
+use crate::data::image_file::batches_within_budget;
+use crate::encode::{self, Workers};
 use crate::fsutil::owned::{refuse_collisions, Outputs};
 use crate::locate::render::write_png;
 use crate::saliency::{self, Grid, MapKind, PageEntry, Scale, Upsample};
@@ -102,12 +102,14 @@ fn planned_outputs(args: &SaliencyArgs, images: &[(PathBuf, String)]) -> Vec<(Pa
     planned
 }
 
-/// MVSA's maps of a batch of decoded images: the chosen kind and the gate, each
+/// The decoded bytes of a batch of images kept for drawing (a batch holds them until it is drawn,
+/// and the pipeline prepares the next ones meanwhile).
+const BATCH_BYTES: u64 = 256 << 20;
+
+/// MVSA's maps of a batch of inputs `[B, 3, S, S]`: the chosen kind and the gate, each
 /// `[B, o, S/16, S/16]` on the CPU.
-fn encode(model: &crate::model::Model, inputs: &[&[f32]], kind: MapKind) -> (Tensor, Tensor) {
-    let side = model.image_size() as i64;
-    let images = Tensor::from_slice(&inputs.concat()).view([inputs.len() as i64, 3, side, side]);
-    let maps = tch::no_grad(|| model.net.encode_images_with_maps(&model.prepare_images(&images)));
+fn maps_of(model: &crate::model::Model, images: &Tensor, kind: MapKind) -> (Tensor, Tensor) {
+    let maps = tch::no_grad(|| model.net.encode_images_with_maps(&model.prepare_images(images)));
     let chosen = match kind {
         MapKind::Gate => &maps.gate,
         MapKind::Attended => &maps.attended,
@@ -188,32 +190,23 @@ pub fn run(args: &SaliencyArgs) -> Result<()> {
     let opening = Opening { encoders_only: true, ..Opening::on(args.runtime.device()?) };
     let TrainedModel { model, .. } = TrainedModel::open(&args.checkpoint, opening)?;
     let scale = args.scale.unwrap_or(if args.map == MapKind::Gate { Scale::Absolute } else { Scale::Minmax });
-    let transform = Transform::Eval { size: model.image_size() };
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let progress = crate::report::progress(images.len() as u64, "encoding images");
     let (mut rows, mut shown) = (Vec::new(), Vec::new());
     let all_paths: Vec<PathBuf> = images.iter().map(|(path, _)| path.clone()).collect();
-    for batch in batches_within_budget(&all_paths, args.batch_size) {
-        let (chunk, paths) = (&images[batch.clone()], &all_paths[batch]);
-        let decoded = decode_each(paths, workers, |image| {
-            let mut input = vec![0f32; transform.output_len()];
-            transform.apply(&image, &mut crate::rng::stream(0, &[]), &mut input);
-            (image, input)
-        });
-        let mut readable = Vec::new();
-        for ((_, name), result) in chunk.iter().zip(decoded) {
-            match result {
-                Ok(pair) => readable.push((name, pair)),
-                Err(e) => crate::report::warn(format!("skipped {name}: {e}")),
-            }
+    let plan: Vec<Vec<PathBuf>> = batches_within_budget(&all_paths, args.batch_size, BATCH_BYTES)
+        .into_iter()
+        .map(|batch| all_paths[batch].to_vec())
+        .collect();
+    let side = model.image_size();
+    let prepare = |path: &PathBuf, out: &mut [f32]| encode::image_file_input_kept(path, side, out);
+    encode::each_batch(&plan, side, Workers { workers: 2, prefetch: 1 }, prepare, |batch| {
+        progress.inc((batch.rows.len() + batch.failures.len()) as u64);
+        for (item, reason) in &batch.failures {
+            crate::report::warn(format!("skipped {}: {reason}", images[*item].1));
         }
-        progress.inc(chunk.len() as u64);
-        if readable.is_empty() {
-            continue;
-        }
-        let inputs: Vec<&[f32]> = readable.iter().map(|(_, (_, input))| input.as_slice()).collect();
-        let (chosen, gate) = encode(&model, &inputs, args.map);
-        for (i, (name, (image, _))) in readable.into_iter().enumerate() {
+        let (chosen, gate) = maps_of(&model, &batch.images, args.map);
+        for (i, (item, image)) in batch.rows.into_iter().enumerate() {
+            let name = &images[item].1;
             let maps = Maps { chosen: chosen.get(i as i64), gate: gate.get(i as i64) };
             let drawn = draw(args, &mut outputs, name, &image, &maps, scale)?;
             rows.push((name.clone(), saliency::summary(&grid(&maps.gate, 0)?), drawn.written));
@@ -221,7 +214,8 @@ pub fn run(args: &SaliencyArgs) -> Result<()> {
                 shown.push((name.clone(), image, first.0, first.1));
             }
         }
-    }
+        Ok(())
+    })?;
     progress.finish_and_clear();
     if rows.is_empty() {
         bail!("none of the {} images could be read", images.len());

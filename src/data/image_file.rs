@@ -123,36 +123,18 @@ pub fn with_decoded<T>(path: &Path, f: impl FnOnce(RgbImage) -> T) -> Result<T> 
     Ok(f(decode_named(path, &bytes, MAX_IMAGE_PIXELS)?))
 }
 
-/// Decodes each file of `paths` on `workers` threads and maps each image with `f` (within the
-/// decoding budget, [`with_decoded`]); in the order of `paths`, an unreadable file gives its
-/// error text instead.
-pub fn decode_each<T: Send>(
-    paths: &[PathBuf],
-    workers: usize,
-    f: impl Fn(RgbImage) -> T + Sync,
-) -> Vec<std::result::Result<T, String>> {
-    let chunk = paths.len().div_ceil(workers.max(1)).max(1);
-    let f = &f;
-    let decode = move |p: &PathBuf| with_decoded(p, f).map_err(|e| format!("{e:#}"));
-    std::thread::scope(|s| {
-        let handles: Vec<_> =
-            paths.chunks(chunk).map(|part| s.spawn(move || part.iter().map(decode).collect::<Vec<_>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().expect("decode thread")).collect()
-    })
-}
-
 /// Consecutive groups of `paths` to decode and keep together: at most `batch_size` images, and
-/// (from their headers) at most about 1 GiB of decoded pixels unless one image alone is larger.
-pub fn batches_within_budget(paths: &[PathBuf], batch_size: usize) -> Vec<std::ops::Range<usize>> {
+/// (from their headers) at most `bytes` of decoded pixels unless one image alone is larger.
+pub fn batches_within_budget(paths: &[PathBuf], batch_size: usize, bytes: u64) -> Vec<std::ops::Range<usize>> {
     let mut batches = Vec::new();
-    let (mut start, mut bytes) = (0, 0u64);
+    let (mut start, mut held) = (0, 0u64);
     for (i, path) in paths.iter().enumerate() {
         let size = image_dimensions(path).map_or(0, |(w, h)| w as u64 * h as u64 * 3);
-        if i > start && (i - start >= batch_size.max(1) || bytes + size > DECODE_BUDGET) {
+        if i > start && (i - start >= batch_size.max(1) || held + size > bytes) {
             batches.push(start..i);
-            (start, bytes) = (i, 0);
+            (start, held) = (i, 0);
         }
-        bytes += size;
+        held += size;
     }
     if start < paths.len() {
         batches.push(start..paths.len());

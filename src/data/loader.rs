@@ -1,4 +1,4 @@
-//! Batches for training and evaluation. `workers` threads decode and transform images into
+//! Batches for training (and validation pairs). `workers` threads decode and transform images into
 //! bounded queues of ready batches (at most `prefetch` per worker), delivered in plan order.
 //! Every sample draws its augmentation from its own random stream (seed, epoch, caption), so a
 //! batch does not depend on the number of workers or on thread timing.
@@ -47,14 +47,6 @@ pub struct PairBatch {
     pub keywords: Option<(Tensor, Tensor)>,
 }
 
-/// A batch of images (evaluation encodes each image once).
-#[derive(Debug)]
-pub struct ImageBatch {
-    /// `[B, 3, S, S]` f32, normalized.
-    pub images: Tensor,
-    pub image_ids: Vec<usize>,
-}
-
 /// One sample of a plan: which image, and which augmentation stream it draws from.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -90,11 +82,6 @@ impl Loader {
     /// Number of pair batches of an epoch.
     pub fn num_pair_batches(&self) -> usize {
         self.set.num_captions().div_ceil(self.config.batch_size)
-    }
-
-    /// Number of image batches of [`Loader::images`].
-    pub fn num_image_batches(&self) -> usize {
-        self.set.num_images().div_ceil(self.config.batch_size)
     }
 
     /// Shuffled (image, caption) pairs of training epoch `epoch`.
@@ -140,19 +127,6 @@ impl Loader {
                 Ok(PairBatch { images: images?, captions, lengths, image_ids, caption_ids, keywords })
             },
         )
-    }
-
-    /// Every image once, in order.
-    pub fn images(&self) -> impl Iterator<Item = Result<ImageBatch>> {
-        let ids: Vec<usize> = (0..self.set.num_images()).collect();
-        let batches: Vec<Vec<usize>> = ids.chunks(self.config.batch_size).map(<[usize]>::to_vec).collect();
-        let plan = batches
-            .iter()
-            .map(|ids| ids.iter().map(|&i| Sample { image: i, stream: [rng::tag::AUGMENT, 0, i as u64] }).collect())
-            .collect();
-        ImagePipeline::start(Arc::clone(&self.set), self.transform, self.config, plan)
-            .zip(batches)
-            .map(|(images, image_ids)| Ok(ImageBatch { images: images?, image_ids }))
     }
 }
 
@@ -369,18 +343,6 @@ mod tests {
             let normalized = crate::data::transforms::normalize_on(&b, tch::Device::Cpu);
             assert!(normalized.equal(&a), "the same floats");
         }
-    }
-
-    #[test]
-    fn images_come_once_each_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let set = set_with_images(dir.path(), 7);
-        let loader = Loader::new(set, Transform::Eval { size: 8 }, config(2));
-        assert_eq!(loader.num_image_batches(), 2);
-        let batches: Vec<ImageBatch> = loader.images().collect::<Result<_>>().unwrap();
-        let ids: Vec<usize> = batches.iter().flat_map(|b| b.image_ids.clone()).collect();
-        assert_eq!(ids, (0..7).collect::<Vec<_>>());
-        assert_eq!(red_index(&batches[1].images, 2), 6);
     }
 
     #[test]

@@ -3,16 +3,18 @@
 
 pub mod metrics;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use ndarray::{Array2, ArrayD, Ix2};
 use tch::{Device, Kind, Tensor};
 
 pub use metrics::{results_table, MetricName, Metrics, METRICS};
 
 use crate::data::loader::pad_captions;
-use crate::data::{CaptionSet, Loader, LoaderConfig, Transform};
+use crate::data::CaptionSet;
+use crate::encode::{self, Workers};
 use crate::model::Model;
 use crate::options::Options;
 use crate::score::{ImageCodes, Mode, Precision, Scorer, TextCodes};
@@ -79,7 +81,7 @@ fn encode_token_lists(
                 let rows: Vec<&[i64]> = chunk.iter().map(|&k| lists[k].as_slice()).collect();
                 let (ids, lengths) = pad_captions(&rows);
                 progress.inc(chunk.len() as u64);
-                model.net.encode_texts(&ids.to_device(device), &lengths.to_device(device), false)
+                model.net.encode_texts(&ids.to_device(device), &lengths.to_device(device))
             })
             .collect()
     });
@@ -88,31 +90,25 @@ fn encode_token_lists(
     sorted.zeros_like().index_copy(0, &index, &sorted)
 }
 
-/// Fv `[N_img, d]` of every image of `set` (eval transform), in inference mode.
+/// Fv `[N_img, d]` of every image of `set` (eval transform), in inference mode, through the
+/// image-encoding pipeline (`config.workers` decode threads a batch or two ahead).
 fn encode_images(
     model: &Model,
     set: &Arc<CaptionSet>,
     config: EvalConfig,
     progress: &indicatif::ProgressBar,
 ) -> Result<Tensor> {
-    let loader = Loader::new(
-        Arc::clone(set),
-        Transform::Eval { size: config.image_size },
-        LoaderConfig {
-            batch_size: config.batch_size,
-            workers: config.workers,
-            prefetch: config.prefetch,
-            seed: 0,
-            raw_pixels: false,
-        },
-    );
+    let plan: Vec<Vec<PathBuf>> = set.image_paths.chunks(config.batch_size.max(1)).map(<[PathBuf]>::to_vec).collect();
+    let side = config.image_size;
+    let workers = Workers { workers: config.workers, prefetch: config.prefetch };
     let mut image_codes = Vec::new();
-    tch::no_grad(|| -> Result<()> {
-        for batch in loader.images() {
-            let batch = batch?;
-            image_codes.push(model.net.encode_images(&model.prepare_images(&batch.images), false));
-            progress.inc(batch.image_ids.len() as u64);
+    let prepare = |path: &PathBuf, out: &mut [f32]| encode::image_file_input(path, side, out);
+    encode::each_batch(&plan, side, workers, prepare, |batch| {
+        if let Some((_, reason)) = batch.failures.into_iter().next() {
+            bail!("{reason}");
         }
+        image_codes.push(encode::image_fv(model, &batch.images));
+        progress.inc(batch.rows.len() as u64);
         Ok(())
     })?;
     Ok(Tensor::cat(&image_codes, 0))

@@ -5,12 +5,12 @@ use std::time::Instant;
 
 use anyhow::Result;
 use image::RgbImage;
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 use super::heat::Rect;
 use crate::data::transforms::{resize_bilinear, resize_cubic, to_chw};
+use crate::encode::{self, Workers};
 use crate::model::Model;
-use crate::score::Scorer;
 
 /// How crops are resized to the network's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,8 +43,8 @@ pub struct CropEncoding {
     pub seconds: [f64; 2],
 }
 
-/// The codes of every crop. Crops are cut and resized on one thread per core, `batch_size` at
-/// a time.
+/// The codes of every crop, `batch_size` at a time, through the image-encoding pipeline: crops
+/// are cut and resized on one thread per core while the model encodes the batches before.
 pub fn encode_crops(
     model: &Model,
     scene: &RgbImage,
@@ -54,34 +54,23 @@ pub fn encode_crops(
     progress: &indicatif::ProgressBar,
 ) -> Result<CropEncoding> {
     let side = model.image_size();
-    let len = 3 * side as usize * side as usize;
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let plan: Vec<Vec<Rect>> = crops.chunks(batch_size.max(1)).map(<[Rect]>::to_vec).collect();
     let (mut fvs, mut gates, mut seconds) = (Vec::new(), Vec::new(), [0.0; 2]);
-    for batch in crops.chunks(batch_size.max(1)) {
+    let prepare = |rect: &Rect, out: &mut [f32]| -> Result<()> {
+        crop_input(scene, rect, side, resize, out);
+        Ok(())
+    };
+    encode::each_batch(&plan, side, Workers { workers, prefetch: 1 }, prepare, |batch| {
+        seconds[0] += batch.seconds / workers as f64;
         let start = Instant::now();
-        let mut buffer = vec![0f32; batch.len() * len];
-        let per_thread = batch.len().div_ceil(workers);
-        std::thread::scope(|s| {
-            for (rects, outs) in batch.chunks(per_thread).zip(buffer.chunks_mut(per_thread * len)) {
-                s.spawn(move || {
-                    for (rect, out) in rects.iter().zip(outs.chunks_mut(len)) {
-                        crop_input(scene, rect, side, resize, out);
-                    }
-                });
-            }
-        });
-        seconds[0] += start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        let images = Tensor::from_slice(&buffer).view([batch.len() as i64, 3, side as i64, side as i64]);
-        let codes = tch::no_grad(|| {
-            let fv = model.net.encode_images(&model.prepare_images(&images), false);
-            Scorer::new(&model.net).image_codes(fv)
-        });
-        fvs.push(codes.fv.to_device(Device::Cpu));
-        gates.extend(codes.gate.map(|g| g.to_device(Device::Cpu)));
+        let (fv, gate) = encode::image_codes(model, &batch.images);
+        fvs.push(fv);
+        gates.extend(gate);
         seconds[1] += start.elapsed().as_secs_f64();
-        progress.inc(batch.len() as u64);
-    }
+        progress.inc(batch.rows.len() as u64);
+        Ok(())
+    })?;
     let gate = (!gates.is_empty()).then(|| Tensor::cat(&gates, 0));
     Ok(CropEncoding { fv: Tensor::cat(&fvs, 0), gate, seconds })
 }

@@ -11,7 +11,9 @@ use super::backbone::ExtractFeature;
 use super::config::ModelConfig;
 use super::fusion::VgmfGate;
 use super::mvsa::{Mvsa, MvsaMaps};
+use super::pass::Pass;
 use super::text_encoder::TextFeature;
+use super::training::Training;
 
 /// The modules, named like the original's attributes (and so its checkpoint keys).
 #[derive(Debug)]
@@ -60,36 +62,41 @@ impl Amfmn {
     }
 
     /// Images `[B, 3, S, S]` → Fv `[B, d]`.
-    pub fn encode_images(&self, images: &Tensor, train: bool) -> Tensor {
-        let f = self.extract_feature.forward(images, train);
-        self.mvsa.forward(&f.lower, &f.higher, &f.global)
+    pub fn encode_images(&self, images: &Tensor, pass: Pass) -> Tensor {
+        let f = self.extract_feature.forward(images, pass);
+        self.mvsa.forward(&f.lower, &f.higher, &f.global, pass)
     }
 
     /// Images `[B, 3, S, S]` → Fv with MVSA's spatial maps (evaluation mode).
     pub fn encode_images_with_maps(&self, images: &Tensor) -> MvsaMaps {
-        let f = self.extract_feature.forward(images, false);
-        self.mvsa.forward_with_maps(&f.lower, &f.higher, &f.global)
+        let f = self.extract_feature.forward(images, Pass::EVAL);
+        self.mvsa.forward_with_maps(&f.lower, &f.higher, &f.global, Pass::EVAL)
     }
 
-    /// Token ids `[B, L]` and lengths `[B]` → t `[B, d]`.
-    pub fn encode_texts(&self, ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
-        self.text_feature.forward(ids, lengths, train)
+    /// Token ids `[B, L]` and lengths `[B]` → t `[B, d]`, in evaluation mode.
+    pub fn encode_texts(&self, ids: &Tensor, lengths: &Tensor) -> Tensor {
+        self.text_feature.forward(ids, lengths, Pass::EVAL).evaluated()
+    }
+
+    /// [`Amfmn::encode_texts`] in any pass; a training pass defers gradients ([`Training`]).
+    pub fn encode_texts_with(&self, ids: &Tensor, lengths: &Tensor, pass: Pass) -> Training<Tensor> {
+        self.text_feature.forward(ids, lengths, pass)
     }
 
     /// Scores of every image against every caption of a batch: `[B_img, B_txt]`.
-    pub fn forward(&self, images: &Tensor, ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
-        let visual = self.encode_images(images, train);
-        let text = self.encode_texts(ids, lengths, train);
-        self.cross_attention_s.scores(&visual, &text)
+    pub fn forward(&self, images: &Tensor, ids: &Tensor, lengths: &Tensor, pass: Pass) -> Training<Tensor> {
+        let visual = self.encode_images(images, pass);
+        let text = self.encode_texts_with(ids, lengths, pass);
+        text.map(|text| self.cross_attention_s.scores(&visual, &text, pass))
     }
 
     /// Scores of images `[Bv, d]` against texts given by their sentence and keyword codes
     /// (`[Bt, d]` each) in the three retrieval modes: by sentence, by keywords, and by both
     /// fused through VGMF (`F = vgmf(T_sentence, T_keywords)`, score `cos(Fv, F)`).
-    pub fn mode_scores(&self, visual: &Tensor, sentence: &Tensor, keywords: &Tensor) -> ModeScores {
-        let by_sentence = self.cross_attention_s.attended(visual, sentence);
-        let by_keywords = self.cross_attention_s.attended(visual, keywords);
-        let fused = self.vgmf_gate.forward(&by_sentence, &by_keywords);
+    pub fn mode_scores(&self, visual: &Tensor, sentence: &Tensor, keywords: &Tensor, pass: Pass) -> ModeScores {
+        let by_sentence = self.cross_attention_s.attended(visual, sentence, pass);
+        let by_keywords = self.cross_attention_s.attended(visual, keywords, pass);
+        let fused = self.vgmf_gate.forward(&by_sentence, &by_keywords, pass);
         ModeScores {
             sentence: cosine(visual, &by_sentence),
             keywords: cosine(visual, &by_keywords),
@@ -104,11 +111,11 @@ impl Amfmn {
         images: &Tensor,
         captions: (&Tensor, &Tensor),
         keywords: (&Tensor, &Tensor),
-        train: bool,
-    ) -> ModeScores {
-        let visual = self.encode_images(images, train);
-        let (sentence, keywords) = self.encode_sentences_and_keywords(captions, keywords, train);
-        self.mode_scores(&visual, &sentence, &keywords)
+        pass: Pass,
+    ) -> Training<ModeScores> {
+        let visual = self.encode_images(images, pass);
+        let texts = self.encode_sentences_and_keywords(captions, keywords, pass);
+        texts.map(|(sentence, keywords)| self.mode_scores(&visual, &sentence, &keywords, pass))
     }
 
     /// Captions and the keywords of their images (`([B, L] ids, [B] lengths)` each) → their
@@ -117,15 +124,14 @@ impl Amfmn {
         &self,
         captions: (&Tensor, &Tensor),
         keywords: (&Tensor, &Tensor),
-        train: bool,
-    ) -> (Tensor, Tensor) {
+        pass: Pass,
+    ) -> Training<(Tensor, Tensor)> {
         let b = captions.0.size()[0];
         let width = captions.0.size()[1].max(keywords.0.size()[1]);
         let pad = |ids: &Tensor| ids.constant_pad_nd([0, width - ids.size()[1]]);
         let ids = Tensor::cat(&[pad(captions.0), pad(keywords.0)], 0);
         let lengths = Tensor::cat(&[captions.1, keywords.1], 0);
-        let text = self.encode_texts(&ids, &lengths, train);
-        (text.narrow(0, 0, b), text.narrow(0, b, b))
+        self.encode_texts_with(&ids, &lengths, pass).map(|text| (text.narrow(0, 0, b), text.narrow(0, b, b)))
     }
 }
 
@@ -252,18 +258,6 @@ impl Model {
             }
             Ok(())
         })
-    }
-
-    /// Backpropagates `loss` (of a training forward) into every parameter's gradient.
-    pub fn backward(&self, loss: &Tensor) {
-        loss.backward();
-        self.finish_backward();
-    }
-
-    /// Completes a backward pass that reached this model's training forward (the text
-    /// encoder's deferred hidden-weight gradients); [`Model::backward`] calls it.
-    pub fn finish_backward(&self) {
-        self.net.text_feature.seq2vec.finish_backward();
     }
 
     /// Number of parameter values (trainable and frozen, buffers excluded).

@@ -6,6 +6,7 @@ use tch::nn::Path;
 use tch::Tensor;
 
 use super::layers::Linear;
+use super::pass::Pass;
 use crate::options::AttentionType;
 
 /// The one epsilon of the scores: `eps` of the original's cosine similarity, and what its
@@ -61,30 +62,30 @@ impl CrossAttention {
         matches!(self, CrossAttention::Soft { .. })
     }
 
-    /// For soft attention, the gates `g = σ(W Fv + b)` `[B, d]` of images `[B, d]`.
+    /// For soft attention, the gates `g = σ(W Fv + b)` `[B, d]` of images `[B, d]` (evaluation).
     pub fn soft_gate(&self, visual: &Tensor) -> Option<Tensor> {
         match self {
-            CrossAttention::Soft { gate } => Some(visual.apply(gate).sigmoid()),
+            CrossAttention::Soft { gate } => Some(gate.forward(visual, Pass::EVAL).sigmoid()),
             _ => None,
         }
     }
 
     /// The attended text `T` `[Bv, Bt, d]` for images `[Bv, d]` and texts `[Bt, d]`.
-    pub fn attended(&self, visual: &Tensor, text: &Tensor) -> Tensor {
+    pub fn attended(&self, visual: &Tensor, text: &Tensor, pass: Pass) -> Tensor {
         let (bv, bt) = (visual.size()[0], text.size()[0]);
         match self {
-            CrossAttention::Soft { gate } => visual.apply(gate).sigmoid().unsqueeze(1) * text.unsqueeze(0),
+            CrossAttention::Soft { gate } => gate.forward(visual, pass).sigmoid().unsqueeze(1) * text.unsqueeze(0),
             CrossAttention::Fusion { fc1, fc2 } => {
                 let d = visual.size()[1];
                 let u = Tensor::cat(
                     &[visual.unsqueeze(1).expand([bv, bt, d], false), text.unsqueeze(0).expand([bv, bt, d], false)],
                     -1,
                 );
-                u.apply(fc1).sigmoid() * u.apply(fc2)
+                fc1.forward(&u, pass).sigmoid() * fc2.forward(&u, pass)
             }
             CrossAttention::Similarity { fc_visual, fc_text } => {
-                let a = visual.apply(fc_visual).unsqueeze(1);
-                let b = text.apply(fc_text).unsqueeze(0);
+                let a = fc_visual.forward(visual, pass).unsqueeze(1);
+                let b = fc_text.forward(text, pass).unsqueeze(0);
                 (&a * &b).sigmoid() * b
             }
         }
@@ -92,7 +93,7 @@ impl CrossAttention {
 
     /// Scores `s_ij = cos(Fv_i, T_ij)` `[Bv, Bt]`, computed through the full `[Bv, Bt, d]`
     /// attended tensor exactly as the original (used in training, where gradients flow).
-    pub fn scores(&self, visual: &Tensor, text: &Tensor) -> Tensor {
-        cosine(visual, &self.attended(visual, text))
+    pub fn scores(&self, visual: &Tensor, text: &Tensor, pass: Pass) -> Tensor {
+        cosine(visual, &self.attended(visual, text, pass))
     }
 }

@@ -5,6 +5,7 @@ use tch::nn::Path;
 use tch::Tensor;
 
 use super::layers::Linear;
+use super::pass::Pass;
 use super::resnet::ResNet18;
 
 /// ResNet-18 plus the linear map of the global feature (`extract_feature.{resnet,linear}`).
@@ -32,15 +33,15 @@ impl ExtractFeature {
         }
     }
 
-    pub fn forward(&self, images: &Tensor, train: bool) -> VisualFeatures {
-        let stages = self.resnet.forward(images, train);
+    pub fn forward(&self, images: &Tensor, pass: Pass) -> VisualFeatures {
+        let stages = self.resnet.forward(images, pass);
         let up2 = |t: &Tensor| {
             let (_, _, h, w) = t.size4().expect("[B, C, H, W]");
             t.upsample_nearest2d([2 * h, 2 * w], 2.0, 2.0)
         };
         let lower = Tensor::cat(&[&stages.f1, &up2(&stages.f2)], 1);
         let higher = Tensor::cat(&[&stages.f3, &up2(&stages.f4)], 1);
-        let global = stages.f4.mean_dim(&[2i64, 3][..], false, None).apply(&self.linear);
+        let global = self.linear.forward(&stages.f4.mean_dim(&[2i64, 3][..], false, None), pass);
         VisualFeatures { lower, higher, global }
     }
 }

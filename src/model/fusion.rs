@@ -6,6 +6,7 @@ use tch::Tensor;
 
 use super::attention::EPSILON;
 use super::layers::Linear;
+use super::pass::Pass;
 
 /// `w = σ(W [ŝ ; k̂] + b)`, `F_t = w ⊙ ŝ + (1 − w) ⊙ k̂` with L2-normalised inputs.
 #[derive(Debug)]
@@ -19,10 +20,10 @@ impl VgmfGate {
     }
 
     /// Sentence and keyword features `[..., d]` → fused `[..., d]`.
-    pub fn forward(&self, sentence: &Tensor, keywords: &Tensor) -> Tensor {
+    pub fn forward(&self, sentence: &Tensor, keywords: &Tensor, pass: Pass) -> Tensor {
         let s = l2norm(sentence);
         let k = l2norm(keywords);
-        let w = Tensor::cat(&[&s, &k], -1).apply(&self.gate).sigmoid();
+        let w = self.gate.forward(&Tensor::cat(&[&s, &k], -1), pass).sigmoid();
         &w * s + (1.0 - w) * k
     }
 }

@@ -2,8 +2,10 @@
 //! initialisation, so that a fresh amfmn model starts like a fresh PyTorch one and checkpoint
 //! keys are `<path>.weight`, `<path>.bias`, `<path>.running_mean`, ...
 
-use tch::nn::{Init, Module, ModuleT, Path};
+use tch::nn::{Init, Module, Path};
 use tch::{Kind, Tensor};
+
+use super::pass::Pass;
 
 /// `nn.Linear`: `y = x Wᵀ + b`, weight `[out, in]`.
 #[derive(Debug)]
@@ -22,10 +24,10 @@ impl Linear {
     }
 }
 
-impl Module for Linear {
-    /// `[..., in]` → `[..., out]`.
-    fn forward(&self, x: &Tensor) -> Tensor {
-        super::amp::lowered(x, &self.weight, self.bias.as_ref(), |x, w, b| x.linear(w, b))
+impl Linear {
+    /// `[..., in]` → `[..., out]`, in the pass's precision.
+    pub fn forward(&self, x: &Tensor, pass: Pass) -> Tensor {
+        super::amp::lowered(x, &self.weight, self.bias.as_ref(), pass.precision, |x, w, b| x.linear(w, b))
     }
 }
 
@@ -79,11 +81,12 @@ impl Conv2d {
     }
 }
 
-impl Module for Conv2d {
-    /// `[B, in, H, W]` → `[B, out, H', W']`.
-    fn forward(&self, x: &Tensor) -> Tensor {
+impl Conv2d {
+    /// `[B, in, H, W]` → `[B, out, H', W']`, in the pass's precision.
+    pub fn forward(&self, x: &Tensor, pass: Pass) -> Tensor {
         let (stride, padding) = (self.stride, self.padding);
-        super::amp::lowered(x, &self.weight, self.bias.as_ref(), |x, w, b| x.conv2d(w, b, [stride], [padding], [1], 1))
+        let conv = |x: &Tensor, w: &Tensor, b: Option<&Tensor>| x.conv2d(w, b, [stride], [padding], [1], 1);
+        super::amp::lowered(x, &self.weight, self.bias.as_ref(), pass.precision, conv)
     }
 }
 
@@ -109,9 +112,10 @@ impl BatchNorm2d {
     }
 }
 
-impl ModuleT for BatchNorm2d {
-    /// `[B, C, H, W]` → same shape; batch statistics (and running-stat updates) when `train`.
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+impl BatchNorm2d {
+    /// `[B, C, H, W]` → same shape; batch statistics (and running-stat updates) in training.
+    pub fn forward(&self, x: &Tensor, pass: Pass) -> Tensor {
+        let train = pass.train;
         if train {
             tch::no_grad(|| {
                 let _ = self.num_batches_tracked.shallow_clone().g_add_scalar_(1);

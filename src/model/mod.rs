@@ -9,10 +9,14 @@ pub mod config;
 pub mod fusion;
 pub mod layers;
 pub mod mvsa;
+pub mod pass;
 pub mod resnet;
 pub mod seq2vec;
 pub mod skipthoughts;
 pub mod text_encoder;
+mod training;
 
 pub use amfmn::{Amfmn, Model, SCORING_HEAD};
 pub use config::ModelConfig;
+pub use pass::Pass;
+pub use training::Training;

@@ -5,6 +5,7 @@ use tch::nn::Path;
 use tch::Tensor;
 
 use super::layers::{Conv2d, ConvConfig, Linear};
+use super::pass::Pass;
 use crate::options::MultiscaleOptions;
 
 /// Fuses lower and higher features into a gate on the global feature: `Fv = v_g ⊙ mask`.
@@ -35,20 +36,20 @@ impl Mvsa {
     }
 
     /// lower `[B, 192, S/4, S/4]`, higher `[B, 768, S/16, S/16]`, global `[B, d]` → Fv `[B, d]`.
-    pub fn forward(&self, lower: &Tensor, higher: &Tensor, global: &Tensor) -> Tensor {
-        self.forward_with_maps(lower, higher, global).fv
+    pub fn forward(&self, lower: &Tensor, higher: &Tensor, global: &Tensor, pass: Pass) -> Tensor {
+        self.forward_with_maps(lower, higher, global, pass).fv
     }
 
     /// [`Mvsa::forward`] with its spatial maps: the gate `A = σ(conv1x1_2(J))` and the
-    /// attended `main ⊙ A`, each `[B, o, S/16, S/16]` (LOCATE.md §2.1).
-    pub fn forward_with_maps(&self, lower: &Tensor, higher: &Tensor, global: &Tensor) -> MvsaMaps {
-        let l = lower.apply(&self.lf_conv);
-        let h = higher.apply(&self.hf_conv);
+    /// attended `main ⊙ A`, each `[B, o, S/16, S/16]` (docs/LOCALISATION.md, Saliency).
+    pub fn forward_with_maps(&self, lower: &Tensor, higher: &Tensor, global: &Tensor, pass: Pass) -> MvsaMaps {
+        let l = self.lf_conv.forward(lower, pass);
+        let h = self.hf_conv.forward(higher, pass);
         let joint = Tensor::cat(&[&l, &h], 1) + h.mean_dim(&[1i64][..], true, None);
-        let main = joint.apply(&self.conv1x1_1);
-        let gate = joint.apply(&self.conv1x1_2).sigmoid();
+        let main = self.conv1x1_1.forward(&joint, pass);
+        let gate = self.conv1x1_2.forward(&joint, pass).sigmoid();
         let attended = main * &gate;
-        let fv = global * attended.flatten(1, -1).apply(&self.solo_attention).sigmoid();
+        let fv = global * self.solo_attention.forward(&attended.flatten(1, -1), pass).sigmoid();
         MvsaMaps { fv, gate, attended }
     }
 }

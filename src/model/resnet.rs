@@ -4,9 +4,8 @@
 use tch::nn::Path;
 use tch::Tensor;
 
-use tch::nn::ModuleT;
-
 use super::layers::{BatchNorm2d, Conv2d, ConvConfig, ConvInit, Linear};
+use super::pass::Pass;
 
 /// torchvision's convolutions: no bias, Kaiming (fan-out) init.
 fn resnet_conv(vs: Path, in_channels: i64, out_channels: i64, kernel: i64, stride: i64, padding: i64) -> Conv2d {
@@ -41,11 +40,13 @@ impl BasicBlock {
     }
 }
 
-impl ModuleT for BasicBlock {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let out = x.apply(&self.conv1).apply_t(&self.bn1, train).relu().apply(&self.conv2).apply_t(&self.bn2, train);
+impl BasicBlock {
+    /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + x)`, `x` projected when the shape changes.
+    fn forward(&self, x: &Tensor, pass: Pass) -> Tensor {
+        let out = self.bn1.forward(&self.conv1.forward(x, pass), pass).relu();
+        let out = self.bn2.forward(&self.conv2.forward(&out, pass), pass);
         let identity = match &self.downsample {
-            Some((conv, bn)) => x.apply(conv).apply_t(bn, train),
+            Some((conv, bn)) => bn.forward(&conv.forward(x, pass), pass),
             None => x.shallow_clone(),
         };
         (out + identity).relu()
@@ -93,11 +94,11 @@ impl ResNet18 {
     }
 
     /// Stem (conv, BN, ReLU, max-pool) then the four stages.
-    pub fn forward(&self, images: &Tensor, train: bool) -> Stages {
-        let x = images.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+    pub fn forward(&self, images: &Tensor, pass: Pass) -> Stages {
+        let x = self.bn1.forward(&self.conv1.forward(images, pass), pass).relu();
         let x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         let stage =
-            |x: &Tensor, blocks: &[BasicBlock]| blocks.iter().fold(x.shallow_clone(), |x, b| x.apply_t(b, train));
+            |x: &Tensor, blocks: &[BasicBlock]| blocks.iter().fold(x.shallow_clone(), |x, b| b.forward(&x, pass));
         let f1 = stage(&x, &self.layers[0]);
         let f2 = stage(&f1, &self.layers[1]);
         let f3 = stage(&f2, &self.layers[2]);

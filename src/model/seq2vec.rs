@@ -4,14 +4,15 @@
 //! All variants compute the input side of every gate for all time steps in one matrix product
 //! (dropout masks are constant over time) and loop only over the hidden side. In training, the
 //! hidden-side weights get their gradient from one product over all steps after the backward
-//! pass ([`Seq2Vec::finish_backward`]) instead of one outer product per step.
-
-use std::sync::Mutex;
+//! pass instead of one outer product per step: a training forward returns a [`Training`] that
+//! only its `backward` backpropagates.
 
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
 use super::layers::{Embedding, Linear};
+use super::pass::Pass;
+use super::training::{DeferredGradient, Training};
 use crate::options::Seq2VecType;
 
 /// Skip-thoughts word-embedding width.
@@ -46,7 +47,7 @@ fn select_last(outputs: &[Tensor], lengths: &Tensor) -> Tensor {
 /// A hidden-side weight used at every step of a recurrence. When gradients are wanted, each
 /// step multiplies by a detached copy of the weight and adds a zero-valued leaf `sink[t]`;
 /// autograd then leaves dL/du_t in `sink.grad[t]`, and the weight's gradient is the single
-/// product `Σ_t sink.grad[t]ᵀ x_t` ([`PendingGradient::apply`]). The values are those of
+/// product `Σ_t sink.grad[t]ᵀ x_t` ([`DeferredGradient`]). The values are those of
 /// `x_t Wᵀ`, and so are the gradients, up to summation order.
 struct HiddenProjection {
     weight: Tensor,
@@ -75,31 +76,9 @@ impl HiddenProjection {
         }
     }
 
-    fn into_pending(self) -> Option<PendingGradient> {
+    fn into_deferred(self) -> Option<DeferredGradient> {
         let sink = self.sink?;
-        Some(PendingGradient { weight: self.weight, sink, inputs: Tensor::cat(&self.inputs, 0) })
-    }
-}
-
-/// The deferred gradient of one hidden-side weight of a training forward pass.
-#[derive(Debug)]
-struct PendingGradient {
-    weight: Tensor,
-    sink: Tensor,
-    /// `x_t` of every step, `[T * B, in]`.
-    inputs: Tensor,
-}
-
-impl PendingGradient {
-    /// Adds `Σ_t sink.grad[t]ᵀ x_t` to the weight's gradient.
-    fn apply(self) {
-        let grad = self.sink.grad();
-        if !grad.defined() {
-            return;
-        }
-        let out = self.weight.size()[0];
-        let dw = tch::no_grad(|| grad.reshape([-1, out]).tr().matmul(&self.inputs));
-        (&self.weight * dw).sum(Kind::Float).backward();
+        Some(DeferredGradient { weight: self.weight, sink, inputs: Tensor::cat(&self.inputs, 0) })
     }
 }
 
@@ -162,11 +141,11 @@ impl BayesianGruCell {
     /// Every step's state for `x` `[B, T, 620]`. In training each of the six gate inputs gets
     /// its own dropout mask, drawn once and reused at every step; in inference the three input
     /// projections and the three hidden projections are each one matrix product.
-    fn run(&self, x: &Tensor, p: f64, train: bool, pending: &mut Vec<PendingGradient>) -> Vec<Tensor> {
+    fn run(&self, x: &Tensor, p: f64, pass: Pass, deferred: &mut Vec<DeferredGradient>) -> Vec<Tensor> {
         let (b, steps, _) = x.size3().expect("[B, T, 620]");
         let mut h = Tensor::zeros([b, SENTENCE_DIM], (x.kind(), x.device()));
         let mut outputs = Vec::with_capacity(steps as usize);
-        if !train {
+        if !pass.train {
             let gates = InputGates::split(x.linear(&self.input_weight, Some(&self.input_bias)));
             for t in 0..steps {
                 // The state starts at zero, so the first hidden projection is zero too.
@@ -184,8 +163,8 @@ impl BayesianGruCell {
         let dropout = p > 0.0;
         let mask = |dim| dropout.then(|| dropout_mask(p, [b, dim], x));
         let project = |l: &Linear| match mask(WORD_DIM) {
-            Some(m) => (x * m.unsqueeze(1)).apply(l),
-            None => x.apply(l),
+            Some(m) => l.forward(&(x * m.unsqueeze(1)), pass),
+            None => l.forward(x, pass),
         };
         let gates =
             InputGates { r: project(&self.weight_ir), z: project(&self.weight_ii), n: project(&self.weight_in) };
@@ -203,7 +182,7 @@ impl BayesianGruCell {
             h = gru_update(&gates, t, hr, hz, hn, &h);
             outputs.push(h.shallow_clone());
         }
-        pending.extend(projections.into_iter().filter_map(HiddenProjection::into_pending));
+        deferred.extend(projections.into_iter().filter_map(HiddenProjection::into_deferred));
         outputs
     }
 }
@@ -254,7 +233,7 @@ impl GruWeights {
         x_mask: &Option<Tensor>,
         h_mask: &Option<Tensor>,
         train: bool,
-        pending: &mut Vec<PendingGradient>,
+        deferred: &mut Vec<DeferredGradient>,
     ) -> Vec<Tensor> {
         let (b, steps, _) = x.size3().expect("[B, T, in]");
         let hidden = self.weight_hh.size()[1];
@@ -275,7 +254,7 @@ impl GruWeights {
             h = gru_update(&gates, t, hr, hz, hn, &hd);
             outputs.push(h.shallow_clone());
         }
-        pending.extend(projection.into_pending());
+        deferred.extend(projection.into_deferred());
         outputs
     }
 }
@@ -312,8 +291,6 @@ pub struct Seq2Vec {
     pub encoder: Encoder,
     pub kind: Seq2VecType,
     dropout: f64,
-    /// Hidden-weight gradients of the last training forward, for [`Seq2Vec::finish_backward`].
-    pending: Mutex<Vec<PendingGradient>>,
 }
 
 impl Seq2Vec {
@@ -330,45 +307,34 @@ impl Seq2Vec {
                 GruWeights::new(&rnn, "_l0_reverse", WORD_DIM, SENTENCE_DIM / 2),
             ),
         };
-        Seq2Vec { embedding, encoder, kind, dropout, pending: Mutex::new(Vec::new()) }
+        Seq2Vec { embedding, encoder, kind, dropout }
     }
 
-    /// ids `[B, L]` (0-padded), lengths `[B]` (≥ 1) → sentence vectors `[B, 2400]`. A
-    /// training forward must be followed by `loss.backward()` and [`Seq2Vec::finish_backward`]
-    /// (`Model::backward` does both).
-    pub fn forward(&self, ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
+    /// ids `[B, L]` (0-padded), lengths `[B]` (≥ 1) → sentence vectors `[B, 2400]`; in
+    /// training mode with dropout and the hidden-side weight gradients deferred.
+    pub fn forward(&self, ids: &Tensor, lengths: &Tensor, pass: Pass) -> Training<Tensor> {
         let steps = lengths.max().int64_value(&[]);
         let x = ids.narrow(1, 0, steps).apply(&self.embedding);
         let b = x.size()[0];
-        let p = self.dropout;
-        let mut pending = Vec::new();
+        let (p, train) = (self.dropout, pass.train);
+        let mut deferred = Vec::new();
         let out = match &self.encoder {
-            Encoder::BayesianUniSkip(cell) => select_last(&cell.run(&x, p, train, &mut pending), lengths),
-            Encoder::UniSkip(w) => select_last(&w.run(&x, &None, &None, train, &mut pending), lengths),
+            Encoder::BayesianUniSkip(cell) => select_last(&cell.run(&x, p, pass, &mut deferred), lengths),
+            Encoder::UniSkip(w) => select_last(&w.run(&x, &None, &None, train, &mut deferred), lengths),
             Encoder::DropUniSkip(w) => {
                 let dropout = train && p > 0.0;
                 let x_mask = dropout.then(|| dropout_mask(p, [b, WORD_DIM], &x));
                 let h_mask = dropout.then(|| dropout_mask(p, [b, SENTENCE_DIM], &x));
-                select_last(&w.run(&x, &x_mask, &h_mask, train, &mut pending), lengths)
+                select_last(&w.run(&x, &x_mask, &h_mask, train, &mut deferred), lengths)
             }
             Encoder::BiSkip(forward, backward) => {
-                let fwd = select_last(&forward.run(&x, &None, &None, train, &mut pending), lengths);
+                let fwd = select_last(&forward.run(&x, &None, &None, train, &mut deferred), lengths);
                 let reversed = x.gather(1, &reverse_within_length(lengths, steps, WORD_DIM), false);
-                let bwd = select_last(&backward.run(&reversed, &None, &None, train, &mut pending), lengths);
+                let bwd = select_last(&backward.run(&reversed, &None, &None, train, &mut deferred), lengths);
                 Tensor::cat(&[fwd, bwd], 1)
             }
         };
-        *self.pending.lock().expect("pending gradients") = pending;
-        out
-    }
-
-    /// Completes the backward pass of the last training forward: adds the hidden-side weight
-    /// gradients (one product over all steps each).
-    pub fn finish_backward(&self) {
-        let pending = std::mem::take(&mut *self.pending.lock().expect("pending gradients"));
-        for p in pending {
-            p.apply();
-        }
+        Training::new(out, deferred)
     }
 }
 

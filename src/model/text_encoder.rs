@@ -4,7 +4,9 @@ use tch::nn::Path;
 use tch::Tensor;
 
 use super::layers::Linear;
+use super::pass::Pass;
 use super::seq2vec::{Seq2Vec, SENTENCE_DIM};
+use super::training::Training;
 use crate::options::Seq2VecOptions;
 
 /// The text encoder (`text_feature.{seq2vec,to_out}`).
@@ -23,7 +25,7 @@ impl TextFeature {
     }
 
     /// ids `[B, L]`, lengths `[B]` → t `[B, d]`.
-    pub fn forward(&self, ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
-        self.seq2vec.forward(ids, lengths, train).apply(&self.to_out).relu()
+    pub fn forward(&self, ids: &Tensor, lengths: &Tensor, pass: Pass) -> Training<Tensor> {
+        self.seq2vec.forward(ids, lengths, pass).map(|s| self.to_out.forward(&s, pass).relu())
     }
 }

@@ -7,14 +7,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::checkpoint::tensors::{self, TensorMap};
-use crate::data::image_file::{confined_path, decode_each};
-use crate::data::transforms::Transform;
+use crate::data::image_file::confined_path;
+use crate::encode::{self, Workers};
 use crate::fsutil::owned::Outputs;
 use crate::model::Model;
-use crate::score::Scorer;
 
 /// Image file extensions the index picks up (case-insensitive).
 const EXTENSIONS: [&str; 5] = ["tif", "tiff", "jpg", "jpeg", "png"];
@@ -209,18 +208,23 @@ pub fn update(
     let progress = crate::report::progress(to_encode.len() as u64, "encoding images");
     let mut new_codes: HashMap<usize, (Tensor, Option<Tensor>)> = HashMap::new();
     let mut skipped = Vec::new();
-    for batch in to_encode.chunks(batch_size.max(1)) {
-        let paths: Vec<PathBuf> = batch.iter().map(|&i| info.root.join(&files[i].path)).collect();
-        let encoded = encode_images(model, &paths, info.image_size, workers)?;
-        for (k, &row) in encoded.rows.iter().enumerate() {
-            let gate = encoded.gate.as_ref().map(|g| g.get(k as i64));
-            new_codes.insert(batch[row], (encoded.fv.get(k as i64), gate));
+    let plan: Vec<Vec<PathBuf>> = to_encode
+        .chunks(batch_size.max(1))
+        .map(|batch| batch.iter().map(|&i| info.root.join(&files[i].path)).collect())
+        .collect();
+    let side = info.image_size;
+    let prepare = |path: &PathBuf, out: &mut [f32]| encode::image_file_input(path, side, out);
+    encode::each_batch(&plan, side, Workers { workers, prefetch: 1 }, prepare, |batch| {
+        progress.inc((batch.rows.len() + batch.failures.len()) as u64);
+        let (fv, gate) = encode::image_codes(model, &batch.images);
+        for (k, &(item, ())) in batch.rows.iter().enumerate() {
+            new_codes.insert(to_encode[item], (fv.get(k as i64), gate.as_ref().map(|g| g.get(k as i64))));
         }
-        for (row, reason) in encoded.failures {
-            skipped.push((files[batch[row]].path.clone(), reason));
+        for (item, reason) in batch.failures {
+            skipped.push((files[to_encode[item]].path.clone(), reason));
         }
-        progress.inc(batch.len() as u64);
-    }
+        Ok(())
+    })?;
     progress.finish_and_clear();
     let (mut fv_rows, mut gate_rows, mut reused) = (Vec::new(), Vec::new(), 0);
     for (i, file) in files.iter().enumerate() {
@@ -244,52 +248,4 @@ pub fn update(
     let soft = model.net.cross_attention_s.is_soft();
     let index = Index { info, fv: Tensor::stack(&fv_rows, 0), gate: soft.then(|| Tensor::stack(&gate_rows, 0)) };
     Ok((index, UpdateSummary { reused, skipped }))
-}
-
-/// Result of decoding one batch for indexing.
-pub struct Encoded {
-    /// Rows of the batch that were encoded, and their codes.
-    pub rows: Vec<usize>,
-    pub fv: Tensor,
-    pub gate: Option<Tensor>,
-    /// Rows that could not be read, with the reason.
-    pub failures: Vec<(usize, String)>,
-}
-
-/// Decodes `paths` on `workers` threads (unreadable files are reported, not fatal) and encodes
-/// the readable ones with `model`.
-pub fn encode_images(model: &Model, paths: &[PathBuf], image_size: u32, workers: usize) -> Result<Encoded> {
-    let transform = Transform::Eval { size: image_size };
-    let len = transform.output_len();
-    let decoded = decode_each(paths, workers, |image| {
-        let mut out = vec![0f32; len];
-        transform.apply(&image, &mut crate::rng::stream(0, &[]), &mut out);
-        out
-    });
-    let mut rows = Vec::new();
-    let mut failures = Vec::new();
-    let mut buffer = Vec::new();
-    for (i, d) in decoded.into_iter().enumerate() {
-        match d {
-            Ok(values) => {
-                rows.push(i);
-                buffer.extend(values);
-            }
-            Err(e) => failures.push((i, e)),
-        }
-    }
-    let side = image_size as i64;
-    let d = model.embed_dim();
-    if rows.is_empty() {
-        let empty = Tensor::zeros([0, d], (Kind::Float, Device::Cpu));
-        let gate = model.net.cross_attention_s.is_soft().then(|| empty.shallow_clone());
-        return Ok(Encoded { rows, fv: empty, gate, failures });
-    }
-    let images = Tensor::from_slice(&buffer).view([rows.len() as i64, 3, side, side]);
-    let codes = tch::no_grad(|| {
-        let fv = model.net.encode_images(&model.prepare_images(&images), false);
-        Scorer::new(&model.net).image_codes(fv)
-    });
-    let gate = codes.gate.map(|g| g.to_device(Device::Cpu));
-    Ok(Encoded { rows, fv: codes.fv.to_device(Device::Cpu), gate, failures })
 }

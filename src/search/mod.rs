@@ -92,7 +92,7 @@ impl Searcher {
         let rows: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
         let (ids, lengths) = pad_captions(&rows);
         let device = self.model.device();
-        tch::no_grad(|| self.model.net.encode_texts(&ids.to_device(device), &lengths.to_device(device), false))
+        tch::no_grad(|| self.model.net.encode_texts(&ids.to_device(device), &lengths.to_device(device)))
     }
 
     /// The code `[1, d]` of a query's text.

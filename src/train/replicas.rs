@@ -13,7 +13,7 @@ use tch::{Device, Tensor};
 
 use crate::data::transforms::normalize_on;
 use crate::data::PairBatch;
-use crate::model::Model;
+use crate::model::{Model, Pass, Training};
 use crate::optim::Adam;
 
 /// The replicas of one model, the first (`primary`) on the first device.
@@ -57,33 +57,35 @@ impl Replicas {
 
     /// The `[B, B]` scores of a batch on the primary's device, in each trained mode: by
     /// sentence; or by sentence, keywords and both fused when the batch has keywords.
-    pub fn scores(&self, batch: &PairBatch, train: bool) -> Vec<Tensor> {
+    pub fn scores(&self, batch: &PairBatch, pass: Pass) -> Training<Vec<Tensor>> {
         let shares = shares(batch.caption_ids.len(), self.len());
-        let codes: Vec<ShareCodes> = self
+        let codes: Vec<Training<ShareCodes>> = self
             .iter()
             .zip(shares)
             .filter(|(_, (_, size))| *size > 0)
-            .map(|(model, (start, size))| encode_share(model, batch, start, size, train))
+            .map(|(model, (start, size))| encode_share(model, batch, start, size, pass))
             .collect();
-        let device = self.primary.device();
-        let visual = gather(codes.iter().map(|c| &c.visual), device);
-        let sentence = gather(codes.iter().map(|c| &c.sentence), device);
-        let net = &self.primary.net;
-        if batch.keywords.is_none() {
-            return vec![net.cross_attention_s.scores(&visual, &sentence)];
-        }
-        let keywords = gather(codes.iter().filter_map(|c| c.keywords.as_ref()), device);
-        let scores = net.mode_scores(&visual, &sentence, &keywords);
-        vec![scores.sentence, scores.keywords, scores.fused]
+        Training::collect(codes).map(|codes| {
+            let device = self.primary.device();
+            let visual = gather(codes.iter().map(|c| &c.visual), device);
+            let sentence = gather(codes.iter().map(|c| &c.sentence), device);
+            let net = &self.primary.net;
+            if batch.keywords.is_none() {
+                return vec![net.cross_attention_s.scores(&visual, &sentence, pass)];
+            }
+            let keywords = gather(codes.iter().filter_map(|c| c.keywords.as_ref()), device);
+            let scores = net.mode_scores(&visual, &sentence, &keywords, pass);
+            vec![scores.sentence, scores.keywords, scores.fused]
+        })
     }
 
     /// One optimizer step from the loss of a [`Replicas::scores`] forward: backward through
     /// every replica, their gradients summed into the primary's, unscaled (fp16), clipped to
     /// `grad_clip` (0: not clipped), Adam (skipped on inf/NaN gradients), and the primary
     /// copied to the other replicas.
-    pub fn update(&self, adam: &mut Adam, loss: &Tensor, grad_clip: f64) {
+    pub fn update(&self, adam: &mut Adam, loss: Training<Tensor>, grad_clip: f64) {
         adam.zero_grad();
-        self.backward(&adam.scale_loss(loss));
+        self.backward(loss.map(|loss| adam.scale_loss(&loss)));
         let finite = adam.unscale_gradients();
         if finite {
             if grad_clip > 0.0 {
@@ -97,11 +99,8 @@ impl Replicas {
 
     /// Backpropagates `loss` into every replica and adds the other replicas' gradients into
     /// the primary's (theirs are reset to zero for the next step).
-    fn backward(&self, loss: &Tensor) {
+    fn backward(&self, loss: Training<Tensor>) {
         loss.backward();
-        for model in self.iter() {
-            model.finish_backward();
-        }
         if self.others.is_empty() {
             return;
         }
@@ -162,18 +161,21 @@ pub fn shares(b: usize, n: usize) -> Vec<(usize, usize)> {
 }
 
 /// Rows `start..start + size` of the batch encoded by `model` on its device.
-fn encode_share(model: &Model, batch: &PairBatch, start: usize, size: usize, train: bool) -> ShareCodes {
+fn encode_share(model: &Model, batch: &PairBatch, start: usize, size: usize, pass: Pass) -> Training<ShareCodes> {
     let device = model.device();
     let rows = |t: &Tensor| t.narrow(0, start as i64, size as i64).to_device(device);
     let pixels = model.prepare_images(&normalize_on(&batch.images.narrow(0, start as i64, size as i64), device));
-    let visual = model.net.encode_images(&pixels, train);
+    let visual = model.net.encode_images(&pixels, pass);
     let captions = (&rows(&batch.captions), &rows(&batch.lengths));
     match &batch.keywords {
-        None => ShareCodes { visual, sentence: model.net.encode_texts(captions.0, captions.1, train), keywords: None },
+        None => model.net.encode_texts_with(captions.0, captions.1, pass).map(|sentence| ShareCodes {
+            visual,
+            sentence,
+            keywords: None,
+        }),
         Some((ids, lengths)) => {
-            let (sentence, keywords) =
-                model.net.encode_sentences_and_keywords(captions, (&rows(ids), &rows(lengths)), train);
-            ShareCodes { visual, sentence, keywords: Some(keywords) }
+            let texts = model.net.encode_sentences_and_keywords(captions, (&rows(ids), &rows(lengths)), pass);
+            texts.map(|(sentence, keywords)| ShareCodes { visual, sentence, keywords: Some(keywords) })
         }
     }
 }

@@ -10,7 +10,7 @@ use super::fold::Fold;
 use super::Trainer;
 use crate::data::PairBatch;
 use crate::loss::{contrastive_loss, dynamic_margins, Margin};
-use crate::model::amp;
+use crate::model::Pass;
 use crate::rng;
 
 /// Mean loss and speed of (part of) an epoch.
@@ -71,7 +71,7 @@ impl Trainer<'_> {
     fn train_step(&self, fold: &mut Fold, batch: &PairBatch, epoch: usize, i: usize) -> Result<f64> {
         let optim = &self.options.optim;
         tch::manual_seed(rng::derive(fold.data_seed, &[rng::tag::DROPOUT, epoch as u64, i as u64]) as i64);
-        let scores = amp::autocast(optim.amp.kind(), || fold.replicas.scores(batch, true));
+        let scores = fold.replicas.scores(batch, Pass::training(optim.amp.kind()));
         let margin = match &fold.prior {
             Some(prior) => Margin::PerPair(
                 dynamic_margins(&prior.matrix(&batch.image_ids, &batch.caption_ids), optim.gamma, optim.beta)
@@ -79,12 +79,11 @@ impl Trainer<'_> {
             ),
             None => Margin::Fixed(optim.margin),
         };
-        let loss = scores
-            .iter()
-            .map(|scores| contrastive_loss(scores, &margin, optim.max_violation))
-            .reduce(|a, b| a + b)
-            .expect("one mode at least");
-        let value = loss.double_value(&[]);
+        let loss = scores.map(|scores| {
+            let modes = scores.iter().map(|scores| contrastive_loss(scores, &margin, optim.max_violation));
+            modes.reduce(|a, b| a + b).expect("one mode at least")
+        });
+        let value = loss.detached().double_value(&[]);
         if !value.is_finite() {
             bail!(
                 "the loss became {value} at epoch {epoch}, step {i} of fold {}; lower optim.lr or set optim.grad_clip \
@@ -93,7 +92,7 @@ impl Trainer<'_> {
                 fold.dir.join("last.json").display()
             );
         }
-        fold.replicas.update(&mut fold.adam, &loss, optim.grad_clip);
+        fold.replicas.update(&mut fold.adam, loss, optim.grad_clip);
         fold.position.eiters += 1;
         Ok(value)
     }

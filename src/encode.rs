@@ -1,0 +1,194 @@
+//! The one image-encoding pipeline: the items of a plan of batches (image files, crops of a
+//! scene) are prepared on worker threads into normalised `[3, S, S]` inputs, a batch or two
+//! ahead of the model, and handed over in order to the thread that encodes them while the next
+//! batches are being prepared. `index`, `locate`, `saliency` and evaluation encode through it.
+
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::time::Instant;
+
+use anyhow::Result;
+use image::RgbImage;
+use tch::{Device, Kind, Tensor};
+
+use crate::data::image_file::with_decoded;
+use crate::data::transforms::Transform;
+use crate::model::{Model, Pass};
+use crate::score::Scorer;
+
+/// A batch of prepared inputs.
+pub struct Prepared<E> {
+    /// `[B, 3, S, S]` normalised floats of the items that could be prepared (on the CPU).
+    pub images: Tensor,
+    /// For each row of `images`: the item's index in the whole plan, and what its preparation
+    /// kept besides the input (a decoded image to draw on, or nothing).
+    pub rows: Vec<(usize, E)>,
+    /// Items that could not be prepared: their index in the whole plan and why.
+    pub failures: Vec<(usize, String)>,
+    /// Seconds spent preparing the batch (on its worker).
+    pub seconds: f64,
+}
+
+/// How the items are prepared: by `workers` threads (at least one), each keeping at most
+/// `prefetch` ready batches ahead of the model.
+#[derive(Debug, Clone, Copy)]
+pub struct Workers {
+    pub workers: usize,
+    pub prefetch: usize,
+}
+
+/// Prepares the batches of `plan` (items into inputs of side `side` by `prepare`, an error
+/// skipping the item) on worker threads and calls `consume` with each batch, in plan order, on
+/// the calling thread, while later batches are prepared.
+pub fn each_batch<I: Sync, E: Send>(
+    plan: &[Vec<I>],
+    side: u32,
+    workers: Workers,
+    prepare: impl Fn(&I, &mut [f32]) -> Result<E> + Sync,
+    mut consume: impl FnMut(Prepared<E>) -> Result<()>,
+) -> Result<()> {
+    let len = 3 * side as usize * side as usize;
+    let count = workers.workers.clamp(1, plan.len().max(1));
+    let starts: Vec<usize> = plan.iter().scan(0, |at, batch| Some(std::mem::replace(at, *at + batch.len()))).collect();
+    let prepare = &prepare;
+    std::thread::scope(|scope| {
+        let receivers: Vec<Receiver<Prepared<E>>> = (0..count)
+            .map(|w| {
+                let (tx, rx) = sync_channel(workers.prefetch.max(1));
+                let starts = &starts;
+                scope.spawn(move || {
+                    for (k, batch) in plan.iter().enumerate().skip(w).step_by(count) {
+                        if tx.send(prepare_batch(batch, starts[k], side, len, prepare)).is_err() {
+                            return;
+                        }
+                    }
+                });
+                rx
+            })
+            .collect();
+        for k in 0..plan.len() {
+            let batch =
+                receivers[k % count].recv().map_err(|_| anyhow::anyhow!("an input thread stopped unexpectedly"))?;
+            consume(batch)?;
+        }
+        Ok(())
+    })
+}
+
+/// The inputs of one batch whose first item is item `start` of the plan.
+fn prepare_batch<I, E>(
+    batch: &[I],
+    start: usize,
+    side: u32,
+    len: usize,
+    prepare: &(impl Fn(&I, &mut [f32]) -> Result<E> + Sync),
+) -> Prepared<E> {
+    let began = Instant::now();
+    let mut buffer = vec![0f32; batch.len() * len];
+    let (mut rows, mut failures) = (Vec::new(), Vec::new());
+    for (k, item) in batch.iter().enumerate() {
+        let row = rows.len();
+        match prepare(item, &mut buffer[row * len..(row + 1) * len]) {
+            Ok(kept) => rows.push((start + k, kept)),
+            Err(e) => failures.push((start + k, format!("{e:#}"))),
+        }
+    }
+    buffer.truncate(rows.len() * len);
+    let side = side as i64;
+    let images = Tensor::from_slice(&buffer).view([rows.len() as i64, 3, side, side]);
+    Prepared { images, rows, failures, seconds: began.elapsed().as_secs_f64() }
+}
+
+/// Fv `[B, d]` of a batch of inputs `[B, 3, S, S]`, on the model's device.
+pub fn image_fv(model: &Model, images: &Tensor) -> Tensor {
+    tch::no_grad(|| model.net.encode_images(&model.prepare_images(images), Pass::EVAL))
+}
+
+/// Fv `[B, d]` and, for soft attention, the gates `[B, d]` of a batch of inputs, on the CPU.
+pub fn image_codes(model: &Model, images: &Tensor) -> (Tensor, Option<Tensor>) {
+    if images.size()[0] == 0 {
+        let empty = Tensor::zeros([0, model.embed_dim()], (Kind::Float, Device::Cpu));
+        let gate = model.net.cross_attention_s.is_soft().then(|| empty.shallow_clone());
+        return (empty, gate);
+    }
+    let codes = tch::no_grad(|| Scorer::new(&model.net).image_codes(image_fv(model, images)));
+    (codes.fv.to_device(Device::Cpu), codes.gate.map(|g| g.to_device(Device::Cpu)))
+}
+
+/// The codes of one image file ([`image_codes`]).
+pub fn image_file_codes(model: &Model, path: &Path) -> Result<(Tensor, Option<Tensor>)> {
+    let side = model.image_size();
+    let mut input = vec![0f32; 3 * side as usize * side as usize];
+    image_file_input(path, side, &mut input)?;
+    let images = Tensor::from_slice(&input).view([1, 3, side as i64, side as i64]);
+    Ok(image_codes(model, &images))
+}
+
+/// The evaluation input of the image file `path` (decoded within the decoding budget, then the
+/// evaluation transform: resize to `side`, normalise), written into `out`.
+pub fn image_file_input(path: &Path, side: u32, out: &mut [f32]) -> Result<()> {
+    with_decoded(path, |image| eval_input(&image, side, out))
+}
+
+/// [`image_file_input`] that also keeps the decoded image (to draw on).
+pub fn image_file_input_kept(path: &Path, side: u32, out: &mut [f32]) -> Result<RgbImage> {
+    with_decoded(path, |image| {
+        eval_input(&image, side, out);
+        image
+    })
+}
+
+/// The evaluation transform of an image into `out`.
+fn eval_input(image: &RgbImage, side: u32, out: &mut [f32]) {
+    Transform::Eval { size: side }.apply(image, &mut crate::rng::stream(0, &[]), out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Items of 1x1 inputs filled with their own value; item 4 cannot be prepared.
+    fn run(workers: usize) -> (Vec<usize>, Vec<(usize, String)>) {
+        let plan: Vec<Vec<u32>> = vec![vec![0, 1, 2], vec![3, 4], vec![5, 6, 7], vec![8]];
+        let (mut seen, mut failed) = (Vec::new(), Vec::new());
+        let prepare = |&x: &u32, out: &mut [f32]| {
+            anyhow::ensure!(x != 4, "four cannot be read");
+            out.fill(x as f32);
+            Ok(x * 10)
+        };
+        each_batch(&plan, 1, Workers { workers, prefetch: 1 }, prepare, |batch| {
+            assert_eq!(batch.images.size(), [batch.rows.len() as i64, 3, 1, 1]);
+            for (k, &(item, kept)) in batch.rows.iter().enumerate() {
+                assert_eq!(kept as usize, item * 10, "what the preparation kept");
+                assert_eq!(batch.images.double_value(&[k as i64, 2, 0, 0]), item as f64, "row {k} is item {item}");
+                seen.push(item);
+            }
+            failed.extend(batch.failures);
+            Ok(())
+        })
+        .unwrap();
+        (seen, failed)
+    }
+
+    #[test]
+    fn batches_come_in_plan_order_whatever_the_workers() {
+        for workers in [1, 2, 3, 8] {
+            let (seen, failed) = run(workers);
+            assert_eq!(seen, [0, 1, 2, 3, 5, 6, 7, 8], "{workers} workers");
+            assert_eq!(failed, [(4, "four cannot be read".to_owned())], "{workers} workers");
+        }
+        let plan = vec![vec![1u8], vec![2], vec![3]];
+        let mut calls = 0;
+        let err = each_batch(
+            &plan,
+            1,
+            Workers { workers: 2, prefetch: 1 },
+            |_, _| Ok(()),
+            |_| {
+                calls += 1;
+                anyhow::bail!("the model failed")
+            },
+        );
+        assert_eq!((err.unwrap_err().to_string(), calls), ("the model failed".to_owned(), 1), "stops at once");
+    }
+}

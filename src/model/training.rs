@@ -1,0 +1,94 @@
+//! The output of a forward pass together with the gradients it defers. The skip-thoughts
+//! recurrence uses each hidden-side weight at every step; in training, instead of one outer
+//! product per step, it computes that weight's gradient in one product over all steps after the
+//! backward pass ([`super::seq2vec`]). Only [`Training::backward`] backpropagates from such an
+//! output, and it adds those gradients: the value itself is reachable only detached, so a plain
+//! `loss.backward()` that would silently miss them cannot be written.
+
+use tch::{Kind, Tensor};
+
+/// The deferred gradient of one hidden-side weight: `dW = Σ_t sink.grad[t]ᵀ x_t`, where the
+/// forward pass added the zero-valued leaf `sink[t]` to each step's `x_t Wᵀ` (computed with a
+/// detached `W`) so that autograd leaves dL/du_t in `sink.grad[t]`.
+#[derive(Debug)]
+pub(super) struct DeferredGradient {
+    pub(super) weight: Tensor,
+    pub(super) sink: Tensor,
+    /// `x_t` of every step, `[T * B, in]`.
+    pub(super) inputs: Tensor,
+}
+
+impl DeferredGradient {
+    /// Adds `Σ_t sink.grad[t]ᵀ x_t` to the weight's gradient.
+    fn apply(self) {
+        let grad = self.sink.grad();
+        if !grad.defined() {
+            return;
+        }
+        let out = self.weight.size()[0];
+        let dw = tch::no_grad(|| grad.reshape([-1, out]).tr().matmul(&self.inputs));
+        (&self.weight * dw).sum(Kind::Float).backward();
+    }
+}
+
+/// A forward pass's output `T` with the gradients it defers (none in evaluation mode).
+#[must_use = "backpropagate a training forward's output with Training::backward"]
+#[derive(Debug)]
+pub struct Training<T> {
+    value: T,
+    deferred: Vec<DeferredGradient>,
+}
+
+impl<T> Training<T> {
+    pub(super) fn new(value: T, deferred: Vec<DeferredGradient>) -> Training<T> {
+        Training { value, deferred }
+    }
+
+    /// An output that defers nothing.
+    pub fn plain(value: T) -> Training<T> {
+        Training { value, deferred: Vec::new() }
+    }
+
+    /// The output mapped by `f` (the loss of scores), still with the deferred gradients.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Training<U> {
+        Training { value: f(self.value), deferred: self.deferred }
+    }
+
+    /// Both outputs, with the gradients both defer.
+    pub fn zip<U>(mut self, other: Training<U>) -> Training<(T, U)> {
+        self.deferred.extend(other.deferred);
+        Training { value: (self.value, other.value), deferred: self.deferred }
+    }
+
+    /// Several outputs as one.
+    pub fn collect(items: impl IntoIterator<Item = Training<T>>) -> Training<Vec<T>> {
+        let (mut values, mut deferred) = (Vec::new(), Vec::new());
+        for item in items {
+            values.push(item.value);
+            deferred.extend(item.deferred);
+        }
+        Training { value: values, deferred }
+    }
+
+    /// The output of a pass that deferred nothing (evaluation mode). Panics on a training pass's
+    /// output, whose gradients only [`Training::backward`] completes.
+    pub fn evaluated(self) -> T {
+        assert!(self.deferred.is_empty(), "a training forward's output is backpropagated with Training::backward");
+        self.value
+    }
+}
+
+impl Training<Tensor> {
+    /// Backpropagates into every parameter's gradient, the deferred ones included.
+    pub fn backward(self) {
+        self.value.backward();
+        for gradient in self.deferred {
+            gradient.apply();
+        }
+    }
+
+    /// The value, detached from the graph (to read or log it).
+    pub fn detached(&self) -> Tensor {
+        self.value.detach()
+    }
+}
