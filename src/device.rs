@@ -38,6 +38,18 @@ pub fn resolve_replicas(devices: &Devices) -> Result<Vec<Device>> {
     list.iter().map(|&d| resolve_one(d)).collect()
 }
 
+/// The warning for a run whose `device: auto` found no GPU: amfmn always links libtorch's CUDA
+/// library, so this means no driver or no visible device, and a run meant for a GPU would go on
+/// for days on the CPU. `None` when the devices were named or a GPU was found.
+pub fn auto_fell_back(devices: &Devices, resolved: &[Device]) -> Option<String> {
+    (devices.list() == [DeviceChoice::Auto] && resolved == [Device::Cpu]).then(|| {
+        "device auto found no GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides every device): this runs on the \
+         CPU, many times slower; set device: cpu (or --device cpu) if that is meant, or --device cuda to stop \
+         instead"
+            .to_owned()
+    })
+}
+
 /// The device for `choice`: `auto` is the first CUDA device when libtorch sees one, else the
 /// CPU; an explicit CUDA device must exist (`CUDA_VISIBLE_DEVICES` is applied by CUDA itself).
 fn resolve_one(choice: DeviceChoice) -> Result<Device> {
@@ -125,5 +137,19 @@ pub fn describe(device: Device) -> String {
         Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
         Device::Cuda(n) => format!("cuda:{n}"),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_auto_that_found_no_gpu_warns() {
+        let devices = |text: &str| text.parse::<Devices>().unwrap();
+        assert!(auto_fell_back(&devices("auto"), &[Device::Cpu]).is_some());
+        assert!(auto_fell_back(&devices("auto"), &[Device::Cuda(0)]).is_none());
+        assert!(auto_fell_back(&devices("cpu"), &[Device::Cpu]).is_none());
+        assert!(auto_fell_back(&devices("cpu,cpu"), &[Device::Cpu, Device::Cpu]).is_none());
     }
 }

@@ -88,9 +88,15 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", amfmn::report::error_line(&e));
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<train::Stopped>() {
+            Some(stopped) => {
+                eprintln!("{}", amfmn::report::escape_controls(&stopped.to_string()));
+                ExitCode::from(130)
+            }
+            None => {
+                eprintln!("error: {}", amfmn::report::error_line(&e));
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -16,6 +16,34 @@ use serde_yaml::{Mapping, Value};
 /// cores, and each thread holds a batch.
 pub const MAX_WORKERS: usize = 256;
 
+/// The options a resumed run may change: where and how fast it runs and how long, never what
+/// it trains ([`Options::differences`]).
+pub const RUNTIME_KEYS: &[&str] = &[
+    "device",
+    "threads",
+    "channels_last",
+    "dataset.workers",
+    "dataset.prefetch",
+    "dataset.batch_size_val",
+    "optim.resume",
+    "optim.epochs",
+    "logs.print_freq",
+    "k_fold.current_num",
+];
+
+/// The leaves of a JSON tree as `(dotted key, value)` pairs, in order.
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map {
+                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                flatten(&path, child, out);
+            }
+        }
+        leaf => out.push((prefix.to_owned(), leaf.clone())),
+    }
+}
+
 /// All options of one run, as read from `--path_opt` plus `--set` overrides.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -505,6 +533,22 @@ impl Options {
         Ok(options)
     }
 
+    /// The options that differ between a run (`self`) and the run it resumes (`earlier`), as
+    /// `key: earlier → now` lines, leaving out [`RUNTIME_KEYS`].
+    pub fn differences(&self, earlier: &Options) -> Vec<String> {
+        let (mut now, mut before) = (Vec::new(), Vec::new());
+        flatten("", &serde_json::to_value(self).unwrap_or_default(), &mut now);
+        flatten("", &serde_json::to_value(earlier).unwrap_or_default(), &mut before);
+        let before: std::collections::HashMap<_, _> = before.into_iter().collect();
+        now.into_iter()
+            .filter(|(key, _)| !RUNTIME_KEYS.contains(&key.as_str()))
+            .filter_map(|(key, value)| {
+                let old = before.get(&key).cloned().unwrap_or(serde_json::Value::Null);
+                (old != value).then(|| format!("{key}: {old} → {value}"))
+            })
+            .collect()
+    }
+
     /// Checks values that parse but cannot work (and `threads`, against this machine, when the
     /// model runs: [`crate::device::set_threads`]).
     pub fn validate(&self) -> Result<()> {
@@ -668,6 +712,16 @@ k_fold:
     fn err(text: &str, sets: &[&str]) -> String {
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
         format!("{:#}", Options::parse(text, &sets).unwrap_err())
+    }
+
+    #[test]
+    fn differences_name_what_a_resumed_run_would_change() {
+        let earlier = Options::parse(ORIGINAL_LAYOUT, &[]).unwrap();
+        let runtime = ["device=cpu", "threads=1", "dataset.workers=1", "optim.epochs=90"].map(String::from);
+        assert!(Options::parse(ORIGINAL_LAYOUT, &runtime).unwrap().differences(&earlier).is_empty());
+        let changed = ["optim.lr=0.001", "dataset.batch_size=50", "device=cpu"].map(String::from);
+        let now = Options::parse(ORIGINAL_LAYOUT, &changed).unwrap();
+        assert_eq!(now.differences(&earlier), ["dataset.batch_size: 100 → 50", "optim.lr: 0.0002 → 0.001"]);
     }
 
     #[test]

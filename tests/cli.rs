@@ -324,3 +324,45 @@ fn hostile_option_files_end_in_one_line() {
     let out = amfmn_in(dir.path(), &["inspect", "--path_opt", "o.yaml", "--set", "model.embed.embed_dim=99999999"]);
     assert_one_line_error(&out, "model.embed.embed_dim: 99999999 is more than this model can allocate sensibly");
 }
+
+/// Runs exec/run_amfmn.sh with a stand-in binary that records each call (`CUDA_VISIBLE_DEVICES`
+/// and the arguments) and makes `train` exit with `train_exit`.
+fn run_script(card: Option<&str>, train_exit: i32, args: &[&str]) -> (std::process::Output, Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (stub, calls) = (dir.path().join("amfmn"), dir.path().join("calls"));
+    let script = format!(
+        "#!/bin/sh\necho \"${{CUDA_VISIBLE_DEVICES-unset}} $*\" >> '{}'\n[ \"$1\" = train ] && exit {train_exit}\nexit 0\n",
+        calls.display()
+    );
+    std::fs::write(&stub, script).unwrap();
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut command = std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("exec/run_amfmn.sh"));
+    command.arg("rsitmd").args(args).env("AMFMN", &stub).env("CUDA_VISIBLE_DEVICES", "3");
+    if let Some(card) = card {
+        command.env("CARD", card);
+    }
+    let out = command.output().unwrap();
+    let calls = std::fs::read_to_string(&calls).unwrap_or_default().lines().map(str::to_owned).collect();
+    (out, calls)
+}
+
+#[test]
+fn the_training_script_passes_shared_flags_to_test_and_stops_when_train_fails() {
+    let opt = "--path_opt option/RSITMD_AMFMN.yaml";
+    let (out, calls) = run_script(None, 0, &["--set", "optim.lr=0.001", "--device", "cuda", "--overwrite"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        calls,
+        [
+            format!("3 vocab {opt} --set optim.lr=0.001 --splits train,test --threshold 5 --if-missing"),
+            format!("3 inspect {opt} --set optim.lr=0.001"),
+            format!("3 train {opt} --set optim.lr=0.001 --device cuda --overwrite"),
+            format!("3 test {opt} --set optim.lr=0.001 --device cuda"),
+        ]
+    );
+    let (out, calls) = run_script(Some("1"), 130, &[]);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(calls.iter().all(|c| c.starts_with("1 ")), "{calls:?}");
+}

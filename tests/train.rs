@@ -166,31 +166,47 @@ fn ctrl_c_writes_a_checkpoint_that_resumes_the_same_run() {
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
-    assert!(
-        stdout(&out).contains("stopped; resume with: amfmn train --path_opt opt.yaml --resume"),
-        "{}",
-        stdout(&out)
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let printed = stderr(&out);
+    let resume =
+        printed.lines().find_map(|l| l.strip_prefix("stopped by Ctrl-C; resume with: ")).unwrap_or_else(|| {
+            panic!("no resume line: {printed}");
+        });
+    assert_eq!(
+        resume,
+        "amfmn train --path_opt opt.yaml --set model.resnet_weights=none --set k_fold.experiment_name=stopped \
+         --set logs.print_freq=1 --device cpu --resume checkpoint/stopped/0/last.json"
     );
     let last: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("checkpoint/stopped/0/last.json")).unwrap())
             .unwrap();
     assert!(last["batch"].as_u64().unwrap() > 0 || last["epoch"].as_u64().unwrap() > 0, "{last}");
 
-    let resumed = train(
-        dir.path(),
-        &[
-            "--set",
-            "k_fold.experiment_name=stopped",
-            "--set",
-            "logs.print_freq=1",
-            "--resume",
-            "checkpoint/stopped/0/last.json",
-        ],
-    );
+    let words = shlex::split(resume.strip_prefix("amfmn ").unwrap()).unwrap();
+    let mut changed: Vec<&str> = words.iter().map(String::as_str).collect();
+    changed.extend(["--set", "optim.lr=0.1", "--set", "dataset.workers=1"]);
+    let refused = amfmn_in(dir.path(), &changed);
+    let message = stderr(&refused);
+    assert!(!refused.status.success() && message.contains("→ 0.1)"), "{message}");
+    assert!(message.contains("(optim.lr: ") && !message.contains("dataset.workers:"), "{message}");
+
+    let resumed = amfmn_in(dir.path(), &words.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     let c = dir.path().join("checkpoint");
     assert_same_weights(&c.join("straight/0/last.safetensors"), &c.join("stopped/0/last.safetensors"));
+}
+
+/// `device: auto` without a GPU trains on the CPU, and says so at the start and in the fold's log.
+#[test]
+fn auto_without_a_gpu_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let out = train_on(dir.path(), "auto", &["--set", "optim.epochs=1", "--set", "k_fold.experiment_name=auto"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = std::fs::read_to_string(dir.path().join("checkpoint/auto/0/AMFMN_demo.txt")).unwrap();
+    let warned = (stderr(&out).contains("warning: device auto found no GPU"), log.contains("device auto found no GPU"));
+    let expected = !tch::Cuda::is_available();
+    assert_eq!(warned, (expected, expected), "{}\n{log}", stderr(&out));
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! `amfmn train`: k-fold training (the original `train.py`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -30,7 +30,7 @@ pub struct TrainArgs {
 }
 
 /// Trains, then prints each fold's best validation result; Ctrl-C stops after the current step
-/// with a checkpoint and exit code 0, a second Ctrl-C at once.
+/// with a checkpoint and returns [`Stopped`] (exit code 130), a second Ctrl-C at once.
 pub fn run(args: &TrainArgs) -> Result<()> {
     let mut options = args.options.load()?;
     args.runtime.apply(&mut options);
@@ -60,13 +60,65 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             }
             println!("\nbest validation results\n{table}");
         }
-        Outcome::Interrupted { checkpoint } => {
-            println!(
-                "stopped; resume with: amfmn train --path_opt {} --resume {}",
-                args.options.path_opt.display(),
-                checkpoint.display()
-            );
-        }
+        Outcome::Interrupted { checkpoint } => return Err(Stopped { resume: resume_command(args, &checkpoint) }.into()),
     }
     Ok(())
+}
+
+/// Training stopped by Ctrl-C after writing a checkpoint; `main` exits with 130, as a shell
+/// does for SIGINT, so a script does not go on to test a half-trained model.
+#[derive(Debug)]
+pub struct Stopped {
+    /// The command line that continues the run.
+    pub resume: String,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped by Ctrl-C; resume with: {}", self.resume)
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// The `amfmn train` line that resumes from `checkpoint` with this run's option file, overrides
+/// and runtime flags, quoted for a POSIX shell.
+fn resume_command(args: &TrainArgs, checkpoint: &Path) -> String {
+    let mut words = vec!["amfmn".to_owned(), "train".to_owned(), "--path_opt".to_owned()];
+    words.push(args.options.path_opt.display().to_string());
+    for item in &args.options.set {
+        words.extend(["--set".to_owned(), item.clone()]);
+    }
+    if let Some(device) = &args.runtime.device {
+        words.extend(["--device".to_owned(), device.to_string()]);
+    }
+    if let Some(threads) = args.runtime.threads {
+        words.extend(["--threads".to_owned(), threads.to_string()]);
+    }
+    words.extend(["--resume".to_owned(), checkpoint.display().to_string()]);
+    words.iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// `word` as a POSIX shell reads it back: bare when it holds only safe characters, otherwise
+/// in single quotes (a quote inside written `'\''`).
+fn shell_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_read_back_as_written() {
+        for word in ["plain", "dataset.rotation=[0,90]", "a b", "it's", "", "$HOME", "x\"y", "naïve"] {
+            assert_eq!(shlex::split(&shell_word(word)).unwrap(), [word], "{}", shell_word(word));
+        }
+        assert_eq!(shell_word("optim.lr=0.0001"), "optim.lr=0.0001");
+    }
 }

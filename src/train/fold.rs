@@ -124,7 +124,10 @@ impl Trainer<'_> {
             },
         );
         let prior = (options.optim.margin_type == MarginType::Dynamic).then(|| PriorSimilarity::new(&train_set));
-        let log = TextLog::new(dir.join(format!("{}_{}.txt", options.model.name_str(), dataset.datatype)));
+        let mut log = TextLog::new(dir.join(format!("{}_{}.txt", options.model.name_str(), dataset.datatype)));
+        if let Some(warning) = &self.fell_back {
+            log.line(&format!("warning: {warning}"));
+        }
         let board = Board::new(&board_dir(options).join(index.to_string()));
         report::info(format!(
             "fold {index}: {} train / {} val images, split seed {seed}, checkpoints in {}",

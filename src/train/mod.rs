@@ -24,7 +24,7 @@ use crate::checkpoint::{existing_checkpoints, experiment_dir, experiment_lock, m
 use crate::data::{CaptionSet, FoldSplit};
 use crate::eval::Metrics;
 use crate::fsutil::lock::Lock;
-use crate::options::{Options, Resume};
+use crate::options::{Options, Resume, RUNTIME_KEYS};
 use crate::report;
 use crate::text::Vocabulary;
 
@@ -56,6 +56,8 @@ struct Trainer<'a> {
     vocab: Vocabulary,
     data: Arc<CaptionSet>,
     interrupt: &'a AtomicBool,
+    /// The warning of a `device: auto` that found no GPU, repeated in each fold's text log.
+    fell_back: Option<String>,
 }
 
 /// How a run treats checkpoints already in its experiment folder.
@@ -82,6 +84,10 @@ pub fn run(options: &Options, resume: Option<&Path>, existing: Existing, interru
             options.device
         );
     }
+    let fell_back = crate::device::auto_fell_back(&options.device, &devices);
+    if let Some(warning) = &fell_back {
+        report::warn(warning.clone());
+    }
     crate::device::set_threads(options.threads)?;
     crate::device::set_precision(options.optim.amp, options.optim.tf32, devices[0])?;
     let _lock = Lock::acquire(&experiment_lock(options), &experiment_dir(options).display().to_string())?;
@@ -90,6 +96,9 @@ pub fn run(options: &Options, resume: Option<&Path>, existing: Existing, interru
         (None, Resume::From(path)) => Some(Checkpoint::open_to_resume(path, options)?),
         (None, Resume::No) => None,
     };
+    if let Some(checkpoint) = &resume {
+        refuse_changed_options(options, checkpoint)?;
+    }
     if resume.as_ref().is_none_or(|c| c.info.fold + 1 < options.k_fold.nums) {
         require_pretrained(options)?;
     }
@@ -113,7 +122,7 @@ pub fn run(options: &Options, resume: Option<&Path>, existing: Existing, interru
         options.k_fold.nums,
         options.optim.epochs
     ));
-    let trainer = Trainer { options, devices, vocab, data, interrupt };
+    let trainer = Trainer { options, devices, vocab, data, interrupt, fell_back };
     let mut results = Vec::new();
     for fold in first_fold..options.k_fold.nums {
         let from = if fold == first_fold { resume.as_ref() } else { None };
@@ -123,6 +132,21 @@ pub fn run(options: &Options, resume: Option<&Path>, existing: Existing, interru
         }
     }
     Ok(Outcome::Finished(results))
+}
+
+/// A resumed run trains what the run it continues trained: only [`RUNTIME_KEYS`] may differ.
+fn refuse_changed_options(options: &Options, checkpoint: &Checkpoint) -> Result<()> {
+    let changed = options.differences(&checkpoint.info.options);
+    if !changed.is_empty() {
+        bail!(
+            "{} was trained with other options ({}); resume with the option file and --set values of that run, \
+             or start a new experiment (only {} may change)",
+            checkpoint.dir.display(),
+            changed.join("; "),
+            RUNTIME_KEYS.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Checks, before any training, that the pretrained weights the options ask for are there: the

@@ -252,7 +252,7 @@ def contrastive_loss(scores, margin, max_violation=False):
     d2 = diagonal.t().expand_as(scores)
     cost_s = (margin + scores - d1).clamp(min=0)
     cost_im = (margin + scores - d2).clamp(min=0)
-    mask = torch.eye(scores.size(0), dtype=torch.bool)
+    mask = torch.eye(scores.size(0), dtype=torch.bool, device=scores.device)
     cost_s = cost_s.masked_fill(mask, 0)
     cost_im = cost_im.masked_fill(mask, 0)
     if max_violation:
