@@ -1,6 +1,6 @@
 """The report of exec/bench_locate.sh: amfmn's stage times and peak memory (cold, and with the
 crop codes cached), then the authors' SeLo v1 map stages (generate_selo.py, written from
-LOCATE.md §1.1: float64 sums and counts, the per-pixel division loop, min-max, a uint8 cast,
+docs/LOCALISATION.md (Pipeline): float64 sums and counts, the per-pixel division loop, min-max, a uint8 cast,
 cv2.medianBlur 251) on amfmn's crop scores, timed side by side, and the two maps compared.
 
 Usage: bench_locate.py WORK_DIR HEIGHT WIDTH

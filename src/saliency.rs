@@ -1,4 +1,4 @@
-//! MVSA's spatial saliency (LOCATE.md §2): the gate `A = σ(conv1x1_2(J))` (or the attended
+//! MVSA's spatial saliency (docs/LOCALISATION.md, Which tensor is the mask): the gate `A = σ(conv1x1_2(J))` (or the attended
 //! `main ⊙ A`) on its (S/16)² grid, scaled to 8 bits and upsampled onto the original image,
 //! whose whole area the evaluation transform squashes to S×S: cell (i, j) is centred at
 //! `((j + 0.5)·W/w, (i + 0.5)·H/h)`.
@@ -35,7 +35,7 @@ pub enum Scale {
 /// How the grid is brought to the image's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Upsample {
-    /// Bilinear with half-pixel centres (align-corners off): cell centres where §2.1 puts them.
+    /// Bilinear with half-pixel centres (align-corners off): cell centres where docs/LOCALISATION.md puts them.
     Bilinear,
     /// Each cell a block of pixels.
     Nearest,

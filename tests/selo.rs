@@ -1,5 +1,5 @@
 //! `amfmn selo` end to end: the four indicators of probability-map files against an annotation
-//! file, with LOCATE.md's golden cases F (oracle) and H (flat), and the one-line refusals.
+//! file, with the golden cases of docs/LOCALISATION.md, F (oracle) and H (flat), and the one-line refusals.
 
 mod common;
 
@@ -42,8 +42,8 @@ fn selo_scores_maps_like_the_authors_slm() {
     let text = stdout(&out);
     let rows: Vec<String> = text.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
     assert_eq!(rows[0], "index scene Rsu Rda Ras Rmi");
-    assert_eq!(rows[2], "0 0.jpg 1.0000 1.0000 0.0014 0.9995", "LOCATE.md case F: {text}");
-    assert_eq!(rows[3], "1 1.jpg 0.5069 1.0000 0.7703 0.5332", "LOCATE.md case H: {text}");
+    assert_eq!(rows[2], "0 0.jpg 1.0000 1.0000 0.0014 0.9995", "golden case F: {text}");
+    assert_eq!(rows[3], "1 1.jpg 0.5069 1.0000 0.7703 0.5332", "golden case H: {text}");
     assert_eq!(rows[4], "mean 0.7534 1.0000 0.3858 0.7663");
 
     let out = amfmn_in(d, &["selo", "--annotations", "anno.json", "--heatmaps", "maps", "--json"]);

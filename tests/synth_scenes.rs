@@ -1,5 +1,5 @@
 //! `amfmn synth-scenes` and the chain synth-scenes → crops → scores → map → `amfmn selo` with
-//! scorers that know the answer (LOCATE.md §1.10, test 2): an oracle (the fraction of a crop the
+//! scorers that know the answer (docs/LOCALISATION.md, Synthetic scenes): an oracle (the fraction of a crop the
 //! case's polygons cover), a seeded random scorer and an anti-oracle.
 
 mod common;

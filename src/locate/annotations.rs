@@ -1,4 +1,4 @@
-//! The SeLo benchmark's annotation file (LOCATE.md §1.4): a JSON array of
+//! The SeLo benchmark's annotation file (docs/LOCALISATION.md, Annotation format): a JSON array of
 //! `{"caption", "jpg_name", "points"}`, one per test case in evaluation order, `points` a list of
 //! polygons of `[x, y]` vertices in scene pixels. The probability map of case `i` is
 //! `probmap_{i}.png` (or `.jpg`).

@@ -1,5 +1,5 @@
-//! From crop scores to a probability map, as the authors' SeLo v1 pipeline does it (LOCATE.md
-//! §1.1): multi-scale crops on two grids per step, the per-pixel mean of the scores of the
+//! From crop scores to a probability map, as the authors' SeLo v1 pipeline does it (docs/LOCALISATION.md,
+//! Pipeline): multi-scale crops on two grids per step, the per-pixel mean of the scores of the
 //! crops covering each pixel, min–max normalisation truncated to u8, and a median filter.
 //!
 //! The mean is computed on the compressed grid of crop edges (every crop edge is a cell edge,
@@ -423,7 +423,7 @@ mod tests {
         assert_eq!(intervals(1000, 256, 128), [(128, 384), (384, 640), (640, 896), (744, 1000)]);
     }
 
-    /// LOCATE.md §1.9's heat pipeline: a 1000x1300 scene, steps 256/512/768, dyadic scores.
+    /// The heat pipeline of docs/LOCALISATION.md's golden cases: a 1000x1300 scene, steps 256/512/768, dyadic scores.
     fn golden_heat() -> (MeanMap, Gray) {
         let all = crops(1000, 1300, &[256, 512, 768]);
         let score = |c: &Rect| {

@@ -1,4 +1,4 @@
-//! The image primitives of the SeLo metrics (LOCATE.md §1.3), each exactly as the authors'
+//! The image primitives of the SeLo metrics (docs/LOCALISATION.md, Indicators), each exactly as the authors'
 //! OpenCV / SciPy / scikit-image calls compute it: OpenCV's polygon fill, OpenCV's normalised
 //! box filter on u8, SciPy's maximum filter, and scikit-image's 8-connected labelling.
 //! Images are row-major `u8` buffers of `height × width`.
@@ -248,7 +248,7 @@ mod tests {
         assert_eq!(count(&image, 1), 36, "corners (1,1)-(6,6), boundary included");
         let mut image = Gray::filled(1000, 1000, 0);
         fill_polygons(&mut image, &[square(300.0, 300.0, 600.0, 600.0), square(450.0, 450.0, 750.0, 750.0)], 1);
-        assert_eq!(count(&image, 1), 136_200, "LOCATE.md case E: the overlap's interior is not filled");
+        assert_eq!(count(&image, 1), 136_200, "golden case E: the overlap's interior is not filled");
         let mut image = Gray::filled(8, 8, 0);
         fill_polygons(&mut image, &[vec![[1.9, 1.2], [6.7, 1.0], [1.0, 6.99]]], 1);
         let rows: Vec<String> = image.pixels.chunks(8).map(|r| r.iter().map(|p| p.to_string()).collect()).collect();

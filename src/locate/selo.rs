@@ -1,4 +1,4 @@
-//! The SeLo indicators of a probability map against annotated regions (LOCATE.md §1.3), exactly
+//! The SeLo indicators of a probability map against annotated regions (docs/LOCALISATION.md, Indicators), exactly
 //! as the authors' `SLM.py` computes them: Rsu (salient-area proportion), Ras (attention
 //! shift), Rda (discrete attention) and their mean indicator Rmi.
 
@@ -71,7 +71,7 @@ pub struct Indicators {
     pub regions: Vec<Region>,
 }
 
-/// The predicted attention centres of a probability map (LOCATE.md §1.3): peaks of the 5× box
+/// The predicted attention centres of a probability map (docs/LOCALISATION.md, Indicators): peaks of the 5× box
 /// filtered map over a 1000-pixel window, one centroid per 8-connected group of peaks, sorted
 /// stably by the unsmoothed map's value, those ≥ 0.5 kept.
 pub fn attention_centres(map: &Gray) -> Vec<(usize, usize)> {
@@ -183,7 +183,7 @@ mod tests {
         vec![[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
     }
 
-    /// One golden case of LOCATE.md §1.9: the mask size, the centres, Rsu, Rda, Ras, Rmi.
+    /// One golden case of docs/LOCALISATION.md: the mask size, the centres, Rsu, Rda, Ras, Rmi.
     fn check(
         case: &str,
         map: Gray,

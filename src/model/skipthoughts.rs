@@ -56,8 +56,8 @@ pub fn require(dir: &Path, kind: Seq2VecType) -> Result<()> {
         .collect();
     if !missing.is_empty() {
         bail!(
-            "model.seq2vec.dir_st {} lacks {}; put the original's skip-thoughts files there (its README's seq2vec \
-             download), or set model.seq2vec.pretrained: false to train the text encoder from random weights",
+            "model.seq2vec.dir_st {} lacks {}; put the skip-thoughts files there (amfmn's README names the \
+             downloads), or set model.seq2vec.pretrained: false to train the text encoder from random weights",
             dir.display(),
             missing.join("; ")
         );

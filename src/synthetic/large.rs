@@ -1,4 +1,4 @@
-//! Large synthetic scenes for semantic localisation (LOCATE.md §1.10): a canvas tiled with
+//! Large synthetic scenes for semantic localisation (docs/LOCALISATION.md, Synthetic scenes): a canvas tiled with
 //! filler classes, 1–3 target tiles of one class and one attribute set, distractors of other
 //! classes and one hard distractor (the target's class with other attributes), all pasted at
 //! positions off the SeLo crop grids; the queries that name them and `annotations/anno.json` in

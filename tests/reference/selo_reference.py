@@ -1,4 +1,4 @@
-"""The SeLo indicators as the authors' SLM computes them (LOCATE.md §1.3), with the libraries
+"""The SeLo indicators as the authors' SLM computes them (docs/LOCALISATION.md, Indicators), with the libraries
 it calls: OpenCV's fillPoly and boxFilter, SciPy's maximum_filter, scikit-image's label and
 regionprops. Written from the specification, for amfmn's `selo` tests.
 
