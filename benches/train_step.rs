@@ -4,10 +4,11 @@
 //! pinned memory for CUDA); and, on the first device, the text encoder alone (forward +
 //! backward), the CNN alone and Adam alone.
 //!
-//! `cargo bench --bench train_step -- BATCH STEPS [DEVICE] [AMP] [SIZE]`: DEVICE as `--device`
-//! (`cpu`, `cuda`, `cuda:0,cuda:1`, `cpu,cpu`; default cpu), AMP as `optim.amp` (default off),
-//! SIZE the image side (default 256). Prints
-//! `step_seconds=<median>`, `text_seconds=<median>`, `image_seconds`, `adam_seconds`.
+//! `cargo bench --bench train_step -- BATCHES STEPS [DEVICE] [AMP] [SIZE]`: BATCHES one batch
+//! size or several, comma-separated; DEVICE as `--device` (`cpu`, `cuda`, `cuda:0,cuda:1`,
+//! `cpu,cpu`; default cpu), AMP as `optim.amp` (default off), SIZE the image side (default 256).
+//! Prints, for each batch, `batch=<b>` and the medians `step_seconds`, `image_seconds`,
+//! `text_seconds`, `adam_seconds`, each line as soon as it is measured.
 //! `exec/bench_train.sh` runs it beside the PyTorch reference; `exec/gpu_check.sh` runs it as
 //! amfmn's step without decoding.
 
@@ -69,7 +70,8 @@ fn pair_batch(b: i64, size: i64, vocab: i64, device: Device) -> PairBatch {
 fn main() -> anyhow::Result<()> {
     amfmn::device::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let batch: i64 = args.first().map_or(Ok(10), |s| s.parse())?;
+    let batches: Vec<i64> =
+        args.first().map_or("10", String::as_str).split(',').map(str::parse).collect::<Result<_, _>>()?;
     let steps: usize = args.get(1).map_or(Ok(4), |s| s.parse())?;
     let devices: Devices = args.get(2).map_or("cpu", String::as_str).parse().map_err(anyhow::Error::msg)?;
     let precision: Amp = serde_yaml::from_str(args.get(3).map_or("off", String::as_str))?;
@@ -86,25 +88,28 @@ fn main() -> anyhow::Result<()> {
     if precision == Amp::Fp16 {
         adam.scaler = Some(GradScaler::new());
     }
-    let pairs = pair_batch(batch, size, vocab as i64, device);
     let replicas = Replicas::new(model, &devices[1..])?;
     let pass = Pass::training(precision.kind());
-    let step_seconds = time(steps, device, || {
-        let loss = replicas.scores(&pairs, pass).map(|s| contrastive_loss(&s[0], &Margin::Fixed(0.2), false));
-        let _ = loss.detached().double_value(&[]);
-        replicas.update(&mut adam, loss, 0.0);
-    });
-    let model = &replicas.primary;
-    let (ids, lengths) = (pairs.captions.to_device(device), pairs.lengths.to_device(device));
-    let text_seconds = time(steps, device, || {
-        model.net.encode_texts_with(&ids, &lengths, pass).map(|t| t.sum(Kind::Float)).backward();
-    });
-    let images = model.prepare_images(&amfmn::data::transforms::normalize_on(&pairs.images, device));
-    let image_seconds = time(steps, device, || model.net.encode_images(&images, pass).sum(Kind::Float).backward());
-    let adam_seconds = time(steps, device, || adam.step());
-    println!("image_seconds={image_seconds:.4}");
-    println!("adam_seconds={adam_seconds:.4}");
-    println!("step_seconds={step_seconds:.4}");
-    println!("text_seconds={text_seconds:.4}");
+    for batch in batches {
+        let pairs = pair_batch(batch, size, vocab as i64, device);
+        println!("batch={batch}");
+        let step_seconds = time(steps, device, || {
+            let loss = replicas.scores(&pairs, pass).map(|s| contrastive_loss(&s[0], &Margin::Fixed(0.2), false));
+            let _ = loss.detached().double_value(&[]);
+            replicas.update(&mut adam, loss, 0.0);
+        });
+        println!("step_seconds={step_seconds:.4}");
+        let model = &replicas.primary;
+        let images = model.prepare_images(&amfmn::data::transforms::normalize_on(&pairs.images, device));
+        let image_seconds = time(steps, device, || model.net.encode_images(&images, pass).sum(Kind::Float).backward());
+        println!("image_seconds={image_seconds:.4}");
+        let (ids, lengths) = (pairs.captions.to_device(device), pairs.lengths.to_device(device));
+        let text_seconds = time(steps, device, || {
+            model.net.encode_texts_with(&ids, &lengths, pass).map(|t| t.sum(Kind::Float)).backward();
+        });
+        println!("text_seconds={text_seconds:.4}");
+        let adam_seconds = time(steps, device, || adam.step());
+        println!("adam_seconds={adam_seconds:.4}");
+    }
     Ok(())
 }

@@ -68,11 +68,28 @@ impl Default for GradScaler {
     }
 }
 
+/// Parameters of one device, kind and step count updated together: at the first step their
+/// values, gradients and moments are moved into four flat buffers, each parameter (and its
+/// gradient, which autograd then accumulates in place) becoming a view of its span, so that a
+/// step, and zeroing the gradients, is a handful of kernels whatever the number of parameters.
+/// Each element is computed as before, so the results are bit for bit those of one update per
+/// parameter.
+struct Flat {
+    names: Vec<String>,
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+}
+
 /// Adam over named parameters (no weight decay, no amsgrad: the original's settings), with a
 /// loss scaler when training in fp16.
 pub struct Adam {
     params: BTreeMap<String, Tensor>,
     state: BTreeMap<String, State>,
+    /// The parameters moved into flat buffers at the first step ([`Flat`]); the others are
+    /// updated one by one.
+    flat: Option<Vec<Flat>>,
     lr: f64,
     /// The term added to the denominator (PyTorch's `eps`).
     eps: f64,
@@ -82,7 +99,7 @@ pub struct Adam {
 impl Adam {
     /// Adam at learning rate `lr` with PyTorch's defaults (betas 0.9, 0.999; eps 1e-8).
     pub fn new(params: BTreeMap<String, Tensor>, lr: f64) -> Adam {
-        Adam { params, state: BTreeMap::new(), lr, eps: EPS, scaler: None }
+        Adam { params, state: BTreeMap::new(), flat: None, lr, eps: EPS, scaler: None }
     }
 
     /// The same optimizer with another `eps`. A large one (about the gradients' size) makes the
@@ -134,9 +151,13 @@ impl Adam {
 
     /// Zeroes every gradient (in place, keeping the buffers).
     pub fn zero_grad(&self) {
-        for p in self.params.values() {
+        let flat = self.flat.as_deref().unwrap_or_default();
+        for group in flat {
+            let _ = group.grad.shallow_clone().zero_();
+        }
+        for (name, p) in &self.params {
             let mut grad = p.grad();
-            if grad.defined() {
+            if grad.defined() && !flat.iter().any(|g| g.names.contains(name)) {
                 let _ = grad.zero_();
             }
         }
@@ -160,27 +181,102 @@ impl Adam {
 
     /// One update of every parameter that has a gradient.
     pub fn step(&mut self) {
+        let flat = self.flat.take().unwrap_or_else(|| self.flatten());
         tch::no_grad(|| {
-            for (name, param) in &self.params {
+            for group in &flat {
+                let step = self.state[&group.names[0]].step + 1;
+                let mut state = State {
+                    exp_avg: group.exp_avg.shallow_clone(),
+                    exp_avg_sq: group.exp_avg_sq.shallow_clone(),
+                    step,
+                };
+                self.update(&mut group.param.shallow_clone(), &group.grad, &mut state, step);
+                for name in &group.names {
+                    self.state.get_mut(name).expect("a flat parameter has its state").step = step;
+                }
+            }
+            let single: Vec<(String, Tensor)> = self
+                .params
+                .iter()
+                .filter(|(name, _)| !flat.iter().any(|g| g.names.contains(name)))
+                .map(|(name, p)| (name.clone(), p.shallow_clone()))
+                .collect();
+            for (name, param) in single {
                 let grad = param.grad();
                 if !grad.defined() {
                     continue;
                 }
-                let state = self.state.entry(name.clone()).or_insert_with(|| State {
+                let mut state = self.state.remove(&name).unwrap_or_else(|| State {
                     exp_avg: param.zeros_like(),
                     exp_avg_sq: param.zeros_like(),
                     step: 0,
                 });
-                state.step += 1;
-                let bias1 = 1.0 - BETA1.powi(state.step as i32);
-                let bias2_sqrt = (1.0 - BETA2.powi(state.step as i32)).sqrt();
-                let step_size = self.lr / bias1;
-                let mut p = param.shallow_clone();
-                if !fused_cpu_update(&mut p, &grad, state, step_size, bias2_sqrt, self.eps) {
-                    tensor_update(&mut p, &grad, state, step_size, bias2_sqrt, self.eps);
-                }
+                let step = state.step + 1;
+                self.update(&mut param.shallow_clone(), &grad, &mut state, step);
+                state.step = step;
+                self.state.insert(name, state);
             }
         });
+        self.flat = Some(flat);
+    }
+
+    /// Adam's update of one parameter (or one flat group) at step `step`.
+    fn update(&self, param: &mut Tensor, grad: &Tensor, state: &mut State, step: i64) {
+        let bias1 = 1.0 - BETA1.powi(step as i32);
+        let bias2_sqrt = (1.0 - BETA2.powi(step as i32)).sqrt();
+        let step_size = self.lr / bias1;
+        if !fused_cpu_update(param, grad, state, step_size, bias2_sqrt, self.eps) {
+            tensor_update(param, grad, state, step_size, bias2_sqrt, self.eps);
+        }
+    }
+
+    /// Moves the parameters that have a dense gradient of their own layout into flat buffers,
+    /// one group per device, kind and step count ([`Flat`]); their moments (zero, or those of
+    /// a loaded state) move with them.
+    fn flatten(&mut self) -> Vec<Flat> {
+        let mut groups: BTreeMap<(String, String, i64), Vec<String>> = BTreeMap::new();
+        for (name, param) in &self.params {
+            let grad = param.grad();
+            let flattenable = grad.defined()
+                && is_dense(param)
+                && owns_storage(param)
+                && grad.stride() == param.stride()
+                && grad.kind() == param.kind()
+                && param.numel() > 0;
+            if flattenable {
+                let step = self.state.get(name).map_or(0, |s| s.step);
+                let key = (format!("{:?}", param.device()), format!("{:?}", param.kind()), step);
+                groups.entry(key).or_default().push(name.clone());
+            }
+        }
+        tch::no_grad(|| groups.into_iter().map(|((_, _, step), names)| self.flat_group(names, step)).collect())
+    }
+
+    /// One [`Flat`] group of `names` (same device and kind) at `step`.
+    fn flat_group(&mut self, names: Vec<String>, step: i64) -> Flat {
+        let first = &self.params[&names[0]];
+        let total: i64 = names.iter().map(|n| self.params[n].numel() as i64).sum();
+        let buffer = || Tensor::zeros([total], (first.kind(), first.device()));
+        let group = Flat { param: buffer(), grad: buffer(), exp_avg: buffer(), exp_avg_sq: buffer(), names };
+        let mut offset = 0;
+        for name in &group.names {
+            let mut param = self.params[name].shallow_clone();
+            let (size, stride) = (param.size(), param.stride());
+            let span = |flat: &Tensor| flat.as_strided(size.as_slice(), stride.as_slice(), Some(offset));
+            span(&group.param).copy_(&param);
+            param.set_data(&span(&group.param));
+            let mut grad = param.grad();
+            span(&group.grad).copy_(&grad);
+            grad.set_data(&span(&group.grad));
+            if let Some(state) = self.state.get(name) {
+                span(&group.exp_avg).copy_(&state.exp_avg);
+                span(&group.exp_avg_sq).copy_(&state.exp_avg_sq);
+            }
+            let state = State { exp_avg: span(&group.exp_avg), exp_avg_sq: span(&group.exp_avg_sq), step };
+            self.state.insert(name.clone(), state);
+            offset += param.numel() as i64;
+        }
+        group
     }
 
     /// The optimizer state as tensors: `exp_avg.<name>`, `exp_avg_sq.<name>`, `step.<name>`.
@@ -203,6 +299,7 @@ impl Adam {
     /// continues from its saved state; one saved without starts afresh).
     pub fn load_state_dict(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
         self.state.clear();
+        self.flat = None;
         if let (Some(scaler), Some(scale)) = (&mut self.scaler, tensors.get("scaler.scale")) {
             let get = |key: &str| tensors.get(key).map_or(0, |t| t.int64_value(&[]));
             scaler.scale = scale.double_value(&[]);
@@ -289,6 +386,16 @@ fn fused_cpu_update(
         }
     });
     true
+}
+
+/// A tensor whose storage holds nothing else: moving it into a flat buffer would otherwise
+/// cut it off from the tensors that share that storage (the skip-thoughts GRU's projections
+/// are rows of one weight its inference uses whole). ATen refuses a view past the end of a
+/// storage, which is how its end is found.
+fn owns_storage(t: &Tensor) -> bool {
+    let numel = t.numel() as i64;
+    let starts_storage = numel > 0 && t.as_strided([1], [1], Some(0)).data_ptr() == t.data_ptr();
+    starts_storage && is_dense(t) && t.f_as_strided([numel + 1], [1], None::<i64>).is_err()
 }
 
 /// A tensor whose elements fill its storage span exactly once (any dimension order).
@@ -435,6 +542,72 @@ mod tests {
             assert!((&a - &b).abs().max().double_value(&[]) < 1e-6, "channels_last {channels_last}");
             assert!((&sa.exp_avg_sq - &sb.exp_avg_sq).abs().max().double_value(&[]) < 1e-6);
             assert!((a - w).abs().max().double_value(&[]) > 1e-3, "the parameter moved");
+        }
+    }
+
+    #[test]
+    fn flat_groups_update_as_one_update_per_parameter() {
+        let shapes: [&[i64]; 3] = [&[4, 3, 2, 2], &[5], &[2, 3]];
+        let weights: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu))).collect();
+        let leaves = || -> Vec<Tensor> {
+            tch::manual_seed(7);
+            let leaves: Vec<Tensor> =
+                shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu)).set_requires_grad(true)).collect();
+            // The 4-d one in channels-last strides, as the CNN's weights are.
+            let channels_last = leaves[0].permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
+            tch::no_grad(|| leaves[0].shallow_clone().set_data(&channels_last));
+            leaves
+        };
+        let loss = |ps: &[Tensor]| {
+            let terms = ps.iter().zip(&weights).map(|(p, w)| (p * w).square().sum(Kind::Float));
+            terms.reduce(|a, b| a + b).unwrap()
+        };
+        let (flat, single) = (leaves(), leaves());
+        let frozen = Tensor::ones([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let mut named: BTreeMap<String, Tensor> =
+            ["a", "b", "c"].iter().zip(&flat).map(|(n, p)| (n.to_string(), p.shallow_clone())).collect();
+        named.insert("frozen".into(), frozen.shallow_clone());
+        // Rows of one tensor used whole elsewhere (as the GRU's projections are): they stay in it.
+        let whole = Tensor::ones([4, 3], (Kind::Float, Device::Cpu));
+        let rows = [whole.narrow(0, 0, 2).set_requires_grad(true), whole.narrow(0, 2, 2).set_requires_grad(true)];
+        named.insert("row0".into(), rows[0].shallow_clone());
+        named.insert("row1".into(), rows[1].shallow_clone());
+        let mut adam = Adam::new(named, 0.01);
+        let reference = Adam::new(BTreeMap::new(), 0.01);
+        let mut states: Vec<State> =
+            single.iter().map(|p| State { exp_avg: p.zeros_like(), exp_avg_sq: p.zeros_like(), step: 0 }).collect();
+        for step in 1..=3 {
+            adam.zero_grad();
+            (loss(&flat) + rows.iter().map(|r| r.sum(Kind::Float)).reduce(|a, b| a + b).unwrap()).backward();
+            adam.step();
+            for p in &single {
+                let mut g = p.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+            loss(&single).backward();
+            tch::no_grad(|| {
+                for (p, state) in single.iter().zip(&mut states) {
+                    reference.update(&mut p.shallow_clone(), &p.grad(), state, step);
+                }
+            });
+        }
+        for (name, (a, b)) in ["a", "b", "c"].iter().zip(flat.iter().zip(&single)) {
+            assert!(a.equal(b) && a.stride() == b.stride(), "{name}: the flat update differs");
+        }
+        assert!(frozen.equal(&Tensor::ones([3], (Kind::Float, Device::Cpu))), "no gradient, no update");
+        assert!(
+            whole.narrow(0, 2, 2).equal(&rows[1]) && whole.double_value(&[0, 0]) < 1.0,
+            "rows stay in their tensor"
+        );
+        let state = adam.state_dict();
+        assert!(!state.contains_key("step.frozen") && state["step.a"].int64_value(&[]) == 3);
+        assert!(state["exp_avg_sq.b"].equal(&states[1].exp_avg_sq), "the moments are saved as before");
+        // One buffer: each parameter and gradient is the span after the previous one.
+        for pair in flat.windows(2) {
+            assert_eq!(pair[0].data_ptr() as usize + 4 * pair[0].numel(), pair[1].data_ptr() as usize);
+            assert_eq!(pair[0].grad().data_ptr() as usize + 4 * pair[0].numel(), pair[1].grad().data_ptr() as usize);
         }
     }
 
