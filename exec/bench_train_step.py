@@ -1,11 +1,13 @@
 """Training-step time of the PyTorch reference of AMFMN (tests/reference/amfmn_reference.py, the
-original's modules and loss) with torch.optim.Adam, on random 256x256 images and 15-token
-captions, and of its text encoder alone (forward + backward).
+original's modules and loss) with torch.optim.Adam, on random SIZExSIZE images and 15-token
+captions, and of its parts: the CNN with MVSA (forward + backward), the text encoder (forward +
+backward) and Adam's step.
 
-Usage: bench_train_step.py BATCH STEPS [DEVICE=cpu] [AMP=off|bf16|fp16]; prints
-step_seconds=<median>, text_seconds=<median> and, on CUDA, peak_mb=<peak allocated memory>.
-AMP runs the forward and the loss under torch.autocast (fp16 with torch.amp.GradScaler), as a
-PyTorch user would switch it on.
+Usage: bench_train_step.py BATCHES STEPS [DEVICE=cpu] [AMP=off|bf16|fp16] [SIZE=256]; BATCHES is
+one batch size or several, comma-separated. For each it prints a line `batch=<b>` and then
+step_seconds, image_seconds, text_seconds, adam_seconds (medians) and, on CUDA, peak_mb (peak
+allocated memory). AMP runs the forward and the loss under torch.autocast (fp16 with
+torch.amp.GradScaler), as a PyTorch user would switch it on.
 """
 import os
 import statistics
@@ -17,17 +19,16 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "reference"))
 from amfmn_reference import AMFMN, contrastive_loss  # noqa: E402
 
-batch, steps = int(sys.argv[1]), int(sys.argv[2])
+batches, steps = [int(b) for b in sys.argv[1].split(",")], int(sys.argv[2])
 device = sys.argv[3] if len(sys.argv) > 3 else "cpu"
 amp = sys.argv[4] if len(sys.argv) > 4 else "off"
+size = int(sys.argv[5]) if len(sys.argv) > 5 else 256
 dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 torch.manual_seed(0)
-model = AMFMN(1349, dropout=0.25).to(device)
+model = AMFMN(1349, dropout=0.25, image_size=size).to(device)
 model.train()
 adam = torch.optim.Adam(model.parameters(), lr=2e-4)
 scaler = torch.amp.GradScaler(device, enabled=amp == "fp16")
-images = torch.randn(batch, 3, 256, 256, device=device)
-ids = torch.randint(1, 1349, (batch, 15), device=device)
 if device != "cpu":
     torch.backends.cudnn.benchmark = True
 
@@ -44,14 +45,12 @@ def timed(fn):
     return statistics.median(times)
 
 
-def step():
-    if dtype is None:
-        loss = contrastive_loss(model(images, ids), 0.2)
-        adam.zero_grad()
-        loss.backward()
-        adam.step()
-        return
-    with torch.autocast(device_type=device.split(":")[0], dtype=dtype):
+def autocast():
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def step(images, ids):
+    with autocast():
         loss = contrastive_loss(model(images, ids), 0.2)
     adam.zero_grad()
     scaler.scale(loss).backward()
@@ -59,7 +58,29 @@ def step():
     scaler.update()
 
 
-print(f"step_seconds={timed(step):.4f}")
-print(f"text_seconds={timed(lambda: model.text_feature(ids).sum().backward()):.4f}")
-if device != "cpu":
-    print(f"peak_mb={torch.cuda.max_memory_allocated() / 2**20:.0f}")
+def image_part(images):
+    with autocast():
+        visual = model.mvsa(*model.extract_feature(images))
+    visual.float().sum().backward()
+
+
+def text_part(ids):
+    with autocast():
+        text = model.text_feature(ids)
+    text.float().sum().backward()
+
+
+for batch in batches:
+    torch.manual_seed(0)
+    images = torch.randn(batch, 3, size, size, device=device)
+    ids = torch.randint(1, 1349, (batch, 15), device=device)
+    if device != "cpu":
+        torch.cuda.reset_peak_memory_stats()
+    print(f"batch={batch}")
+    print(f"step_seconds={timed(lambda: step(images, ids)):.4f}")
+    print(f"image_seconds={timed(lambda: image_part(images)):.4f}")
+    print(f"text_seconds={timed(lambda: text_part(ids)):.4f}")
+    print(f"adam_seconds={timed(adam.step):.4f}")
+    if device != "cpu":
+        print(f"peak_mb={torch.cuda.max_memory_allocated() / 2**20:.0f}")
+    sys.stdout.flush()

@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# The CUDA figures of amfmn, on a machine with a GPU, in one table (issue 12). Builds nothing:
-# it runs the release binary it is given (carry target/release/amfmn) against the machine's own
-# PyTorch (its libtorch must be 2.11, which tch 0.24 links against), and the PyTorch reference of
-# tests/reference on the same GPU. Takes a few minutes on one GPU:
-#   - the device (name, memory);
-#   - score parity: amfmn test-single vs the original's shard evaluation on the reference, same
-#     random weights, fp32 on the GPU (target: max |dscore| <= 1e-4);
-#   - an RSITMD-sized test evaluation (452 images, 2260 captions, 256x256): amfmn and the
-#     original's shards, seconds;
-#   - training at batch 100, 256x256: amfmn `train` (decoding included) in fp32, bf16 and fp16,
-#     and the reference's step on pre-made batches in fp32, bf16 and fp16 autocast, as images/s
-#     and peak memory; the share of amfmn's epoch spent waiting for the loader (its `wait%`,
-#     target <= 5 %); fp32 in channels-last and bf16 in NCHW (the layouts `channels_last: auto`
-#     does not pick); with the train_step bench binary, amfmn's step on pre-made batches too; on
-#     a machine with several GPUs, amfmn data-parallel on all of them.
+# The GPU figures of amfmn, side by side with the PyTorch reference, on a machine with a GPU.
+# Builds nothing there: it runs the release binary and the train_step bench executable it is
+# given against the machine's own PyTorch (its libtorch must be 2.11, which tch 0.24 links), and
+# the PyTorch reference of tests/reference on the same device. Every row is printed as soon as it
+# is measured, so a run stopped by a time limit still reports what it did:
+#   1. the device;
+#   2. score parity: amfmn test-single against the original's shard evaluation on the reference,
+#      same random weights, fp32 (target: max |dscore| <= 1e-4), and both times;
+#   3. the training step on batches made beforehand, per precision and batch size: amfmn and
+#      PyTorch (torch.optim.Adam, autocast), in ms, split into the image part (CNN + MVSA,
+#      forward and backward), the text part and Adam, with images/s and amfmn's ratio;
+#   4. `train` (decoding included), per precision: the first epoch's and the steady state's
+#      images/s (the epochs after the first), the steady state's wait% (target <= 2) and its share
+#      of the step's rate at the same batch (target >= 90 %); with several GPUs, data-parallel too;
+#   5. inference with the last trained checkpoint: index (images/s over the synthetic set) and
+#      locate (crops/s of its scoring stage on one large scene).
 # Usage: exec/gpu_check.sh [AMFMN_BINARY [TRAIN_STEP_BENCH]]   (AMFMN_PYTHON: a Python with torch;
 # default python3). TRAIN_STEP_BENCH is the executable `cargo bench --bench train_step --no-run`
-# prints (run from the repository root). GPU_CHECK_DEVICE=cpu runs the same steps on the CPU at
-# a small size, two CPU replicas standing for two GPUs (to check the script).
+# prints (run from the repository root); without it section 3 has the PyTorch rows only.
+# GPU_CHECK_DEVICE=cpu runs every step on the CPU at a small size, two CPU replicas standing for
+# two GPUs: CI runs it so that the script cannot rot.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -33,11 +35,14 @@ export LD_LIBRARY_PATH="$torch_dir/lib:${LD_LIBRARY_PATH:-}"
 if [ "$device" = cuda ]; then
     "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' ||
         { echo "gpu_check: no CUDA GPU visible to PyTorch on this machine: nothing to measure"; exit 1; }
-    images=2260 size=256 batch=100 steps=12 workers=$(( $(nproc) > 9 ? 8 : $(nproc) - 1 ))
+    images=2260 size=256 batch=100 batches=32,100,256 steps=10 epochs=3 scene=4096
+    workers=$(( $(nproc) > 9 ? 8 : $(nproc) - 1 ))
+    amps="off bf16 fp16"
     gpus=$("$python" -c 'import torch; print(torch.cuda.device_count())')
     all=$(seq -s, -f 'cuda:%g' 0 $((gpus - 1)))
 else
-    images=200 size=64 batch=10 steps=3 workers=2
+    images=100 size=64 batch=10 batches=4,10 steps=2 epochs=2 scene=1024 workers=2
+    amps="off bf16"
     gpus=2 all=cpu,cpu
 fi
 work="$(mktemp -d)"
@@ -51,12 +56,13 @@ vocab_size=$("$python" -c "import json, sys; print(len(json.load(open(sys.argv[1
 sed -e "s#'data/demo_precomp/'#'$work/d/'#" -e "s#'data/demo_precomp/images/'#'$work/d/images/'#" \
     -e "s#'vocab/demo_vocab.json'#'$work/vocab.json'#" -e "s#image_size: 128#image_size: $size#" \
     -e "s#resize: 139#resize: $((size * 278 / 256))#" -e "s#batch_size: 32#batch_size: $batch#" \
-    -e "s#batch_size_val: 64#batch_size_val: 128#" -e "s#epochs: 4#epochs: 1#" -e "s#workers: 2#workers: $workers#" \
+    -e "s#batch_size_val: 64#batch_size_val: 128#" -e "s#epochs: 4#epochs: $epochs#" -e "s#workers: 2#workers: $workers#" \
     -e "s#ckpt_save_path: \"checkpoint/\"#ckpt_save_path: \"$work/ckpt/\"#" -e "s#logger_name: 'logs/demo/'#logger_name: '$work/logs/'#" \
     option/demo_AMFMN.yaml > "$work/opt.yaml"
 (cd tests/reference && "$python" random_weights.py "$work/weights.safetensors" "$vocab_size" soft_att 512 "$size")
 
-# The most GPU memory in use while a command runs (nvidia-smi every 0.1 s), in MiB.
+# The most GPU memory in use while a command runs (nvidia-smi every 0.1 s), in MiB; the
+# command's output goes to out.txt.
 peak() {
     if [ "$device" != cuda ]; then "$@" > "$work/out.txt"; echo "-"; return; fi
     (while :; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0; sleep 0.1; done) > "$work/mem.txt" &
@@ -66,7 +72,10 @@ peak() {
     sort -n "$work/mem.txt" | tail -1
 }
 seconds() { awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - s }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2fx", a / b; else printf "-" }'; }
 
+echo
+echo "== 2. score parity and test evaluation ($((images / 5)) images x $images captions, fp32)"
 start=$(date +%s.%N)
 "$amfmn" test-single --path_opt "$work/opt.yaml" --resume "$work/weights.safetensors" --device "$device" \
     --save-sims "$work/ours.npy" --json >/dev/null
@@ -75,69 +84,79 @@ eval_theirs=$(cd tests/reference && AMFMN_REFERENCE_DEVICE="$device" "$python" s
     "$work/vocab.json" "$work/d" "$work/d/images" "$size" 128 soft_att 512 "$work/theirs.npy" | sed -n 's/^seconds=//p')
 parity=$("$python" -c "import numpy as np, sys; a, b = np.load(sys.argv[1]), np.load(sys.argv[2]); print(f'{np.abs(a - b).max():.2e}')" \
     "$work/ours.npy" "$work/theirs.npy")
+echo "amfmn test-single, everything (s):        $eval_ours"
+echo "original's shards, scores only (s):       $eval_theirs"
+echo "max |dscore| = $parity (target <= 1e-4)"
 
-# amfmn train on DEVICES at AMP, named NAME, with more --set KEY=VALUE: a table row (images/s of
-# the first epoch, peak memory); its wait% goes to waiting.txt.
+echo
+echo "== 3. training step on made batches, ${size}x${size}, 15-token captions (median of $steps), ms"
+printf '%-8s %-5s %5s %9s %9s %9s %9s %9s %9s\n' who amp batch step image text adam "img/s" "vs PyTorch"
+# Rows of one bench run (key=value lines, `batch=` first), printed as they arrive; kept in steps.txt.
+step_rows() {
+    local who="$1" amp="$2" b="" step="" image="" text="" adam=""
+    while IFS='=' read -r key value; do
+        case "$key" in
+            batch) b="$value" ;;
+            step_seconds) step="$value" ;;
+            image_seconds) image="$value" ;;
+            text_seconds) text="$value" ;;
+            adam_seconds)
+                adam="$value"
+                local speed base
+                speed=$(awk -v n="$b" -v s="$step" 'BEGIN { printf "%.1f", n / s }')
+                base=$(awk -v a="$amp" -v n="$b" '$1 == "PyTorch" && $2 == a && $3 == n { print $4 }' "$work/steps.txt")
+                echo "$who $amp $b $step $image $text $adam $speed" >> "$work/steps.txt"
+                printf '%-8s %-5s %5s %9.1f %9.1f %9.1f %9.1f %9s %9s\n' "$who" "$amp" "$b" \
+                    "$(awk -v s="$step" 'BEGIN { print s * 1000 }')" "$(awk -v s="$image" 'BEGIN { print s * 1000 }')" \
+                    "$(awk -v s="$text" 'BEGIN { print s * 1000 }')" "$(awk -v s="$adam" 'BEGIN { print s * 1000 }')" \
+                    "$speed" "$([ "$who" = amfmn ] && [ -n "$base" ] && ratio "$base" "$step" || echo -)"
+                ;;
+        esac
+    done
+}
+touch "$work/steps.txt"
+for amp in $amps; do
+    "$python" exec/bench_train_step.py "$batches" "$steps" "$device" "$amp" "$size" | step_rows PyTorch "$amp"
+    [ -z "$bench" ] || "$bench" "$batches" "$steps" "$device" "$amp" "$size" | step_rows amfmn "$amp"
+done
+echo "(vs PyTorch: its step time over amfmn's; target at batch 100 fp32 >= 2.00x)"
+
+echo
+echo "== 4. amfmn train, batch $batch, decoding included ($workers loader workers, $epochs epochs)"
+printf '%-24s %12s %13s %9s %16s %14s\n' run "first img/s" "steady img/s" "wait%" "of step rate" "peak GPU MiB"
+# amfmn train on DEVICES at AMP, named NAME, with more --set KEY=VALUE: one row.
 train_row() {
     rm -rf "$work/ckpt" "$work/logs"
     local mem sets=()
     for set in "${@:4}"; do sets+=(--set "$set"); done
     mem=$(peak "$amfmn" train --path_opt "$work/opt.yaml" --device "$1" --set model.resnet_weights=none \
         --set "optim.amp=$2" "${sets[@]}")
-    echo "$3|$(awk '$1 == "0" && $2 == "1" { print $5; exit }' "$work/out.txt")|$mem"
-    awk -v name="$3" '$1 == "0" && $2 == "1" { print name "|" $6; exit }' "$work/out.txt" >> "$work/waiting.txt"
+    local first steady waiting made
+    first=$(awk 'NF == 15 && $1 == "0" && $2 == "1" { print $5; exit }' "$work/out.txt")
+    steady=$(awk 'NF == 15 && $1 == "0" && $2 > 1 && $5 + 0 > 0 { s += $5; n++ } END { if (n) printf "%.1f", s / n; else print "-" }' "$work/out.txt")
+    waiting=$(awk 'NF == 15 && $1 == "0" && $2 > 1 && $5 + 0 > 0 { if ($6 > w) w = $6 } END { printf "%.1f", w }' "$work/out.txt")
+    made=$(awk -v a="$2" -v n="$batch" '$1 == "amfmn" && $2 == a && $3 == n { print $8 }' "$work/steps.txt")
+    printf '%-24s %12s %13s %9s %16s %14s\n' "$3" "$first" "$steady" "$waiting" \
+        "$(awk -v s="$steady" -v m="$made" 'BEGIN { if (m > 0 && s > 0) printf "%.0f %%", 100 * s / m; else print "-" }')" "$mem"
 }
-# amfmn's step on pre-made batches (the bench binary) on DEVICES at AMP: a table row.
-step_row() {
-    local mem step
-    mem=$(peak "$bench" "$batch" "$steps" "$1" "$2" "$size")
-    step=$(sed -n 's/^step_seconds=//p' "$work/out.txt")
-    echo "$3|$(awk -v b="$batch" -v s="$step" 'BEGIN { printf "%.1f", b / s }')|$mem"
-}
-
-rows=()
-for amp in off bf16 fp16; do
-    if [ "$device" != cuda ] && [ "$amp" = fp16 ]; then continue; fi
-    rows+=("$(train_row "$device" "$amp" "amfmn train ($amp)")")
-    [ -z "$bench" ] || rows+=("$(step_row "$device" "$amp" "amfmn step, made batches ($amp)")")
+for amp in $amps; do
+    train_row "$device" "$amp" "$amp"
 done
-if [ "$device" = cuda ]; then
-    # channels_last: auto is NCHW in fp32 and NHWC with AMP on CUDA; the other layout of each.
-    rows+=("$(train_row cuda off "amfmn train (off, NHWC)" channels_last=on)")
-    rows+=("$(train_row cuda bf16 "amfmn train (bf16, NCHW)" channels_last=off)")
-fi
 if [ "$gpus" -ge 2 ]; then
-    for amp in off bf16; do
-        rows+=("$(train_row "$all" "$amp" "amfmn train ($amp, $gpus devices)")")
-        [ -z "$bench" ] || rows+=("$(step_row "$all" "$amp" "amfmn step, made ($amp, $gpus dev.)")")
-    done
+    train_row "$all" off "off, $gpus devices"
 fi
-for amp in off bf16 fp16; do
-    if [ "$device" != cuda ] && [ "$amp" = fp16 ]; then continue; fi
-    out=$("$python" exec/bench_train_step.py "$batch" "$steps" "$device" "$amp")
-    step=$(echo "$out" | sed -n 's/^step_seconds=//p')
-    mem=$(echo "$out" | sed -n 's/^peak_mb=//p')
-    rows+=("PyTorch step ($amp)|$(awk -v b="$batch" -v s="$step" 'BEGIN { printf "%.1f", b / s }')|${mem:--}")
-done
+echo "(targets: wait% <= 2, steady >= 90 % of the step rate, first >= 70 % of steady)"
+echo
+echo "== 5. inference, with the last trained checkpoint"
+start=$(date +%s.%N)
+"$amfmn" index --checkpoint "$work/ckpt/demo/0" --images "$work/d/images" --out "$work/images.index" \
+    --device "$device" --workers "$workers" >/dev/null
+index_s=$(seconds "$start")
+echo "index: $images images in $index_s s: $(awk -v n="$images" -v s="$index_s" 'BEGIN { printf "%.0f", n / s }') images/s (target >= 5000 on 16 cores)"
+"$amfmn" synth-scenes --out "$work/scenes" --scenes 1 --size "${scene}x${scene}" --seed 1 >/dev/null
+"$amfmn" locate --checkpoint "$work/ckpt/demo/0" --image "$work/scenes/scenes/0.png" \
+    --query "a baseball field next to houses" --out "$work/overlay.png" --device "$device" --json > "$work/locate.json"
+"$python" -c "import json, sys; r = json.load(open(sys.argv[1])); s = r['seconds']['sim']; \
+print(f\"locate: {r['crops']} crops of a ${scene}x${scene} scene scored in {s:.2f} s: {r['crops'] / s:.0f} crops/s (target: 4096x4096 <= 0.2 s)\")" \
+    "$work/locate.json"
 
-echo
-printf '%-36s %10s %14s\n' "training, batch $batch, ${size}px" "images/s" "peak GPU MiB"
-printf '%-36s %10s %14s\n' "------------------------------------" "--------" "------------"
-for row in "${rows[@]}"; do
-    IFS='|' read -r name speed mem <<< "$row"
-    printf '%-36s %10s %14s\n' "$name" "$speed" "$mem"
-done
-base=$(printf '%s\n' "${rows[@]}" | awk -F'|' '$1 == "PyTorch step (off)" { print $2 }')
-for row in "${rows[@]}"; do
-    IFS='|' read -r name speed _ <<< "$row"
-    printf '%-56s %8sx\n' "  vs PyTorch fp32: $name" "$(awk -v a="$speed" -v b="$base" 'BEGIN { printf "%.2f", a / b }')"
-done
-while IFS='|' read -r name waiting; do
-    printf '%-56s %8s%%\n' "  waiting for batches: $name" "$waiting"
-done < "$work/waiting.txt"
-echo "  (target: waiting <= 5 % of the epoch, $workers loader workers)"
-echo
-printf '%-40s %10s\n' "test evaluation ($((images / 5)) images, $images captions)" seconds
-printf '%-40s %10s\n' "amfmn test-single (all, decoding too)" "$eval_ours"
-printf '%-40s %10s\n' "original's shards on the reference" "$eval_theirs"
-echo "score parity, fp32 on $device: max |dscore| = $parity (target <= 1e-4)"
