@@ -32,6 +32,19 @@ amfmn_setup_python() {
 
 amfmn_setup_python || return 1 2>/dev/null || exit 1
 
+# NASM lets the build compile libjpeg-turbo's SIMD code (the loader 1.2x faster on JPEG, the same
+# pixels); without it the build falls back to plain C. Installed from Debian when we can.
+if ! command -v nasm >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "amfmn: installing Debian's nasm for libjpeg-turbo's SIMD decoding" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q nasm >/dev/null 2>&1 || {
+            apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nasm >/dev/null 2>&1
+        } || echo "amfmn: nasm could not be installed; JPEG decoding is built without SIMD" >&2
+    else
+        echo "amfmn: no nasm (apt-get install nasm): JPEG decoding is built without SIMD (the loader is about 1.2x slower on JPEG)" >&2
+    fi
+fi
+
 if [ -z "${LIBTORCH:-}" ]; then
     LIBTORCH="$("$AMFMN_PYTHON" -c 'import torch, os; print(os.path.dirname(torch.__file__))')"
 fi
