@@ -82,6 +82,13 @@ struct Flat {
     exp_avg_sq: Tensor,
 }
 
+/// How Adam's parameters are laid out once it has stepped: the flat groups, and the names of
+/// the parameters updated one by one (fixed at the first step, so a step does not search).
+struct Layout {
+    groups: Vec<Flat>,
+    singles: Vec<String>,
+}
+
 /// Adam over named parameters (no weight decay, no amsgrad: the original's settings), with a
 /// loss scaler when training in fp16.
 pub struct Adam {
@@ -89,7 +96,7 @@ pub struct Adam {
     state: BTreeMap<String, State>,
     /// The parameters moved into flat buffers at the first step ([`Flat`]); the others are
     /// updated one by one.
-    flat: Option<Vec<Flat>>,
+    flat: Option<Layout>,
     lr: f64,
     /// The term added to the denominator (PyTorch's `eps`).
     eps: f64,
@@ -151,15 +158,22 @@ impl Adam {
 
     /// Zeroes every gradient (in place, keeping the buffers).
     pub fn zero_grad(&self) {
-        let flat = self.flat.as_deref().unwrap_or_default();
-        for group in flat {
+        for group in self.flat.iter().flat_map(|l| &l.groups) {
             let _ = group.grad.shallow_clone().zero_();
         }
-        for (name, p) in &self.params {
+        for p in self.singles() {
             let mut grad = p.grad();
-            if grad.defined() && !flat.iter().any(|g| g.names.contains(name)) {
+            if grad.defined() {
                 let _ = grad.zero_();
             }
+        }
+    }
+
+    /// The parameters updated one by one: all of them before the first step.
+    fn singles(&self) -> Vec<&Tensor> {
+        match &self.flat {
+            Some(layout) => layout.singles.iter().map(|n| &self.params[n]).collect(),
+            None => self.params.values().collect(),
         }
     }
 
@@ -181,9 +195,9 @@ impl Adam {
 
     /// One update of every parameter that has a gradient.
     pub fn step(&mut self) {
-        let flat = self.flat.take().unwrap_or_else(|| self.flatten());
+        let layout = self.flat.take().unwrap_or_else(|| self.flatten());
         tch::no_grad(|| {
-            for group in &flat {
+            for group in &layout.groups {
                 let step = self.state[&group.names[0]].step + 1;
                 let mut state = State {
                     exp_avg: group.exp_avg.shallow_clone(),
@@ -195,18 +209,13 @@ impl Adam {
                     self.state.get_mut(name).expect("a flat parameter has its state").step = step;
                 }
             }
-            let single: Vec<(String, Tensor)> = self
-                .params
-                .iter()
-                .filter(|(name, _)| !flat.iter().any(|g| g.names.contains(name)))
-                .map(|(name, p)| (name.clone(), p.shallow_clone()))
-                .collect();
-            for (name, param) in single {
+            for name in &layout.singles {
+                let param = self.params[name].shallow_clone();
                 let grad = param.grad();
                 if !grad.defined() {
                     continue;
                 }
-                let mut state = self.state.remove(&name).unwrap_or_else(|| State {
+                let mut state = self.state.remove(name).unwrap_or_else(|| State {
                     exp_avg: param.zeros_like(),
                     exp_avg_sq: param.zeros_like(),
                     step: 0,
@@ -214,10 +223,10 @@ impl Adam {
                 let step = state.step + 1;
                 self.update(&mut param.shallow_clone(), &grad, &mut state, step);
                 state.step = step;
-                self.state.insert(name, state);
+                self.state.insert(name.clone(), state);
             }
         });
-        self.flat = Some(flat);
+        self.flat = Some(layout);
     }
 
     /// Adam's update of one parameter (or one flat group) at step `step`.
@@ -232,9 +241,10 @@ impl Adam {
 
     /// Moves the parameters that have a dense gradient of their own layout into flat buffers,
     /// one group per device, kind and step count ([`Flat`]); their moments (zero, or those of
-    /// a loaded state) move with them.
-    fn flatten(&mut self) -> Vec<Flat> {
+    /// a loaded state) move with them; the others stay single.
+    fn flatten(&mut self) -> Layout {
         let mut groups: BTreeMap<(String, String, i64), Vec<String>> = BTreeMap::new();
+        let mut singles = Vec::new();
         for (name, param) in &self.params {
             let grad = param.grad();
             let flattenable = grad.defined()
@@ -247,9 +257,13 @@ impl Adam {
                 let step = self.state.get(name).map_or(0, |s| s.step);
                 let key = (format!("{:?}", param.device()), format!("{:?}", param.kind()), step);
                 groups.entry(key).or_default().push(name.clone());
+            } else {
+                singles.push(name.clone());
             }
         }
-        tch::no_grad(|| groups.into_iter().map(|((_, _, step), names)| self.flat_group(names, step)).collect())
+        let groups =
+            tch::no_grad(|| groups.into_iter().map(|((_, _, step), names)| self.flat_group(names, step)).collect());
+        Layout { groups, singles }
     }
 
     /// One [`Flat`] group of `names` (same device and kind) at `step`.
