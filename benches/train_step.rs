@@ -8,7 +8,9 @@
 //! size or several, comma-separated; DEVICE as `--device` (`cpu`, `cuda`, `cuda:0,cuda:1`,
 //! `cpu,cpu`; default cpu), AMP as `optim.amp` (default off), SIZE the image side (default 256).
 //! Prints, for each batch, `batch=<b>` and the medians `step_seconds`, `image_seconds`,
-//! `text_seconds`, `adam_seconds`, each line as soon as it is measured.
+//! `text_seconds`, `adam_seconds`, each line as soon as it is measured, each followed by the
+//! number of ATen operators one such run dispatches and of those that compute (`step_ops`,
+//! `step_kernels`, ...: [`amfmn::profile`]).
 //! `exec/bench_train.sh` runs it beside the PyTorch reference; `exec/gpu_check.sh` runs it as
 //! amfmn's step without decoding.
 
@@ -46,6 +48,24 @@ fn time(steps: usize, device: Device, mut f: impl FnMut()) -> f64 {
         }
     }
     median(times)
+}
+
+/// Prints `<part>_seconds`, the median time of `steps` runs of `f`, then `<part>_ops` and
+/// `<part>_kernels`, the ATen operators one more run dispatches and those of them that compute
+/// ([`amfmn::profile::OpCount`]; with `AMFMN_OPS_TOP=n`, the n most frequent, calls and kernels).
+fn measure(part: &str, steps: usize, device: Device, mut f: impl FnMut()) -> anyhow::Result<()> {
+    println!("{part}_seconds={:.4}", time(steps, device, &mut f));
+    let ((), ops) = amfmn::profile::count_ops(|| {
+        f();
+        synchronize(device);
+    })?;
+    println!("{part}_ops={}", ops.total);
+    println!("{part}_kernels={}", ops.kernels);
+    let top = std::env::var("AMFMN_OPS_TOP").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+    for op in ops.by_name.iter().take(top) {
+        println!("  {} {} {}", op.name, op.calls, op.kernels);
+    }
+    Ok(())
 }
 
 /// A batch of `b` random pairs of `size`² images as the loader delivers it for `device`.
@@ -93,23 +113,20 @@ fn main() -> anyhow::Result<()> {
     for batch in batches {
         let pairs = pair_batch(batch, size, vocab as i64, device);
         println!("batch={batch}");
-        let step_seconds = time(steps, device, || {
+        let mut train_step = || {
             let loss = replicas.scores(&pairs, pass).map(|s| contrastive_loss(&s[0], &Margin::Fixed(0.2), false));
             let _ = loss.detached().double_value(&[]);
             replicas.update(&mut adam, loss, 0.0);
-        });
-        println!("step_seconds={step_seconds:.4}");
+        };
+        measure("step", steps, device, &mut train_step)?;
         let model = &replicas.primary;
         let images = model.prepare_images(&amfmn::data::transforms::normalize_on(&pairs.images, device));
-        let image_seconds = time(steps, device, || model.net.encode_images(&images, pass).sum(Kind::Float).backward());
-        println!("image_seconds={image_seconds:.4}");
+        measure("image", steps, device, || model.net.encode_images(&images, pass).sum(Kind::Float).backward())?;
         let (ids, lengths) = (pairs.captions.to_device(device), pairs.lengths.to_device(device));
-        let text_seconds = time(steps, device, || {
+        measure("text", steps, device, || {
             model.net.encode_texts_with(&ids, &lengths, pass).map(|t| t.sum(Kind::Float)).backward();
-        });
-        println!("text_seconds={text_seconds:.4}");
-        let adam_seconds = time(steps, device, || adam.step());
-        println!("adam_seconds={adam_seconds:.4}");
+        })?;
+        measure("adam", steps, device, || adam.step())?;
     }
     Ok(())
 }

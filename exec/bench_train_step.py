@@ -5,16 +5,22 @@ backward) and Adam's step.
 
 Usage: bench_train_step.py BATCHES STEPS [DEVICE=cpu] [AMP=off|bf16|fp16] [SIZE=256]; BATCHES is
 one batch size or several, comma-separated. For each it prints a line `batch=<b>` and then
-step_seconds, image_seconds, text_seconds, adam_seconds (medians) and, on CUDA, peak_mb (peak
-allocated memory). AMP runs the forward and the loss under torch.autocast (fp16 with
+step_seconds, image_seconds, text_seconds, adam_seconds (medians), each followed by the number of
+ATen operators one more run dispatches and of those that compute (step_ops, step_kernels, ...:
+the `aten::` events of a torch.profiler profile, nested ones included, counted as amfmn's
+src/profile.rs counts them) and, on CUDA, peak_mb (peak allocated memory). AMFMN_OPS_TOP=n also
+prints the n most frequent operators of each part (calls, kernels). AMP runs the forward and the loss under torch.autocast (fp16 with
 torch.amp.GradScaler), as a PyTorch user would switch it on.
 """
+import collections
 import os
 import statistics
 import sys
 import time
 
-import torch
+# Kineto's start-up complaint on a machine without a GPU is not ours to print.
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "reference"))
 from amfmn_reference import AMFMN, contrastive_loss  # noqa: E402
@@ -43,6 +49,41 @@ def timed(fn):
         if i > 0:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+# Operators that compute nothing themselves (the list of src/profile.rs, NO_KERNEL): an `aten::`
+# event not named here, with no such event beneath it, is a kernel (about one GPU launch).
+NO_KERNEL = {
+    "aten::empty", "aten::empty_strided", "aten::empty_like", "aten::as_strided", "aten::as_strided_",
+    "aten::view", "aten::_reshape_alias", "aten::_unsafe_view", "aten::reshape", "aten::alias",
+    "aten::detach", "aten::detach_", "aten::resize_", "aten::set_", "aten::unsqueeze", "aten::squeeze",
+    "aten::select", "aten::slice", "aten::narrow", "aten::transpose", "aten::t", "aten::permute",
+    "aten::expand", "aten::split", "aten::unbind", "aten::chunk", "aten::resolve_conj",
+    "aten::resolve_neg", "aten::result_type", "aten::lift_fresh",
+}
+
+
+def computes(event):
+    return event.name.startswith("aten::") and event.name not in NO_KERNEL
+
+
+def computed_below(event):
+    return any(computes(c) or computed_below(c) for c in event.cpu_children)
+
+
+def measure(part, fn):
+    print(f"{part}_seconds={timed(fn):.4f}")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], acc_events=True) as prof:
+        fn()
+        if device != "cpu":
+            torch.cuda.synchronize()
+    aten = [e for e in prof.events() if e.name.startswith("aten::")]
+    kernels = collections.Counter(e.name for e in aten if computes(e) and not computed_below(e))
+    print(f"{part}_ops={len(aten)}")
+    print(f"{part}_kernels={sum(kernels.values())}")
+    for name, count in collections.Counter(e.name for e in aten).most_common(int(os.environ.get("AMFMN_OPS_TOP", "0"))):
+        print(f"  {name} {count} {kernels[name]}")
+    sys.stdout.flush()
 
 
 def autocast():
@@ -77,10 +118,10 @@ for batch in batches:
     if device != "cpu":
         torch.cuda.reset_peak_memory_stats()
     print(f"batch={batch}")
-    print(f"step_seconds={timed(lambda: step(images, ids)):.4f}")
-    print(f"image_seconds={timed(lambda: image_part(images)):.4f}")
-    print(f"text_seconds={timed(lambda: text_part(ids)):.4f}")
-    print(f"adam_seconds={timed(adam.step):.4f}")
+    measure("step", lambda: step(images, ids))
+    measure("image", lambda: image_part(images))
+    measure("text", lambda: text_part(ids))
+    measure("adam", adam.step)
     if device != "cpu":
         print(f"peak_mb={torch.cuda.max_memory_allocated() / 2**20:.0f}")
     sys.stdout.flush()

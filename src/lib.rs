@@ -22,6 +22,7 @@ pub mod npy;
 pub mod optim;
 pub mod options;
 pub mod pickle;
+pub mod profile;
 pub mod report;
 pub mod rng;
 pub mod saliency;

@@ -250,7 +250,7 @@ impl Adam {
             let flattenable = grad.defined()
                 && is_dense(param)
                 && owns_storage(param)
-                && grad.stride() == param.stride()
+                && same_layout(&grad, param)
                 && grad.kind() == param.kind()
                 && param.numel() > 0;
             if flattenable {
@@ -362,15 +362,14 @@ fn fused_cpu_update(
     eps: f64,
 ) -> bool {
     let tensors = [&*param, grad, &state.exp_avg, &state.exp_avg_sq];
-    let stride = param.stride();
-    if tensors.iter().any(|t| t.device() != Device::Cpu || t.kind() != Kind::Float || t.stride() != stride)
+    if tensors.iter().any(|t| t.device() != Device::Cpu || t.kind() != Kind::Float || !same_layout(t, param))
         || !is_dense(param)
     {
         return false;
     }
     let n = param.numel();
     // SAFETY: the four tensors are distinct dense float buffers of `n` elements with identical
-    // strides (checked above), so element i of each is at the same offset; no other reference
+    // layouts (checked above), so element i of each is at the same offset; no other reference
     // reads or writes them during the update (autograd is off).
     let (p, g, m, v) = unsafe {
         (
@@ -410,6 +409,14 @@ fn owns_storage(t: &Tensor) -> bool {
     let numel = t.numel() as i64;
     let starts_storage = numel > 0 && t.as_strided([1], [1], Some(0)).data_ptr() == t.data_ptr();
     starts_storage && is_dense(t) && t.f_as_strided([numel + 1], [1], None::<i64>).is_err()
+}
+
+/// Whether element i of `a` and of `b` sit at the same offset: the same sizes and the same
+/// strides along every dimension longer than 1 (a 1x1 convolution's channels-last weight and
+/// its gradient may differ in the others).
+fn same_layout(a: &Tensor, b: &Tensor) -> bool {
+    let (size, a_stride, b_stride) = (a.size(), a.stride(), b.stride());
+    size == b.size() && size.iter().zip(a_stride.iter().zip(&b_stride)).all(|(&n, (x, y))| n == 1 || x == y)
 }
 
 /// A tensor whose elements fill its storage span exactly once (any dimension order).
@@ -534,6 +541,17 @@ mod tests {
         let adam = adam_after_three_steps(None);
         let state = adam.state_dict();
         assert_eq!(state["step.w"].int64_value(&[]), 3);
+    }
+
+    #[test]
+    fn layouts_differing_only_along_unit_dimensions_are_the_same() {
+        let weight = Tensor::zeros([4, 3, 1, 1], (Kind::Float, Device::Cpu));
+        let channels_last = weight.as_strided([4, 3, 1, 1], [3, 1, 3, 3], None::<i64>);
+        let collapsed = weight.as_strided([4, 3, 1, 1], [3, 1, 1, 1], None::<i64>);
+        assert!(same_layout(&channels_last, &collapsed));
+        assert!(!same_layout(&weight.view([3, 4, 1, 1]), &collapsed), "sizes differ");
+        let transposed = Tensor::zeros([3, 4], (Kind::Float, Device::Cpu)).tr();
+        assert!(!same_layout(&transposed, &Tensor::zeros([4, 3], (Kind::Float, Device::Cpu))), "strides differ");
     }
 
     #[test]

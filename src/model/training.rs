@@ -7,27 +7,41 @@
 
 use tch::{Kind, Tensor};
 
-/// The deferred gradient of one hidden-side weight: `dW = Σ_t sink.grad[t]ᵀ x_t`, where the
-/// forward pass added the zero-valued leaf `sink[t]` to each step's `x_t Wᵀ` (computed with a
-/// detached `W`) so that autograd leaves dL/du_t in `sink.grad[t]`.
+/// The deferred gradients of `k` hidden-side weights used at every step:
+/// `dW_g = Σ_t sink.grad[t, g]ᵀ x_{t, g}`, where the forward pass added the zero-valued leaf
+/// `sink[t]` to each step's `x_t Wᵀ` (computed with detached weights) so that autograd leaves
+/// dL/du_t in `sink.grad[t]`.
 #[derive(Debug)]
 pub(super) struct DeferredGradient {
-    pub(super) weight: Tensor,
+    /// The `k` weights, `[out, in]` each.
+    pub(super) weights: Vec<Tensor>,
+    /// `[T, k, B, out]`.
     pub(super) sink: Tensor,
-    /// `x_t` of every step, `[T * B, in]`.
+    /// `x_{t, g}` of every step, `[T, k, B, in]`.
     pub(super) inputs: Tensor,
 }
 
 impl DeferredGradient {
-    /// Adds `Σ_t sink.grad[t]ᵀ x_t` to the weight's gradient.
+    /// Adds `Σ_t sink.grad[t, g]ᵀ x_{t, g}` to each weight's gradient: one batched product, then
+    /// an in-place sum into a gradient that exists (a backward through `W ⊙ dW` creates it).
     fn apply(self) {
         let grad = self.sink.grad();
         if !grad.defined() {
             return;
         }
-        let out = self.weight.size()[0];
-        let dw = tch::no_grad(|| grad.reshape([-1, out]).tr().matmul(&self.inputs));
-        (&self.weight * dw).sum(Kind::Float).backward();
+        let (k, out, input) = (self.weights.len() as i64, grad.size()[3], self.inputs.size()[3]);
+        let dw = tch::no_grad(|| {
+            let grad = grad.permute([1, 3, 0, 2]).reshape([k, out, -1]);
+            grad.bmm(&self.inputs.permute([1, 0, 2, 3]).reshape([k, -1, input]))
+        });
+        for (weight, dw) in self.weights.iter().zip(dw.unbind(0)) {
+            let mut existing = weight.grad();
+            if existing.defined() {
+                let _ = tch::no_grad(|| existing.g_add_(&dw));
+            } else {
+                (weight * dw).sum(Kind::Float).backward();
+            }
+        }
     }
 }
 

@@ -1,0 +1,138 @@
+//! Counting the ATen operations a piece of work dispatches: on a GPU each is host work, and each
+//! that computes is a kernel launch, so their number is what a launch-bound step pays for. The
+//! counts come from libtorch's RecordFunction callbacks (the C++ shim `src/shim/ops.cpp`), the
+//! mechanism `torch.profiler` reads, so they compare with the `aten::` events of a PyTorch profile
+//! of the same work (`exec/bench_train_step.py` counts those the same way).
+
+use std::sync::Mutex;
+
+use anyhow::{bail, Result};
+
+extern "C" {
+    fn amfmn_ops_start(views: *const std::ffi::c_char) -> i32;
+    fn amfmn_ops_stop(kernel_count: *mut i64) -> i64;
+    fn amfmn_ops_report(buffer: *mut u8, capacity: usize) -> usize;
+}
+
+/// Operators that compute nothing themselves: views, allocations and metadata. Any other
+/// operator under which no computing operator runs is counted as a kernel (about one launch on a
+/// GPU). `exec/bench_train_step.py` holds the same list.
+pub const NO_KERNEL: [&str; 30] = [
+    "aten::empty",
+    "aten::empty_strided",
+    "aten::empty_like",
+    "aten::as_strided",
+    "aten::as_strided_",
+    "aten::view",
+    "aten::_reshape_alias",
+    "aten::_unsafe_view",
+    "aten::reshape",
+    "aten::alias",
+    "aten::detach",
+    "aten::detach_",
+    "aten::resize_",
+    "aten::set_",
+    "aten::unsqueeze",
+    "aten::squeeze",
+    "aten::select",
+    "aten::slice",
+    "aten::narrow",
+    "aten::transpose",
+    "aten::t",
+    "aten::permute",
+    "aten::expand",
+    "aten::split",
+    "aten::unbind",
+    "aten::chunk",
+    "aten::resolve_conj",
+    "aten::resolve_neg",
+    "aten::result_type",
+    "aten::lift_fresh",
+];
+
+/// One count at a time: the callback is global to the process.
+static COUNTING: Mutex<()> = Mutex::new(());
+
+/// How often one operator was dispatched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpCalls {
+    /// `aten::mm`.
+    pub name: String,
+    /// Every dispatch, nested ones included.
+    pub calls: i64,
+    /// The dispatches that were kernels ([`OpCount::kernels`]).
+    pub kernels: i64,
+}
+
+/// The operators dispatched while a closure ran, in every thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpCount {
+    /// All `aten::` operators dispatched, nested ones included (a `linear` and the `addmm` it
+    /// calls are two).
+    pub total: i64,
+    /// The operators that computed, not through another one: not in [`NO_KERNEL`], and no
+    /// operator outside it ran beneath them. About the kernels a GPU launches.
+    pub kernels: i64,
+    /// Per operator, most frequent first.
+    pub by_name: Vec<OpCalls>,
+}
+
+/// Runs `work` and counts the ATen operators it (and any thread meanwhile) dispatches.
+pub fn count_ops<T>(work: impl FnOnce() -> T) -> Result<(T, OpCount)> {
+    let _guard = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: the shim's functions take no pointers but the ones below, valid for their sizes.
+    let views = std::ffi::CString::new(NO_KERNEL.join("\n")).expect("operator names have no NUL");
+    if unsafe { amfmn_ops_start(views.as_ptr()) } != 0 {
+        bail!("libtorch refused the operator-counting callback");
+    }
+    let value = work();
+    let mut kernels = 0;
+    let total = unsafe { amfmn_ops_stop(&mut kernels) };
+    Ok((value, OpCount { total, kernels, by_name: report() }))
+}
+
+fn report() -> Vec<OpCalls> {
+    let needed = unsafe { amfmn_ops_report(std::ptr::null_mut(), 0) };
+    let mut buffer = vec![0u8; needed];
+    let written = unsafe { amfmn_ops_report(buffer.as_mut_ptr(), buffer.len()) };
+    buffer.truncate(written.min(needed));
+    let parse = |line: &str| {
+        let mut fields = line.split(' ');
+        let name = fields.next()?.to_owned();
+        Some(OpCalls { name, calls: fields.next()?.parse().ok()?, kernels: fields.next()?.parse().ok()? })
+    };
+    String::from_utf8_lossy(&buffer).lines().filter_map(parse).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind, Tensor};
+
+    fn calls(count: &OpCount, name: &str) -> (i64, i64) {
+        count.by_name.iter().find(|op| op.name == name).map_or((0, 0), |op| (op.calls, op.kernels))
+    }
+
+    #[test]
+    fn counts_each_dispatch_and_the_operators_that_compute() {
+        let a = Tensor::ones([4, 3], (Kind::Float, Device::Cpu));
+        let b = Tensor::ones([3, 2], (Kind::Float, Device::Cpu));
+        let (_, mm) = count_ops(|| a.mm(&b)).unwrap();
+        assert_eq!(calls(&mm, "aten::mm"), (1, 1), "{mm:?}");
+        let (_, chain) = count_ops(|| (a.mm(&b) + 1.0).relu()).unwrap();
+        assert!(chain.total >= mm.total + 2, "{chain:?} vs {mm:?}");
+        assert_eq!(calls(&chain, "aten::relu"), (1, 0), "relu dispatches clamp_min: {chain:?}");
+        assert_eq!(calls(&chain, "aten::clamp_min").1, 1);
+        assert_eq!(chain.kernels, 3, "mm, add, clamp_min: {chain:?}");
+        let (_, views) = count_ops(|| a.transpose(0, 1).unsqueeze(0).select(0, 0)).unwrap();
+        assert!(views.total >= 3 && views.kernels == 0, "{views:?}");
+        let (_, copy) = count_ops(|| a.tr().reshape([12])).unwrap();
+        assert_eq!(copy.kernels, 1, "a reshape that copies is one kernel, not two: {copy:?}");
+        let bench = std::fs::read_to_string("exec/bench_train_step.py").unwrap();
+        assert!(NO_KERNEL.iter().all(|name| bench.contains(&format!("\"{name}\""))), "the PyTorch side's list differs");
+        let (_, none) = count_ops(|| 1 + 1).unwrap();
+        assert_eq!(none.total, 0);
+        let (_, after) = count_ops(|| a.sum(Kind::Float)).unwrap();
+        assert_eq!(calls(&after, "aten::mm"), (0, 0), "counts start from zero: {after:?}");
+    }
+}
