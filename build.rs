@@ -5,7 +5,11 @@
 //! `LD_LIBRARY_PATH`.
 use std::path::PathBuf;
 
-const SHIM: [&str; 1] = ["src/shim/ops.cpp"];
+const SHIM: [&str; 2] = ["src/shim/ops.cpp", "src/shim/dist.cpp"];
+
+/// Declarations of the Gloo types libtorch's `ProcessGroupGloo.hpp` names (the wheel ships no
+/// Gloo headers; see `src/shim/gloo_decl/gloo/context.h`).
+const GLOO_DECLARATIONS: &str = "src/shim/gloo_decl";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -18,7 +22,15 @@ fn main() {
     let include = lib_dir.parent().expect("libtorch's lib folder has a parent").join("include");
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
     let mut build = cc::Build::new();
-    build.cpp(true).pic(true).warnings(false).include(&include).files(SHIM);
+    println!("cargo:rerun-if-changed={GLOO_DECLARATIONS}");
+    build
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .include(GLOO_DECLARATIONS)
+        .files(SHIM);
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("windows") {
         build.flag("/std:c++17");
     } else {

@@ -114,9 +114,10 @@ fn main() -> anyhow::Result<()> {
         let pairs = pair_batch(batch, size, vocab as i64, device);
         println!("batch={batch}");
         let mut train_step = || {
-            let loss = replicas.scores(&pairs, pass).map(|s| contrastive_loss(&s[0], &Margin::Fixed(0.2), false));
+            let scores = replicas.scores(&pairs, pass).expect("one process");
+            let loss = scores.map(|s| contrastive_loss(&s[0], &Margin::Fixed(0.2), false));
             let _ = loss.detached().double_value(&[]);
-            replicas.update(&mut adam, loss, 0.0);
+            replicas.update(&mut adam, loss, 0.0).expect("one process");
         };
         measure("step", steps, device, &mut train_step)?;
         let model = &replicas.primary;

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod commands;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod encode;
 pub mod eval;
 pub mod fsutil;

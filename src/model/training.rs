@@ -3,7 +3,9 @@
 //! product per step, it computes that weight's gradient in one product over all steps after the
 //! backward pass ([`super::seq2vec`]). Only [`Training::backward`] backpropagates from such an
 //! output, and it adds those gradients: the value itself is reachable only detached, so a plain
-//! `loss.backward()` that would silently miss them cannot be written.
+//! `loss.backward()` that would silently miss them cannot be written. The same holds for an output
+//! computed from codes gathered from several processes: its backward continues into this
+//! process's share of them ([`Training::continued`]).
 
 use tch::{Kind, Tensor};
 
@@ -45,17 +47,51 @@ impl DeferredGradient {
     }
 }
 
+/// Where an output computed from gathered copies of this process's codes continues: the codes
+/// `branch` (`[b, d]` each, still in their graph) were copied, detached, into rows
+/// `start..start + b` of the leaves `gathered`; once the output's backward has filled the leaves'
+/// gradients, the branch backpropagates those rows, multiplied by `scale`.
+#[derive(Debug)]
+struct Branch {
+    gathered: Vec<Tensor>,
+    start: i64,
+    scale: f64,
+    branch: Training<Vec<Tensor>>,
+}
+
+impl Branch {
+    fn apply(self) {
+        let (gathered, start, scale) = (self.gathered, self.start, self.scale);
+        self.branch
+            .map(|codes| {
+                let terms = codes.iter().zip(&gathered).filter_map(|(code, leaf)| {
+                    let grad = leaf.grad();
+                    grad.defined().then(|| (code * grad.narrow(0, start, code.size()[0]) * scale).sum(Kind::Float))
+                });
+                terms.fold(Tensor::zeros([], (Kind::Float, codes[0].device())), |a, b| a + b)
+            })
+            .backward();
+    }
+}
+
+/// What a training output's backward does after autograd's.
+#[derive(Debug)]
+enum Deferred {
+    Gradient(DeferredGradient),
+    Branch(Box<Branch>),
+}
+
 /// A forward pass's output `T` with the gradients it defers (none in evaluation mode).
 #[must_use = "backpropagate a training forward's output with Training::backward"]
 #[derive(Debug)]
 pub struct Training<T> {
     value: T,
-    deferred: Vec<DeferredGradient>,
+    deferred: Vec<Deferred>,
 }
 
 impl<T> Training<T> {
     pub(super) fn new(value: T, deferred: Vec<DeferredGradient>) -> Training<T> {
-        Training { value, deferred }
+        Training { value, deferred: deferred.into_iter().map(Deferred::Gradient).collect() }
     }
 
     /// An output that defers nothing.
@@ -92,12 +128,30 @@ impl<T> Training<T> {
     }
 }
 
+impl Training<Vec<Tensor>> {
+    /// The values, detached from the graph (to copy them elsewhere).
+    pub fn detached(&self) -> Vec<Tensor> {
+        self.value.iter().map(Tensor::detach).collect()
+    }
+
+    /// `value`, computed from the leaves `gathered` into which these codes were copied (detached)
+    /// at rows `start..`: its backward, after filling the leaves' gradients, backpropagates
+    /// `scale` times their rows through these codes' graph.
+    pub fn continued<U>(self, value: U, gathered: Vec<Tensor>, start: i64, scale: f64) -> Training<U> {
+        let branch = Branch { gathered, start, scale, branch: self };
+        Training { value, deferred: vec![Deferred::Branch(Box::new(branch))] }
+    }
+}
+
 impl Training<Tensor> {
     /// Backpropagates into every parameter's gradient, the deferred ones included.
     pub fn backward(self) {
         self.value.backward();
-        for gradient in self.deferred {
-            gradient.apply();
+        for deferred in self.deferred {
+            match deferred {
+                Deferred::Gradient(gradient) => gradient.apply(),
+                Deferred::Branch(branch) => branch.apply(),
+            }
         }
     }
 

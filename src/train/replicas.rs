@@ -7,12 +7,22 @@
 //! included) are copied back to the others. Batch norm normalises each share with its own
 //! statistics; the running statistics kept are the first replica's. With one device this is
 //! plain single-device training, with no copy.
+//!
+//! Under a launcher (torchrun, SLURM; docs/DISTRIBUTED.md §2) the same scheme spans processes,
+//! as DistributedDataParallel: each process encodes its share of the global batch, the codes of
+//! every process are all-gathered so that each scores the whole batch (hardest negatives from
+//! every rank), the backward continues from the gathered copies into this process's share, the
+//! gradients are averaged over the processes, every process takes the same Adam step, and rank
+//! 0's batch-norm buffers are broadcast to the others.
 
-use anyhow::Result;
-use tch::{Device, Tensor};
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+use tch::{Device, Kind, Tensor};
 
 use crate::data::transforms::normalize_on;
 use crate::data::PairBatch;
+use crate::dist::ProcessGroup;
 use crate::model::{Model, Pass, Training};
 use crate::optim::Adam;
 
@@ -22,6 +32,8 @@ pub struct Replicas {
     pub primary: Model,
     /// Copies of `primary` on the other devices, made identical to it after every update.
     others: Vec<Model>,
+    /// The other processes of a launch, when there are.
+    peers: Option<ProcessGroup>,
 }
 
 /// The codes of one share of a batch, on its replica's device.
@@ -40,9 +52,25 @@ impl Replicas {
     pub fn new(primary: Model, more: &[Device]) -> Result<Replicas> {
         let copy = |device| Ok(Model::new(primary.config(), device, 0)?.with_channels_last(primary.channels_last()));
         let others = more.iter().map(|&device| copy(device)).collect::<Result<_>>()?;
-        let replicas = Replicas { primary, others };
+        let replicas = Replicas { primary, others, peers: None };
         replicas.broadcast();
         Ok(replicas)
+    }
+
+    /// These replicas as this process's part of `group`: every variable takes rank 0's value.
+    pub fn with_peers(mut self, group: ProcessGroup) -> Result<Replicas> {
+        let variables: BTreeMap<String, Tensor> = self.primary.vs.variables().into_iter().collect();
+        for var in variables.values() {
+            broadcast_into(&group, var)?;
+        }
+        self.broadcast();
+        self.peers = Some(group);
+        Ok(self)
+    }
+
+    /// The process group this process trains in, when it is one of several.
+    pub fn peers(&self) -> Option<&ProcessGroup> {
+        self.peers.as_ref()
     }
 
     /// The number of replicas (devices).
@@ -56,36 +84,72 @@ impl Replicas {
     }
 
     /// The `[B, B]` scores of a batch on the primary's device, in each trained mode: by
-    /// sentence; or by sentence, keywords and both fused when the batch has keywords.
-    pub fn scores(&self, batch: &PairBatch, pass: Pass) -> Training<Vec<Tensor>> {
-        let shares = shares(batch.caption_ids.len(), self.len());
+    /// sentence; or by sentence, keywords and both fused when the batch has keywords. With
+    /// peers, `batch` is the global batch, of which this process encodes its share.
+    pub fn scores(&self, batch: &PairBatch, pass: Pass) -> Result<Training<Vec<Tensor>>> {
+        let b = batch.caption_ids.len();
+        let keywords = batch.keywords.is_some();
+        let Some(group) = &self.peers else {
+            return Ok(self.encode(batch, 0, b, pass).map(|codes| self.head(&codes, keywords, pass)));
+        };
+        let all = shares(b, group.world);
+        if all.iter().any(|&(_, size)| size == 0) {
+            bail!("a batch of {b} pairs over {} processes leaves one without a pair: raise batch_size", group.world);
+        }
+        let (start, size) = all[group.rank];
+        let local = self.encode(batch, start, size, pass);
+        let device = self.primary.device();
+        let gathered = local
+            .detached()
+            .iter()
+            .map(|code| Ok(gather_peers(group, code, &all)?.to_device(device).set_requires_grad(true)))
+            .collect::<Result<Vec<_>>>()?;
+        let scores = self.head(&gathered, keywords, pass);
+        Ok(local.continued(scores, gathered, start as i64, group.world as f64))
+    }
+
+    /// The codes of rows `start..start + size` of the batch, encoded by the replicas in shares
+    /// and gathered on the primary's device: Fv, t of the captions and, with keywords, theirs.
+    fn encode(&self, batch: &PairBatch, start: usize, size: usize, pass: Pass) -> Training<Vec<Tensor>> {
         let codes: Vec<Training<ShareCodes>> = self
             .iter()
-            .zip(shares)
-            .filter(|(_, (_, size))| *size > 0)
-            .map(|(model, (start, size))| encode_share(model, batch, start, size, pass))
+            .zip(shares(size, self.len()))
+            .filter(|(_, (_, n))| *n > 0)
+            .map(|(model, (offset, n))| encode_share(model, batch, start + offset, n, pass))
             .collect();
         Training::collect(codes).map(|codes| {
             let device = self.primary.device();
-            let visual = gather(codes.iter().map(|c| &c.visual), device);
-            let sentence = gather(codes.iter().map(|c| &c.sentence), device);
-            let net = &self.primary.net;
-            if batch.keywords.is_none() {
-                return vec![net.cross_attention_s.scores(&visual, &sentence, pass)];
+            let mut out = vec![
+                gather(codes.iter().map(|c| &c.visual), device),
+                gather(codes.iter().map(|c| &c.sentence), device),
+            ];
+            if batch.keywords.is_some() {
+                out.push(gather(codes.iter().filter_map(|c| c.keywords.as_ref()), device));
             }
-            let keywords = gather(codes.iter().filter_map(|c| c.keywords.as_ref()), device);
-            let scores = net.mode_scores(&visual, &sentence, &keywords, pass);
-            vec![scores.sentence, scores.keywords, scores.fused]
+            out
         })
     }
 
+    /// The scores of the whole batch's codes ([`Replicas::encode`]'s order) in each mode.
+    fn head(&self, codes: &[Tensor], keywords: bool, pass: Pass) -> Vec<Tensor> {
+        let net = &self.primary.net;
+        if !keywords {
+            return vec![net.cross_attention_s.scores(&codes[0], &codes[1], pass)];
+        }
+        let scores = net.mode_scores(&codes[0], &codes[1], &codes[2], pass);
+        vec![scores.sentence, scores.keywords, scores.fused]
+    }
+
     /// One optimizer step from the loss of a [`Replicas::scores`] forward: backward through
-    /// every replica, their gradients summed into the primary's, unscaled (fp16), clipped to
-    /// `grad_clip` (0: not clipped), Adam (skipped on inf/NaN gradients), and the primary
-    /// copied to the other replicas.
-    pub fn update(&self, adam: &mut Adam, loss: Training<Tensor>, grad_clip: f64) {
+    /// every replica, their gradients summed into the primary's (and averaged over the peers),
+    /// unscaled (fp16), clipped to `grad_clip` (0: not clipped), Adam (skipped on inf/NaN
+    /// gradients), and the primary copied to the other replicas (rank 0's buffers to the peers).
+    pub fn update(&self, adam: &mut Adam, loss: Training<Tensor>, grad_clip: f64) -> Result<()> {
         adam.zero_grad();
         self.backward(loss.map(|loss| adam.scale_loss(&loss)));
+        if let Some(group) = &self.peers {
+            self.average_gradients(group)?;
+        }
         let finite = adam.unscale_gradients();
         if finite {
             if grad_clip > 0.0 {
@@ -94,7 +158,43 @@ impl Replicas {
             adam.step();
         }
         adam.update_scale(!finite);
+        if let Some(group) = &self.peers {
+            let trainable = self.primary.trainable();
+            let buffers = self.primary.vs.variables().into_iter().filter(|(key, _)| !trainable.contains_key(key));
+            for (_, buffer) in buffers.collect::<BTreeMap<_, _>>() {
+                broadcast_into(group, &buffer)?;
+            }
+        }
         self.broadcast();
+        Ok(())
+    }
+
+    /// Replaces the primary's gradients by their mean over the peers, in one all-reduce (a
+    /// parameter without a gradient counts as zero).
+    fn average_gradients(&self, group: &ProcessGroup) -> Result<()> {
+        let params = self.primary.trainable();
+        if params.values().any(|p| p.kind() != Kind::Float) {
+            bail!("averaging gradients over processes needs fp32 parameters");
+        }
+        let grads: Vec<Tensor> = params.values().map(|p| gradient_or_zeros(p).flatten(0, -1)).collect();
+        let flat = Tensor::cat(&grads, 0).to_device(Device::Cpu);
+        group.all_reduce_sum(&flat)?;
+        let flat = (flat / group.world as f64).to_device(self.primary.device());
+        let mut offset = 0;
+        tch::no_grad(|| {
+            for param in params.values() {
+                let numel = param.numel() as i64;
+                let mean = flat.narrow(0, offset, numel).view_as(param);
+                let mut grad = param.grad();
+                if grad.defined() {
+                    grad.copy_(&mean);
+                } else {
+                    add_gradient(param, mean);
+                }
+                offset += numel;
+            }
+        });
+        Ok(())
     }
 
     /// Backpropagates `loss` into every replica and adds the other replicas' gradients into
@@ -128,6 +228,47 @@ impl Replicas {
             }
         });
     }
+}
+
+/// A parameter's gradient, zeros when it has none.
+fn gradient_or_zeros(param: &Tensor) -> Tensor {
+    let grad = param.grad();
+    if grad.defined() {
+        grad
+    } else {
+        param.zeros_like()
+    }
+}
+
+/// Rank 0's value of `var` into every rank's, in place (through a contiguous CPU copy when it
+/// is not one itself).
+fn broadcast_into(group: &ProcessGroup, var: &Tensor) -> Result<()> {
+    if var.device() == Device::Cpu && var.is_contiguous() {
+        return group.broadcast(var, 0);
+    }
+    let copy = var.to_device(Device::Cpu).contiguous();
+    group.broadcast(&copy, 0)?;
+    tch::no_grad(|| var.shallow_clone().copy_(&copy));
+    Ok(())
+}
+
+/// Every rank's codes `[size_k, d]` (the batch's shares `all`) in batch order, `[B, d]` on the
+/// CPU: each rank pads its own to the largest share for the all-gather.
+fn gather_peers(group: &ProcessGroup, code: &Tensor, all: &[(usize, usize)]) -> Result<Tensor> {
+    let largest = all.iter().map(|&(_, size)| size).max().unwrap_or(0) as i64;
+    let code = code.to_device(Device::Cpu);
+    let rows = code.size()[0];
+    let padded = if rows < largest {
+        let mut size = code.size();
+        size[0] = largest - rows;
+        Tensor::cat(&[code.shallow_clone(), Tensor::zeros(size.as_slice(), (code.kind(), Device::Cpu))], 0)
+    } else {
+        code
+    };
+    let blocks = group.all_gather(&padded)?;
+    let parts: Vec<Tensor> =
+        all.iter().enumerate().map(|(k, &(_, size))| blocks.narrow(0, k as i64 * largest, size as i64)).collect();
+    Ok(Tensor::cat(&parts, 0))
 }
 
 /// Adds `grad` (a replica's, reset to zero here) into `target`'s gradient on `target`'s device.

@@ -70,8 +70,13 @@ impl Trainer<'_> {
     /// Returns the loss.
     fn train_step(&self, fold: &mut Fold, batch: &PairBatch, epoch: usize, i: usize) -> Result<f64> {
         let optim = &self.options.optim;
-        tch::manual_seed(rng::derive(fold.data_seed, &[rng::tag::DROPOUT, epoch as u64, i as u64]) as i64);
-        let scores = fold.replicas.scores(batch, Pass::training(optim.amp.kind()));
+        // Each process of a launch draws its own dropout masks (rank 0 those of one process).
+        let stream = match fold.replicas.peers().map_or(0, |group| group.rank as u64) {
+            0 => rng::derive(fold.data_seed, &[rng::tag::DROPOUT, epoch as u64, i as u64]),
+            rank => rng::derive(fold.data_seed, &[rng::tag::DROPOUT, epoch as u64, i as u64, rank]),
+        };
+        tch::manual_seed(stream as i64);
+        let scores = fold.replicas.scores(batch, Pass::training(optim.amp.kind()))?;
         let margin = match &fold.prior {
             Some(prior) => Margin::PerPair(
                 dynamic_margins(&prior.matrix(&batch.image_ids, &batch.caption_ids), optim.gamma, optim.beta)
@@ -92,7 +97,7 @@ impl Trainer<'_> {
                 fold.dir.join("last.json").display()
             );
         }
-        fold.replicas.update(&mut fold.adam, loss, optim.grad_clip);
+        fold.replicas.update(&mut fold.adam, loss, optim.grad_clip)?;
         fold.position.eiters += 1;
         Ok(value)
     }

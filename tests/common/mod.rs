@@ -138,3 +138,4 @@ pub fn fresh_checkpoint(dir: &Path) -> PathBuf {
     Checkpoint::save(&ckpt, info, &model, None).unwrap();
     ckpt
 }
+pub mod training;

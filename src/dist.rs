@@ -1,0 +1,337 @@
+//! Several amfmn processes working as one, on PyTorch's own distributed engine (c10d, through
+//! the C++ shim `src/shim/dist.cpp`): where the launcher says this process stands ([`Launch`]:
+//! torchrun or SLURM), the TCPStore rendezvous and Gloo's process group ([`ProcessGroup`]), and
+//! the collectives on tensors, each bounded by the group's timeout.
+
+use std::cell::Cell;
+use std::ffi::{c_char, c_void, CString};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use tch::Tensor;
+
+extern "C" {
+    #[allow(clippy::too_many_arguments)]
+    fn amfmn_dist_open(
+        host: *const c_char,
+        port: i32,
+        rank: i32,
+        world: i32,
+        server: i32,
+        prefix: *const c_char,
+        timeout_ms: i64,
+        out: *mut *mut c_void,
+        error: *mut c_char,
+        capacity: usize,
+    ) -> i32;
+    fn amfmn_dist_close(group: *mut c_void);
+    fn amfmn_dist_all_reduce(group: *mut c_void, tensor: *const c_void, error: *mut c_char, capacity: usize) -> i32;
+    fn amfmn_dist_all_gather(
+        group: *mut c_void,
+        output: *const c_void,
+        input: *const c_void,
+        error: *mut c_char,
+        capacity: usize,
+    ) -> i32;
+    fn amfmn_dist_broadcast(
+        group: *mut c_void,
+        tensor: *const c_void,
+        root: i32,
+        error: *mut c_char,
+        capacity: usize,
+    ) -> i32;
+    fn amfmn_dist_barrier(group: *mut c_void, error: *mut c_char, capacity: usize) -> i32;
+    fn amfmn_dist_store_set(
+        group: *mut c_void,
+        key: *const c_char,
+        value: *const u8,
+        length: usize,
+        error: *mut c_char,
+        capacity: usize,
+    ) -> i32;
+    fn amfmn_dist_store_get(
+        group: *mut c_void,
+        key: *const c_char,
+        value: *mut u8,
+        length: usize,
+        size: *mut usize,
+        error: *mut c_char,
+        capacity: usize,
+    ) -> i32;
+}
+
+/// Where a launcher placed this process: its rank among `world`, its rank on this machine, and
+/// the rendezvous address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub rank: usize,
+    pub world: usize,
+    /// The rank on this machine: the GPU this rank takes.
+    pub local_rank: usize,
+    pub master_addr: String,
+    pub master_port: u16,
+    /// Whether the launcher serves the store itself (torchrun's agent), so that rank 0 must not.
+    pub agent_store: bool,
+    /// Keys of this run in the store (a restarted torchrun job gets fresh ones).
+    pub prefix: String,
+    /// `torchrun` or `SLURM`, for messages.
+    pub launcher: &'static str,
+}
+
+impl Launch {
+    /// The launch this process's environment describes, `None` when it was started alone.
+    pub fn from_env() -> Result<Option<Launch>> {
+        Launch::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`Launch::from_env`] over any variable lookup: torchrun's `RANK`, `WORLD_SIZE`,
+    /// `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`, else SLURM's `SLURM_PROCID`, `SLURM_NTASKS`,
+    /// `SLURM_LOCALID` (inside an `srun` step) with `MASTER_ADDR` and `MASTER_PORT` from the user.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Launch>> {
+        let number = |name: &str| -> Result<Option<usize>> {
+            var(name).map(|v| v.trim().parse().map_err(|_| anyhow!("{name}={v:?} is not a whole number"))).transpose()
+        };
+        let (rank, world, local_rank, launcher) = if let Some(world) = number("WORLD_SIZE")? {
+            let rank = number("RANK")?.context("WORLD_SIZE is set but RANK is not: start amfmn with torchrun")?;
+            (rank, world, number("LOCAL_RANK")?.unwrap_or(0), "torchrun")
+        } else if let (Some(world), Some(_)) = (number("SLURM_NTASKS")?, var("SLURM_STEP_ID")) {
+            let rank = number("SLURM_PROCID")?.context("SLURM_NTASKS is set but SLURM_PROCID is not")?;
+            (rank, world, number("SLURM_LOCALID")?.unwrap_or(0), "SLURM")
+        } else {
+            return Ok(None);
+        };
+        if world == 0 || rank >= world {
+            bail!("{launcher}: rank {rank} is not below the world size {world}");
+        }
+        if world == 1 {
+            return Ok(None);
+        }
+        let master_addr = var("MASTER_ADDR").filter(|a| !a.trim().is_empty()).with_context(|| {
+            format!("{launcher} started {world} processes but MASTER_ADDR is not set: export MASTER_ADDR (rank 0's host) and MASTER_PORT")
+        })?;
+        let port =
+            var("MASTER_PORT").with_context(|| format!("{launcher}: MASTER_PORT is not set: export a free port"))?;
+        let master_port = port.trim().parse().map_err(|_| anyhow!("MASTER_PORT={port:?} is not a port number"))?;
+        let agent_store = var("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let prefix = format!("amfmn/{}/", var("TORCHELASTIC_RESTART_COUNT").unwrap_or_else(|| "0".into()));
+        Ok(Some(Launch { rank, world, local_rank, master_addr, master_port, agent_store, prefix, launcher }))
+    }
+}
+
+/// One line of libtorch's explanation.
+const ERROR_CAPACITY: usize = 1024;
+
+/// This process's membership of a group of processes: Gloo's process group over a TCPStore.
+/// Collectives take CPU tensors, dense and contiguous, and block until done or until the timeout.
+#[derive(Debug)]
+pub struct ProcessGroup {
+    group: *mut c_void,
+    pub rank: usize,
+    pub world: usize,
+    pub timeout: Duration,
+    /// Time spent in collectives so far.
+    spent: Cell<Duration>,
+}
+
+impl ProcessGroup {
+    /// Joins the launch's group, waiting up to `timeout` for every rank; the same timeout bounds
+    /// each collective afterwards.
+    pub fn join(launch: &Launch, timeout: Duration) -> Result<ProcessGroup> {
+        let host = CString::new(launch.master_addr.as_str()).context("MASTER_ADDR holds a NUL byte")?;
+        let prefix = CString::new(launch.prefix.as_str()).expect("the prefix is ASCII");
+        let server = i32::from(launch.rank == 0 && !launch.agent_store);
+        let mut group = std::ptr::null_mut();
+        let status = call(|error| unsafe {
+            amfmn_dist_open(
+                host.as_ptr(),
+                i32::from(launch.master_port),
+                launch.rank as i32,
+                launch.world as i32,
+                server,
+                prefix.as_ptr(),
+                timeout.as_millis() as i64,
+                &mut group,
+                error,
+                ERROR_CAPACITY,
+            )
+        });
+        status.with_context(|| {
+            format!(
+                "rank {} of {} could not join the group at {}:{} within {} s",
+                launch.rank,
+                launch.world,
+                launch.master_addr,
+                launch.master_port,
+                timeout.as_secs()
+            )
+        })?;
+        Ok(ProcessGroup { group, rank: launch.rank, world: launch.world, timeout, spent: Cell::new(Duration::ZERO) })
+    }
+
+    /// Sums `tensor` over all ranks, in place.
+    pub fn all_reduce_sum(&self, tensor: &Tensor) -> Result<()> {
+        let tensor = contiguous(tensor)?;
+        self.timed("all-reduce", || {
+            call(|e| unsafe { amfmn_dist_all_reduce(self.group, ptr(tensor), e, ERROR_CAPACITY) })
+        })
+    }
+
+    /// Every rank's `tensor` (`[n, ...]`, the same shape on all) stacked in rank order:
+    /// `[world * n, ...]`.
+    pub fn all_gather(&self, tensor: &Tensor) -> Result<Tensor> {
+        let input = tensor.contiguous();
+        let mut size = input.size();
+        size[0] *= self.world as i64;
+        let output = Tensor::empty(size.as_slice(), (input.kind(), input.device()));
+        self.timed("all-gather", || {
+            call(|e| unsafe { amfmn_dist_all_gather(self.group, ptr(&output), ptr(&input), e, ERROR_CAPACITY) })
+        })?;
+        Ok(output)
+    }
+
+    /// Rank `root`'s `tensor` into every rank's, in place.
+    pub fn broadcast(&self, tensor: &Tensor, root: usize) -> Result<()> {
+        let tensor = contiguous(tensor)?;
+        self.timed("broadcast", || {
+            call(|e| unsafe { amfmn_dist_broadcast(self.group, ptr(tensor), root as i32, e, ERROR_CAPACITY) })
+        })
+    }
+
+    /// Returns when every rank has reached it.
+    pub fn barrier(&self) -> Result<()> {
+        self.timed("barrier", || call(|e| unsafe { amfmn_dist_barrier(self.group, e, ERROR_CAPACITY) }))
+    }
+
+    /// Writes `value` under `key` in the group's store.
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
+        let key = CString::new(key).context("a store key holds a NUL byte")?;
+        let status = call(|e| unsafe {
+            amfmn_dist_store_set(self.group, key.as_ptr(), value.as_ptr(), value.len(), e, ERROR_CAPACITY)
+        });
+        self.check("store write", status)
+    }
+
+    /// The value under `key`, waiting up to the timeout for a rank to write it.
+    pub fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let name = CString::new(key).context("a store key holds a NUL byte")?;
+        let mut value = vec![0u8; 4096];
+        loop {
+            let mut size = 0;
+            let status = call(|e| unsafe {
+                amfmn_dist_store_get(
+                    self.group,
+                    name.as_ptr(),
+                    value.as_mut_ptr(),
+                    value.len(),
+                    &mut size,
+                    e,
+                    ERROR_CAPACITY,
+                )
+            });
+            self.check(&format!("store read of {key}"), status)?;
+            if size <= value.len() {
+                value.truncate(size);
+                return Ok(value);
+            }
+            value.resize(size, 0);
+        }
+    }
+
+    /// The time spent in collectives since the group was joined (waiting for slower ranks
+    /// included).
+    pub fn time_in_collectives(&self) -> Duration {
+        self.spent.get()
+    }
+
+    /// A collective, its time added to [`ProcessGroup::time_in_collectives`].
+    fn timed(&self, what: &str, collective: impl FnOnce() -> Result<()>) -> Result<()> {
+        let start = Instant::now();
+        let status = collective();
+        self.spent.set(self.spent.get() + start.elapsed());
+        self.check(what, status)
+    }
+
+    fn check(&self, what: &str, status: Result<()>) -> Result<()> {
+        status.with_context(|| format!("rank {} of {}: {what} failed", self.rank, self.world))
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: `group` came from amfmn_dist_open and is closed once.
+        unsafe { amfmn_dist_close(self.group) };
+    }
+}
+
+/// The tensor itself when it is dense and contiguous (collectives write into it in place).
+fn contiguous(tensor: &Tensor) -> Result<&Tensor> {
+    if !tensor.is_contiguous() {
+        bail!("a collective's tensor must be contiguous");
+    }
+    Ok(tensor)
+}
+
+fn ptr(tensor: &Tensor) -> *const c_void {
+    tensor.as_ptr() as *const c_void
+}
+
+/// Runs a shim function with an error buffer: its message when it returns non-zero.
+fn call(f: impl FnOnce(*mut c_char) -> i32) -> Result<()> {
+    let mut error = vec![0u8; ERROR_CAPACITY];
+    if f(error.as_mut_ptr() as *mut c_char) == 0 {
+        return Ok(());
+    }
+    let end = error.iter().position(|&b| b == 0).unwrap_or(error.len());
+    Err(anyhow!("{}", String::from_utf8_lossy(&error[..end])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn launch(vars: &[(&str, &str)]) -> Result<Option<Launch>> {
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Launch::from_vars(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn torchrun_and_srun_environments_are_read_and_checked() {
+        assert_eq!(launch(&[]).unwrap(), None, "started alone");
+        let torchrun = [
+            ("RANK", "3"),
+            ("WORLD_SIZE", "4"),
+            ("LOCAL_RANK", "1"),
+            ("MASTER_ADDR", "node0"),
+            ("MASTER_PORT", "29500"),
+            ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+            ("TORCHELASTIC_RESTART_COUNT", "2"),
+        ];
+        let got = launch(&torchrun).unwrap().unwrap();
+        assert_eq!((got.rank, got.world, got.local_rank, got.master_port), (3, 4, 1, 29500));
+        assert!(got.agent_store && got.launcher == "torchrun" && got.prefix == "amfmn/2/");
+        let srun = [
+            ("SLURM_PROCID", "5"),
+            ("SLURM_NTASKS", "8"),
+            ("SLURM_LOCALID", "1"),
+            ("SLURM_STEP_ID", "0"),
+            ("MASTER_ADDR", "gpu17"),
+            ("MASTER_PORT", "12345"),
+        ];
+        let got = launch(&srun).unwrap().unwrap();
+        assert_eq!((got.rank, got.world, got.local_rank, got.agent_store), (5, 8, 1, false));
+        assert_eq!(launch(&srun[..2]).unwrap(), None, "a batch script outside srun is one process");
+        assert_eq!(launch(&[("RANK", "0"), ("WORLD_SIZE", "1")]).unwrap(), None, "a world of one");
+    }
+
+    #[test]
+    fn a_broken_launch_is_one_clear_error() {
+        let message = |vars: &[(&str, &str)]| format!("{:#}", launch(vars).unwrap_err());
+        assert!(message(&[("RANK", "2"), ("WORLD_SIZE", "2")]).contains("rank 2 is not below the world size 2"));
+        assert!(message(&[("WORLD_SIZE", "2")]).contains("RANK is not"));
+        assert!(message(&[("RANK", "0"), ("WORLD_SIZE", "two")]).contains("WORLD_SIZE=\"two\""));
+        assert!(message(&[("RANK", "0"), ("WORLD_SIZE", "2")]).contains("MASTER_ADDR is not set"));
+        let no_port = [("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "99999")];
+        assert!(message(&no_port).contains("not a port number"));
+    }
+}

@@ -1,0 +1,146 @@
+// PyTorch's own distributed engine (c10d) for several amfmn processes: the TCPStore rendezvous
+// that `init_process_group("env://")` uses, Gloo's process group for CPU tensors, and the
+// collectives training needs, each waited for with the group's timeout. Nothing here transports
+// a byte itself: libtorch does, exactly as for a PyTorch job.
+//
+// C interface for src/dist.rs. Every function that can fail returns 0 on success, or -1 with one
+// line of explanation written into `error` (at most `capacity` bytes, NUL-terminated).
+
+#define USE_C10D_GLOO
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Group {
+    c10::intrusive_ptr<c10d::Store> store;
+    c10::intrusive_ptr<c10d::Backend> backend;
+    std::chrono::milliseconds timeout;
+};
+
+int fail(char* error, size_t capacity, const std::string& what) {
+    if (error != nullptr && capacity > 0) {
+        // The first line only: libtorch appends C++ stack frames to some messages.
+        std::string line = what.substr(0, what.find('\n'));
+        size_t n = std::min(capacity - 1, line.size());
+        std::memcpy(error, line.data(), n);
+        error[n] = '\0';
+    }
+    return -1;
+}
+
+template <typename F>
+int guarded(char* error, size_t capacity, F body) noexcept {
+    try {
+        body();
+        return 0;
+    } catch (const c10::Error& e) {
+        return fail(error, capacity, e.what_without_backtrace());
+    } catch (const std::exception& e) {
+        return fail(error, capacity, e.what());
+    } catch (...) {
+        return fail(error, capacity, "unknown C++ exception");
+    }
+}
+
+void finish(Group* group, const c10::intrusive_ptr<c10d::Work>& work) {
+    work->wait(group->timeout);
+}
+
+}  // namespace
+
+extern "C" {
+
+// Joins the group of `world` processes as `rank`: the store at host:port (served by rank 0
+// unless `server` is 0, as under torchrun, whose agent serves it), keys under `prefix`; then
+// Gloo's process group on it. `timeout_ms` bounds the rendezvous and every collective.
+int amfmn_dist_open(const char* host, int port, int rank, int world, int server, const char* prefix,
+                    int64_t timeout_ms, void** out, char* error, size_t capacity) noexcept {
+    return guarded(error, capacity, [&] {
+        auto timeout = std::chrono::milliseconds(timeout_ms);
+        c10d::TCPStoreOptions options;
+        options.port = static_cast<std::uint16_t>(port);
+        options.isServer = server != 0;
+        options.numWorkers = static_cast<std::size_t>(world);
+        options.waitWorkers = false;
+        options.timeout = timeout;
+        auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), options);
+        auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
+        auto gloo = c10d::ProcessGroupGloo::Options::create_default(timeout);
+        auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, gloo);
+        *out = new Group{store, backend, timeout};
+    });
+}
+
+void amfmn_dist_close(void* group) noexcept {
+    delete static_cast<Group*>(group);
+}
+
+// Sums `tensor` over all ranks, in place.
+int amfmn_dist_all_reduce(void* group, at::Tensor* tensor, char* error, size_t capacity) noexcept {
+    return guarded(error, capacity, [&] {
+        auto g = static_cast<Group*>(group);
+        std::vector<at::Tensor> tensors{*tensor};
+        finish(g, g->backend->allreduce(tensors));
+    });
+}
+
+// Every rank's `input` into `output`, whose first dimension is `world` times the input's: rank
+// k's rows at block k.
+int amfmn_dist_all_gather(void* group, at::Tensor* output, at::Tensor* input, char* error,
+                          size_t capacity) noexcept {
+    return guarded(error, capacity, [&] {
+        auto g = static_cast<Group*>(group);
+        std::vector<std::vector<at::Tensor>> outputs{output->chunk(g->backend->getSize(), 0)};
+        std::vector<at::Tensor> inputs{*input};
+        finish(g, g->backend->allgather(outputs, inputs));
+    });
+}
+
+// Rank `root`'s `tensor` into every rank's, in place.
+int amfmn_dist_broadcast(void* group, at::Tensor* tensor, int root, char* error, size_t capacity) noexcept {
+    return guarded(error, capacity, [&] {
+        auto g = static_cast<Group*>(group);
+        std::vector<at::Tensor> tensors{*tensor};
+        c10d::BroadcastOptions options;
+        options.rootRank = root;
+        finish(g, g->backend->broadcast(tensors, options));
+    });
+}
+
+// Returns when every rank has called it.
+int amfmn_dist_barrier(void* group, char* error, size_t capacity) noexcept {
+    return guarded(error, capacity, [&] {
+        auto g = static_cast<Group*>(group);
+        finish(g, g->backend->barrier());
+    });
+}
+
+// Writes `length` bytes under `key` in the group's store.
+int amfmn_dist_store_set(void* group, const char* key, const uint8_t* value, size_t length, char* error,
+                         size_t capacity) noexcept {
+    return guarded(error, capacity, [&] {
+        static_cast<Group*>(group)->store->set(key, std::vector<uint8_t>(value, value + length));
+    });
+}
+
+// Waits (up to the timeout) for `key` and copies at most `length` bytes of its value into
+// `value`; `*size` is the value's whole length.
+int amfmn_dist_store_get(void* group, const char* key, uint8_t* value, size_t length, size_t* size, char* error,
+                         size_t capacity) noexcept {
+    return guarded(error, capacity, [&] {
+        auto bytes = static_cast<Group*>(group)->store->get(key);
+        *size = bytes.size();
+        std::memcpy(value, bytes.data(), std::min(length, bytes.size()));
+    });
+}
+
+}  // extern "C"

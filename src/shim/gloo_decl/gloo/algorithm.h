@@ -1,0 +1,4 @@
+// See gloo/context.h: the declarations ProcessGroupGloo.hpp needs.
+#pragma once
+
+#include "context.h"
