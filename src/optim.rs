@@ -581,20 +581,17 @@ mod tests {
     fn flat_groups_update_as_one_update_per_parameter() {
         let shapes: [&[i64]; 3] = [&[4, 3, 2, 2], &[5], &[2, 3]];
         let weights: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu))).collect();
-        let leaves = || -> Vec<Tensor> {
-            tch::manual_seed(7);
-            let leaves: Vec<Tensor> =
-                shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu)).set_requires_grad(true)).collect();
-            // The 4-d one in channels-last strides, as the CNN's weights are.
-            let channels_last = leaves[0].permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
-            tch::no_grad(|| leaves[0].shallow_clone().set_data(&channels_last));
-            leaves
-        };
+        let flat: Vec<Tensor> =
+            shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu)).set_requires_grad(true)).collect();
+        // The 4-d one in channels-last strides, as the CNN's weights are.
+        let channels_last = flat[0].permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
+        tch::no_grad(|| flat[0].shallow_clone().set_data(&channels_last));
+        // The same values and strides, drawn once (a second seeded draw races other tests).
+        let single: Vec<Tensor> = flat.iter().map(|p| p.detach().copy().set_requires_grad(true)).collect();
         let loss = |ps: &[Tensor]| {
             let terms = ps.iter().zip(&weights).map(|(p, w)| (p * w).square().sum(Kind::Float));
             terms.reduce(|a, b| a + b).unwrap()
         };
-        let (flat, single) = (leaves(), leaves());
         let frozen = Tensor::ones([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         let mut named: BTreeMap<String, Tensor> =
             ["a", "b", "c"].iter().zip(&flat).map(|(n, p)| (n.to_string(), p.shallow_clone())).collect();

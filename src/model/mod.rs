@@ -19,4 +19,4 @@ mod training;
 pub use amfmn::{Amfmn, Model, SCORING_HEAD};
 pub use config::ModelConfig;
 pub use pass::Pass;
-pub use training::Training;
+pub use training::{add_to_gradient, Training};

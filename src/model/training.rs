@@ -25,7 +25,7 @@ pub(super) struct DeferredGradient {
 
 impl DeferredGradient {
     /// Adds `Σ_t sink.grad[t, g]ᵀ x_{t, g}` to each weight's gradient: one batched product, then
-    /// an in-place sum into a gradient that exists (a backward through `W ⊙ dW` creates it).
+    /// [`add_to_gradient`].
     fn apply(self) {
         let grad = self.sink.grad();
         if !grad.defined() {
@@ -37,13 +37,19 @@ impl DeferredGradient {
             grad.bmm(&self.inputs.permute([1, 0, 2, 3]).reshape([k, -1, input]))
         });
         for (weight, dw) in self.weights.iter().zip(dw.unbind(0)) {
-            let mut existing = weight.grad();
-            if existing.defined() {
-                let _ = tch::no_grad(|| existing.g_add_(&dw));
-            } else {
-                (weight * dw).sum(Kind::Float).backward();
-            }
+            add_to_gradient(weight, &dw);
         }
+    }
+}
+
+/// Adds `grad` (on `param`'s device) into `param`'s gradient: in place when it has one, else
+/// through autograd (d(param · grad)/d param = grad), which creates it.
+pub fn add_to_gradient(param: &Tensor, grad: &Tensor) {
+    let mut existing = param.grad();
+    if existing.defined() {
+        let _ = tch::no_grad(|| existing.g_add_(grad));
+    } else {
+        tch::with_grad(|| (param * grad).sum(Kind::Float).backward());
     }
 }
 

@@ -23,7 +23,7 @@ use tch::{Device, Kind, Tensor};
 use crate::data::transforms::normalize_on;
 use crate::data::PairBatch;
 use crate::dist::ProcessGroup;
-use crate::model::{Model, Pass, Training};
+use crate::model::{add_to_gradient, Model, Pass, Training};
 use crate::optim::Adam;
 
 /// The replicas of one model, the first (`primary`) on the first device.
@@ -189,7 +189,7 @@ impl Replicas {
                 if grad.defined() {
                     grad.copy_(&mean);
                 } else {
-                    add_gradient(param, mean);
+                    add_to_gradient(param, &mean);
                 }
                 offset += numel;
             }
@@ -276,14 +276,7 @@ fn add_gradient(target: &Tensor, mut grad: Tensor) {
     if !grad.defined() {
         return;
     }
-    let moved = grad.to_device(target.device());
-    let mut into = target.grad();
-    if into.defined() {
-        let _ = into.g_add_(&moved);
-    } else {
-        // No gradient on the primary yet: accumulate one through autograd (d(target·g)/d target = g).
-        tch::with_grad(|| (target * &moved).sum(tch::Kind::Float).backward());
-    }
+    add_to_gradient(target, &grad.to_device(target.device()));
     let _ = grad.zero_();
 }
 
