@@ -11,6 +11,17 @@ const SHIM: [&str; 2] = ["src/shim/ops.cpp", "src/shim/dist.cpp"];
 /// Gloo headers; see `src/shim/gloo_decl/gloo/context.h`).
 const GLOO_DECLARATIONS: &str = "src/shim/gloo_decl";
 
+/// The folders of the headers `ProcessGroupNCCL.hpp` needs beyond libtorch's own, as the PyTorch
+/// wheel's environment holds them (`nvidia/cu13/include` with the `nvidia-cuda-crt` and
+/// `nvidia-cuda-cccl` header wheels, `nvidia/nccl/include`); `None` when one is missing.
+fn nccl_headers(lib_dir: &std::path::Path) -> Option<[PathBuf; 2]> {
+    let site = lib_dir.parent()?.parent()?;
+    let cuda = site.join("nvidia/cu13/include");
+    let nccl = site.join("nvidia/nccl/include");
+    let needed = [cuda.join("cuda_runtime_api.h"), cuda.join("crt/host_config.h"), cuda.join("nv/target")];
+    (needed.iter().all(|p| p.exists()) && nccl.join("nccl.h").exists()).then_some([cuda, nccl])
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
@@ -31,6 +42,17 @@ fn main() {
         .include(include.join("torch/csrc/api/include"))
         .include(GLOO_DECLARATIONS)
         .files(SHIM);
+    if let Some(dirs) = nccl_headers(&lib_dir) {
+        build.define("AMFMN_NCCL", None).flag_if_supported("-Wno-interference-size");
+        for dir in dirs {
+            build.include(dir);
+        }
+    } else {
+        println!(
+            "cargo:warning=no NCCL or CUDA headers next to libtorch: processes on GPUs will exchange through Gloo \
+             (exec/env.sh installs the headers)"
+        );
+    }
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("windows") {
         build.flag("/std:c++17");
     } else {

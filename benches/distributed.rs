@@ -9,6 +9,7 @@
 
 use std::net::TcpListener;
 use std::process::Command;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use amfmn::data::PairBatch;
@@ -35,6 +36,7 @@ fn pair_batch(b: i64, size: i64, vocab: i64) -> PairBatch {
     tch::manual_seed(0);
     let rows: Vec<usize> = (0..b as usize).collect();
     PairBatch {
+        images_from: 0,
         images: Tensor::randn([b, 3, size, size], (Kind::Float, Device::Cpu)),
         captions: Tensor::randint_low(1, vocab, [b, 15], (Kind::Int64, Device::Cpu)),
         lengths: Tensor::full([b], 15, (Kind::Int64, Device::Cpu)),
@@ -57,7 +59,7 @@ fn rank() -> Result<()> {
     let mut adam = Adam::new(model.trainable(), 2e-4);
     let mut replicas = Replicas::new(model, &[])?;
     if let Some(launch) = &launch {
-        replicas = replicas.with_peers(ProcessGroup::join(launch, Duration::from_secs(600))?)?;
+        replicas = replicas.with_peers(Rc::new(ProcessGroup::join(launch, Duration::from_secs(600), Device::Cpu)?))?;
     }
     let batch = pair_batch(per_rank * world as i64, size, 1349);
     let collectives = |r: &Replicas| r.peers().map_or(Duration::ZERO, ProcessGroup::time_in_collectives);

@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     let loader = Loader::new(
         set,
         transform,
-        LoaderConfig { batch_size: batch, workers, prefetch: 2, seed: 0, raw_pixels: false },
+        LoaderConfig { batch_size: batch, workers, prefetch: 2, seed: 0, raw_pixels: false, share: None },
     );
     let mut best = 0f64;
     for epoch in 0..=epochs {

@@ -78,6 +78,7 @@ fn pair_batch(b: i64, size: i64, vocab: i64, device: Device) -> PairBatch {
     };
     let rows: Vec<usize> = (0..b as usize).collect();
     PairBatch {
+        images_from: 0,
         images,
         captions: Tensor::randint_low(1, vocab, [b, 15], (Kind::Int64, Device::Cpu)),
         lengths: Tensor::full([b], 15, (Kind::Int64, Device::Cpu)),

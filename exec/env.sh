@@ -11,10 +11,13 @@ AMFMN_TORCH_ENV="${AMFMN_TORCH_ENV:-$HOME/.cache/amfmn/torch-$AMFMN_TORCH_VERSIO
 AMFMN_PYTHON="$AMFMN_TORCH_ENV/bin/python"
 export AMFMN_TORCH_ENV AMFMN_PYTHON
 
-# Python packages of the environment, pinned so the tests compare against fixed references.
+# Python packages of the environment, pinned so the tests compare against fixed references. The
+# two nvidia-cuda wheels are headers only (the CUDA compiler configuration and libcu++ that
+# c10d's ProcessGroupNCCL.hpp includes), so that the shim can build NCCL's process group.
 AMFMN_PY_PACKAGES="torch==$AMFMN_TORCH_VERSION torchvision==0.26.0 numpy==2.4.6 nltk==3.10.4 \
 pillow==13.0.0 safetensors==0.8.0 tensorboard==2.21.0 \
-opencv-python-headless==5.0.0.93 scipy==1.17.1 scikit-image==0.26.0"
+opencv-python-headless==5.0.0.93 scipy==1.17.1 scikit-image==0.26.0 \
+nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85"
 
 amfmn_setup_python() {
     local stamp="$AMFMN_TORCH_ENV/.amfmn-packages"

@@ -38,6 +38,31 @@ pub fn resolve_replicas(devices: &Devices) -> Result<Vec<Device>> {
     list.iter().map(|&d| resolve_one(d)).collect()
 }
 
+/// The device of the process of local rank `local_rank` in a launch (torchrun, SLURM): the CPU
+/// for `cpu` (and for `auto` without a GPU), else its own GPU, `cuda:<local_rank>` (or the only
+/// one the process sees, as under `srun --gpus-per-task=1`). A list of devices is refused: a
+/// launch runs one process per device.
+pub fn for_rank(devices: &Devices, local_rank: usize) -> Result<Device> {
+    let cuda = if Cuda::is_available() { Cuda::device_count() as usize } else { 0 };
+    match devices.list() {
+        [DeviceChoice::Cpu] => Ok(Device::Cpu),
+        [DeviceChoice::Auto] if cuda == 0 => Ok(Device::Cpu),
+        [DeviceChoice::Auto | DeviceChoice::Cuda(_)] => match cuda {
+            0 => bail!("device {devices}: this process (local rank {local_rank}) sees no GPU; use --device cpu"),
+            1 => Ok(Device::Cuda(0)),
+            n if local_rank < n => Ok(Device::Cuda(local_rank)),
+            n => bail!(
+                "device {devices}: local rank {local_rank} has no GPU of its own (this machine shows {n}): start at \
+                 most {n} processes per machine (torchrun --nproc-per-node {n})"
+            ),
+        },
+        _ => bail!(
+            "device {devices}: under a launcher each process takes one device (its local rank's GPU, or the CPU); \
+             start one process per GPU (torchrun --nproc-per-node) instead of listing several"
+        ),
+    }
+}
+
 /// The warning for a run whose `device: auto` found no GPU: amfmn always links libtorch's CUDA
 /// library, so this means no driver or no visible device, and a run meant for a GPU would go on
 /// for days on the CPU. `None` when the devices were named or a GPU was found.

@@ -8,7 +8,7 @@ use std::ffi::{c_char, c_void, CString};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 extern "C" {
     #[allow(clippy::too_many_arguments)]
@@ -20,11 +20,13 @@ extern "C" {
         server: i32,
         prefix: *const c_char,
         timeout_ms: i64,
+        nccl: i32,
         out: *mut *mut c_void,
         error: *mut c_char,
         capacity: usize,
     ) -> i32;
     fn amfmn_dist_close(group: *mut c_void);
+    fn amfmn_dist_has_nccl() -> i32;
     fn amfmn_dist_all_reduce(group: *mut c_void, tensor: *const c_void, error: *mut c_char, capacity: usize) -> i32;
     fn amfmn_dist_all_gather(
         group: *mut c_void,
@@ -55,6 +57,13 @@ extern "C" {
         value: *mut u8,
         length: usize,
         size: *mut usize,
+        error: *mut c_char,
+        capacity: usize,
+    ) -> i32;
+    fn amfmn_dist_store_check(
+        group: *mut c_void,
+        key: *const c_char,
+        present: *mut i32,
         error: *mut c_char,
         capacity: usize,
     ) -> i32;
@@ -121,22 +130,31 @@ impl Launch {
 /// One line of libtorch's explanation.
 const ERROR_CAPACITY: usize = 1024;
 
-/// This process's membership of a group of processes: Gloo's process group over a TCPStore.
-/// Collectives take CPU tensors, dense and contiguous, and block until done or until the timeout.
+/// How long a rank whose collective failed waits for the other survivors to say so, before it
+/// names the ranks that did not as lost.
+const SURVIVORS_GRACE: Duration = Duration::from_secs(2);
+
+/// This process's membership of a group of processes over a TCPStore: Gloo's process group, or
+/// NCCL's for processes on GPUs. Collectives take dense, contiguous tensors on
+/// [`ProcessGroup::device`] and block until done or until the timeout.
 #[derive(Debug)]
 pub struct ProcessGroup {
     group: *mut c_void,
     pub rank: usize,
     pub world: usize,
     pub timeout: Duration,
+    /// Where the collectives' tensors live: this rank's GPU (NCCL) or the CPU (Gloo).
+    pub device: Device,
     /// Time spent in collectives so far.
     spent: Cell<Duration>,
 }
 
 impl ProcessGroup {
-    /// Joins the launch's group, waiting up to `timeout` for every rank; the same timeout bounds
-    /// each collective afterwards.
-    pub fn join(launch: &Launch, timeout: Duration) -> Result<ProcessGroup> {
+    /// Joins the launch's group for a model on `device`, waiting up to `timeout` for every rank;
+    /// the same timeout bounds each collective afterwards. On a GPU the group is NCCL's when
+    /// this build has it (else Gloo's, through copies on the CPU).
+    pub fn join(launch: &Launch, timeout: Duration, device: Device) -> Result<ProcessGroup> {
+        let device = if device.is_cuda() && ProcessGroup::has_nccl() { device } else { Device::Cpu };
         let host = CString::new(launch.master_addr.as_str()).context("MASTER_ADDR holds a NUL byte")?;
         let prefix = CString::new(launch.prefix.as_str()).expect("the prefix is ASCII");
         let server = i32::from(launch.rank == 0 && !launch.agent_store);
@@ -150,6 +168,7 @@ impl ProcessGroup {
                 server,
                 prefix.as_ptr(),
                 timeout.as_millis() as i64,
+                i32::from(device.is_cuda()),
                 &mut group,
                 error,
                 ERROR_CAPACITY,
@@ -165,7 +184,30 @@ impl ProcessGroup {
                 timeout.as_secs()
             )
         })?;
-        Ok(ProcessGroup { group, rank: launch.rank, world: launch.world, timeout, spent: Cell::new(Duration::ZERO) })
+        Ok(ProcessGroup {
+            group,
+            rank: launch.rank,
+            world: launch.world,
+            timeout,
+            device,
+            spent: Cell::new(Duration::ZERO),
+        })
+    }
+
+    /// The process group's backend, for messages: `NCCL` or `Gloo`.
+    pub fn backend(&self) -> &'static str {
+        if self.device.is_cuda() {
+            "NCCL"
+        } else {
+            "Gloo"
+        }
+    }
+
+    /// Whether this build has NCCL's process group (the shim was compiled against the CUDA and
+    /// NCCL headers).
+    pub fn has_nccl() -> bool {
+        // SAFETY: no arguments, no state.
+        unsafe { amfmn_dist_has_nccl() != 0 }
     }
 
     /// Sums `tensor` over all ranks, in place.
@@ -243,12 +285,95 @@ impl ProcessGroup {
         self.spent.get()
     }
 
-    /// A collective, its time added to [`ProcessGroup::time_in_collectives`].
+    /// Whether `key` is in the store now (no waiting).
+    pub fn has(&self, key: &str) -> Result<bool> {
+        let name = CString::new(key).context("a store key holds a NUL byte")?;
+        let mut present = 0;
+        let status =
+            call(|e| unsafe { amfmn_dist_store_check(self.group, name.as_ptr(), &mut present, e, ERROR_CAPACITY) });
+        self.check(&format!("store check of {key}"), status)?;
+        Ok(present != 0)
+    }
+
+    /// Every rank's outcome of the start-up check `step`: this rank's own error, else the error
+    /// of the first other rank that failed it (named), else this rank's value. A rank that does
+    /// not report within the timeout is named too.
+    pub fn agree<T>(&self, step: &str, outcome: Result<T>) -> Result<T> {
+        let verdict = outcome.as_ref().err().map(|e| format!("{e:#}")).unwrap_or_default();
+        self.set(&format!("agree/{step}/{}", self.rank), verdict.as_bytes())?;
+        let mut failed = None;
+        for peer in (0..self.world).filter(|&peer| peer != self.rank) {
+            let said = self.get(&format!("agree/{step}/{peer}")).with_context(|| {
+                format!(
+                    "rank {peer} of {} did not finish its {step} check within {} s",
+                    self.world,
+                    self.timeout.as_secs()
+                )
+            })?;
+            if !said.is_empty() && failed.is_none() {
+                failed = Some((peer, String::from_utf8_lossy(&said).into_owned()));
+            }
+        }
+        let value = outcome?;
+        match failed {
+            Some((peer, why)) => bail!("rank {peer} of {} could not start: {why}", self.world),
+            None => Ok(value),
+        }
+    }
+
+    /// Whether `flag` is set on any rank (one all-reduce of one number).
+    pub fn any(&self, flag: bool) -> Result<bool> {
+        let votes = Tensor::from_slice(&[f32::from(u8::from(flag))]).to_device(self.device);
+        self.all_reduce_sum(&votes)?;
+        Ok(votes.double_value(&[0]) > 0.0)
+    }
+
+    /// Tells the other ranks, through the store, why this rank stops (its error), so that the
+    /// collective they are waiting in fails with that reason rather than "connection closed".
+    pub fn announce_stop(&self, why: &str) {
+        let key = stop_key(self.rank);
+        if !self.has(&key).unwrap_or(true) {
+            let _ = self.set(&key, why.as_bytes());
+        }
+    }
+
+    /// A collective, its time added to [`ProcessGroup::time_in_collectives`]; its failure
+    /// names the ranks that caused it.
     fn timed(&self, what: &str, collective: impl FnOnce() -> Result<()>) -> Result<()> {
         let start = Instant::now();
         let status = collective();
         self.spent.set(self.spent.get() + start.elapsed());
-        self.check(what, status)
+        status.map_err(|error| {
+            let culprits = self.culprits();
+            error.context(format!("rank {} of {}: {what} failed, {culprits}", self.rank, self.world))
+        })
+    }
+
+    /// Who made a collective fail: each survivor marks itself in the store, waits
+    /// [`SURVIVORS_GRACE`] for the others, and reads who stopped with an error
+    /// ([`ProcessGroup::announce_stop`]) and who said nothing (lost: exited, killed, hung).
+    fn culprits(&self) -> String {
+        if self.set(&stop_key(self.rank), b"").is_err() {
+            return "and the store cannot be reached either: rank 0, which serves it, is lost".to_owned();
+        }
+        std::thread::sleep(SURVIVORS_GRACE);
+        let mut lost = Vec::new();
+        for peer in (0..self.world).filter(|&peer| peer != self.rank) {
+            let key = stop_key(peer);
+            match self.has(&key).and_then(|present| if present { self.get(&key).map(Some) } else { Ok(None) }) {
+                Ok(Some(why)) if !why.is_empty() => {
+                    return format!("rank {peer} stopped with an error: {}", String::from_utf8_lossy(&why));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => lost.push(peer.to_string()),
+                Err(_) => return "and the store cannot be reached: rank 0, which serves it, is lost".to_owned(),
+            }
+        }
+        match lost.as_slice() {
+            [] => "though every rank is still there".to_owned(),
+            [one] => format!("rank {one} is lost (it exited, was killed or stopped answering)"),
+            many => format!("ranks {} are lost (they exited, were killed or stopped answering)", many.join(", ")),
+        }
     }
 
     fn check(&self, what: &str, status: Result<()>) -> Result<()> {
@@ -261,6 +386,11 @@ impl Drop for ProcessGroup {
         // SAFETY: `group` came from amfmn_dist_open and is closed once.
         unsafe { amfmn_dist_close(self.group) };
     }
+}
+
+/// The store key under which rank `rank` says why it stopped (empty: it saw a collective fail).
+fn stop_key(rank: usize) -> String {
+    format!("stopped/{rank}")
 }
 
 /// The tensor itself when it is dense and contiguous (collectives write into it in place).

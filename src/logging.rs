@@ -53,6 +53,11 @@ impl TextLog {
         TextLog { path, failed: false }
     }
 
+    /// A log that writes nothing (the processes of a launch other than rank 0, which logs).
+    pub fn off(path: PathBuf) -> TextLog {
+        TextLog { path, failed: true }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -100,6 +105,11 @@ impl Board {
             Err(e) => board.failed(&format!("{e:#}")),
         }
         board
+    }
+
+    /// A board that writes nothing (the processes of a launch other than rank 0, which logs).
+    pub fn off(dir: &Path) -> Board {
+        Board { dir: dir.to_owned(), writer: None }
     }
 
     fn failed(&mut self, why: &str) {

@@ -130,18 +130,43 @@ fn current() -> Arc<dyn Reporter> {
     SCOPED.with(|s| s.borrow().clone()).or_else(|| INSTALLED.get().cloned()).unwrap_or_else(|| Arc::new(Terminal))
 }
 
+/// The rank of this process in a launch of several, once [`as_rank`] said it.
+static RANK: OnceLock<usize> = OnceLock::new();
+
+/// Marks this process as rank `rank` of a launch (torchrun, SLURM). Rank 0 reports for all;
+/// the others show only their warnings, marked with their rank, and no progress bars.
+pub fn as_rank(rank: usize) {
+    let _ = RANK.set(rank);
+}
+
+/// The rank of this process when it is not the one that reports.
+fn follower() -> Option<usize> {
+    RANK.get().copied().filter(|&rank| rank > 0)
+}
+
 /// Reports a line of information.
 pub fn info(text: impl Into<String>) {
-    current().message(Message::Info(text.into()));
+    if follower().is_none() {
+        current().message(Message::Info(text.into()));
+    }
 }
 
 /// Reports a warning.
 pub fn warn(text: impl Into<String>) {
-    current().message(Message::Warning(text.into()));
+    let text = match follower() {
+        Some(rank) => format!("rank {rank}: {}", text.into()),
+        None => text.into(),
+    };
+    current().message(Message::Warning(text));
 }
 
 /// A progress bar over `total` items labelled `label`.
 pub fn progress(total: u64, label: &str) -> ProgressBar {
+    if follower().is_some() {
+        let bar = ProgressBar::hidden();
+        bar.set_length(total);
+        return bar;
+    }
     current().progress(total, label)
 }
 

@@ -7,10 +7,10 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use amfmn::data::shares;
 use amfmn::data::PairBatch;
 use amfmn::model::{Model, ModelConfig, Pass};
 use amfmn::optim::Adam;
-use amfmn::train::shares;
 use common::training::*;
 use tch::{Device, Tensor};
 

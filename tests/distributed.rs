@@ -7,6 +7,7 @@ mod common;
 
 use std::net::TcpListener;
 use std::process::{Command, Output};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use amfmn::dist::{Launch, ProcessGroup};
@@ -45,7 +46,7 @@ fn ranks(test: &str, world: usize) -> Vec<Output> {
 fn child_group(timeout: Duration) -> Option<ProcessGroup> {
     std::env::var_os("AMFMN_DIST_CHILD")?;
     let launch = Launch::from_env().unwrap().expect("the parent set the launch variables");
-    Some(ProcessGroup::join(&launch, timeout).unwrap())
+    Some(ProcessGroup::join(&launch, timeout, Device::Cpu).unwrap())
 }
 
 fn text(output: &Output) -> String {
@@ -77,6 +78,13 @@ fn collectives_combine_every_ranks_tensors() {
     group.set(&format!("hello/{}", group.rank), format!("from {}", group.rank).as_bytes()).unwrap();
     let next = (group.rank + 1) % group.world;
     assert_eq!(group.get(&format!("hello/{next}")).unwrap(), format!("from {next}").as_bytes());
+    assert!(group.has(&format!("hello/{next}")).unwrap() && !group.has("nobody wrote this").unwrap());
+    assert!(group.any(group.rank == 1).unwrap() && !group.any(false).unwrap());
+    assert_eq!(group.agree("all well", Ok(group.rank)).unwrap(), group.rank);
+    let verdict = if group.rank == 2 { Err(anyhow::anyhow!("no data here")) } else { Ok(()) };
+    let error = format!("{:#}", group.agree("one fails", verdict).unwrap_err());
+    let expected = if group.rank == 2 { "no data here" } else { "rank 2 of 3 could not start: no data here" };
+    assert_eq!(error, expected, "rank {}", group.rank);
     group.barrier().unwrap();
     println!("collectives ok");
 }
@@ -89,7 +97,8 @@ fn a_rank_that_dies_stops_the_others_within_the_timeout() {
         let outputs = ranks("a_rank_that_dies_stops_the_others_within_the_timeout", 2);
         assert!(start.elapsed() < timeout * 2, "took {:?}", start.elapsed());
         assert_eq!(outputs[1].status.code(), Some(3), "{}", text(&outputs[1]));
-        assert!(text(&outputs[0]).contains("rank 0 of 2: all-reduce failed"), "{}", text(&outputs[0]));
+        let lost = "rank 0 of 2: all-reduce failed, rank 1 is lost (it exited, was killed or stopped answering)";
+        assert!(text(&outputs[0]).contains(lost), "{}", text(&outputs[0]));
         println!(
             "after {:?}, rank 0: {}",
             start.elapsed(),
@@ -124,7 +133,7 @@ fn two_ranks_train_like_two_replicas(test: &str, train: bool) {
     };
     let rank = group.rank;
     let pairs = batch(5, true);
-    let ranks = train_replicas_with(&[Device::Cpu], &pairs, train, STEPS, |r| r.with_peers(group).unwrap());
+    let ranks = train_replicas_with(&[Device::Cpu], &pairs, train, STEPS, |r| r.with_peers(Rc::new(group)).unwrap());
     let one_process = train_replicas(&[Device::Cpu, Device::Cpu], &pairs, train, STEPS);
     let diff = max_diff(&one_process[0], &ranks[0], |_| true);
     println!("rank {rank}: two ranks against two replicas in one process: max |dw| = {diff:.2e}");

@@ -13,33 +13,8 @@ use amfmn::checkpoint::pretrained;
 use amfmn::checkpoint::read_safetensors;
 use amfmn::model::{Model, ModelConfig};
 use amfmn::options::Options;
-use common::{amfmn_in, stderr, stdout};
+use common::{amfmn_in, stderr, stdout, tiny_training_set as setup};
 use tch::{Device, Tensor};
-
-/// A synthetic set (20 images of 32x32: 16 train, 4 test), its vocabulary and an option file
-/// for 2 epochs of batch 10 at 32x32 on the CPU.
-fn setup(dir: &Path) -> PathBuf {
-    let out = amfmn_in(dir, &["synth", "--out", "d", "--images", "20", "--size", "32", "--seed", "5"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = amfmn_in(dir, &["vocab", "--data_path", "d", "--out", "v.json", "--threshold", "2"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
-    let sets = [
-        "dataset.data_path=d/",
-        "dataset.image_path=d/images/",
-        "dataset.vocab_path=v.json",
-        "dataset.image_size=32",
-        "dataset.resize=36",
-        "dataset.batch_size=10",
-        "optim.epochs=2",
-        "logs.print_freq=2",
-        "threads=2",
-    ];
-    let text = Options::parse(&demo, &sets.map(String::from)).unwrap().to_yaml();
-    let path = dir.join("opt.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn train(dir: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["train", "--path_opt", "opt.yaml", "--device", "cpu", "--set", "model.resnet_weights=none"];
@@ -168,8 +143,10 @@ fn ctrl_c_writes_a_checkpoint_that_resumes_the_same_run() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     let printed = stderr(&out);
-    let resume =
-        printed.lines().find_map(|l| l.strip_prefix("stopped by Ctrl-C; resume with: ")).unwrap_or_else(|| {
+    let resume = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("stopped by Ctrl-C or SIGTERM; resume with: "))
+        .unwrap_or_else(|| {
             panic!("no resume line: {printed}");
         });
     assert_eq!(

@@ -3,14 +3,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 
 use super::{OptionArgs, RuntimeArgs};
 use crate::checkpoint::CheckpointKind;
+use crate::dist::Launch;
 use crate::eval::METRICS;
 use crate::table::Table;
-use crate::train::{self, Existing, Outcome};
+use crate::train::{self, Existing, Launched, Outcome};
 
 /// Arguments of `amfmn train`.
 #[derive(Debug, Clone, clap::Args)]
@@ -27,10 +29,15 @@ pub struct TrainArgs {
     /// checkpoint and TensorBoard folders are first moved aside (`<name>.replaced-<time>`).
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
+    /// Under a launcher (torchrun, srun): how long, in seconds, a process waits for the others
+    /// at start-up and in each exchange before it stops with an error naming the missing rank.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
 }
 
-/// Trains, then prints each fold's best validation result; Ctrl-C stops after the current step
-/// with a checkpoint and returns [`Stopped`] (exit code 130), a second Ctrl-C at once.
+/// Trains, then prints each fold's best validation result; Ctrl-C or SIGTERM (a launcher or a
+/// scheduler stopping the job) stops after the current step with a checkpoint and returns
+/// [`Stopped`] (exit code 130), a second one at once.
 pub fn run(args: &TrainArgs) -> Result<()> {
     let mut options = args.options.load()?;
     args.runtime.apply(&mut options);
@@ -40,10 +47,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         if flag.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("\nCtrl-C: stopping after this step and writing a checkpoint (press again to quit at once)");
+        eprintln!("\ninterrupted (Ctrl-C or SIGTERM): stopping after this step and writing a checkpoint (again: quit at once)");
     })?;
     let existing = if args.overwrite { Existing::MoveAside } else { Existing::Refuse };
-    match train::run(&options, args.resume.as_deref(), existing, &interrupt)? {
+    let launched = Launch::from_env()?.map(|launch| Launched { launch, timeout: Duration::from_secs(args.timeout) });
+    match train::run(&options, args.resume.as_deref(), existing, &interrupt, launched.as_ref())? {
+        Outcome::Finished(_) if launched.is_some_and(|l| l.launch.rank > 0) => {}
         Outcome::Finished(results) => {
             let recalls = || METRICS.iter().filter(|m| m.recall).map(|m| m.name);
             let header = ["fold", "best epoch"].into_iter().chain(recalls()).chain(["checkpoint"]);
@@ -65,7 +74,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// Training stopped by Ctrl-C after writing a checkpoint; `main` exits with 130, as a shell
+/// Training stopped by Ctrl-C or SIGTERM after writing a checkpoint; `main` exits with 130, as a shell
 /// does for SIGINT, so a script does not go on to test a half-trained model.
 #[derive(Debug)]
 pub struct Stopped {
@@ -75,7 +84,7 @@ pub struct Stopped {
 
 impl std::fmt::Display for Stopped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "stopped by Ctrl-C; resume with: {}", self.resume)
+        write!(f, "stopped by Ctrl-C or SIGTERM; resume with: {}", self.resume)
     }
 }
 

@@ -28,13 +28,20 @@ pub struct LoaderConfig {
     /// Batches of raw u8 levels in pinned memory, for a CUDA model to normalize on the device
     /// ([`crate::data::transforms::normalize_on`]); else normalized f32.
     pub raw_pixels: bool,
+    /// `(rank, world)`: decode only the images of this rank's share of each batch ([`shares`]),
+    /// for one process of a launch; `None` decodes them all.
+    pub share: Option<(usize, usize)>,
 }
 
 /// A batch of (image, caption) pairs.
 #[derive(Debug)]
 pub struct PairBatch {
-    /// `[B, 3, S, S]` f32, normalized (or raw u8 levels with [`LoaderConfig::raw_pixels`]).
+    /// `[b, 3, S, S]` f32, normalized (or raw u8 levels with [`LoaderConfig::raw_pixels`]): the
+    /// images of rows `images_from..images_from + b`, every row (`b = B`) unless
+    /// [`LoaderConfig::share`] asks for one rank's share.
     pub images: Tensor,
+    /// The batch row of `images`' first row.
+    pub images_from: usize,
     /// `[B, L]` i64 token ids, zero-padded to the longest caption of the batch.
     pub captions: Tensor,
     /// `[B]` i64 caption lengths (at least 1).
@@ -104,10 +111,14 @@ impl Loader {
     fn pairs(&self, order: Vec<usize>, epoch: usize) -> impl Iterator<Item = Result<PairBatch>> {
         let set = Arc::clone(&self.set);
         let batches: Vec<Vec<usize>> = order.chunks(self.config.batch_size).map(<[usize]>::to_vec).collect();
+        let share = self.config.share;
+        let image_rows = move |b: usize| share.map_or((0, b), |(rank, world)| shares(b, world)[rank]);
         let plan = batches
             .iter()
             .map(|ids| {
-                ids.iter()
+                let (from, n) = image_rows(ids.len());
+                ids[from..from + n]
+                    .iter()
                     .map(|&k| Sample {
                         image: set.image_of_caption(k),
                         stream: [rng::tag::AUGMENT, epoch as u64, k as u64],
@@ -124,10 +135,25 @@ impl Loader {
                     let rows: Vec<&[i64]> = image_ids.iter().map(|&i| k[i].as_slice()).collect();
                     pad_captions(&rows)
                 });
-                Ok(PairBatch { images: images?, captions, lengths, image_ids, caption_ids, keywords })
+                let images_from = image_rows(caption_ids.len()).0;
+                Ok(PairBatch { images: images?, images_from, captions, lengths, image_ids, caption_ids, keywords })
             },
         )
     }
+}
+
+/// The contiguous shares `(start, size)` of a batch of `b` rows over `n` replicas or processes:
+/// the first `b mod n` take one row more (some are empty when `b < n`).
+pub fn shares(b: usize, n: usize) -> Vec<(usize, usize)> {
+    let (base, extra) = (b / n, b % n);
+    let mut start = 0;
+    (0..n)
+        .map(|k| {
+            let size = base + usize::from(k < extra);
+            start += size;
+            (start - size, size)
+        })
+        .collect()
 }
 
 /// Pads token-id lists into `[B, L]` (zeros after each caption) and their lengths `[B]`. A
@@ -279,7 +305,7 @@ mod tests {
     }
 
     fn config(workers: usize) -> LoaderConfig {
-        LoaderConfig { batch_size: 4, workers, prefetch: 1, seed: 9, raw_pixels: false }
+        LoaderConfig { batch_size: 4, workers, prefetch: 1, seed: 9, raw_pixels: false, share: None }
     }
 
     #[test]

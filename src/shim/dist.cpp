@@ -1,5 +1,6 @@
 // PyTorch's own distributed engine (c10d) for several amfmn processes: the TCPStore rendezvous
-// that `init_process_group("env://")` uses, Gloo's process group for CPU tensors, and the
+// that `init_process_group("env://")` uses, Gloo's process group for CPU tensors or NCCL's for
+// CUDA tensors (when built against the CUDA and NCCL headers: AMFMN_NCCL), and the
 // collectives training needs, each waited for with the group's timeout. Nothing here transports
 // a byte itself: libtorch does, exactly as for a PyTorch job.
 //
@@ -7,14 +8,21 @@
 // line of explanation written into `error` (at most `capacity` bytes, NUL-terminated).
 
 #define USE_C10D_GLOO
+#ifdef AMFMN_NCCL
+#define USE_C10D_NCCL
+#endif
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef AMFMN_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <chrono>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -59,11 +67,21 @@ void finish(Group* group, const c10::intrusive_ptr<c10d::Work>& work) {
 
 extern "C" {
 
+// Whether this build has NCCL's process group (built against the CUDA and NCCL headers).
+int amfmn_dist_has_nccl() noexcept {
+#ifdef AMFMN_NCCL
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 // Joins the group of `world` processes as `rank`: the store at host:port (served by rank 0
 // unless `server` is 0, as under torchrun, whose agent serves it), keys under `prefix`; then
-// Gloo's process group on it. `timeout_ms` bounds the rendezvous and every collective.
+// Gloo's process group on it, or NCCL's when `nccl` is set (collectives on CUDA tensors).
+// `timeout_ms` bounds the rendezvous and every collective.
 int amfmn_dist_open(const char* host, int port, int rank, int world, int server, const char* prefix,
-                    int64_t timeout_ms, void** out, char* error, size_t capacity) noexcept {
+                    int64_t timeout_ms, int nccl, void** out, char* error, size_t capacity) noexcept {
     return guarded(error, capacity, [&] {
         auto timeout = std::chrono::milliseconds(timeout_ms);
         c10d::TCPStoreOptions options;
@@ -74,8 +92,19 @@ int amfmn_dist_open(const char* host, int port, int rank, int world, int server,
         options.timeout = timeout;
         auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), options);
         auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
-        auto gloo = c10d::ProcessGroupGloo::Options::create_default(timeout);
-        auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, gloo);
+        c10::intrusive_ptr<c10d::Backend> backend;
+        if (nccl != 0) {
+#ifdef AMFMN_NCCL
+            auto options = c10d::ProcessGroupNCCL::Options::create();
+            options->timeout = timeout;
+            backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, options);
+#else
+            throw std::runtime_error("this amfmn was built without NCCL's headers");
+#endif
+        } else {
+            auto gloo = c10d::ProcessGroupGloo::Options::create_default(timeout);
+            backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, gloo);
+        }
         *out = new Group{store, backend, timeout};
     });
 }
@@ -140,6 +169,13 @@ int amfmn_dist_store_get(void* group, const char* key, uint8_t* value, size_t le
         auto bytes = static_cast<Group*>(group)->store->get(key);
         *size = bytes.size();
         std::memcpy(value, bytes.data(), std::min(length, bytes.size()));
+    });
+}
+
+// Whether `key` is in the group's store now (no waiting): `*present` is 1 or 0.
+int amfmn_dist_store_check(void* group, const char* key, int* present, char* error, size_t capacity) noexcept {
+    return guarded(error, capacity, [&] {
+        *present = static_cast<Group*>(group)->store->check({std::string(key)}) ? 1 : 0;
     });
 }
 

@@ -2,6 +2,7 @@
 //! loader, logs), then per epoch train, validate, keep the best, save, and report the row.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -86,8 +87,10 @@ impl Trainer<'_> {
         let seed = options.seed;
         let split = FoldSplit::new(self.data.num_images(), seed, index);
         let dir = fold_dir(options, index);
-        recover_fold(&dir)?;
-        split.save(&dir.join("split.json"), &self.data.image_names)?;
+        if self.writes() {
+            recover_fold(&dir)?;
+            split.save(&dir.join("split.json"), &self.data.image_names)?;
+        }
         let train_set = Arc::new(self.data.subset(&split.train));
         let val_set = Arc::new(self.data.subset(&split.val));
         let init_seed = rng::derive(seed, &[rng::tag::INIT, index as u64]);
@@ -109,7 +112,10 @@ impl Trainer<'_> {
         if index == 0 || resume.is_some() {
             report::info(format!("model has {} parameters", model.num_parameters()));
         }
-        let replicas = Replicas::new(model, &self.devices[1..])?;
+        let mut replicas = Replicas::new(model, &self.devices[1..])?;
+        if let Some(group) = &self.group {
+            replicas = replicas.with_peers(Rc::clone(group))?;
+        }
         let dataset = &options.dataset;
         let data_seed = rng::derive(seed, &[rng::tag::DATA, index as u64]);
         let loader = Loader::new(
@@ -121,14 +127,20 @@ impl Trainer<'_> {
                 prefetch: dataset.prefetch,
                 seed: data_seed,
                 raw_pixels: self.devices[0].is_cuda(),
+                share: self.group.as_ref().map(|g| (g.rank, g.world)),
             },
         );
         let prior = (options.optim.margin_type == MarginType::Dynamic).then(|| PriorSimilarity::new(&train_set));
-        let mut log = TextLog::new(dir.join(format!("{}_{}.txt", options.model.name_str(), dataset.datatype)));
+        let log_path = dir.join(format!("{}_{}.txt", options.model.name_str(), dataset.datatype));
+        let board_path = board_dir(options).join(index.to_string());
+        let (mut log, board) = if self.writes() {
+            (TextLog::new(log_path), Board::new(&board_path))
+        } else {
+            (TextLog::off(log_path), Board::off(&board_path))
+        };
         if let Some(warning) = &self.fell_back {
             log.line(&format!("warning: {warning}"));
         }
-        let board = Board::new(&board_dir(options).join(index.to_string()));
         report::info(format!(
             "fold {index}: {} train / {} val images, split seed {seed}, checkpoints in {}",
             train_set.num_images(),
@@ -163,8 +175,8 @@ impl Trainer<'_> {
         if let Some(batch) = stats.interrupted_at {
             fold.position.epoch = epoch;
             fold.position.batch = batch;
-            let saved = self.save(fold, CheckpointKind::Last, lr, None)?;
-            return Ok(Some(CheckpointKind::Last.sidecar_in(&saved.dir)));
+            self.save(fold, CheckpointKind::Last, lr, None)?;
+            return Ok(Some(CheckpointKind::Last.sidecar_in(&fold.dir)));
         }
         fold.position.epoch = epoch + 1;
         fold.position.batch = 0;
@@ -222,8 +234,12 @@ impl Trainer<'_> {
         Ok(())
     }
 
-    /// Writes the fold's `kind` checkpoint (`last` with the optimizer state).
-    fn save(&self, fold: &Fold, kind: CheckpointKind, lr: f64, metrics: Option<Metrics>) -> Result<Checkpoint> {
+    /// Writes the fold's `kind` checkpoint (`last` with the optimizer state); rank 0 alone
+    /// writes under a launcher.
+    fn save(&self, fold: &Fold, kind: CheckpointKind, lr: f64, metrics: Option<Metrics>) -> Result<()> {
+        if !self.writes() {
+            return Ok(());
+        }
         let info = CheckpointInfo {
             kind,
             fold: fold.index,
@@ -248,7 +264,8 @@ impl Trainer<'_> {
             model_config: None,
         };
         let optimizer = (kind == CheckpointKind::Last).then_some(&fold.adam);
-        Checkpoint::save(&fold.dir, info, &fold.replicas.primary, optimizer)
+        Checkpoint::save(&fold.dir, info, &fold.replicas.primary, optimizer)?;
+        Ok(())
     }
 
     /// The ImageNet ResNet-18 and skip-thoughts weights the options ask for (reported for the

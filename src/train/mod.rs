@@ -11,17 +11,20 @@ mod replicas;
 mod step;
 mod table;
 
-pub use replicas::{shares, Replicas};
+pub use replicas::Replicas;
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use tch::Device;
 
 use crate::checkpoint::{existing_checkpoints, experiment_dir, experiment_lock, move_experiment_aside, Checkpoint};
 use crate::data::{CaptionSet, FoldSplit};
+use crate::dist::{Launch, ProcessGroup};
 use crate::eval::Metrics;
 use crate::fsutil::lock::Lock;
 use crate::options::{Options, Resume, RUNTIME_KEYS};
@@ -49,7 +52,7 @@ pub struct FoldResult {
 }
 
 /// Everything the folds share: the options, the devices (the first holds the optimizer), the
-/// vocabulary, the training split and the Ctrl-C flag.
+/// vocabulary, the training split, the Ctrl-C flag and, under a launcher, the other processes.
 struct Trainer<'a> {
     options: &'a Options,
     devices: Vec<Device>,
@@ -58,6 +61,16 @@ struct Trainer<'a> {
     interrupt: &'a AtomicBool,
     /// The warning of a `device: auto` that found no GPU, repeated in each fold's text log.
     fell_back: Option<String>,
+    /// The processes of a launch, this one among them; `None` when it trains alone.
+    group: Option<Rc<ProcessGroup>>,
+}
+
+impl Trainer<'_> {
+    /// Whether this process writes the run's files (checkpoints, split, logs): the only
+    /// process, or rank 0 of a launch.
+    fn writes(&self) -> bool {
+        self.group.as_ref().is_none_or(|g| g.rank == 0)
+    }
 }
 
 /// How a run treats checkpoints already in its experiment folder.
@@ -69,60 +82,102 @@ pub enum Existing {
     MoveAside,
 }
 
+/// This process's place among the processes a launcher started (torchrun, SLURM), and how long
+/// it waits for them: at start-up, and in each collective.
+#[derive(Debug, Clone)]
+pub struct Launched {
+    pub launch: Launch,
+    pub timeout: Duration,
+}
+
 /// Trains every fold (from the checkpoint `resume`, if given), data-parallel when the options
-/// name several devices ([`Replicas`]). The run holds the experiment's
-/// lock throughout; an experiment folder that already has checkpoints is refused unless the
-/// run resumes or `existing` says to move them aside. `interrupt` is polled after each step:
-/// when set, the run saves `last` and returns [`Outcome::Interrupted`].
-pub fn run(options: &Options, resume: Option<&Path>, existing: Existing, interrupt: &AtomicBool) -> Result<Outcome> {
-    let devices = crate::device::resolve_replicas(&options.device)?;
-    if options.dataset.batch_size < devices.len() {
-        bail!(
-            "dataset.batch_size {} is smaller than the {} devices of device {}: each replica needs a pair at least",
-            options.dataset.batch_size,
-            devices.len(),
-            options.device
-        );
+/// name several devices ([`Replicas`]) or a launcher started several processes (`launched`:
+/// each takes its local rank's device, rank 0 alone writes files). The run holds the
+/// experiment's lock throughout; an experiment folder that already has checkpoints is refused
+/// unless the run resumes or `existing` says to move them aside. `interrupt` is polled after
+/// each step: when set (on any process), the run saves `last` and returns
+/// [`Outcome::Interrupted`].
+pub fn run(
+    options: &Options,
+    resume: Option<&Path>,
+    existing: Existing,
+    interrupt: &AtomicBool,
+    launched: Option<&Launched>,
+) -> Result<Outcome> {
+    let devices = match launched {
+        Some(l) => vec![crate::device::for_rank(&options.device, l.launch.local_rank)?],
+        None => crate::device::resolve_replicas(&options.device)?,
+    };
+    let group = launched.map(|l| ProcessGroup::join(&l.launch, l.timeout, devices[0])).transpose()?.map(Rc::new);
+    if let Some(group) = &group {
+        report::as_rank(group.rank);
     }
+    let outcome = train_all(options, resume, existing, interrupt, devices, group.clone());
+    if let (Err(error), Some(group)) = (&outcome, &group) {
+        group.announce_stop(&format!("{error:#}"));
+    }
+    outcome
+}
+
+/// [`run`] once the devices are known and the processes of a launch have met: the start-up
+/// checks (each agreed on by every process), then the folds.
+fn train_all(
+    options: &Options,
+    resume: Option<&Path>,
+    existing: Existing,
+    interrupt: &AtomicBool,
+    devices: Vec<Device>,
+    group: Option<Rc<ProcessGroup>>,
+) -> Result<Outcome> {
+    let group_ref = group.as_deref();
+    let vocab = together(group_ref, "start", prepare_process(options, &devices, group_ref))?;
+    together(group_ref, "options", same_as_rank_0(group_ref, options, &vocab))?;
+    let leads = group_ref.is_none_or(|g| g.rank == 0);
+    let setup = if leads { lead(options, resume, existing) } else { Ok((None, None)) };
+    let (_lock, opened) = together(group_ref, "setup", setup)?;
+    let loaded = (|| {
+        let resume = if leads { opened } else { open_resume(options, resume_path(options, resume))? };
+        if let Some(checkpoint) = &resume {
+            refuse_changed_options(options, checkpoint)?;
+        }
+        if resume.as_ref().is_none_or(|c| c.info.fold + 1 < options.k_fold.nums) {
+            require_pretrained(options)?;
+        }
+        let data = Arc::new(load_training_split(options, &vocab)?);
+        FoldSplit::check(data.num_images(), &options.dataset.data_path.join("train_filename.txt"))?;
+        let first_fold = resume.as_ref().map_or(0, |c| c.info.fold);
+        if first_fold >= options.k_fold.nums {
+            bail!("the checkpoint is of fold {first_fold} but k_fold.nums is {}", options.k_fold.nums);
+        }
+        Ok((resume, data, first_fold))
+    })();
+    let (resume, data, first_fold) = together(group_ref, "data", loaded)?;
     let fell_back = crate::device::auto_fell_back(&options.device, &devices);
     if let Some(warning) = &fell_back {
         report::warn(warning.clone());
     }
-    crate::device::set_threads(options.threads)?;
-    crate::device::set_precision(options.optim.amp, options.optim.tf32, devices[0])?;
-    let _lock = Lock::acquire(&experiment_lock(options), &experiment_dir(options).display().to_string())?;
-    let resume = match (resume, &options.optim.resume) {
-        (Some(path), _) => Some(Checkpoint::open_to_resume(path, options)?),
-        (None, Resume::From(path)) => Some(Checkpoint::open_to_resume(path, options)?),
-        (None, Resume::No) => None,
+    let place = match group_ref {
+        Some(g) => {
+            format!(
+                "{} processes over {} ({} each, this rank {})",
+                g.world,
+                g.backend(),
+                crate::device::describe(devices[0]),
+                g.rank
+            )
+        }
+        None => crate::device::describe_replicas(&devices),
     };
-    if let Some(checkpoint) = &resume {
-        refuse_changed_options(options, checkpoint)?;
-    }
-    if resume.as_ref().is_none_or(|c| c.info.fold + 1 < options.k_fold.nums) {
-        require_pretrained(options)?;
-    }
-    let vocab = Vocabulary::load(&options.dataset.vocab_path)?;
-    let data = Arc::new(load_training_split(options, &vocab)?);
-    FoldSplit::check(data.num_images(), &options.dataset.data_path.join("train_filename.txt"))?;
-    if resume.is_none() {
-        start_afresh(options, existing)?;
-    }
-    let first_fold = resume.as_ref().map_or(0, |c| c.info.fold);
-    if first_fold >= options.k_fold.nums {
-        bail!("the checkpoint is of fold {first_fold} but k_fold.nums is {}", options.k_fold.nums);
-    }
     report::info(format!(
-        "training {} on {}: {} images, {} captions, vocabulary {} words, {} fold(s) of {} epochs",
+        "training {} on {place}: {} images, {} captions, vocabulary {} words, {} fold(s) of {} epochs",
         options.model.name_str(),
-        crate::device::describe_replicas(&devices),
         data.num_images(),
         data.num_captions(),
         vocab.len(),
         options.k_fold.nums,
         options.optim.epochs
     ));
-    let trainer = Trainer { options, devices, vocab, data, interrupt, fell_back };
+    let trainer = Trainer { options, devices, vocab, data, interrupt, fell_back, group };
     let mut results = Vec::new();
     for fold in first_fold..options.k_fold.nums {
         let from = if fold == first_fold { resume.as_ref() } else { None };
@@ -132,6 +187,86 @@ pub fn run(options: &Options, resume: Option<&Path>, existing: Existing, interru
         }
     }
     Ok(Outcome::Finished(results))
+}
+
+/// `outcome` as every process of the launch sees it ([`ProcessGroup::agree`]); itself alone.
+fn together<T>(group: Option<&ProcessGroup>, step: &str, outcome: Result<T>) -> Result<T> {
+    match group {
+        Some(group) => group.agree(step, outcome),
+        None => outcome,
+    }
+}
+
+/// What this process checks before anything is shared: enough pairs per device, its threads
+/// and precision, and the vocabulary (returned).
+fn prepare_process(options: &Options, devices: &[Device], group: Option<&ProcessGroup>) -> Result<Vocabulary> {
+    let batch = options.dataset.batch_size;
+    if batch < devices.len() {
+        bail!(
+            "dataset.batch_size {batch} is smaller than the {} devices of device {}: each replica needs a pair at least",
+            devices.len(),
+            options.device
+        );
+    }
+    if let Some(group) = group.filter(|g| batch < g.world) {
+        bail!("dataset.batch_size {batch} is smaller than the {} processes: each needs a pair at least", group.world);
+    }
+    crate::device::set_threads(options.threads)?;
+    crate::device::set_precision(options.optim.amp, options.optim.tf32, devices[0])?;
+    Vocabulary::load(&options.dataset.vocab_path)
+}
+
+/// Refuses a process of a launch whose options (but [`RUNTIME_KEYS`]) or vocabulary differ from
+/// rank 0's, which publishes its own in the store.
+fn same_as_rank_0(group: Option<&ProcessGroup>, options: &Options, vocab: &Vocabulary) -> Result<()> {
+    let Some(group) = group else { return Ok(()) };
+    if group.rank == 0 {
+        let mine = serde_json::json!({ "options": options, "vocabulary": vocab.sha256() });
+        return group.set("options", mine.to_string().as_bytes());
+    }
+    let theirs: serde_json::Value = serde_json::from_slice(&group.get("options")?)?;
+    let leader: Options = serde_json::from_value(theirs["options"].clone())?;
+    let changed = options.differences(&leader);
+    if !changed.is_empty() {
+        bail!(
+            "rank {}'s options differ from rank 0's ({}): start every process with the same option file and --set values",
+            group.rank,
+            changed.join("; ")
+        );
+    }
+    if theirs["vocabulary"] != serde_json::json!(vocab.sha256()) {
+        bail!(
+            "rank {}'s vocabulary {} differs from rank 0's (another file under the same name): give every process the same file",
+            group.rank,
+            options.dataset.vocab_path.display()
+        );
+    }
+    Ok(())
+}
+
+/// What only the writing process (the only one, or rank 0) does before training: take the
+/// experiment's lock, open the checkpoint to resume (repairing what a killed run left), or make
+/// room for a fresh start.
+fn lead(options: &Options, resume: Option<&Path>, existing: Existing) -> Result<(Option<Lock>, Option<Checkpoint>)> {
+    let lock = Lock::acquire(&experiment_lock(options), &experiment_dir(options).display().to_string())?;
+    let checkpoint = open_resume(options, resume_path(options, resume))?;
+    if checkpoint.is_none() {
+        start_afresh(options, existing)?;
+    }
+    Ok((Some(lock), checkpoint))
+}
+
+/// The checkpoint to resume from: `--resume`, else `optim.resume`.
+fn resume_path<'a>(options: &'a Options, resume: Option<&'a Path>) -> Option<&'a Path> {
+    match (resume, &options.optim.resume) {
+        (Some(path), _) => Some(path),
+        (None, Resume::From(path)) => Some(path),
+        (None, Resume::No) => None,
+    }
+}
+
+fn open_resume(options: &Options, path: Option<&Path>) -> Result<Option<Checkpoint>> {
+    path.map(|path| Checkpoint::open_to_resume(path, options)).transpose()
 }
 
 /// A resumed run trains what the run it continues trained: only [`RUNTIME_KEYS`] may differ.

@@ -16,12 +16,13 @@
 //! 0's batch-norm buffers are broadcast to the others.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::transforms::normalize_on;
-use crate::data::PairBatch;
+use crate::data::{shares, PairBatch};
 use crate::dist::ProcessGroup;
 use crate::model::{add_to_gradient, Model, Pass, Training};
 use crate::optim::Adam;
@@ -33,7 +34,7 @@ pub struct Replicas {
     /// Copies of `primary` on the other devices, made identical to it after every update.
     others: Vec<Model>,
     /// The other processes of a launch, when there are.
-    peers: Option<ProcessGroup>,
+    peers: Option<Rc<ProcessGroup>>,
 }
 
 /// The codes of one share of a batch, on its replica's device.
@@ -58,11 +59,9 @@ impl Replicas {
     }
 
     /// These replicas as this process's part of `group`: every variable takes rank 0's value.
-    pub fn with_peers(mut self, group: ProcessGroup) -> Result<Replicas> {
+    pub fn with_peers(mut self, group: Rc<ProcessGroup>) -> Result<Replicas> {
         let variables: BTreeMap<String, Tensor> = self.primary.vs.variables().into_iter().collect();
-        for var in variables.values() {
-            broadcast_into(&group, var)?;
-        }
+        broadcast_all(&group, variables.values())?;
         self.broadcast();
         self.peers = Some(group);
         Ok(self)
@@ -70,7 +69,36 @@ impl Replicas {
 
     /// The process group this process trains in, when it is one of several.
     pub fn peers(&self) -> Option<&ProcessGroup> {
-        self.peers.as_ref()
+        self.peers.as_deref()
+    }
+
+    /// Checks that every process of the launch holds the same variables, as it must after each
+    /// update: two checksums per variable (its sum and its sum of squares, in f64), all-gathered
+    /// and compared exactly. A difference is an error naming the rank and the first variable.
+    pub fn check_in_sync(&self) -> Result<()> {
+        let Some(group) = &self.peers else { return Ok(()) };
+        let variables: BTreeMap<String, Tensor> = self.primary.vs.variables().into_iter().collect();
+        let sums: Vec<Tensor> = variables
+            .values()
+            .flat_map(|v| {
+                let v = v.to_kind(Kind::Double);
+                [v.sum(Kind::Double), (&v * &v).sum(Kind::Double)]
+            })
+            .collect();
+        let mine = Tensor::stack(&sums, 0).to_device(group.device);
+        let all = group.all_gather(&mine)?.view([group.world as i64, -1]);
+        let rank_0 = Vec::<f64>::try_from(all.get(0))?;
+        for rank in 1..group.world {
+            let theirs = Vec::<f64>::try_from(all.get(rank as i64))?;
+            if let Some(at) = rank_0.iter().zip(&theirs).position(|(a, b)| a.to_bits() != b.to_bits()) {
+                let name = variables.keys().nth(at / 2).map_or("?", String::as_str);
+                bail!(
+                    "the weights of rank {rank} differ from rank 0's (first {name}): the processes no longer train \
+                     the same model (different libtorch builds or devices?); resume from the last checkpoint"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The number of replicas (devices).
@@ -161,36 +189,29 @@ impl Replicas {
         if let Some(group) = &self.peers {
             let trainable = self.primary.trainable();
             let buffers = self.primary.vs.variables().into_iter().filter(|(key, _)| !trainable.contains_key(key));
-            for (_, buffer) in buffers.collect::<BTreeMap<_, _>>() {
-                broadcast_into(group, &buffer)?;
-            }
+            broadcast_all(group, buffers.collect::<BTreeMap<_, _>>().values())?;
         }
         self.broadcast();
         Ok(())
     }
 
-    /// Replaces the primary's gradients by their mean over the peers, in one all-reduce (a
-    /// parameter without a gradient counts as zero).
+    /// Replaces the primary's gradients by their mean over the peers, in one all-reduce. A
+    /// parameter without a gradient (unused by the model's configuration) keeps none, as in one
+    /// process: every process runs the same graph, so all leave out the same parameters.
     fn average_gradients(&self, group: &ProcessGroup) -> Result<()> {
         let params = self.primary.trainable();
         if params.values().any(|p| p.kind() != Kind::Float) {
             bail!("averaging gradients over processes needs fp32 parameters");
         }
-        let grads: Vec<Tensor> = params.values().map(|p| gradient_or_zeros(p).flatten(0, -1)).collect();
-        let flat = Tensor::cat(&grads, 0).to_device(Device::Cpu);
+        let grads: Vec<Tensor> = params.values().map(Tensor::grad).filter(Tensor::defined).collect();
+        let flat = Tensor::cat(&grads.iter().map(|g| g.flatten(0, -1)).collect::<Vec<_>>(), 0).to_device(group.device);
         group.all_reduce_sum(&flat)?;
         let flat = (flat / group.world as f64).to_device(self.primary.device());
         let mut offset = 0;
         tch::no_grad(|| {
-            for param in params.values() {
-                let numel = param.numel() as i64;
-                let mean = flat.narrow(0, offset, numel).view_as(param);
-                let mut grad = param.grad();
-                if grad.defined() {
-                    grad.copy_(&mean);
-                } else {
-                    add_to_gradient(param, &mean);
-                }
+            for mut grad in grads {
+                let numel = grad.numel() as i64;
+                grad.copy_(&flat.narrow(0, offset, numel).view_as(&grad));
                 offset += numel;
             }
         });
@@ -230,38 +251,42 @@ impl Replicas {
     }
 }
 
-/// A parameter's gradient, zeros when it has none.
-fn gradient_or_zeros(param: &Tensor) -> Tensor {
-    let grad = param.grad();
-    if grad.defined() {
-        grad
-    } else {
-        param.zeros_like()
+/// Rank 0's values of `vars` into every rank's, in place: one broadcast per element kind, of
+/// their values laid end to end on the group's device.
+fn broadcast_all<'a>(group: &ProcessGroup, vars: impl Iterator<Item = &'a Tensor>) -> Result<()> {
+    let vars: Vec<&Tensor> = vars.collect();
+    let mut kinds: Vec<Kind> = Vec::new();
+    for var in &vars {
+        if !kinds.contains(&var.kind()) {
+            kinds.push(var.kind());
+        }
     }
-}
-
-/// Rank 0's value of `var` into every rank's, in place (through a contiguous CPU copy when it
-/// is not one itself).
-fn broadcast_into(group: &ProcessGroup, var: &Tensor) -> Result<()> {
-    if var.device() == Device::Cpu && var.is_contiguous() {
-        return group.broadcast(var, 0);
+    for kind in kinds {
+        let members: Vec<&Tensor> = vars.iter().copied().filter(|v| v.kind() == kind).collect();
+        let flat = Tensor::cat(&members.iter().map(|v| v.reshape(-1).to_device(group.device)).collect::<Vec<_>>(), 0);
+        group.broadcast(&flat, 0)?;
+        let mut offset = 0;
+        tch::no_grad(|| {
+            for var in members {
+                let numel = var.numel() as i64;
+                var.shallow_clone().copy_(&flat.narrow(0, offset, numel).view_as(var));
+                offset += numel;
+            }
+        });
     }
-    let copy = var.to_device(Device::Cpu).contiguous();
-    group.broadcast(&copy, 0)?;
-    tch::no_grad(|| var.shallow_clone().copy_(&copy));
     Ok(())
 }
 
 /// Every rank's codes `[size_k, d]` (the batch's shares `all`) in batch order, `[B, d]` on the
-/// CPU: each rank pads its own to the largest share for the all-gather.
+/// group's device: each rank pads its own to the largest share for the all-gather.
 fn gather_peers(group: &ProcessGroup, code: &Tensor, all: &[(usize, usize)]) -> Result<Tensor> {
     let largest = all.iter().map(|&(_, size)| size).max().unwrap_or(0) as i64;
-    let code = code.to_device(Device::Cpu);
+    let code = code.to_device(group.device);
     let rows = code.size()[0];
     let padded = if rows < largest {
         let mut size = code.size();
         size[0] = largest - rows;
-        Tensor::cat(&[code.shallow_clone(), Tensor::zeros(size.as_slice(), (code.kind(), Device::Cpu))], 0)
+        Tensor::cat(&[code.shallow_clone(), Tensor::zeros(size.as_slice(), (code.kind(), group.device))], 0)
     } else {
         code
     };
@@ -280,25 +305,12 @@ fn add_gradient(target: &Tensor, mut grad: Tensor) {
     let _ = grad.zero_();
 }
 
-/// The contiguous shares `(start, size)` of a batch of `b` rows over `n` replicas: the first
-/// `b mod n` take one row more (some are empty when `b < n`).
-pub fn shares(b: usize, n: usize) -> Vec<(usize, usize)> {
-    let (base, extra) = (b / n, b % n);
-    let mut start = 0;
-    (0..n)
-        .map(|k| {
-            let size = base + usize::from(k < extra);
-            start += size;
-            (start - size, size)
-        })
-        .collect()
-}
-
 /// Rows `start..start + size` of the batch encoded by `model` on its device.
 fn encode_share(model: &Model, batch: &PairBatch, start: usize, size: usize, pass: Pass) -> Training<ShareCodes> {
     let device = model.device();
     let rows = |t: &Tensor| t.narrow(0, start as i64, size as i64).to_device(device);
-    let pixels = model.prepare_images(&normalize_on(&batch.images.narrow(0, start as i64, size as i64), device));
+    let images = batch.images.narrow(0, (start - batch.images_from) as i64, size as i64);
+    let pixels = model.prepare_images(&normalize_on(&images, device));
     let visual = model.net.encode_images(&pixels, pass);
     let captions = (&rows(&batch.captions), &rows(&batch.lengths));
     match &batch.keywords {

@@ -11,7 +11,11 @@ use super::Trainer;
 use crate::data::PairBatch;
 use crate::loss::{contrastive_loss, dynamic_margins, Margin};
 use crate::model::Pass;
+use crate::report;
 use crate::rng;
+
+/// How often (in steps) the processes of a launch compare their weights.
+const SYNC_CHECK_STEPS: u64 = 100;
 
 /// Mean loss and speed of (part of) an epoch.
 pub(super) struct EpochStats {
@@ -29,15 +33,26 @@ impl Trainer<'_> {
     pub(super) fn train_epoch(&self, fold: &mut Fold, epoch: usize, skip: usize) -> Result<EpochStats> {
         let batches = fold.loader.num_pair_batches();
         let label = format!("fold {} epoch {}", fold.index, epoch + 1);
-        let progress = crate::report::progress((batches - skip.min(batches)) as u64, &label);
-        let (mut loss_sum, mut steps, mut images, mut waited) = (0f64, 0usize, 0usize, 0f64);
+        let progress = report::progress((batches - skip.min(batches)) as u64, &label);
+        let (mut loss_sum, mut steps, mut skipped, mut images, mut waited) = (0f64, 0usize, 0usize, 0usize, 0f64);
         let epoch_start = Instant::now();
         let mut step_start = Instant::now();
+        let world = fold.replicas.peers().map_or(1, |group| group.world);
         for batch in fold.loader.train_epoch_from(epoch, skip) {
             let i = skip + steps;
             let batch = batch?;
             let data_time = step_start.elapsed().as_secs_f64();
             waited += data_time;
+            if batch.caption_ids.len() < world {
+                report::warn(format!(
+                    "step {i} of epoch {epoch} has {} pair(s) for {world} processes: skipped (each needs one)",
+                    batch.caption_ids.len()
+                ));
+                steps += 1;
+                skipped += 1;
+                step_start = Instant::now();
+                continue;
+            }
             let loss = self.train_step(fold, &batch, epoch, i)?;
             loss_sum += loss;
             steps += 1;
@@ -48,10 +63,10 @@ impl Trainer<'_> {
             let speed = images as f64 / epoch_start.elapsed().as_secs_f64();
             progress.set_message(format!("loss {loss:.3} lr {:.2e} {speed:.1} img/s", fold.adam.lr()));
             progress.inc(1);
-            if self.interrupt.load(Ordering::SeqCst) {
+            if self.stop_now(fold)? {
                 progress.finish_and_clear();
                 fold.board.flush();
-                let mean_loss = loss_sum / steps as f64;
+                let mean_loss = loss_sum / (steps - skipped).max(1) as f64;
                 return Ok(EpochStats { mean_loss, images_per_second: 0.0, waiting: 0.0, interrupted_at: Some(i + 1) });
             }
         }
@@ -59,11 +74,23 @@ impl Trainer<'_> {
         fold.board.flush();
         let seconds = epoch_start.elapsed().as_secs_f64();
         Ok(EpochStats {
-            mean_loss: if steps > 0 { loss_sum / steps as f64 } else { 0.0 },
+            mean_loss: if steps > skipped { loss_sum / (steps - skipped) as f64 } else { 0.0 },
             images_per_second: images as f64 / seconds,
             waiting: waited / seconds,
             interrupted_at: None,
         })
+    }
+
+    /// Whether to stop after this step: Ctrl-C came (on any process of a launch, which all stop
+    /// after the same step). Every [`SYNC_CHECK_STEPS`] steps, the processes also check that
+    /// they still hold the same weights.
+    fn stop_now(&self, fold: &Fold) -> Result<bool> {
+        let interrupted = self.interrupt.load(Ordering::SeqCst);
+        let Some(group) = fold.replicas.peers() else { return Ok(interrupted) };
+        if fold.position.eiters.is_multiple_of(SYNC_CHECK_STEPS) {
+            fold.replicas.check_in_sync()?;
+        }
+        group.any(interrupted)
     }
 
     /// Step `i` of `epoch`: forward (on every replica), loss, backward, clipping and Adam.

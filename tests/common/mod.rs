@@ -139,3 +139,28 @@ pub fn fresh_checkpoint(dir: &Path) -> PathBuf {
     ckpt
 }
 pub mod training;
+
+/// A synthetic set (20 images of 32x32: 16 train, 4 test), its vocabulary and an option file
+/// for 2 epochs of batch 10 at 32x32 on the CPU.
+pub fn tiny_training_set(dir: &Path) -> PathBuf {
+    let out = amfmn_in(dir, &["synth", "--out", "d", "--images", "20", "--size", "32", "--seed", "5"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = amfmn_in(dir, &["vocab", "--data_path", "d", "--out", "v.json", "--threshold", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
+    let sets = [
+        "dataset.data_path=d/",
+        "dataset.image_path=d/images/",
+        "dataset.vocab_path=v.json",
+        "dataset.image_size=32",
+        "dataset.resize=36",
+        "dataset.batch_size=10",
+        "optim.epochs=2",
+        "logs.print_freq=2",
+        "threads=2",
+    ];
+    let text = amfmn::options::Options::parse(&demo, &sets.map(String::from)).unwrap().to_yaml();
+    let path = dir.join("opt.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}

@@ -61,6 +61,7 @@ pub fn batch(b: usize, keywords: bool) -> PairBatch {
     let images = Tensor::randn([b as i64, 3, 64, 64], (Kind::Float, Device::Cpu));
     let (captions, lengths) = tokens(b, &[6, 3, 1, 4, 5], 0);
     PairBatch {
+        images_from: 0,
         images,
         captions,
         lengths,
