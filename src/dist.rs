@@ -176,12 +176,14 @@ impl ProcessGroup {
         });
         status.with_context(|| {
             format!(
-                "rank {} of {} could not join the group at {}:{} within {} s",
+                "rank {} of {} could not join the group at {}:{} within {} s (are all {} processes started, with \
+                 this MASTER_ADDR and MASTER_PORT, and is rank 0's host reachable?)",
                 launch.rank,
                 launch.world,
                 launch.master_addr,
                 launch.master_port,
-                timeout.as_secs()
+                timeout.as_secs(),
+                launch.world
             )
         })?;
         Ok(ProcessGroup {

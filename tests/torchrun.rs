@@ -168,3 +168,72 @@ fn a_rank_with_other_options_is_refused_before_anything_is_written() {
     assert!(said.contains(&format!("error: rank 1 of 2 could not start: {why}")), "rank 0 says why: {said}");
     assert!(!dir.join("checkpoint/mixed").exists() && !dir.join("logs/demo/mixed").exists(), "nothing written");
 }
+
+/// A port nobody listens on now.
+fn free_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string()
+}
+
+/// A wrong WORLD_SIZE (rank 0 waits for a rank nobody started) and an unreachable master (rank 1
+/// alone) are one line each within the timeout, with nothing written.
+#[test]
+fn a_missing_rank_or_an_unreachable_master_is_one_line_within_the_timeout() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    tiny_training_set(dir);
+    for rank in ["0", "1"] {
+        let port = free_port();
+        let start = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_amfmn"))
+            .current_dir(dir)
+            .args(["train", "--path_opt", "opt.yaml", "--device", "cpu", "--timeout", "3"])
+            .envs([("RANK", rank), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", &port)])
+            .env("GLOO_SOCKET_IFNAME", "lo")
+            .output()
+            .unwrap();
+        let said = text(&out);
+        println!("rank {rank} alone, after {:.1} s: {}", start.elapsed().as_secs_f64(), said.trim());
+        assert!(!out.status.success() && said.trim().lines().count() == 1, "{said}");
+        let expected = format!(
+            "error: rank {rank} of 2 could not join the group at 127.0.0.1:{port} within 3 s (are all 2 processes \
+             started, with this MASTER_ADDR and MASTER_PORT, and is rank 0's host reachable?): "
+        );
+        assert!(said.starts_with(&expected), "{said}");
+        assert!(start.elapsed() < Duration::from_secs(15), "took {:?}", start.elapsed());
+        assert!(!dir.join("checkpoint").exists(), "nothing written");
+    }
+}
+
+/// Two processes placed by SLURM's variables (as `srun` sets them inside a job step, with the
+/// address and port from the user) train together: rank 0 reports and writes, rank 1 is quiet.
+#[test]
+fn two_tasks_of_an_srun_step_train_together() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    tiny_training_set(dir);
+    let port = free_port();
+    let tasks: Vec<Child> = ["0", "1"]
+        .into_iter()
+        .map(|rank| {
+            Command::new(env!("CARGO_BIN_EXE_amfmn"))
+                .current_dir(dir)
+                .args(["train", "--path_opt", "opt.yaml", "--device", "cpu", "--set", "optim.epochs=1"])
+                .args(SETS)
+                .envs([("SLURM_PROCID", rank), ("SLURM_LOCALID", rank), ("SLURM_NTASKS", "2"), ("SLURM_STEP_ID", "0")])
+                .envs([("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", &port), ("GLOO_SOCKET_IFNAME", "lo")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = tasks.into_iter().map(|t| t.wait_with_output().unwrap()).collect();
+    for (rank, out) in outputs.iter().enumerate() {
+        assert!(out.status.success(), "rank {rank}: {}", text(out));
+    }
+    assert!(text(&outputs[0]).contains("training AMFMN on 2 processes over Gloo"), "{}", text(&outputs[0]));
+    assert!(text(&outputs[1]).trim().is_empty(), "rank 1 reports nothing: {}", text(&outputs[1]));
+    assert!(dir.join("checkpoint/demo/0/last.safetensors").is_file());
+}

@@ -12,6 +12,7 @@
 #define USE_C10D_NCCL
 #endif
 
+#include <c10/util/Logging.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -19,7 +20,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <stdexcept>
@@ -59,6 +62,16 @@ int guarded(char* error, size_t capacity, F body) noexcept {
     }
 }
 
+// c10d logs its own view of a failure (a socket timeout, a closed peer) on stderr, beside the
+// one line amfmn makes of the exception: unless TORCH_CPP_LOG_LEVEL asks otherwise, a process
+// that joins a group logs only libtorch's fatal messages, or its errors too with NCCL (whose
+// watchdog explains a timeout only in its log before it ends the process).
+void quiet_c10d_logs(bool nccl) {
+    if (std::getenv("TORCH_CPP_LOG_LEVEL") == nullptr) {
+        FLAGS_caffe2_log_level = std::max(FLAGS_caffe2_log_level, nccl ? 2 : 3);
+    }
+}
+
 void finish(Group* group, const c10::intrusive_ptr<c10d::Work>& work) {
     work->wait(group->timeout);
 }
@@ -83,6 +96,7 @@ int amfmn_dist_has_nccl() noexcept {
 int amfmn_dist_open(const char* host, int port, int rank, int world, int server, const char* prefix,
                     int64_t timeout_ms, int nccl, void** out, char* error, size_t capacity) noexcept {
     return guarded(error, capacity, [&] {
+        quiet_c10d_logs(nccl != 0);
         auto timeout = std::chrono::milliseconds(timeout_ms);
         c10d::TCPStoreOptions options;
         options.port = static_cast<std::uint16_t>(port);
