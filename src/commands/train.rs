@@ -41,18 +41,21 @@ pub struct TrainArgs {
 pub fn run(args: &TrainArgs) -> Result<()> {
     let mut options = args.options.load()?;
     args.runtime.apply(&mut options);
+    let launched = Launch::from_env()?.map(|launch| Launched { launch, timeout: Duration::from_secs(args.timeout) });
+    let follower = launched.as_ref().is_some_and(|l| l.launch.rank > 0);
     let interrupt = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&interrupt);
     ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("\ninterrupted (Ctrl-C or SIGTERM): stopping after this step and writing a checkpoint (again: quit at once)");
+        if !follower {
+            eprintln!("\ninterrupted (Ctrl-C or SIGTERM): stopping after this step and writing a checkpoint (again: quit at once)");
+        }
     })?;
     let existing = if args.overwrite { Existing::MoveAside } else { Existing::Refuse };
-    let launched = Launch::from_env()?.map(|launch| Launched { launch, timeout: Duration::from_secs(args.timeout) });
     match train::run(&options, args.resume.as_deref(), existing, &interrupt, launched.as_ref())? {
-        Outcome::Finished(_) if launched.is_some_and(|l| l.launch.rank > 0) => {}
+        Outcome::Finished(_) if follower => {}
         Outcome::Finished(results) => {
             let recalls = || METRICS.iter().filter(|m| m.recall).map(|m| m.name);
             let header = ["fold", "best epoch"].into_iter().chain(recalls()).chain(["checkpoint"]);

@@ -133,7 +133,7 @@ fn train_all(
     let vocab = together(group_ref, "start", prepare_process(options, &devices, group_ref))?;
     together(group_ref, "options", same_as_rank_0(group_ref, options, &vocab))?;
     let leads = group_ref.is_none_or(|g| g.rank == 0);
-    let setup = if leads { lead(options, resume, existing) } else { Ok((None, None)) };
+    let setup = if leads { lead(options, resume) } else { Ok((None, None)) };
     let (_lock, opened) = together(group_ref, "setup", setup)?;
     let loaded = (|| {
         let resume = if leads { opened } else { open_resume(options, resume_path(options, resume))? };
@@ -152,6 +152,8 @@ fn train_all(
         Ok((resume, data, first_fold))
     })();
     let (resume, data, first_fold) = together(group_ref, "data", loaded)?;
+    let fresh = if leads && resume.is_none() { start_afresh(options, existing) } else { Ok(()) };
+    together(group_ref, "fresh", fresh)?;
     let fell_back = crate::device::auto_fell_back(&options.device, &devices);
     if let Some(warning) = &fell_back {
         report::warn(warning.clone());
@@ -244,15 +246,12 @@ fn same_as_rank_0(group: Option<&ProcessGroup>, options: &Options, vocab: &Vocab
     Ok(())
 }
 
-/// What only the writing process (the only one, or rank 0) does before training: take the
-/// experiment's lock, open the checkpoint to resume (repairing what a killed run left), or make
-/// room for a fresh start.
-fn lead(options: &Options, resume: Option<&Path>, existing: Existing) -> Result<(Option<Lock>, Option<Checkpoint>)> {
+/// What only the writing process (the only one, or rank 0) does before the others read the
+/// experiment folder: take the experiment's lock and open the checkpoint to resume (repairing
+/// what a killed run left). Room for a fresh start is made last, once everything is checked.
+fn lead(options: &Options, resume: Option<&Path>) -> Result<(Option<Lock>, Option<Checkpoint>)> {
     let lock = Lock::acquire(&experiment_lock(options), &experiment_dir(options).display().to_string())?;
     let checkpoint = open_resume(options, resume_path(options, resume))?;
-    if checkpoint.is_none() {
-        start_afresh(options, existing)?;
-    }
     Ok((Some(lock), checkpoint))
 }
 
