@@ -196,6 +196,12 @@ impl ProcessGroup {
         })
     }
 
+    /// Whether this process writes a run's files and reports for all: rank 0 of a group, or a
+    /// process on its own (`None`).
+    pub fn leads(group: Option<&ProcessGroup>) -> bool {
+        group.is_none_or(|g| g.rank == 0)
+    }
+
     /// The process group's backend, for messages: `NCCL` or `Gloo`.
     pub fn backend(&self) -> &'static str {
         if self.device.is_cuda() {
@@ -355,8 +361,9 @@ impl ProcessGroup {
     /// [`SURVIVORS_GRACE`] for the others, and reads who stopped with an error
     /// ([`ProcessGroup::announce_stop`]) and who said nothing (lost: exited, killed, hung).
     fn culprits(&self) -> String {
+        const STORE_LOST: &str = "and the store cannot be reached either: rank 0, which serves it, is lost";
         if self.set(&stop_key(self.rank), b"").is_err() {
-            return "and the store cannot be reached either: rank 0, which serves it, is lost".to_owned();
+            return STORE_LOST.to_owned();
         }
         std::thread::sleep(SURVIVORS_GRACE);
         let mut lost = Vec::new();
@@ -368,7 +375,7 @@ impl ProcessGroup {
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => lost.push(peer.to_string()),
-                Err(_) => return "and the store cannot be reached: rank 0, which serves it, is lost".to_owned(),
+                Err(_) => return STORE_LOST.to_owned(),
             }
         }
         match lost.as_slice() {

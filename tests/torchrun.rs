@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use amfmn::checkpoint::read_safetensors;
@@ -58,6 +58,30 @@ fn start_training(dir: &Path, name: &str, mut command: Command) -> Child {
     child
 }
 
+/// Waits for the machine's cores ([`ONE_AT_A_TIME`]), then writes the tiny training set into a
+/// fresh folder.
+fn one_at_a_time_with_a_training_set() -> (MutexGuard<'static, ()>, tempfile::TempDir) {
+    let one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    tiny_training_set(dir.path());
+    (one, dir)
+}
+
+/// `amfmn train ... --device cpu` in `dir` with `args` and launcher variables `vars`, as
+/// a launcher would start one process (Gloo on the loopback interface).
+fn train_as_launched(dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_amfmn"));
+    command
+        .current_dir(dir)
+        .args(["train", "--path_opt", "opt.yaml", "--device", "cpu"])
+        .args(args)
+        .envs(vars.iter().copied())
+        .env("GLOO_SOCKET_IFNAME", "lo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
 /// The largest difference between two safetensors files with the same tensors.
 fn max_difference(a: &Path, b: &Path) -> f64 {
     let (a, b) = (read_safetensors(a).unwrap(), read_safetensors(b).unwrap());
@@ -68,10 +92,8 @@ fn max_difference(a: &Path, b: &Path) -> f64 {
 
 #[test]
 fn two_ranks_train_like_two_replicas_and_resume_after_sigterm_exactly() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
+    let (_one, dir) = one_at_a_time_with_a_training_set();
     let dir = dir.path();
-    tiny_training_set(dir);
     let mut one = vec!["train", "--path_opt", "opt.yaml", "--device", "cpu,cpu"];
     one.extend(SETS);
     one.extend(["--set", "k_fold.experiment_name=one"]);
@@ -113,10 +135,8 @@ fn two_ranks_train_like_two_replicas_and_resume_after_sigterm_exactly() {
 
 #[test]
 fn a_killed_rank_stops_the_other_with_one_line_naming_it() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
+    let (_one, dir) = one_at_a_time_with_a_training_set();
     let dir = dir.path();
-    tiny_training_set(dir);
     let timeout = 20;
     let extra = ["--set", "optim.epochs=5", "--timeout", "20"];
     let child = start_training(dir, "killed", torchrun(dir, "killed", &extra, None));
@@ -148,10 +168,8 @@ fn process_of_rank(dir: &Path, rank: usize) -> Option<u32> {
 
 #[test]
 fn a_rank_with_other_options_is_refused_before_anything_is_written() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
+    let (_one, dir) = one_at_a_time_with_a_training_set();
     let dir = dir.path();
-    tiny_training_set(dir);
     let wrapper = dir.join("other_lr_on_rank_1.sh");
     std::fs::write(
         &wrapper,
@@ -178,20 +196,13 @@ fn free_port() -> String {
 /// alone) are one line each within the timeout, with nothing written.
 #[test]
 fn a_missing_rank_or_an_unreachable_master_is_one_line_within_the_timeout() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
+    let (_one, dir) = one_at_a_time_with_a_training_set();
     let dir = dir.path();
-    tiny_training_set(dir);
     for rank in ["0", "1"] {
         let port = free_port();
         let start = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_amfmn"))
-            .current_dir(dir)
-            .args(["train", "--path_opt", "opt.yaml", "--device", "cpu", "--timeout", "3"])
-            .envs([("RANK", rank), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", &port)])
-            .env("GLOO_SOCKET_IFNAME", "lo")
-            .output()
-            .unwrap();
+        let vars = [("RANK", rank), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", &port)];
+        let out = train_as_launched(dir, &["--timeout", "3"], &vars).output().unwrap();
         let said = text(&out);
         println!("rank {rank} alone, after {:.1} s: {}", start.elapsed().as_secs_f64(), said.trim());
         assert!(!out.status.success() && said.trim().lines().count() == 1, "{said}");
@@ -209,24 +220,22 @@ fn a_missing_rank_or_an_unreachable_master_is_one_line_within_the_timeout() {
 /// address and port from the user) train together: rank 0 reports and writes, rank 1 is quiet.
 #[test]
 fn two_tasks_of_an_srun_step_train_together() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
+    let (_one, dir) = one_at_a_time_with_a_training_set();
     let dir = dir.path();
-    tiny_training_set(dir);
     let port = free_port();
     let tasks: Vec<Child> = ["0", "1"]
         .into_iter()
         .map(|rank| {
-            Command::new(env!("CARGO_BIN_EXE_amfmn"))
-                .current_dir(dir)
-                .args(["train", "--path_opt", "opt.yaml", "--device", "cpu", "--set", "optim.epochs=1"])
-                .args(SETS)
-                .envs([("SLURM_PROCID", rank), ("SLURM_LOCALID", rank), ("SLURM_NTASKS", "2"), ("SLURM_STEP_ID", "0")])
-                .envs([("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", &port), ("GLOO_SOCKET_IFNAME", "lo")])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            let vars = [
+                ("SLURM_PROCID", rank),
+                ("SLURM_LOCALID", rank),
+                ("SLURM_NTASKS", "2"),
+                ("SLURM_STEP_ID", "0"),
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", &port),
+            ];
+            let args: Vec<&str> = ["--set", "optim.epochs=1"].into_iter().chain(SETS).collect();
+            train_as_launched(dir, &args, &vars).spawn().unwrap()
         })
         .collect();
     let outputs: Vec<Output> = tasks.into_iter().map(|t| t.wait_with_output().unwrap()).collect();

@@ -69,7 +69,7 @@ impl Trainer<'_> {
     /// Whether this process writes the run's files (checkpoints, split, logs): the only
     /// process, or rank 0 of a launch.
     fn writes(&self) -> bool {
-        self.group.as_ref().is_none_or(|g| g.rank == 0)
+        ProcessGroup::leads(self.group.as_deref())
     }
 }
 
@@ -132,7 +132,7 @@ fn train_all(
     let group_ref = group.as_deref();
     let vocab = together(group_ref, "start", prepare_process(options, &devices, group_ref))?;
     together(group_ref, "options", same_as_rank_0(group_ref, options, &vocab))?;
-    let leads = group_ref.is_none_or(|g| g.rank == 0);
+    let leads = ProcessGroup::leads(group_ref);
     let setup = if leads { lead(options, resume) } else { Ok((None, None)) };
     let (_lock, opened) = together(group_ref, "setup", setup)?;
     let loaded = (|| {
