@@ -29,6 +29,7 @@ pub mod rng;
 pub mod saliency;
 pub mod score;
 pub mod search;
+pub mod serve;
 pub mod synthetic;
 pub mod table;
 pub mod text;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use amfmn::commands::{
-    check_weights, index, inspect, locate, metrics, prepare, retrieve, saliency, selo, synth, test, train, vocab,
+    check_weights, index, inspect, locate, metrics, prepare, retrieve, saliency, selo, serve, synth, test, train, vocab,
 };
 use clap::{Parser, Subcommand};
 
@@ -47,6 +47,8 @@ enum Command {
     Locate(locate::LocateArgs),
     /// MVSA's spatial saliency of images: grey masks, JET overlays, an HTML page.
     Saliency(saliency::SaliencyArgs),
+    /// The retrieval service: upload, search and manage images over HTTP (and its tokens).
+    Serve(serve::ServeArgs),
 }
 
 /// A command-line error as one line: clap's first paragraph (`error: ...` and the arguments it
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
         Command::Selo(args) => selo::run(args),
         Command::Locate(args) => locate::run(args),
         Command::Saliency(args) => saliency::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -342,6 +342,29 @@ fn two_pass_top_k_equals_the_exact_ranking() {
         let exact = amfmn::search::top_k(&searcher.scores(&query).unwrap(), 25);
         assert_eq!(searcher.top(&query, 25).unwrap(), exact, "{text}");
     }
+    // Visibility applied before the k best are chosen: exact over the visible images, which
+    // are picked here among the best of all so the two-pass shortlist must exclude the others.
+    let query = Query { sentence: Some("red boat".into()), keywords: None };
+    let all = searcher.scores(&query).unwrap();
+    let best_of_all: Vec<usize> = amfmn::search::top_k(&all, 40).into_iter().map(|(i, _)| i).collect();
+    let mut visible = vec![false; 20_000];
+    for (n, &row) in best_of_all.iter().enumerate() {
+        visible[row] = n % 3 == 1;
+    }
+    visible[7] = true;
+    let mask = tch::Tensor::from_slice(&visible);
+    let mut expected: Vec<(usize, f32)> =
+        amfmn::search::top_k(&all, 20_000).into_iter().filter(|&(i, _)| visible[i]).collect();
+    expected.truncate(10);
+    let got = searcher.top_visible(&query, 10, Some(&mask)).unwrap();
+    assert_eq!(got.iter().map(|h| h.0).collect::<Vec<_>>(), expected.iter().map(|h| h.0).collect::<Vec<_>>());
+    // A shortlist of another length rounds the last bit of a matrix product differently.
+    assert!(got.iter().zip(&expected).all(|(a, b)| (a.1 - b.1).abs() <= 1e-6), "{got:?}");
+    let few = searcher.top_visible(&query, 100, Some(&mask)).unwrap();
+    assert_eq!(few.len(), visible.iter().filter(|&&v| v).count(), "never an invisible row to fill k");
+    let fused = Query { sentence: Some("red boat".into()), keywords: Some("houses".into()) };
+    let ranked = searcher.top_visible(&fused, 100, Some(&mask)).unwrap();
+    assert!(ranked.iter().all(|&(i, _)| visible[i]) && ranked.len() == few.len(), "fused scores too");
 }
 
 #[test]

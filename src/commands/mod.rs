@@ -9,6 +9,7 @@ pub mod prepare;
 pub mod retrieve;
 pub mod saliency;
 pub mod selo;
+pub mod serve;
 pub mod synth;
 pub mod test;
 pub mod train;

@@ -131,24 +131,59 @@ impl Searcher {
     /// `RESCORE_MARGIN` of the k-th are scored again in single precision, so the ranking and
     /// scores equal those of [`Searcher::scores`] at a fraction of the memory traffic.
     pub fn top(&self, query: &Query, k: usize) -> Result<Vec<(usize, f32)>> {
+        self.top_visible(query, k, None)
+    }
+
+    /// [`Searcher::top`] over the images `visible` marks (`[N]` booleans on the CPU; all when
+    /// `None`): the others are left out before the k best are chosen, so the result is exact
+    /// over the visible images, and holds fewer than `k` when fewer are visible.
+    pub fn top_visible(&self, query: &Query, k: usize, visible: Option<&Tensor>) -> Result<Vec<(usize, f32)>> {
         let single = match (&query.sentence, &query.keywords) {
             (Some(s), None) | (None, Some(s)) => Some(s.as_str()),
             _ => None,
         };
         let (Some(text), Some(_)) = (single, &self.images.gate) else {
-            return Ok(top_k(&self.scores(query)?, k));
+            return Ok(top_k_visible(&self.scores(query)?, k, visible));
         };
         let t = self.encode_query(text)?;
         let texts = TextCodes::Single(&t);
         let rough = self.scorer().score_matrix(&self.images, &texts, Precision::Half).squeeze_dim(1);
-        let rough = rough.to_device(Device::Cpu);
+        let rough = hide(rough.to_device(Device::Cpu), visible);
         let best = top_k(&rough, k);
         let floor = best.last().map_or(f32::NEG_INFINITY, |&(_, s)| s - RESCORE_MARGIN);
-        let candidates = rough.ge(floor as f64).nonzero().view([-1]);
+        let mut shortlisted = rough.ge(floor as f64);
+        if let Some(visible) = visible {
+            shortlisted = shortlisted.logical_and(visible);
+        }
+        let candidates = shortlisted.nonzero().view([-1]);
         let shortlist = self.images.rows(&candidates.to_device(self.images.fv.device()));
         let exact = self.scorer().score_matrix(&shortlist, &texts, Precision::Exact).squeeze_dim(1);
         let rows: Vec<i64> = Vec::try_from(&candidates)?;
         Ok(top_k(&exact.to_device(Device::Cpu), k).into_iter().map(|(i, s)| (rows[i] as usize, s)).collect())
+    }
+
+    /// The `k` visible images whose Fv is closest in cosine to `fv` `[1, d]` (an image query),
+    /// best first.
+    pub fn image_top(&self, fv: &Tensor, k: usize, visible: Option<&Tensor>) -> Vec<(usize, f32)> {
+        let scores = cosine_scores(&self.images.fv, &fv.to_device(self.images.fv.device()));
+        top_k_visible(&scores.squeeze_dim(1).to_device(Device::Cpu).to_kind(Kind::Float), k, visible)
+    }
+
+    /// Fv `[1, d]` of the indexed image at `row`.
+    pub fn image_fv(&self, row: usize) -> Tensor {
+        self.images.fv.get(row as i64).unsqueeze(0)
+    }
+
+    /// Replaces the codes (`fv` `[N, d]`, gates `[N, d]` for soft attention) by others of the
+    /// same model: images added to or removed from a service's collection.
+    pub fn set_codes(&mut self, fv: Tensor, gate: Option<Tensor>) {
+        let device = self.model.device();
+        self.images = ImageCodes::new(fv.to_device(device), gate.map(|g| g.to_device(device))).with_half_precision();
+    }
+
+    /// The codes held: Fv `[N, d]` and the gates `[N, d]` of soft attention.
+    pub fn codes(&self) -> (&Tensor, Option<&Tensor>) {
+        (&self.images.fv, self.images.gate.as_ref())
     }
 
     /// Scores of caption lines for one image code `[1, d]`, `[n]` on the CPU.
@@ -159,6 +194,20 @@ impl Searcher {
         let scores = scorer.score_matrix(&image, &TextCodes::Single(&texts), Precision::Exact);
         Ok(scores.squeeze_dim(0).to_device(Device::Cpu).to_kind(Kind::Float))
     }
+}
+
+/// `scores` with the entries `visible` leaves out set to −∞.
+fn hide(scores: Tensor, visible: Option<&Tensor>) -> Tensor {
+    match visible {
+        Some(visible) => scores.masked_fill(&visible.logical_not(), f64::NEG_INFINITY),
+        None => scores,
+    }
+}
+
+/// [`top_k`] over the entries `visible` marks (all when `None`).
+fn top_k_visible(scores: &Tensor, k: usize, visible: Option<&Tensor>) -> Vec<(usize, f32)> {
+    let shown = visible.map_or(scores.size()[0], |v| v.sum(Kind::Int64).int64_value(&[])) as usize;
+    top_k(&hide(scores.shallow_clone(), visible), k.min(shown))
 }
 
 /// The `k` best entries of `scores` as (index, score), best first; equal scores keep index

@@ -1,0 +1,393 @@
+//! The two model threads of the service. libtorch tensors may move between threads but not be
+//! shared, so each thread owns its own model, loaded from the same checkpoint:
+//! - the interactive worker owns the codes of every ready image and answers searches, taking
+//!   requests through an admission-bounded queue (a full queue is refused at once, never waited
+//!   on) and code updates through the same channel, unbounded;
+//! - the background worker encodes pending images from the database, oldest first, in batches,
+//!   woken by a channel and polling every 2 s so that a lost wake-up loses nothing.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use tch::{Device, Kind, Tensor};
+use tokio::sync::oneshot;
+
+use super::auth::Caller;
+use super::folder::DataFolder;
+use super::images::{self, Coded};
+use super::store::Database;
+use crate::checkpoint::{Opening, TrainedModel};
+use crate::model::Model;
+use crate::search::{Query, Searcher};
+
+/// Images encoded per batch by the background worker.
+const ENCODE_BATCH: i64 = 32;
+/// How often the background worker looks for pending images without being woken.
+const POLL: Duration = Duration::from_secs(2);
+
+/// Aborts the process at the crash point `name` when `AMFMN_SERVE_CRASH_AT` names it: the
+/// durability tests kill the service between the steps of an operation this way.
+pub fn crash_point(name: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT.get_or_init(|| std::env::var("AMFMN_SERVE_CRASH_AT").ok()).as_deref() == Some(name) {
+        std::process::abort();
+    }
+}
+
+/// One page of ranked images: (image id, score), best first, and how many images the caller
+/// may see in all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    pub total_visible: usize,
+    pub hits: Vec<(i64, f32)>,
+}
+
+/// What an image search starts from.
+pub enum ImageQuery {
+    /// The evaluation input `[3, S, S]` of an uploaded image.
+    Input(Vec<f32>),
+    /// An image of the collection (already checked as visible to the caller).
+    Id(i64),
+}
+
+/// A ranking request: for whom, which page (`skip` then `take`).
+pub struct Page {
+    pub caller: Option<Caller>,
+    pub skip: usize,
+    pub take: usize,
+}
+
+/// A change to the searchable codes.
+pub enum Update {
+    Add(Vec<Coded>),
+    Remove(i64),
+    Visibility(i64, bool),
+}
+
+enum Message {
+    Text(Query, Page, oneshot::Sender<Result<Ranked>>),
+    Image(ImageQuery, Page, oneshot::Sender<Result<Ranked>>),
+    Count(oneshot::Sender<usize>),
+    Update(Update),
+    Stop,
+}
+
+/// The handle to the interactive worker.
+#[derive(Clone)]
+pub struct Interactive {
+    sender: Sender<Message>,
+    waiting: Arc<AtomicUsize>,
+    queue: usize,
+}
+
+/// The interactive worker's queue is full: answer 503.
+#[derive(Debug)]
+pub struct Busy;
+
+impl Interactive {
+    fn admit<T>(&self, message: impl FnOnce(oneshot::Sender<T>) -> Message) -> Result<oneshot::Receiver<T>, Busy> {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(Busy);
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.sender.send(message(tx)).is_err() {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(Busy);
+        }
+        Ok(rx)
+    }
+
+    /// Ranks the images `page.caller` may see for a text query.
+    pub fn text(&self, query: Query, page: Page) -> Result<oneshot::Receiver<Result<Ranked>>, Busy> {
+        self.admit(|tx| Message::Text(query, page, tx))
+    }
+
+    /// Ranks the images `page.caller` may see by cosine with an image's Fv.
+    pub fn image(&self, query: ImageQuery, page: Page) -> Result<oneshot::Receiver<Result<Ranked>>, Busy> {
+        self.admit(|tx| Message::Image(query, page, tx))
+    }
+
+    /// How many images are searchable.
+    pub fn count(&self) -> Result<oneshot::Receiver<usize>, Busy> {
+        self.admit(Message::Count)
+    }
+
+    /// Requests waiting for the worker.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Applies a change to the codes (never refused: updates come from committed writes).
+    pub fn update(&self, update: Update) {
+        let _ = self.sender.send(Message::Update(update));
+    }
+
+    /// Stops the worker after the messages already queued.
+    pub fn stop(&self) {
+        let _ = self.sender.send(Message::Stop);
+    }
+}
+
+/// Opens the checkpoint for one worker thread.
+fn open_model(checkpoint: &std::path::Path, device: Device) -> Result<TrainedModel> {
+    TrainedModel::open(checkpoint, Opening::on(device))
+}
+
+/// Starts the interactive worker with the ready codes; returns once its model is loaded.
+pub fn start_interactive(
+    checkpoint: &std::path::Path,
+    device: Device,
+    codes: Vec<Coded>,
+    queue: usize,
+) -> Result<(Interactive, std::thread::JoinHandle<()>)> {
+    let (sender, receiver) = channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let checkpoint = checkpoint.to_owned();
+    let counter = waiting.clone();
+    let thread = std::thread::Builder::new().name("amfmn-search".into()).spawn(move || {
+        let state = open_model(&checkpoint, device).and_then(|t| Collection::new(t.model, t.vocab, codes));
+        match state {
+            Ok(mut collection) => {
+                let _ = ready_tx.send(Ok(()));
+                collection.serve(receiver, &counter);
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+        }
+    })?;
+    ready_rx.recv().map_err(|_| anyhow::anyhow!("the search thread stopped while loading the model"))??;
+    Ok((Interactive { sender, waiting, queue: queue.max(1) }, thread))
+}
+
+/// The searchable codes and, per row, the image's id, owner and visibility.
+struct Collection {
+    searcher: Searcher,
+    rows: Vec<(i64, i64, bool)>,
+}
+
+impl Collection {
+    fn new(model: Model, vocab: crate::text::Vocabulary, codes: Vec<Coded>) -> Result<Collection> {
+        let d = model.embed_dim();
+        let soft = model.net.cross_attention_s.is_soft();
+        let empty = || Tensor::zeros([0, d], (Kind::Float, Device::Cpu));
+        let searcher = Searcher::new(model, vocab, empty(), soft.then(empty));
+        let mut collection = Collection { searcher, rows: Vec::new() };
+        collection.add(codes)?;
+        Ok(collection)
+    }
+
+    fn serve(&mut self, receiver: Receiver<Message>, waiting: &AtomicUsize) {
+        while let Ok(message) = receiver.recv() {
+            let request = !matches!(message, Message::Update(_) | Message::Stop);
+            match message {
+                Message::Text(query, page, reply) => {
+                    let _ = reply.send(self.rank(&page, |s, k, v| s.top_visible(&query, k, v)));
+                }
+                Message::Image(query, page, reply) => {
+                    let _ = reply.send(self.rank_image(query, &page));
+                }
+                Message::Count(reply) => {
+                    let _ = reply.send(self.rows.len());
+                }
+                Message::Update(update) => {
+                    if let Err(e) = self.apply(update) {
+                        crate::report::warn(format!("the search thread could not update its codes: {e:#}"));
+                    }
+                }
+                Message::Stop => return,
+            }
+            if request {
+                waiting.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Which rows `caller` may see (`None`: all, for an admin).
+    fn visible(&self, caller: Option<&Caller>) -> Option<Tensor> {
+        if caller.is_some_and(|c| c.admin) {
+            return None;
+        }
+        let id = caller.map_or(-1, |c| c.id);
+        let mask: Vec<bool> = self.rows.iter().map(|&(_, owner, public)| public || owner == id).collect();
+        Some(Tensor::from_slice(&mask))
+    }
+
+    fn rank(
+        &self,
+        page: &Page,
+        top: impl FnOnce(&Searcher, usize, Option<&Tensor>) -> Result<Vec<(usize, f32)>>,
+    ) -> Result<Ranked> {
+        let visible = self.visible(page.caller.as_ref());
+        let total_visible = visible.as_ref().map_or(self.rows.len(), |v| v.sum(Kind::Int64).int64_value(&[]) as usize);
+        if total_visible == 0 || page.skip >= total_visible {
+            return Ok(Ranked { total_visible, hits: Vec::new() });
+        }
+        let best = top(&self.searcher, page.skip + page.take, visible.as_ref())?;
+        let hits = best.into_iter().skip(page.skip).map(|(row, score)| (self.rows[row].0, score)).collect();
+        Ok(Ranked { total_visible, hits })
+    }
+
+    fn rank_image(&self, query: ImageQuery, page: &Page) -> Result<Ranked> {
+        let fv = match query {
+            ImageQuery::Id(id) => match self.rows.iter().position(|r| r.0 == id) {
+                Some(row) => self.searcher.image_fv(row),
+                None => bail!("image {id} is not encoded yet"),
+            },
+            ImageQuery::Input(input) => {
+                let side = self.searcher.model.image_size() as i64;
+                let images = Tensor::from_slice(&input).view([1, 3, side, side]);
+                crate::encode::image_codes(&self.searcher.model, &images).0
+            }
+        };
+        self.rank(page, |s, k, v| Ok(s.image_top(&fv, k, v)))
+    }
+
+    fn apply(&mut self, update: Update) -> Result<()> {
+        match update {
+            Update::Add(codes) => self.add(codes),
+            Update::Remove(id) => {
+                if let Some(row) = self.rows.iter().position(|r| r.0 == id) {
+                    self.rows.remove(row);
+                    let keep: Vec<i64> = (0..self.rows.len() as i64 + 1).filter(|&r| r != row as i64).collect();
+                    let keep = Tensor::from_slice(&keep);
+                    let (fv, gate) = self.searcher.codes();
+                    let (fv, gate) = (fv.index_select(0, &keep), gate.map(|g| g.index_select(0, &keep)));
+                    self.searcher.set_codes(fv, gate);
+                }
+                Ok(())
+            }
+            Update::Visibility(id, public) => {
+                self.rows.iter_mut().filter(|r| r.0 == id).for_each(|r| r.2 = public);
+                Ok(())
+            }
+        }
+    }
+
+    fn add(&mut self, codes: Vec<Coded>) -> Result<()> {
+        let codes: Vec<Coded> = codes.into_iter().filter(|c| !self.rows.iter().any(|r| r.0 == c.id)).collect();
+        if codes.is_empty() {
+            return Ok(());
+        }
+        let d = self.searcher.model.embed_dim();
+        let stack = |values: Vec<f32>| Tensor::from_slice(&values).view([-1, d]);
+        let new_fv = stack(codes.iter().flat_map(|c| c.fv.iter().copied()).collect());
+        let new_gate: Option<Vec<f32>> =
+            codes.iter().map(|c| c.gate.clone()).collect::<Option<Vec<_>>>().map(|g| g.concat());
+        let (fv, gate) = self.searcher.codes();
+        let device = fv.device();
+        let fv = Tensor::cat(&[fv.shallow_clone(), new_fv.to_device(device)], 0);
+        let gate = match (gate, new_gate) {
+            (Some(g), Some(new)) => Some(Tensor::cat(&[g.shallow_clone(), stack(new).to_device(device)], 0)),
+            (None, _) => None,
+            (Some(_), None) => bail!("codes without gates for a soft-attention model"),
+        };
+        self.searcher.set_codes(fv, gate);
+        self.rows.extend(codes.iter().map(|c| (c.id, c.owner, c.public)));
+        Ok(())
+    }
+}
+
+/// What the background worker needs.
+pub struct Background {
+    pub db: Arc<Database>,
+    pub folder: DataFolder,
+    pub interactive: Interactive,
+    pub checkpoint_sha256: String,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Starts the background worker; returns once its model is loaded.
+pub fn start_background(
+    checkpoint: &std::path::Path,
+    device: Device,
+    work: Background,
+    wake: Receiver<()>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let checkpoint = checkpoint.to_owned();
+    let thread = std::thread::Builder::new().name("amfmn-encode".into()).spawn(move || {
+        match open_model(&checkpoint, device) {
+            Ok(trained) => {
+                let _ = ready_tx.send(Ok(()));
+                work.run(&trained.model, &wake);
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+        }
+    })?;
+    ready_rx.recv().map_err(|_| anyhow::anyhow!("the encoding thread stopped while loading the model"))??;
+    Ok(thread)
+}
+
+impl Background {
+    fn run(&self, model: &Model, wake: &Receiver<()>) {
+        while !self.stop.load(Ordering::SeqCst) {
+            match self.encode_batch(model) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => crate::report::warn(format!("encoding pending images failed (retrying): {e:#}")),
+            }
+            match wake.recv_timeout(POLL) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(POLL),
+            }
+        }
+    }
+
+    /// Encodes the oldest pending images; false when there were none.
+    fn encode_batch(&self, model: &Model) -> Result<bool> {
+        let pending = self.db.read(|db| images::pending(db, ENCODE_BATCH))?;
+        if pending.is_empty() {
+            return Ok(false);
+        }
+        let side = model.image_size();
+        let len = 3 * side as usize * side as usize;
+        let (mut inputs, mut decoded) = (Vec::new(), Vec::new());
+        for (id, sha) in &pending {
+            let mut input = vec![0f32; len];
+            let read = self.folder.blob(sha).and_then(|blob| crate::encode::image_file_input(&blob, side, &mut input));
+            match read {
+                Ok(()) => {
+                    inputs.extend(input);
+                    decoded.push(*id);
+                }
+                Err(e) => images::mark_failed(&self.db.writer(), *id, &crate::fsutil::one_line(&format!("{e:#}")))?,
+            }
+        }
+        let images = Tensor::from_slice(&inputs).view([decoded.len() as i64, 3, side as i64, side as i64]);
+        let (fv, gate) = crate::encode::image_codes(model, &images);
+        self.store(&decoded, &fv, gate.as_ref())?;
+        Ok(true)
+    }
+
+    /// Stores the images' codes in one transaction and hands those still present to the
+    /// interactive worker before the writer is released, so a visibility change made meanwhile
+    /// reaches it after them.
+    fn store(&self, ids: &[i64], fv: &Tensor, gate: Option<&Tensor>) -> Result<()> {
+        let row = |t: &Tensor, k: usize| Vec::<f32>::try_from(t.get(k as i64).contiguous());
+        let mut db = self.db.writer();
+        let tx = db.transaction()?;
+        let mut added = Vec::new();
+        for (k, &id) in ids.iter().enumerate() {
+            let (fv, gate) = (row(fv, k)?, gate.map(|g| row(g, k)).transpose()?);
+            if images::mark_ready(&tx, id, &fv, gate.as_deref(), &self.checkpoint_sha256)? {
+                let (owner, public) =
+                    tx.query_row("SELECT owner, visibility = 'public' FROM images WHERE id = ?1", [id], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?;
+                added.push(Coded { id, owner, public, fv, gate });
+            }
+            crash_point("mid_encode");
+        }
+        tx.commit()?;
+        self.interactive.update(Update::Add(added));
+        Ok(())
+    }
+}
