@@ -654,3 +654,128 @@ fn the_service_scores_like_retrieve() {
     }
     server.terminate();
 }
+
+/// A 256x192 scene: a red left half, a blue right half, a green square in the blue.
+fn scene_png() -> Vec<u8> {
+    let scene = image::RgbImage::from_fn(256, 192, |x, y| match (x, y) {
+        (x, _) if x < 128 => image::Rgb([200, 30, 30]),
+        (160..=223, 64..=127) => image::Rgb([30, 180, 40]),
+        _ => image::Rgb([40, 60, 210]),
+    });
+    let mut bytes = Vec::new();
+    scene.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
+    bytes
+}
+
+/// Waits (at most 120 s) until job `id` is done, failed or gone; returns it.
+async fn finished(router: &axum::Router, token: &str, id: &str) -> Value {
+    let began = Instant::now();
+    loop {
+        let job = get(router, &format!("/api/v1/jobs/{id}"), token).await.json();
+        let status = job["status"].as_str().unwrap_or("gone");
+        if !["queued", "running"].contains(&status) || began.elapsed() > Duration::from_secs(120) {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locate_jobs_make_the_map_locate_makes() {
+    let f = fixture();
+    let service = Service::start(&ServeConfig { max_upload: 1 << 20, ..f.config() }).unwrap();
+    let router = service.router();
+    let scene = scene_png();
+    std::fs::write(f.dir.path().join("scene.png"), &scene).unwrap();
+    let image = upload(&router, &f.ana, scene, "").await.json()["id"].as_i64().unwrap();
+    let body = json!({"query": "red boat", "steps": [64, 128], "filter": "median:31"});
+    let posted = post_json(&router, &format!("/api/v1/images/{image}/locate"), Some(&f.ana), body).await;
+    assert_eq!(posted.status, StatusCode::ACCEPTED, "{:?}", posted.json());
+    let id = posted.json()["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(posted.headers["location"], format!("/api/v1/jobs/{id}").as_str());
+    let job = finished(&router, &f.ana, &id).await;
+    assert_eq!(job["status"], "done", "{job}");
+    let crops = amfmn::locate::heat::crops(192, 256, &[64, 128]).len() as i64;
+    assert_eq!((job["progress"]["done"].as_i64(), job["progress"]["total"].as_i64()), (Some(crops), Some(crops)));
+    assert!(job["centers"].as_array().is_some_and(|c| !c.is_empty()), "{job}");
+    let mut pictures = Vec::new();
+    for name in ["prob", "heat", "overlay"] {
+        let reply = get(&router, job["results"][name].as_str().unwrap(), &f.ana).await;
+        assert_eq!(reply.headers["content-type"], "image/png");
+        let picture = image::load_from_memory(&reply.bytes).unwrap();
+        assert_eq!((picture.width(), picture.height()), (256, 192), "{name}");
+        pictures.push(picture);
+    }
+    // `amfmn locate` on the same scene with the same settings draws the same map, pixel for pixel.
+    let args = ["locate", "--checkpoint", "ckpt", "--image", "scene.png", "--query", "red boat", "--out", "o.png"];
+    let settings =
+        ["--prob", "p.png", "--steps", "64,128", "--filter", "median:31", "--batch-size", "32", "--device", "cpu"];
+    let out = amfmn_in(f.dir.path(), &[&args[..], &settings].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cli = image::open(f.dir.path().join("p.png")).unwrap();
+    assert_eq!(pictures[0].to_luma8(), cli.to_luma8(), "the job's prob.png equals locate's");
+
+    // Only the owner (and admins) see a job; hostile ids are refused before any lookup.
+    assert_eq!(get(&router, &format!("/api/v1/jobs/{id}"), &f.bo).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(get(&router, &format!("/api/v1/jobs/{id}"), &f.admin).await.status, StatusCode::OK);
+    assert_eq!(get(&router, &format!("/api/v1/jobs/{id}/secret.png"), &f.ana).await.status, StatusCode::NOT_FOUND);
+    for hostile in ["..%2F..%2Fetc", "%00", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"] {
+        assert_eq!(get(&router, &format!("/api/v1/jobs/{hostile}"), &f.ana).await.status, StatusCode::BAD_REQUEST);
+    }
+    let bo_locate =
+        post_json(&router, &format!("/api/v1/images/{image}/locate"), Some(&f.bo), json!({"query": "x"})).await;
+    assert_eq!(bo_locate.status, StatusCode::NOT_FOUND, "bo may not see ana's private scene");
+    let bad = post_json(
+        &router,
+        &format!("/api/v1/images/{image}/locate"),
+        Some(&f.ana),
+        json!({"query": "x", "steps": [32]}),
+    )
+    .await;
+    assert_eq!((bad.status, bad.json()["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("steps")));
+
+    // Deleting the job removes its results; deleting the image removes its jobs.
+    let results = f.data().join("results").join(&id);
+    assert!(results.join("summary.json").is_file());
+    let delete = call(&router, "DELETE", &format!("/api/v1/jobs/{id}"), Some(&f.ana), Body::empty(), "").await;
+    assert_eq!(delete.status, StatusCode::NO_CONTENT);
+    assert!(!results.exists());
+    let body = json!({"keywords": "boat", "steps": [64], "filter": "none"});
+    let second = post_json(&router, &format!("/api/v1/images/{image}/locate"), Some(&f.ana), body).await.json();
+    let second = second["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(finished(&router, &f.ana, &second).await["status"], "done");
+    call(&router, "DELETE", &format!("/api/v1/images/{image}"), Some(&f.ana), Body::empty(), "").await;
+    assert_eq!(get(&router, &format!("/api/v1/jobs/{second}"), &f.ana).await.status, StatusCode::NOT_FOUND);
+    assert!(listing(&f.data().join("results")).is_empty());
+    service.shutdown().unwrap();
+}
+
+#[test]
+fn a_locate_job_interrupted_by_a_crash_runs_again_from_zero() {
+    let f = fixture();
+    let server = start_server(&f, &[("AMFMN_SERVE_CRASH_AT", "mid_locate")], &["--max-upload", "1MiB"]);
+    let (_, body) = server.upload(&f.ana, &scene_png()).unwrap();
+    let image = body["id"].as_i64().unwrap();
+    server.settle(&f.admin);
+    let url = format!("{}/api/v1/images/{image}/locate", server.base);
+    let request = Server::agent().post(&url).header("authorization", &format!("Bearer {}", f.ana));
+    let body = json!({"query": "red boat", "steps": [64, 128], "filter": "none"}).to_string();
+    let mut reply = request.header("content-type", "application/json").send(body.as_bytes()).unwrap();
+    let job: Value = serde_json::from_str(&reply.body_mut().read_to_string().unwrap()).unwrap();
+    let job = job["job_id"].as_str().unwrap().to_owned();
+    let mut child = server.child;
+    assert!(!child.wait().unwrap().success(), "aborted after the first crop batch");
+    let server = start_server(&f, &[], &[]);
+    let began = Instant::now();
+    let done = loop {
+        let state = server.get(&format!("/api/v1/jobs/{job}"), &f.ana);
+        if state["status"] == "done" || began.elapsed() > Duration::from_secs(120) {
+            break state;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(done["status"], "done", "{done}");
+    let (_, log) = server.terminate();
+    assert!(log.contains("1 interrupted locate job(s) queued again"), "{log}");
+    check_consistent(&f);
+}

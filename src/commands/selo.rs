@@ -142,7 +142,11 @@ fn write_maps(args: &SeloArgs, cases: &[Case], checkpoint: &Path, images: &Path,
         let rects = settings.scene_crops(&path)?;
         let scene = load_rgb_within(&path, args.map.max_pixels)?;
         let progress = report::progress(rects.len() as u64, &format!("encoding the crops of {name}"));
-        let codes = encode_crops(&model, &scene, &rects, args.map.crop_resize, args.map.batch_size, &progress)?;
+        let batching = (args.map.crop_resize, args.map.batch_size);
+        let codes = encode_crops(&model, &scene, &rects, batching, |n| {
+            progress.inc(n as u64);
+            Ok(())
+        })?;
         progress.finish_and_clear();
         fvs.push(codes.fv);
         gates.extend(codes.gate);

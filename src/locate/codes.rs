@@ -118,7 +118,10 @@ pub fn cached_or_encoded(
         None => None,
     };
     let progress = crate::report::progress(rects.len() as u64, "encoding crops");
-    let encoded = encode_crops(model, scene, rects, resize, batch_size, &progress)?;
+    let encoded = encode_crops(model, scene, rects, (resize, batch_size), |n| {
+        progress.inc(n as u64);
+        Ok(())
+    })?;
     progress.finish_and_clear();
     if let Some((mut outputs, path)) = outputs.take() {
         let gate = encoded.gate.as_ref().map(|g| g.shallow_clone());

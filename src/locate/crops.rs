@@ -45,13 +45,13 @@ pub struct CropEncoding {
 
 /// The codes of every crop, `batch_size` at a time, through the image-encoding pipeline: crops
 /// are cut and resized on one thread per core while the model encodes the batches before.
+/// `encoded` is told how many crops each batch held; an error from it stops the encoding.
 pub fn encode_crops(
     model: &Model,
     scene: &RgbImage,
     crops: &[Rect],
-    resize: CropResize,
-    batch_size: usize,
-    progress: &indicatif::ProgressBar,
+    (resize, batch_size): (CropResize, usize),
+    mut encoded: impl FnMut(usize) -> Result<()>,
 ) -> Result<CropEncoding> {
     let side = model.image_size();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -68,8 +68,7 @@ pub fn encode_crops(
         fvs.push(fv);
         gates.extend(gate);
         seconds[1] += start.elapsed().as_secs_f64();
-        progress.inc(batch.rows.len() as u64);
-        Ok(())
+        encoded(batch.rows.len())
     })?;
     let gate = (!gates.is_empty()).then(|| Tensor::cat(&gates, 0));
     Ok(CropEncoding { fv: Tensor::cat(&fvs, 0), gate, seconds })

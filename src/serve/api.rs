@@ -24,6 +24,7 @@ use tower_http::timeout::TimeoutLayer;
 use super::auth::{self, Caller};
 use super::folder::{header_dimensions, DataFolder, Format};
 use super::images::{self, ImageRow, Listing, NewImage};
+use super::jobs::{self, JobRow, LocateParams, OverQuota};
 use super::store::Database;
 use super::workers::{crash_point, Busy, ImageQuery, Interactive, Page, Ranked, Update};
 use super::ServeConfig;
@@ -248,6 +249,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/images/{id}", get(get_image).patch(patch_image).delete(delete_image))
         .route("/api/v1/images/{id}/file", get(image_file))
         .route("/api/v1/images/{id}/thumbnail", get(thumbnail))
+        .route("/api/v1/images/{id}/locate", post(locate))
+        .route("/api/v1/jobs/{id}", get(get_job).delete(delete_job))
+        .route("/api/v1/jobs/{id}/{file}", get(job_file))
         .route("/api/v1/search/text", post(search_text))
         .route("/api/v1/search/image", post(search_image))
         .route("/api/v1/status", get(status))
@@ -556,10 +560,14 @@ async fn delete_image(State(state): Shared, headers: HeaderMap, Path(raw): Path<
     let (folder, interactive) = (state.folder.clone(), state.interactive.clone());
     db(&state, move |db| {
         let mut writer = db.writer();
+        let results = jobs::of_image(&writer, id)?;
         if let Some((sha, unreferenced)) = images::delete(&mut writer, id)? {
             interactive.update(Update::Remove(id));
             if unreferenced {
                 folder.remove_blob(&sha)?;
+            }
+            for job in results {
+                folder.remove_results(&job)?;
             }
         }
         Ok(())
@@ -717,12 +725,14 @@ async fn status(State(state): Shared, headers: HeaderMap) -> ApiResult<Response>
     if !caller.admin {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the status is for admins"));
     }
-    let counts = db(&state, |db| db.read(images::counts)).await?;
+    let (counts, job_counts) = db(&state, |db| db.read(|r| Ok((images::counts(r)?, jobs::counts(r)?)))).await?;
+    let jobs: serde_json::Map<String, serde_json::Value> = job_counts.into_iter().map(|(s, n)| (s, json!(n))).collect();
     let searchable = state.interactive.count()?.await.map_err(|e| ApiError::internal(e.into()))?;
     let images: serde_json::Map<String, serde_json::Value> = counts.into_iter().map(|(s, n)| (s, json!(n))).collect();
     Ok(Json(json!({
         "images": images,
         "searchable": searchable,
+        "jobs": jobs,
         "search_queue": state.interactive.waiting(),
         "checkpoint_sha256": state.checkpoint_sha256,
         "uptime_s": state.started.elapsed().as_secs(),
@@ -739,4 +749,125 @@ async fn ready(State(state): Shared) -> ApiResult<Response> {
     }
     db(&state, |db| Ok(db.writer().execute_batch("BEGIN IMMEDIATE; ROLLBACK")?)).await?;
     Ok(Json(json!({ "status": "ready" })).into_response())
+}
+
+/// The body of `POST /api/v1/images/{id}/locate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocateRequest {
+    query: Option<String>,
+    keywords: Option<String>,
+    #[serde(default = "default_steps")]
+    steps: Vec<usize>,
+    #[serde(default = "default_score")]
+    score: String,
+    #[serde(default = "default_filter")]
+    filter: String,
+}
+
+fn default_steps() -> Vec<usize> {
+    vec![256, 512, 768]
+}
+
+fn default_score() -> String {
+    "vga".into()
+}
+
+fn default_filter() -> String {
+    "median:251".into()
+}
+
+/// `POST /api/v1/images/{id}/locate`: queues a locate job on a visible image (at most
+/// [`jobs::QUOTA`] per user at a time: 429 beyond).
+async fn locate(State(state): Shared, headers: HeaderMap, Path(raw): Path<String>, body: Body) -> ApiResult<Response> {
+    let caller = user(&state, &headers).await?;
+    let image = visible_image(&state, Some(&caller), &raw).await?;
+    let request: LocateRequest = json_body(body).await?;
+    let params = LocateParams {
+        query: query_text(request.query, "query")?,
+        keywords: query_text(request.keywords, "keywords")?,
+        steps: request.steps,
+        score: request.score,
+        filter: request.filter,
+    };
+    jobs::check(&params).map_err(|(field, message)| ApiError::bad_request(field, message))?;
+    let created = db(&state, move |db| Ok(jobs::create(&mut db.writer(), caller.id, image.id, &params))).await?;
+    let id = created.map_err(|e| match e.downcast_ref::<OverQuota>() {
+        Some(quota) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota", quota.to_string()),
+        None => ApiError::internal(e),
+    })?;
+    let _ = state.wake.lock().map(|w| w.send(()));
+    let location = HeaderValue::from_str(&format!("/api/v1/jobs/{id}")).expect("ascii");
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(json!({ "job_id": id }))).into_response())
+}
+
+/// The job `raw` names if `caller` owns it or is an admin; 404 otherwise.
+async fn own_job(state: &Arc<AppState>, caller: &Caller, raw: &str) -> ApiResult<JobRow> {
+    if !jobs::is_job_id(raw) {
+        return Err(ApiError::bad_request("id", "a job id is 26 characters of base32"));
+    }
+    let id = raw.to_owned();
+    let job = db(state, move |db| db.read(|r| jobs::get(r, &id))).await?;
+    job.filter(|j| caller.admin || j.owner_id == caller.id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such job"))
+}
+
+/// The pictures a finished job has.
+const JOB_FILES: [&str; 3] = ["prob", "heat", "overlay"];
+
+/// `GET /api/v1/jobs/{id}`: status, progress and, once done, the pictures' URLs and centres.
+async fn get_job(State(state): Shared, headers: HeaderMap, Path(raw): Path<String>) -> ApiResult<Response> {
+    let caller = user(&state, &headers).await?;
+    let job = own_job(&state, &caller, &raw).await?;
+    let results: Option<serde_json::Map<String, serde_json::Value>> = (job.status == "done").then(|| {
+        JOB_FILES.iter().map(|f| (f.to_string(), json!(format!("/api/v1/jobs/{}/{f}.png", job.id)))).collect()
+    });
+    Ok(Json(json!({
+        "id": job.id,
+        "image_id": job.image_id,
+        "status": job.status,
+        "progress": { "done": job.done, "total": job.total },
+        "params": job.params,
+        "results": results,
+        "centers": job.centers,
+        "error": job.error,
+        "created": job.created,
+        "started": job.started,
+        "finished": job.finished,
+    }))
+    .into_response())
+}
+
+/// `GET /api/v1/jobs/{id}/{prob|heat|overlay}.png`.
+async fn job_file(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path((raw, file)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let caller = user(&state, &headers).await?;
+    let job = own_job(&state, &caller, &raw).await?;
+    let known = file.strip_suffix(".png").is_some_and(|f| JOB_FILES.contains(&f));
+    if !known || job.status != "done" {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such result (yet)"));
+    }
+    let path = state.folder.results(&job.id).map_err(ApiError::internal)?.join(&file);
+    let bytes = tokio::task::spawn_blocking(move || crate::fsutil::read(&path))
+        .await
+        .map_err(|e| ApiError::internal(e.into()))?
+        .map_err(ApiError::internal)?;
+    Ok(file_response(bytes, "image/png"))
+}
+
+/// `DELETE /api/v1/jobs/{id}`: cancels a queued or running job and removes its results.
+async fn delete_job(State(state): Shared, headers: HeaderMap, Path(raw): Path<String>) -> ApiResult<Response> {
+    let caller = user(&state, &headers).await?;
+    let id = own_job(&state, &caller, &raw).await?.id;
+    let folder = state.folder.clone();
+    db(&state, move |db| {
+        let writer = db.writer();
+        jobs::delete(&writer, &id)?;
+        folder.remove_results(&id)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

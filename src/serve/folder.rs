@@ -95,7 +95,7 @@ pub struct DataFolder {
 impl DataFolder {
     /// The folder at `root`, with its sub-folders created.
     pub fn open(root: &Path) -> Result<DataFolder> {
-        for sub in ["blobs", "thumbs", "tmp"] {
+        for sub in ["blobs", "results", "thumbs", "tmp"] {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
@@ -121,6 +121,38 @@ impl DataFolder {
             bail!("{sha:?} is not a blob name");
         }
         Ok(self.root.join("thumbs").join(format!("{sha}.png")))
+    }
+
+    /// The folder of a locate job's results.
+    pub fn results(&self, job: &str) -> Result<PathBuf> {
+        if !super::jobs::is_job_id(job) {
+            bail!("{job:?} is not a job id");
+        }
+        Ok(self.root.join("results").join(job))
+    }
+
+    /// Removes a job's results, if any.
+    pub fn remove_results(&self, job: &str) -> Result<()> {
+        let dir = self.results(job)?;
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {}", dir.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes the result folders of jobs not in `jobs`; returns how many.
+    pub fn collect_results(&self, jobs: &HashSet<String>) -> Result<usize> {
+        let mut removed = 0;
+        for dir in crate::fsutil::entries_if_present(&self.root.join("results"))? {
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if !jobs.contains(&name) && super::jobs::is_job_id(&name) {
+                self.remove_results(&name)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// A new file in `tmp/` under a random name, created exclusively.

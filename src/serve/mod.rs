@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod folder;
 pub mod images;
+pub mod jobs;
 pub mod store;
 pub mod workers;
 
@@ -56,6 +57,10 @@ pub struct Repairs {
     pub reencoded: usize,
     /// Images searchable at once.
     pub ready: usize,
+    /// Locate jobs that were running, queued again from zero.
+    pub requeued_jobs: usize,
+    /// Result folders of no job, removed.
+    pub orphan_results: usize,
 }
 
 impl std::fmt::Display for Repairs {
@@ -65,6 +70,13 @@ impl std::fmt::Display for Repairs {
             "{} images searchable, {} waiting to be encoded; removed {} unfinished upload(s) and {} unreferenced original(s)",
             self.ready, self.pending, self.temporaries, self.orphan_blobs
         )?;
+        if self.requeued_jobs + self.orphan_results > 0 {
+            write!(
+                f,
+                "; {} interrupted locate job(s) queued again, {} orphan result folder(s) removed",
+                self.requeued_jobs, self.orphan_results
+            )?;
+        }
         if self.reencoded > 0 {
             write!(f, "; {} image(s) to encode again with the new checkpoint", self.reencoded)?;
         }
@@ -87,6 +99,12 @@ fn recover(db: &Database, folder: &DataFolder, config: &ServeConfig, checkpoint_
     store::check_integrity(&writer)?;
     let mut repairs = Repairs { temporaries: folder.sweep_temporaries()?, ..Repairs::default() };
     repairs.orphan_blobs = folder.collect_garbage(&images::referenced_blobs(&writer)?)?;
+    let requeued = jobs::requeue_running(&writer)?;
+    for job in &requeued {
+        folder.remove_results(job)?;
+    }
+    repairs.requeued_jobs = requeued.len();
+    repairs.orphan_results = folder.collect_results(&jobs::all_ids(&writer)?)?;
     match store::meta(&writer, "checkpoint_sha256")? {
         Some(stored) if stored != checkpoint_sha && !config.reencode => bail!(
             "{}: the images in {} were encoded with another checkpoint (SHA-256 {stored}); give --reencode to encode \
@@ -136,6 +154,7 @@ impl Service {
             interactive: interactive.clone(),
             checkpoint_sha256: checkpoint_sha.clone(),
             stop: stop.clone(),
+            max_pixels: config.max_pixels,
         };
         let encode_thread = workers::start_background(&config.checkpoint, config.device, background, wake_rx)?;
         let state = api::AppState::new(db, folder, interactive, wake_tx, config, checkpoint_sha, image_size);

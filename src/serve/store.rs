@@ -12,7 +12,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 pub const DATABASE: &str = "amfmn.sqlite";
 
 /// The schema, one step per version: step `k` takes `user_version` from `k` to `k + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE users (
         id INTEGER PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
@@ -48,7 +49,27 @@ const MIGRATIONS: &[&str] = &["
     );
     CREATE INDEX images_status ON images(status, id);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"];
+",
+    "
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        owner INTEGER NOT NULL REFERENCES users(id),
+        image INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('locate')),
+        params TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+        done INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        error TEXT,
+        centers TEXT,
+        created INTEGER NOT NULL,
+        started INTEGER,
+        finished INTEGER
+    );
+    CREATE INDEX jobs_status ON jobs(status, created);
+    CREATE INDEX jobs_image ON jobs(image);
+",
+];
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {

@@ -18,8 +18,10 @@ use tokio::sync::oneshot;
 use super::auth::Caller;
 use super::folder::DataFolder;
 use super::images::{self, Coded};
+use super::jobs::{self, JobRow};
 use super::store::Database;
 use crate::checkpoint::{Opening, TrainedModel};
+use crate::locate::raster::Gray;
 use crate::model::Model;
 use crate::search::{Query, Searcher};
 
@@ -173,11 +175,7 @@ struct Collection {
 
 impl Collection {
     fn new(model: Model, vocab: crate::text::Vocabulary, codes: Vec<Coded>) -> Result<Collection> {
-        let d = model.embed_dim();
-        let soft = model.net.cross_attention_s.is_soft();
-        let empty = || Tensor::zeros([0, d], (Kind::Float, Device::Cpu));
-        let searcher = Searcher::new(model, vocab, empty(), soft.then(empty));
-        let mut collection = Collection { searcher, rows: Vec::new() };
+        let mut collection = Collection { searcher: empty_searcher(model, vocab), rows: Vec::new() };
         collection.add(codes)?;
         Ok(collection)
     }
@@ -300,6 +298,8 @@ pub struct Background {
     pub interactive: Interactive,
     pub checkpoint_sha256: String,
     pub stop: Arc<AtomicBool>,
+    /// The most pixels a scene may have.
+    pub max_pixels: u64,
 }
 
 /// Starts the background worker; returns once its model is loaded.
@@ -315,7 +315,7 @@ pub fn start_background(
         match open_model(&checkpoint, device) {
             Ok(trained) => {
                 let _ = ready_tx.send(Ok(()));
-                work.run(&trained.model, &wake);
+                work.run(&mut empty_searcher(trained.model, trained.vocab), &wake);
             }
             Err(e) => {
                 let _ = ready_tx.send(Err(e));
@@ -326,13 +326,36 @@ pub fn start_background(
     Ok(thread)
 }
 
+/// A searcher of `model` holding no codes yet.
+fn empty_searcher(model: Model, vocab: crate::text::Vocabulary) -> Searcher {
+    let d = model.embed_dim();
+    let soft = model.net.cross_attention_s.is_soft();
+    let empty = || Tensor::zeros([0, d], (Kind::Float, Device::Cpu));
+    Searcher::new(model, vocab, empty(), soft.then(empty))
+}
+
+/// A locate job stopped because it was cancelled or deleted.
+#[derive(Debug)]
+struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "cancelled")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
 impl Background {
-    fn run(&self, model: &Model, wake: &Receiver<()>) {
+    /// Encodes pending images first, then runs queued locate jobs, until stopped.
+    fn run(&self, searcher: &mut Searcher, wake: &Receiver<()>) {
         while !self.stop.load(Ordering::SeqCst) {
-            match self.encode_batch(model) {
+            let worked =
+                self.encode_batch(&searcher.model).and_then(|encoded| Ok(encoded || self.locate_next(searcher)?));
+            match worked {
                 Ok(true) => continue,
                 Ok(false) => {}
-                Err(e) => crate::report::warn(format!("encoding pending images failed (retrying): {e:#}")),
+                Err(e) => crate::report::warn(format!("background work failed (retrying): {e:#}")),
             }
             match wake.recv_timeout(POLL) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
@@ -389,5 +412,78 @@ impl Background {
         tx.commit()?;
         self.interactive.update(Update::Add(added));
         Ok(())
+    }
+
+    /// Runs the oldest queued locate job; false when there is none.
+    fn locate_next(&self, searcher: &mut Searcher) -> Result<bool> {
+        let Some(job) = self.db.read(jobs::next_queued)? else { return Ok(false) };
+        let outcome = self.locate(searcher, &job);
+        let empty = |t: &Tensor| t.narrow(0, 0, 0);
+        let (fv, gate) = searcher.codes();
+        let (fv, gate) = (empty(fv), gate.map(empty));
+        searcher.set_codes(fv, gate);
+        if let Err(e) = outcome {
+            if !e.is::<Cancelled>() {
+                jobs::fail(&self.db.writer(), &job.id, &crate::fsutil::one_line(&format!("{e:#}")))?;
+            }
+            self.folder.remove_results(&job.id)?;
+        }
+        Ok(true)
+    }
+
+    /// Makes a job's map and pictures, recording progress batch by batch; stops at the first
+    /// batch after the job was cancelled.
+    fn locate(&self, searcher: &mut Searcher, job: &JobRow) -> Result<()> {
+        let Some(image) = self.db.read(|db| images::get(db, job.image_id))? else { bail!(Cancelled) };
+        let blob = self.folder.blob(&image.sha256)?;
+        let settings = jobs::settings(&job.params, self.max_pixels)?;
+        let rects = settings.scene_crops(&blob)?;
+        if !jobs::start(&self.db.writer(), &job.id, rects.len())? {
+            bail!(Cancelled);
+        }
+        let scene = crate::data::image_file::load_rgb_within(&blob, self.max_pixels)?;
+        let mut done = 0;
+        let batching = (settings.crop_resize, settings.batch_size);
+        let codes = crate::locate::crops::encode_crops(&searcher.model, &scene, &rects, batching, |n| {
+            done += n;
+            if !jobs::progress(&self.db.writer(), &job.id, done)? {
+                bail!(Cancelled);
+            }
+            crash_point("mid_locate");
+            Ok(())
+        })?;
+        searcher.set_codes(codes.fv, codes.gate);
+        let query = Query { sentence: job.params.query.clone(), keywords: job.params.keywords.clone() };
+        let scores = Vec::<f32>::try_from(settings.scores(searcher, &query)?)?;
+        let (height, width) = (scene.height() as usize, scene.width() as usize);
+        let (map, _) = settings.probability_map(height, width, &rects, &scores);
+        let centers = serde_json::json!(crate::locate::selo::attention_centres(&map));
+        self.write_results(&job.id, scene, &map, &centers)?;
+        let writer = self.db.writer();
+        if !jobs::finish(&writer, &job.id, &centers)? {
+            self.folder.remove_results(&job.id)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a job's probability map, its JET picture, their overlay on the scene and a
+    /// summary, each atomically.
+    fn write_results(&self, job: &str, scene: image::RgbImage, map: &Gray, centers: &serde_json::Value) -> Result<()> {
+        use crate::locate::render;
+        let dir = self.folder.results(job)?;
+        let gray = image::GrayImage::from_raw(map.width as u32, map.height as u32, map.pixels.clone())
+            .ok_or_else(|| anyhow::anyhow!("a map of the wrong size"))?;
+        let pictures: [(&str, image::DynamicImage); 3] = [
+            ("prob.png", gray.into()),
+            ("heat.png", render::jet_image(map).into()),
+            ("overlay.png", render::overlay(scene, map, 0.3).into()),
+        ];
+        for (name, picture) in pictures {
+            let path = dir.join(name);
+            crate::fsutil::write_atomic(&path, &render::png_bytes(&picture, &path)?)?;
+        }
+        let summary =
+            serde_json::json!({ "job": job, "centers": centers, "checkpoint_sha256": self.checkpoint_sha256 });
+        crate::fsutil::write_atomic(&dir.join("summary.json"), summary.to_string().as_bytes())
     }
 }
