@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use amfmn::checkpoint::Checkpoint;
 use amfmn::model::{Model, ModelConfig, Pass};
@@ -410,34 +409,9 @@ fn retrieve_ranks_images_and_captions() {
     assert!(stderr(&out).contains("changed since i.st was made; re-run amfmn index"), "{}", stderr(&out));
 }
 
-/// Headless Chromium from Debian's package (or `AMFMN_CHROMIUM`).
-fn chromium() -> PathBuf {
-    let path =
-        std::env::var_os("AMFMN_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        path.is_file(),
-        "{} not found: install Debian's chromium (exec/test.sh does) or set AMFMN_CHROMIUM",
-        path.display()
-    );
-    path
-}
-
 /// A screenshot of `page` in headless Chromium with a `width × height` window.
-fn screenshot(page: &Path, (width, height): (u32, u32)) -> image::RgbImage {
-    let profile = tempfile::tempdir().unwrap();
-    let shot = profile.path().join("shot.png");
-    let status = Command::new(chromium())
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
-        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"])
-        .arg(format!("--user-data-dir={}", profile.path().join("profile").display()))
-        .arg(format!("--window-size={width},{height}"))
-        .arg("--force-device-scale-factor=1")
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .unwrap();
-    assert!(shot.is_file(), "no screenshot: {}", String::from_utf8_lossy(&status.stderr));
-    image::open(&shot).unwrap().to_rgb8()
+fn screenshot(page: &Path, size: (u32, u32)) -> image::RgbImage {
+    common::chromium_screenshot(&format!("file://{}", page.display()), size, &[])
 }
 
 #[test]

@@ -655,12 +655,13 @@ fn the_service_scores_like_retrieve() {
     server.terminate();
 }
 
-/// A 256x192 scene: a red left half, a blue right half, a green square in the blue.
+/// A 256x192 scene: a red left half, a blue right half, a green square in the blue (colours
+/// none of [`COLOURS`] has).
 fn scene_png() -> Vec<u8> {
     let scene = image::RgbImage::from_fn(256, 192, |x, y| match (x, y) {
-        (x, _) if x < 128 => image::Rgb([200, 30, 30]),
-        (160..=223, 64..=127) => image::Rgb([30, 180, 40]),
-        _ => image::Rgb([40, 60, 210]),
+        (x, _) if x < 128 => image::Rgb([180, 20, 20]),
+        (160..=223, 64..=127) => image::Rgb([20, 150, 20]),
+        _ => image::Rgb([20, 40, 180]),
     });
     let mut bytes = Vec::new();
     scene.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
@@ -778,4 +779,92 @@ fn a_locate_job_interrupted_by_a_crash_runs_again_from_zero() {
     let (_, log) = server.terminate();
     assert!(log.contains("1 interrupted locate job(s) queued again"), "{log}");
     check_consistent(&f);
+}
+
+/// The DOM of `url` after its scripts ran, from headless Chromium.
+fn dump_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = common::chromium()
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--virtual-time-budget=10000", "--dump-dom", url])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The centre of the pixels of `colour` in `shot` (none: `None`).
+fn centre_of(shot: &image::RgbImage, colour: [u8; 3]) -> Option<(f64, f64)> {
+    let hits: Vec<(u32, u32)> = shot.enumerate_pixels().filter(|p| p.2 .0 == colour).map(|p| (p.0, p.1)).collect();
+    (hits.len() > 1000).then(|| {
+        let n = hits.len() as f64;
+        (hits.iter().map(|h| h.0 as f64).sum::<f64>() / n, hits.iter().map(|h| h.1 as f64).sum::<f64>() / n)
+    })
+}
+
+/// Whether `picture` appears pixel for pixel somewhere in `shot`.
+fn contains(shot: &image::RgbImage, picture: &image::RgbImage) -> bool {
+    let (w, h) = picture.dimensions();
+    let first = picture.get_pixel(0, 0);
+    (0..=shot.height().saturating_sub(h)).any(|y| {
+        (0..=shot.width().saturating_sub(w)).any(|x| {
+            shot.get_pixel(x, y) == first
+                && picture.enumerate_pixels().all(|(px, py, p)| shot.get_pixel(x + px, y + py) == p)
+        })
+    })
+}
+
+#[test]
+fn the_page_shows_ranked_thumbnails_and_a_located_overlay() {
+    let f = fixture();
+    let server = start_server(&f, &[], &["--max-upload", "1MiB"]);
+    for colour in COLOURS {
+        server.upload(&f.ana, &png(colour, 64)).unwrap();
+    }
+    let (_, scene) = server.upload(&f.ana, &scene_png()).unwrap();
+    server.settle(&f.admin);
+    let ranked = server.search(&f.ana, json!({"query": "two white houses", "limit": 24}));
+    let expected: Vec<i64> = ranked["results"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    let url = format!("{}/#token={}&q=two%20white%20houses", server.base, f.ana);
+    let dom = dump_dom(&url);
+    let shown: Vec<i64> =
+        dom.split("data-id=\"").skip(1).map(|s| s.split('"').next().unwrap().parse().unwrap()).collect();
+    assert_eq!(shown, expected, "the cards in rank order");
+    assert!(dom.contains("6 of 6 images"), "{dom}");
+    let shot = common::chromium_screenshot(&url, (900, 900), &["--virtual-time-budget=10000"]);
+    // Each colour's thumbnail sits in its rank's cell: four 180 px cells a row.
+    let rows = server.get("/api/v1/images", &f.ana)["images"].as_array().unwrap().clone();
+    let mut placed = Vec::new();
+    for (rank, id) in expected.iter().enumerate() {
+        let k = rows.iter().position(|r| r["id"] == *id).unwrap();
+        if k < COLOURS.len() {
+            let (x, y) = centre_of(&shot, COLOURS[k]).unwrap_or_else(|| panic!("no thumbnail of image {id}"));
+            placed.push((rank, x, y));
+        }
+    }
+    // The cell of rank r is (r % 4, r / 4): every thumbnail's centre less its cell's offset is
+    // the same point.
+    let origins: Vec<(f64, f64)> =
+        placed.iter().map(|&(rank, x, y)| (x - 180.0 * (rank % 4) as f64, y - 200.0 * (rank / 4) as f64)).collect();
+    assert!(placed.len() == COLOURS.len(), "{placed:?}");
+    assert!(origins.iter().all(|o| (o.0 - origins[0].0).abs() < 1.0 && (o.1 - origins[0].1).abs() < 1.0), "{placed:?}");
+
+    // A finished locate job's overlay, shown by the page pixel for pixel.
+    let image = scene["id"].as_i64().unwrap();
+    let url_locate = format!("{}/api/v1/images/{image}/locate", server.base);
+    let body = json!({"query": "red boat", "steps": [64, 128], "filter": "none"}).to_string();
+    let request = Server::agent().post(&url_locate).header("authorization", &format!("Bearer {}", f.ana));
+    let mut reply = request.header("content-type", "application/json").send(body.as_bytes()).unwrap();
+    let job = serde_json::from_str::<Value>(&reply.body_mut().read_to_string().unwrap()).unwrap()["job_id"].clone();
+    let job = job.as_str().unwrap().to_owned();
+    let began = Instant::now();
+    while server.get(&format!("/api/v1/jobs/{job}"), &f.ana)["status"] != "done"
+        && began.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let overlay = image::open(f.data().join("results").join(&job).join("overlay.png")).unwrap().to_rgb8();
+    let url = format!("{}/#token={}&job={job}", server.base, f.ana);
+    let shot = common::chromium_screenshot(&url, (900, 700), &["--virtual-time-budget=10000"]);
+    assert!(contains(&shot, &overlay), "the overlay is on the page");
+    server.terminate();
 }

@@ -255,6 +255,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/search/text", post(search_text))
         .route("/api/v1/search/image", post(search_image))
         .route("/api/v1/status", get(status))
+        .route("/", get(|| async { page_file(PAGE_HTML, "text/html; charset=utf-8") }))
+        .route("/static/app.js", get(|| async { page_file(PAGE_JS, "text/javascript; charset=utf-8") }))
+        .route("/static/app.css", get(|| async { page_file(PAGE_CSS, "text/css; charset=utf-8") }))
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(ready))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, INTERACTIVE_TIMEOUT));
@@ -272,6 +275,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(header(header::REFERRER_POLICY, "no-referrer"))
+}
+
+/// The page: one HTML file, its script and its style sheet, in the binary.
+const PAGE_HTML: &str = include_str!("page/index.html");
+const PAGE_JS: &str = include_str!("page/app.js");
+const PAGE_CSS: &str = include_str!("page/app.css");
+
+/// A file of the page.
+fn page_file(text: &'static str, media_type: &'static str) -> Response {
+    let headers = [(header::CONTENT_TYPE, media_type), (header::CACHE_CONTROL, "no-cache")];
+    (headers, text).into_response()
 }
 
 /// Query parameters of an upload.

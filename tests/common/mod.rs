@@ -138,7 +138,6 @@ pub fn fresh_checkpoint(dir: &Path) -> PathBuf {
     Checkpoint::save(&ckpt, info, &model, None).unwrap();
     ckpt
 }
-pub mod training;
 
 /// A synthetic set (20 images of 32x32: 16 train, 4 test), its vocabulary and an option file
 /// for 2 epochs of batch 10 at 32x32 on the CPU.
@@ -164,3 +163,41 @@ pub fn tiny_training_set(dir: &Path) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// Headless Chromium from Debian's package (or `AMFMN_CHROMIUM`).
+pub fn chromium() -> Command {
+    let path =
+        std::env::var_os("AMFMN_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        path.is_file(),
+        "{} not found: install Debian's chromium (exec/test.sh does) or set AMFMN_CHROMIUM",
+        path.display()
+    );
+    let mut command = Command::new(path);
+    command.args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]).args([
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+    ]);
+    command
+}
+
+/// A screenshot of `url` in headless Chromium with a `width × height` window (and `extra` flags).
+pub fn chromium_screenshot(url: &str, (width, height): (u32, u32), extra: &[&str]) -> image::RgbImage {
+    let profile = tempfile::tempdir().unwrap();
+    let shot = profile.path().join("shot.png");
+    let status = chromium()
+        .arg(format!("--user-data-dir={}", profile.path().join("profile").display()))
+        .arg(format!("--window-size={width},{height}"))
+        .arg("--force-device-scale-factor=1")
+        .args(extra)
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(shot.is_file(), "no screenshot: {}", String::from_utf8_lossy(&status.stderr));
+    image::open(&shot).unwrap().to_rgb8()
+}
+
+pub mod training;
