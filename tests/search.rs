@@ -367,6 +367,49 @@ fn two_pass_top_k_equals_the_exact_ranking() {
 }
 
 #[test]
+fn queries_encoded_together_equal_queries_encoded_alone() {
+    let vocab =
+        Vocabulary::from_words(["two", "white", "houses", "red", "boat", "<unk>"].map(String::from).to_vec()).unwrap();
+    let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
+    let options = Options::parse(&demo, &["dataset.image_size=64".into(), "dataset.resize=70".into()]).unwrap();
+    let model = Model::new(&ModelConfig::new(&options, vocab.len()), Device::Cpu, 3).unwrap();
+    let searcher = Searcher::new(model, vocab, tch::Tensor::zeros([1, 512], (Kind::Float, Device::Cpu)), None);
+    let query =
+        |s: Option<&str>, k: Option<&str>| Query { sentence: s.map(String::from), keywords: k.map(String::from) };
+    let queries = [
+        query(Some("two white houses"), None),
+        query(Some(""), None),
+        query(Some("red boat"), Some("houses")),
+        query(None, Some("white")),
+    ];
+    // One to four rows take each of the text encoder's two products (see seq2vec).
+    for n in 1..=queries.len() {
+        let together = searcher.encode_all(&queries[..n]);
+        for (q, encoded) in queries.iter().zip(together) {
+            let alone = searcher.encode(q);
+            let (together, alone) = match (encoded, alone) {
+                (Err(a), Err(b)) => {
+                    assert_eq!(a.to_string(), b.to_string(), "the same error, for this query alone");
+                    continue;
+                }
+                (Ok(a), Ok(b)) => (a, b),
+                (a, b) => panic!("{:?} vs {:?}", a.is_ok(), b.is_ok()),
+            };
+            let codes = |e: &amfmn::search::EncodedQuery| match e {
+                amfmn::search::EncodedQuery::Single(t) => vec![t.shallow_clone()],
+                amfmn::search::EncodedQuery::Fused { sentence, keywords } => {
+                    vec![sentence.shallow_clone(), keywords.shallow_clone()]
+                }
+            };
+            for (a, b) in codes(&together).iter().zip(codes(&alone)) {
+                let diff = (a - &b).abs().max().double_value(&[]);
+                assert!(diff <= 1e-5, "{n} queries: {diff}");
+            }
+        }
+    }
+}
+
+#[test]
 fn retrieve_ranks_images_and_captions() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());

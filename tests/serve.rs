@@ -495,6 +495,14 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A failing test must not leave its server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The data folder's state after a crash, as start-up and a reader see it: integrity, files in
 /// `tmp/`, blobs without a row.
 fn check_consistent(f: &Fixture) {
@@ -542,11 +550,10 @@ fn a_crash_at_any_step_leaves_the_state_before_or_after_it() {
     let f = fixture();
     let cases = [("after_blob", false), ("before_commit", false), ("after_commit", true), ("mid_encode", true)];
     for (k, (point, kept)) in cases.into_iter().enumerate() {
-        let server = start_server(&f, &[("AMFMN_SERVE_CRASH_AT", point)], &[]);
+        let mut server = start_server(&f, &[("AMFMN_SERVE_CRASH_AT", point)], &[]);
         let bytes = png([40 * k as u8, 7, 7], 16);
         let reply = server.upload(&f.ana, &bytes);
-        let mut child = server.child;
-        let status = child.wait().unwrap();
+        let status = server.child.wait().unwrap();
         assert!(!status.success(), "{point}: the server aborted");
         if point != "mid_encode" {
             assert!(reply.is_none(), "{point}: no acknowledgement before the crash: {reply:?}");
@@ -754,7 +761,7 @@ async fn locate_jobs_make_the_map_locate_makes() {
 #[test]
 fn a_locate_job_interrupted_by_a_crash_runs_again_from_zero() {
     let f = fixture();
-    let server = start_server(&f, &[("AMFMN_SERVE_CRASH_AT", "mid_locate")], &["--max-upload", "1MiB"]);
+    let mut server = start_server(&f, &[("AMFMN_SERVE_CRASH_AT", "mid_locate")], &["--max-upload", "1MiB"]);
     let (_, body) = server.upload(&f.ana, &scene_png()).unwrap();
     let image = body["id"].as_i64().unwrap();
     server.settle(&f.admin);
@@ -764,8 +771,7 @@ fn a_locate_job_interrupted_by_a_crash_runs_again_from_zero() {
     let mut reply = request.header("content-type", "application/json").send(body.as_bytes()).unwrap();
     let job: Value = serde_json::from_str(&reply.body_mut().read_to_string().unwrap()).unwrap();
     let job = job["job_id"].as_str().unwrap().to_owned();
-    let mut child = server.child;
-    assert!(!child.wait().unwrap().success(), "aborted after the first crop batch");
+    assert!(!server.child.wait().unwrap().success(), "aborted after the first crop batch");
     let server = start_server(&f, &[], &[]);
     let began = Instant::now();
     let done = loop {
@@ -867,4 +873,100 @@ fn the_page_shows_ranked_thumbnails_and_a_located_overlay() {
     let shot = common::chromium_screenshot(&url, (900, 700), &["--virtual-time-budget=10000"]);
     assert!(contains(&shot, &overlay), "the overlay is on the page");
     server.terminate();
+}
+
+/// One client of the concurrency test: 100 operations of one user on their own uploads, mixed
+/// by a seeded stream; returns the ids it still holds, and checks as it goes that nothing answers
+/// 5xx and no search shows an image it deleted.
+async fn client(router: axum::Router, token: String, seed: u64) -> Vec<i64> {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (mut mine, mut deleted) = (Vec::<i64>::new(), Vec::<i64>::new());
+    for step in 0..100 {
+        let choice = rng.random_range(0..10);
+        let reply = match choice {
+            0..=3 => {
+                let colour = [seed as u8 * 30, step as u8 * 2, rng.random::<u8>()];
+                let query = if rng.random::<bool>() { "visibility=public" } else { "" };
+                let reply = upload(&router, &token, png(colour, 16), query).await;
+                mine.extend(reply.json()["id"].as_i64());
+                reply
+            }
+            4..=6 => {
+                let reply =
+                    post_json(&router, "/api/v1/search/text", Some(&token), json!({"keywords": "boat", "limit": 100}))
+                        .await;
+                let shown: Vec<i64> = reply.json()["results"]
+                    .as_array()
+                    .map_or(vec![], |r| r.iter().map(|h| h["id"].as_i64().unwrap()).collect());
+                assert!(shown.iter().all(|id| !deleted.contains(id)), "a deleted image was found");
+                reply
+            }
+            7 | 8 if !mine.is_empty() => {
+                let id = mine[rng.random_range(0..mine.len())];
+                let visibility = if rng.random::<bool>() { "public" } else { "private" };
+                let body = Body::from(json!({ "visibility": visibility }).to_string());
+                call(&router, "PATCH", &format!("/api/v1/images/{id}"), Some(&token), body, "application/json").await
+            }
+            _ if !mine.is_empty() => {
+                let id = mine.swap_remove(rng.random_range(0..mine.len()));
+                deleted.push(id);
+                call(&router, "DELETE", &format!("/api/v1/images/{id}"), Some(&token), Body::empty(), "").await
+            }
+            _ => continue,
+        };
+        assert!(reply.status.as_u16() < 500, "step {step}: {} {:?}", reply.status, reply.json());
+    }
+    mine
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_clients_leave_a_consistent_service() {
+    let f = fixture();
+    let service = Service::start(&ServeConfig { queue: 64, ..f.config() }).unwrap();
+    let router = service.router();
+    let tokens = [&f.ana, &f.bo];
+    let tasks: Vec<_> =
+        (0..8u64).map(|k| tokio::spawn(client(router.clone(), tokens[k as usize % 2].clone(), k))).collect();
+    let mut kept = Vec::new();
+    for task in tasks {
+        kept.extend(task.await.unwrap());
+    }
+    let began = Instant::now();
+    let status = loop {
+        let status = get(&router, "/api/v1/status", &f.admin).await.json();
+        if status["images"].get("pending").is_none() || began.elapsed() > Duration::from_secs(120) {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let db = store::open(&f.data().join(store::DATABASE), false).unwrap();
+    let ready: i64 = db.query_row("SELECT COUNT(*) FROM images WHERE status = 'ready'", [], |r| r.get(0)).unwrap();
+    let rows: i64 = db.query_row("SELECT COUNT(*) FROM images", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows as usize, kept.len(), "every upload kept is a row, every delete is gone");
+    assert_eq!((status["images"]["ready"].as_i64(), status["searchable"].as_i64()), (Some(ready), Some(ready)));
+    for (token, user) in [(&f.ana, "ana"), (&f.bo, "bo")] {
+        let found = post_json(&router, "/api/v1/search/text", Some(token), json!({"keywords": "boat", "limit": 100}))
+            .await
+            .json();
+        let visible: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM images i JOIN users u ON u.id = i.owner WHERE i.status = 'ready' AND (u.name = ?1 OR i.visibility = 'public')",
+                [user],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(found["total_visible"].as_i64(), Some(visible), "{user}");
+        for hit in found["results"].as_array().unwrap() {
+            let (owner, visibility): (String, String) = db
+                .query_row(
+                    "SELECT u.name, i.visibility FROM images i JOIN users u ON u.id = i.owner WHERE i.id = ?1",
+                    [hit["id"].as_i64().unwrap()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            assert!(owner == user || visibility == "public", "{user} was shown {hit}");
+        }
+    }
+    service.shutdown().unwrap();
 }

@@ -28,6 +28,34 @@ pub struct Query {
     pub keywords: Option<String>,
 }
 
+/// A query's word ids: of its sentence, of its keywords.
+type QueryWords = (Option<Vec<i64>>, Option<Vec<i64>>);
+
+/// A query's text codes.
+pub enum EncodedQuery {
+    /// One text (a sentence or keywords), `[1, d]`.
+    Single(Tensor),
+    /// A sentence and keywords, each `[1, d]`, fused by the model.
+    Fused { sentence: Tensor, keywords: Tensor },
+}
+
+impl EncodedQuery {
+    fn of(sentence: Option<Tensor>, keywords: Option<Tensor>) -> Result<EncodedQuery> {
+        match (sentence, keywords) {
+            (Some(t), None) | (None, Some(t)) => Ok(EncodedQuery::Single(t)),
+            (Some(sentence), Some(keywords)) => Ok(EncodedQuery::Fused { sentence, keywords }),
+            (None, None) => bail!("give --query, --keywords or both"),
+        }
+    }
+
+    fn texts(&self) -> TextCodes<'_> {
+        match self {
+            EncodedQuery::Single(t) => TextCodes::Single(t),
+            EncodedQuery::Fused { sentence, keywords } => TextCodes::Fused { sentence, keywords },
+        }
+    }
+}
+
 /// Scores text queries against the codes of an index.
 pub struct Searcher {
     pub model: Model,
@@ -100,17 +128,46 @@ impl Searcher {
         Ok(self.encode_ids(&[self.query_words(text)?]))
     }
 
-    /// The score of every indexed image for `query`, `[N]` on the CPU.
-    pub fn scores(&self, query: &Query) -> Result<Tensor> {
+    /// The text codes of a query: its sentence's or keywords' code `[1, d]`, or both.
+    pub fn encode(&self, query: &Query) -> Result<EncodedQuery> {
         let sentence = query.sentence.as_deref().map(|s| self.encode_query(s)).transpose()?;
         let keywords = query.keywords.as_deref().map(|k| self.encode_query(k)).transpose()?;
-        let texts = match (&sentence, &keywords) {
-            (Some(t), None) | (None, Some(t)) => TextCodes::Single(t),
-            (Some(sentence), Some(keywords)) => TextCodes::Fused { sentence, keywords },
-            (None, None) => bail!("give --query, --keywords or both"),
+        EncodedQuery::of(sentence, keywords)
+    }
+
+    /// The text codes of several queries, their texts encoded together in one pass of the text
+    /// encoder (its cost hardly grows with the batch); each query's own error stays its own.
+    pub fn encode_all(&self, queries: &[Query]) -> Vec<Result<EncodedQuery>> {
+        let words = |text: &Option<String>| text.as_deref().map(|t| self.query_words(t)).transpose();
+        let ids: Vec<Result<QueryWords>> =
+            queries.iter().map(|q| Ok((words(&q.sentence)?, words(&q.keywords)?))).collect();
+        let texts: Vec<Vec<i64>> = ids.iter().flatten().flat_map(|(s, k)| s.iter().chain(k.iter())).cloned().collect();
+        let codes = if texts.is_empty() { None } else { Some(self.encode_ids(&texts)) };
+        let mut row = 0i64;
+        let mut next = |present: bool| {
+            present.then(|| {
+                row += 1;
+                codes.as_ref().expect("encoded").narrow(0, row - 1, 1)
+            })
         };
-        let scores = self.scorer().score_matrix(&self.images, &texts, Precision::Exact);
-        Ok(scores.squeeze_dim(1).to_device(Device::Cpu).to_kind(Kind::Float))
+        ids.into_iter()
+            .map(|ids| {
+                let (sentence, keywords) = ids?;
+                let sentence = next(sentence.is_some());
+                EncodedQuery::of(sentence, next(keywords.is_some()))
+            })
+            .collect()
+    }
+
+    /// The score of every indexed image for `query`, `[N]` on the CPU.
+    pub fn scores(&self, query: &Query) -> Result<Tensor> {
+        Ok(self.encoded_scores(&self.encode(query)?))
+    }
+
+    /// The score of every indexed image for encoded texts, `[N]` on the CPU.
+    fn encoded_scores(&self, query: &EncodedQuery) -> Tensor {
+        let scores = self.scorer().score_matrix(&self.images, &query.texts(), Precision::Exact);
+        scores.squeeze_dim(1).to_device(Device::Cpu).to_kind(Kind::Float)
     }
 
     /// The plain cosine cos(Fv, t) of every indexed image with the query's one text (SLM's
@@ -138,15 +195,15 @@ impl Searcher {
     /// `None`): the others are left out before the k best are chosen, so the result is exact
     /// over the visible images, and holds fewer than `k` when fewer are visible.
     pub fn top_visible(&self, query: &Query, k: usize, visible: Option<&Tensor>) -> Result<Vec<(usize, f32)>> {
-        let single = match (&query.sentence, &query.keywords) {
-            (Some(s), None) | (None, Some(s)) => Some(s.as_str()),
-            _ => None,
+        self.top_encoded(&self.encode(query)?, k, visible)
+    }
+
+    /// [`Searcher::top_visible`] for encoded texts.
+    pub fn top_encoded(&self, query: &EncodedQuery, k: usize, visible: Option<&Tensor>) -> Result<Vec<(usize, f32)>> {
+        let (EncodedQuery::Single(t), Some(_)) = (query, &self.images.gate) else {
+            return Ok(top_k_visible(&self.encoded_scores(query), k, visible));
         };
-        let (Some(text), Some(_)) = (single, &self.images.gate) else {
-            return Ok(top_k_visible(&self.scores(query)?, k, visible));
-        };
-        let t = self.encode_query(text)?;
-        let texts = TextCodes::Single(&t);
+        let texts = TextCodes::Single(t);
         let rough = self.scorer().score_matrix(&self.images, &texts, Precision::Half).squeeze_dim(1);
         let rough = hide(rough.to_device(Device::Cpu), visible);
         let best = top_k(&rough, k);

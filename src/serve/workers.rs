@@ -27,6 +27,8 @@ use crate::search::{Query, Searcher};
 
 /// Images encoded per batch by the background worker.
 const ENCODE_BATCH: i64 = 32;
+/// Text searches answered together at most (their texts encoded in one batch).
+const TEXT_BATCH: usize = 16;
 /// How often the background worker looks for pending images without being woken.
 const POLL: Duration = Duration::from_secs(2);
 
@@ -180,30 +182,57 @@ impl Collection {
         Ok(collection)
     }
 
+    /// Answers messages until stopped. Text searches waiting together are answered together:
+    /// their texts go through the text encoder in one batch.
     fn serve(&mut self, receiver: Receiver<Message>, waiting: &AtomicUsize) {
-        while let Ok(message) = receiver.recv() {
-            let request = !matches!(message, Message::Update(_) | Message::Stop);
-            match message {
-                Message::Text(query, page, reply) => {
-                    let _ = reply.send(self.rank(&page, |s, k, v| s.top_visible(&query, k, v)));
+        while let Ok(first) = receiver.recv() {
+            let (mut texts, mut message, mut stop) = (Vec::new(), Some(first), false);
+            while let Some(next) = message.take() {
+                match next {
+                    Message::Text(query, page, reply) => texts.push((query, page, reply)),
+                    Message::Stop => stop = true,
+                    other => self.handle(other, waiting),
                 }
-                Message::Image(query, page, reply) => {
-                    let _ = reply.send(self.rank_image(query, &page));
+                if texts.len() < TEXT_BATCH && !stop {
+                    message = receiver.try_recv().ok();
                 }
-                Message::Count(reply) => {
-                    let _ = reply.send(self.rows.len());
-                }
-                Message::Update(update) => {
-                    if let Err(e) = self.apply(update) {
-                        crate::report::warn(format!("the search thread could not update its codes: {e:#}"));
-                    }
-                }
-                Message::Stop => return,
             }
-            if request {
-                waiting.fetch_sub(1, Ordering::SeqCst);
+            self.answer_texts(texts, waiting);
+            if stop {
+                return;
             }
         }
+    }
+
+    /// Answers text searches, their texts encoded in one batch.
+    fn answer_texts(&self, texts: Vec<(Query, Page, oneshot::Sender<Result<Ranked>>)>, waiting: &AtomicUsize) {
+        let queries: Vec<Query> = texts.iter().map(|t| t.0.clone()).collect();
+        let encoded = self.searcher.encode_all(&queries);
+        for ((_, page, reply), encoded) in texts.into_iter().zip(encoded) {
+            let ranked = encoded.and_then(|e| self.rank(&page, |s, k, v| s.top_encoded(&e, k, v)));
+            let _ = reply.send(ranked);
+            waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Answers any other message.
+    fn handle(&mut self, message: Message, waiting: &AtomicUsize) {
+        match message {
+            Message::Image(query, page, reply) => {
+                let _ = reply.send(self.rank_image(query, &page));
+            }
+            Message::Count(reply) => {
+                let _ = reply.send(self.rows.len());
+            }
+            Message::Update(update) => {
+                if let Err(e) = self.apply(update) {
+                    crate::report::warn(format!("the search thread could not update its codes: {e:#}"));
+                }
+                return;
+            }
+            Message::Text(..) | Message::Stop => unreachable!("answered by serve"),
+        }
+        waiting.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Which rows `caller` may see (`None`: all, for an admin).
