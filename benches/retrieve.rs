@@ -10,16 +10,12 @@ use std::time::Instant;
 use amfmn::model::{Model, ModelConfig};
 use amfmn::options::Options;
 use amfmn::search::{Query, Searcher};
-use amfmn::text::Vocabulary;
 use tch::{Device, Kind, Tensor};
 
-const SENTENCES: [&str; 5] = [
-    "two white houses next to a baseball field",
-    "many planes are parked next to a long building in an airport",
-    "a river with two bridges and green banks",
-    "some red boats are moored in the port",
-    "dense green trees cover the forest",
-];
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::SENTENCES;
 
 fn main() -> anyhow::Result<()> {
     amfmn::device::tune_allocator();
@@ -27,12 +23,7 @@ fn main() -> anyhow::Result<()> {
     let n: i64 = args.first().map_or(Ok(10_000), |s| s.parse())?;
     let queries: usize = args.get(1).map_or(Ok(20), |s| s.parse())?;
     let options = Options::parse(&std::fs::read_to_string("option/RSITMD_AMFMN.yaml")?, &[])?;
-    let mut words: Vec<String> = SENTENCES.iter().flat_map(|s| s.split(' ')).map(str::to_owned).collect();
-    words.sort();
-    words.dedup();
-    words.extend((words.len()..1348).map(|i| format!("w{i}")));
-    words.push("<unk>".into());
-    let vocab = Vocabulary::from_words(words)?;
+    let vocab = common::sentence_vocabulary();
     let model = Model::new(&ModelConfig::new(&options, vocab.len()), Device::Cpu, 0)?;
     tch::manual_seed(1);
     let fv = Tensor::randn([n, 512], (Kind::Float, Device::Cpu));

@@ -14,59 +14,21 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use amfmn::checkpoint::{Checkpoint, CheckpointInfo, CheckpointKind};
-use amfmn::model::{Model, ModelConfig};
 use amfmn::options::Options;
 use amfmn::serve::images::{self, NewImage};
 use amfmn::serve::{auth, store};
-use amfmn::text::Vocabulary;
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
-const SENTENCES: [&str; 5] = [
-    "two white houses next to a baseball field",
-    "many planes are parked next to a long building in an airport",
-    "a river with two bridges and green banks",
-    "some red boats are moored in the port",
-    "dense green trees cover the forest",
-];
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-/// A fresh full-size model's checkpoint in `dir/ckpt`, with its vocabulary.
+use common::SENTENCES;
+
+/// A fresh full-size model's checkpoint (the RSITMD option file) in `dir/ckpt`.
 fn checkpoint(dir: &Path) -> Result<PathBuf> {
-    let mut words: Vec<String> = SENTENCES.iter().flat_map(|s| s.split(' ')).map(str::to_owned).collect();
-    words.sort();
-    words.dedup();
-    words.extend((words.len()..1348).map(|i| format!("w{i}")));
-    words.push("<unk>".into());
-    let vocab = Vocabulary::from_words(words)?;
     let options = Options::parse(&std::fs::read_to_string("option/RSITMD_AMFMN.yaml")?, &[])?;
-    let model = Model::new(&ModelConfig::new(&options, vocab.len()), Device::Cpu, 0)?;
-    let info = CheckpointInfo {
-        kind: CheckpointKind::Best,
-        fold: 0,
-        epoch: 1,
-        batch: 0,
-        best_rsum: 0.0,
-        eiters: 0,
-        lr: 2e-4,
-        split_seed: 0,
-        vocab_path: "v.json".into(),
-        vocab_size: vocab.len(),
-        vocab_sha256: None,
-        metrics: None,
-        options,
-        amfmn_version: "bench".into(),
-        model_file: String::new(),
-        optimizer_file: None,
-        model_sha256: None,
-        optimizer_sha256: None,
-        initial_weights: None,
-        vocabulary: Some(vocab.words().to_vec()),
-        model_config: None,
-    };
-    let ckpt = dir.join("ckpt");
-    Checkpoint::save(&ckpt, info, &model, None)?;
-    Ok(ckpt)
+    Ok(common::untrained_checkpoint(dir, options, &common::sentence_vocabulary(), 0))
 }
 
 /// A data folder with one user (whose token is returned) owning `n` ready images with synthetic

@@ -100,7 +100,6 @@ pub fn torch_save(dir: &Path, weights: &Path, options: &amfmn::options::Options,
 /// A vocabulary `v.json` and the checkpoint `ckpt/` (with sidecar) of a fresh 64x64 model of
 /// 32-d codes, soft attention, in `dir`; returns the checkpoint folder.
 pub fn fresh_checkpoint(dir: &Path) -> PathBuf {
-    use amfmn::checkpoint::{Checkpoint, CheckpointInfo, CheckpointKind};
     let words = ["two", "white", "houses", "baseball", "field", "red", "boat", "port", "<unk>"];
     let vocab = amfmn::text::Vocabulary::from_words(words.iter().map(|w| w.to_string()).collect()).unwrap();
     let mut outputs = amfmn::fsutil::owned::Outputs::new(dir, "vocab", false).unwrap();
@@ -109,8 +108,20 @@ pub fn fresh_checkpoint(dir: &Path) -> PathBuf {
     let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
     let sets = ["dataset.vocab_path=v.json", "dataset.image_size=64", "dataset.resize=70", "model.embed.embed_dim=32"];
     let options = amfmn::options::Options::parse(&demo, &sets.map(String::from)).unwrap();
+    untrained_checkpoint(dir, options, &vocab, 7)
+}
+
+/// The checkpoint `ckpt/` in `dir` of a fresh model of `options` and `vocab` (seeded by
+/// `seed`), recording its vocabulary; returns the checkpoint folder.
+pub fn untrained_checkpoint(
+    dir: &Path,
+    options: amfmn::options::Options,
+    vocab: &amfmn::text::Vocabulary,
+    seed: u64,
+) -> PathBuf {
+    use amfmn::checkpoint::{Checkpoint, CheckpointInfo, CheckpointKind};
     let config = amfmn::model::ModelConfig::new(&options, vocab.len());
-    let model = amfmn::model::Model::new(&config, tch::Device::Cpu, 7).unwrap();
+    let model = amfmn::model::Model::new(&config, tch::Device::Cpu, seed).unwrap();
     let info = CheckpointInfo {
         kind: CheckpointKind::Best,
         fold: 0,
@@ -137,6 +148,25 @@ pub fn fresh_checkpoint(dir: &Path) -> PathBuf {
     let ckpt = dir.join("ckpt");
     Checkpoint::save(&ckpt, info, &model, None).unwrap();
     ckpt
+}
+
+/// Sentences of remote-sensing captions, for search benchmarks.
+pub const SENTENCES: [&str; 5] = [
+    "two white houses next to a baseball field",
+    "many planes are parked next to a long building in an airport",
+    "a river with two bridges and green banks",
+    "some red boats are moored in the port",
+    "dense green trees cover the forest",
+];
+
+/// A vocabulary of RSITMD's size (1349 words) holding the words of [`SENTENCES`].
+pub fn sentence_vocabulary() -> amfmn::text::Vocabulary {
+    let mut words: Vec<String> = SENTENCES.iter().flat_map(|s| s.split(' ')).map(str::to_owned).collect();
+    words.sort();
+    words.dedup();
+    words.extend((words.len()..1348).map(|i| format!("w{i}")));
+    words.push("<unk>".into());
+    amfmn::text::Vocabulary::from_words(words).unwrap()
 }
 
 /// A synthetic set (20 images of 32x32: 16 train, 4 test), its vocabulary and an option file
