@@ -90,6 +90,20 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Whether a valid token's `last_used` is due to be written (at most every
+    /// [`TOUCH_EVERY`]); only tokens that authenticated are remembered, so the map stays as
+    /// small as the token table.
+    fn touch_due(&self, token: &str) -> bool {
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        let due = touched.get(token).is_none_or(|t| t.elapsed() >= TOUCH_EVERY);
+        if due {
+            touched.insert(token.to_owned(), Instant::now());
+        }
+        due
+    }
+}
+
 type Shared = State<Arc<AppState>>;
 
 /// An error response.
@@ -155,16 +169,18 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Runs blocking work (files, decoding) on the blocking pool; its error is an internal one.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> anyhow::Result<T> + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::internal(e.into()))?.map_err(ApiError::internal)
+}
+
 /// Runs database work on a blocking thread.
 async fn db<T: Send + 'static>(
     state: &Arc<AppState>,
     work: impl FnOnce(&Database) -> anyhow::Result<T> + Send + 'static,
 ) -> ApiResult<T> {
     let state = state.clone();
-    tokio::task::spawn_blocking(move || work(&state.db))
-        .await
-        .map_err(|e| ApiError::internal(e.into()))?
-        .map_err(ApiError::internal)
+    blocking(move || work(&state.db)).await
 }
 
 /// The caller a request's bearer token stands for; `None` without an `Authorization` header.
@@ -174,19 +190,11 @@ async fn caller(state: &Arc<AppState>, headers: &HeaderMap) -> ApiResult<Option<
     if token.len() > 256 {
         return Err(ApiError::unauthorized());
     }
-    let token = token.to_owned();
-    let touch = {
-        let mut touched = state.touched.lock().unwrap_or_else(|e| e.into_inner());
-        let due = touched.get(&token).is_none_or(|t| t.elapsed() >= TOUCH_EVERY);
-        if due {
-            touched.insert(token.clone(), Instant::now());
-        }
-        due
-    };
-    let found = db(state, move |db| {
-        let found = db.read(|r| auth::authenticate(r, &token))?;
-        if touch && found.is_some() {
-            auth::touch(&db.writer(), &token)?;
+    let (token, shared) = (token.to_owned(), state.clone());
+    let found = blocking(move || {
+        let found = shared.db.read(|r| auth::authenticate(r, &token))?;
+        if found.is_some() && shared.touch_due(&token) {
+            auth::touch(&shared.db.writer(), &token)?;
         }
         Ok(found)
     })
@@ -419,20 +427,20 @@ async fn upload(
         bytes: received.bytes,
     };
     let folder = state.folder.clone();
-    let (id, created) = db(&state, move |db| {
+    let (id, created, row) = db(&state, move |db| {
         let mut writer = db.writer();
         folder.keep_blob(&received.path, &received.sha256)?;
         crash_point("after_blob");
         let tx = writer.transaction()?;
-        let inserted = images::insert(&tx, &image)?;
+        let (id, created) = images::insert(&tx, &image)?;
         crash_point("before_commit");
         tx.commit()?;
         crash_point("after_commit");
-        Ok(inserted)
+        Ok((id, created, images::get(&writer, id)?))
     })
     .await?;
     let _ = state.wake.lock().map(|w| w.send(()));
-    let row = db(&state, move |db| db.read(|r| images::get(r, id))).await?.ok_or_else(ApiError::not_found)?;
+    let row = row.ok_or_else(ApiError::not_found)?;
     let status = if created { StatusCode::ACCEPTED } else { StatusCode::OK };
     let location = HeaderValue::from_str(&format!("/api/v1/images/{id}")).expect("ascii");
     Ok((status, [(header::LOCATION, location)], Json(json!({ "id": id, "sha256": row.sha256, "status": row.status })))
@@ -492,10 +500,7 @@ async fn image_file(State(state): Shared, headers: HeaderMap, Path(raw): Path<St
     let format =
         Format::from_name(&row.format).ok_or_else(|| ApiError::internal(anyhow::anyhow!("format {}", row.format)))?;
     let blob = state.folder.blob(&row.sha256).map_err(ApiError::internal)?;
-    let bytes = tokio::task::spawn_blocking(move || crate::fsutil::read(&blob))
-        .await
-        .map_err(|e| ApiError::internal(e.into()))?
-        .map_err(ApiError::internal)?;
+    let bytes = blocking(move || crate::fsutil::read(&blob)).await?;
     Ok(file_response(bytes, format.media_type()))
 }
 
@@ -865,10 +870,7 @@ async fn job_file(
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such result (yet)"));
     }
     let path = state.folder.results(&job.id).map_err(ApiError::internal)?.join(&file);
-    let bytes = tokio::task::spawn_blocking(move || crate::fsutil::read(&path))
-        .await
-        .map_err(|e| ApiError::internal(e.into()))?
-        .map_err(ApiError::internal)?;
+    let bytes = blocking(move || crate::fsutil::read(&path)).await?;
     Ok(file_response(bytes, "image/png"))
 }
 

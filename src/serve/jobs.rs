@@ -115,8 +115,7 @@ pub fn get(db: &Connection, id: &str) -> Result<Option<JobRow>> {
     Ok(db.query_row(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), [id], job_row).optional()?)
 }
 
-/// The oldest queued job, marked running with `total` crops to do by `start` (which may refuse
-/// it: then the job fails with that reason).
+/// The oldest queued job ([`start`] marks it running).
 pub fn next_queued(db: &Connection) -> Result<Option<JobRow>> {
     let sql = format!("SELECT {COLUMNS} FROM jobs WHERE status = 'queued' ORDER BY created, rowid LIMIT 1");
     Ok(db.query_row(&sql, [], job_row).optional()?)

@@ -128,24 +128,22 @@ fn recover(db: &Database, folder: &DataFolder, config: &ServeConfig, checkpoint_
 }
 
 impl Service {
-    /// Opens the data folder, repairs it, loads the model on both threads and starts them.
+    /// Opens the data folder, repairs it, loads the model (once per thread) and starts both threads.
     pub fn start(config: &ServeConfig) -> Result<Service> {
         let folder = DataFolder::open(&config.data)?;
         let db = Arc::new(Database::new(store::open(&folder.database(), true)?, &folder.database()));
-        let trained =
-            crate::checkpoint::TrainedModel::open(&config.checkpoint, crate::checkpoint::Opening::on(Device::Cpu))?;
+        let opening = crate::checkpoint::Opening::on(config.device);
+        let trained = crate::checkpoint::TrainedModel::open(&config.checkpoint, opening)?;
         let checkpoint_sha = trained.weights_sha256()?;
         let (embed_dim, image_size) = (trained.model.embed_dim(), trained.model.image_size());
         let soft = trained.model.net.cross_attention_s.is_soft();
-        drop(trained);
         let repairs = recover(&db, &folder, config, &checkpoint_sha)?;
         store::set_meta(&db.writer(), "embed_dim", &embed_dim.to_string())?;
         let codes = db.read(|r| images::ready_codes(r, embed_dim as usize))?;
         if codes.iter().any(|c| c.gate.is_some() != soft) {
             bail!("the stored codes do not fit the checkpoint's attention type: give --reencode");
         }
-        let (interactive, search_thread) =
-            workers::start_interactive(&config.checkpoint, config.device, codes, config.queue)?;
+        let (interactive, search_thread) = workers::start_interactive(trained, codes, config.queue)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (wake_tx, wake_rx) = std::sync::mpsc::channel();
         let background = Background {

@@ -141,31 +141,18 @@ fn open_model(checkpoint: &std::path::Path, device: Device) -> Result<TrainedMod
     TrainedModel::open(checkpoint, Opening::on(device))
 }
 
-/// Starts the interactive worker with the ready codes; returns once its model is loaded.
+/// Starts the interactive worker on `trained` (moved to its thread) with the ready codes.
 pub fn start_interactive(
-    checkpoint: &std::path::Path,
-    device: Device,
+    trained: TrainedModel,
     codes: Vec<Coded>,
     queue: usize,
 ) -> Result<(Interactive, std::thread::JoinHandle<()>)> {
     let (sender, receiver) = channel();
-    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let waiting = Arc::new(AtomicUsize::new(0));
-    let checkpoint = checkpoint.to_owned();
     let counter = waiting.clone();
-    let thread = std::thread::Builder::new().name("amfmn-search".into()).spawn(move || {
-        let state = open_model(&checkpoint, device).and_then(|t| Collection::new(t.model, t.vocab, codes));
-        match state {
-            Ok(mut collection) => {
-                let _ = ready_tx.send(Ok(()));
-                collection.serve(receiver, &counter);
-            }
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
-            }
-        }
-    })?;
-    ready_rx.recv().map_err(|_| anyhow::anyhow!("the search thread stopped while loading the model"))??;
+    let mut collection = Collection::new(trained.model, trained.vocab, codes)?;
+    let thread =
+        std::thread::Builder::new().name("amfmn-search".into()).spawn(move || collection.serve(receiver, &counter))?;
     Ok((Interactive { sender, waiting, queue: queue.max(1) }, thread))
 }
 
