@@ -339,7 +339,10 @@ fn two_pass_top_k_equals_the_exact_ranking() {
     for text in ["two white houses", "red boat", "houses"] {
         let query = Query { sentence: Some(text.into()), keywords: None };
         let exact = amfmn::search::top_k(&searcher.scores(&query).unwrap(), 25);
-        assert_eq!(searcher.top(&query, 25).unwrap(), exact, "{text}");
+        let top = searcher.top(&query, 25).unwrap();
+        assert_eq!(top.iter().map(|h| h.0).collect::<Vec<_>>(), exact.iter().map(|h| h.0).collect::<Vec<_>>());
+        // The shortlist's product rounds the last bit as its length has it.
+        assert!(top.iter().zip(&exact).all(|(a, b)| (a.1 - b.1).abs() <= 1e-6), "{text}: {top:?}");
     }
     // Visibility applied before the k best are chosen: exact over the visible images, which
     // are picked here among the best of all so the two-pass shortlist must exclude the others.
@@ -364,6 +367,17 @@ fn two_pass_top_k_equals_the_exact_ranking() {
     let fused = Query { sentence: Some("red boat".into()), keywords: Some("houses".into()) };
     let ranked = searcher.top_visible(&fused, 100, Some(&mask)).unwrap();
     assert!(ranked.iter().all(|&(i, _)| visible[i]) && ranked.len() == few.len(), "fused scores too");
+    // Several queries ranked together (one first pass for the single texts) rank as each alone.
+    let encoded: Vec<_> = [&query, &fused, &Query { sentence: Some("houses".into()), keywords: None }]
+        .map(|q| searcher.encode(q).unwrap())
+        .into_iter()
+        .collect();
+    let asks = [(&encoded[0], 10, Some(&mask)), (&encoded[1], 5, Some(&mask)), (&encoded[2], 25, None)];
+    for (together, &(query, k, visible)) in searcher.top_encoded_all(&asks).into_iter().zip(&asks) {
+        let (together, alone) = (together.unwrap(), searcher.top_encoded(query, k, visible).unwrap());
+        assert_eq!(together.iter().map(|h| h.0).collect::<Vec<_>>(), alone.iter().map(|h| h.0).collect::<Vec<_>>());
+        assert!(together.iter().zip(&alone).all(|(a, b)| (a.1 - b.1).abs() <= 1e-6), "{together:?}");
+    }
 }
 
 #[test]
@@ -372,8 +386,14 @@ fn queries_encoded_together_equal_queries_encoded_alone() {
         Vocabulary::from_words(["two", "white", "houses", "red", "boat", "<unk>"].map(String::from).to_vec()).unwrap();
     let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("option/demo_AMFMN.yaml")).unwrap();
     let options = Options::parse(&demo, &["dataset.image_size=64".into(), "dataset.resize=70".into()]).unwrap();
-    let model = Model::new(&ModelConfig::new(&options, vocab.len()), Device::Cpu, 3).unwrap();
-    let searcher = Searcher::new(model, vocab, tch::Tensor::zeros([1, 512], (Kind::Float, Device::Cpu)), None);
+    let model = || Model::new(&ModelConfig::new(&options, vocab.len()), Device::Cpu, 3).unwrap();
+    let codes = || tch::Tensor::zeros([1, 512], (Kind::Float, Device::Cpu));
+    let (first, mut second) = (model(), model());
+    // The same weights whatever other tests draw from libtorch's global generator meanwhile.
+    second.vs.copy(&first.vs).unwrap();
+    let plain = Searcher::new(first, vocab.clone(), codes(), None);
+    // The service's searcher: the GRU's hidden weights packed for a few rows.
+    let packed = Searcher::new(second, vocab.clone(), codes(), None).with_packed_text_encoder().unwrap();
     let query =
         |s: Option<&str>, k: Option<&str>| Query { sentence: s.map(String::from), keywords: k.map(String::from) };
     let queries = [
@@ -382,11 +402,11 @@ fn queries_encoded_together_equal_queries_encoded_alone() {
         query(Some("red boat"), Some("houses")),
         query(None, Some("white")),
     ];
-    // One to four rows take each of the text encoder's two products (see seq2vec).
-    for n in 1..=queries.len() {
+    // One to four rows take each of the text encoder's products (see seq2vec).
+    for (n, searcher) in (1..=queries.len()).flat_map(|n| [(n, &plain), (n, &packed)]) {
         let together = searcher.encode_all(&queries[..n]);
         for (q, encoded) in queries.iter().zip(together) {
-            let alone = searcher.encode(q);
+            let alone = plain.encode(q);
             let (together, alone) = match (encoded, alone) {
                 (Err(a), Err(b)) => {
                     assert_eq!(a.to_string(), b.to_string(), "the same error, for this query alone");

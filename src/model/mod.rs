@@ -9,6 +9,7 @@ pub mod config;
 pub mod fusion;
 pub mod layers;
 pub mod mvsa;
+pub mod packed;
 pub mod pass;
 pub mod resnet;
 pub mod seq2vec;

@@ -7,10 +7,12 @@
 //! pass instead of one outer product per step: a training forward returns a [`Training`] that
 //! only its `backward` backpropagates.
 
+use anyhow::Result;
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
 use super::layers::{Embedding, Linear};
+use super::packed::{PackedLinear, PACKED_ROWS};
 use super::pass::Pass;
 use super::training::{DeferredGradient, Training};
 use crate::options::Seq2VecType;
@@ -111,6 +113,8 @@ pub struct BayesianGruCell {
     input_weight: Tensor,
     input_bias: Tensor,
     hidden_weight: Tensor,
+    /// The three hidden weights packed for inference on a few captions ([`Seq2Vec::pack_hidden_weights`]).
+    packed: Option<PackedLinear>,
 }
 
 impl BayesianGruCell {
@@ -144,6 +148,7 @@ impl BayesianGruCell {
             input_weight,
             input_bias,
             hidden_weight,
+            packed: None,
         }
     }
 
@@ -169,7 +174,10 @@ impl BayesianGruCell {
             let projected = if t == 0 {
                 Tensor::zeros([b, 3 * SENTENCE_DIM], (x.kind(), x.device()))
             } else {
-                hidden_projection(&h, &self.hidden_weight)
+                match suited(&self.packed, b) {
+                    Some(packed) => packed.forward(&h),
+                    None => h.linear::<Tensor>(&self.hidden_weight, None),
+                }
             };
             h = gru_row_step(gates, &projected, &h);
             outputs.push(h.shallow_clone());
@@ -211,17 +219,11 @@ impl BayesianGruCell {
     }
 }
 
-/// The hidden side `h Wᵀ` `[B, 3H]` of a step. On the CPU, 2 to 8 rows are computed as
-/// `(W hᵀ)ᵀ`: the GEMM then streams the 69 MB weight once, where `h Wᵀ` packs it on every call
-/// (3x slower at 4 rows; a search service encodes a few queries together this way). One row and
-/// larger batches keep `linear`, so `retrieve` and evaluation compute exactly as before.
-fn hidden_projection(h: &Tensor, weight: &Tensor) -> Tensor {
-    let rows = h.size()[0];
-    if h.device() == tch::Device::Cpu && (2..=8).contains(&rows) {
-        weight.mm(&h.tr()).tr()
-    } else {
-        h.linear::<Tensor>(weight, None)
-    }
+/// The packed weight when one is held and a product of `rows` rows is faster with it: 2 to
+/// `2 x PACKED_ROWS` rows (one row is a matrix-vector product, and larger batches pack cheaply
+/// for themselves).
+fn suited(packed: &Option<PackedLinear>, rows: i64) -> Option<&PackedLinear> {
+    packed.as_ref().filter(|_| (2..=2 * PACKED_ROWS).contains(&rows))
 }
 
 /// One GRU step in the stacked layout: `x`, `u` `[3, B, H]` the input- and hidden-side
@@ -260,6 +262,8 @@ pub struct GruWeights {
     pub weight_hh: Tensor,
     pub bias_ih: Tensor,
     pub bias_hh: Tensor,
+    /// `weight_hh` packed for inference on a few captions ([`Seq2Vec::pack_hidden_weights`]).
+    packed: Option<PackedLinear>,
 }
 
 impl GruWeights {
@@ -272,6 +276,7 @@ impl GruWeights {
             weight_hh: vs.var(&format!("weight_hh{suffix}"), &[3 * hidden, hidden], init),
             bias_ih: vs.var(&format!("bias_ih{suffix}"), &[3 * hidden], init),
             bias_hh: vs.var(&format!("bias_hh{suffix}"), &[3 * hidden], init),
+            packed: None,
         }
     }
 
@@ -301,7 +306,10 @@ impl GruWeights {
                 Some(m) => &h * m,
                 None => h.shallow_clone(),
             };
-            let projected = projection.apply(t as i64, &hd.unsqueeze(0)).squeeze_dim(0) + &self.bias_hh;
+            let projected = match suited(&self.packed, b).filter(|_| !train) {
+                Some(packed) => packed.forward(&hd),
+                None => projection.apply(t as i64, &hd.unsqueeze(0)).squeeze_dim(0),
+            } + &self.bias_hh;
             h = gru_row_step(gates, &projected, &hd);
             outputs.push(h.shallow_clone());
         }
@@ -359,6 +367,22 @@ impl Seq2Vec {
             ),
         };
         Seq2Vec { embedding, encoder, kind, dropout }
+    }
+
+    /// Packs the hidden-side GRU weights for inference on a few captions at a time on the CPU
+    /// (MKL's packed GEMM, [`PackedLinear`]): a search service encoding a handful of queries
+    /// together. Nothing is packed off the CPU or where libtorch has no MKL. The packed copy does
+    /// not follow later changes of the weights: only a model that is no longer trained is packed.
+    pub fn pack_hidden_weights(&mut self) -> Result<()> {
+        match &mut self.encoder {
+            Encoder::BayesianUniSkip(cell) => cell.packed = PackedLinear::new(&cell.hidden_weight)?,
+            Encoder::UniSkip(w) | Encoder::DropUniSkip(w) => w.packed = PackedLinear::new(&w.weight_hh)?,
+            Encoder::BiSkip(forward, backward) => {
+                forward.packed = PackedLinear::new(&forward.weight_hh)?;
+                backward.packed = PackedLinear::new(&backward.weight_hh)?;
+            }
+        }
+        Ok(())
     }
 
     /// ids `[B, L]` (0-padded), lengths `[B]` (≥ 1) → sentence vectors `[B, 2400]`; in

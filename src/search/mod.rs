@@ -72,6 +72,15 @@ impl Searcher {
         Searcher { model, vocab, images }
     }
 
+    /// The searcher for a service that encodes a few queries at a time ([`Searcher::encode_all`]):
+    /// the text encoder's hidden-side weights packed once for products with a few rows on the
+    /// CPU (`Seq2Vec::pack_hidden_weights`), about twice as fast at 4 to 16 texts. Each text's
+    /// code stays that of its own encoding to float rounding.
+    pub fn with_packed_text_encoder(mut self) -> Result<Searcher> {
+        self.model.net.text_feature.seq2vec.pack_hidden_weights()?;
+        Ok(self)
+    }
+
     /// Bytes the codes take in memory (linear in the number of images).
     pub fn memory_bytes(&self) -> i64 {
         self.images.memory_bytes()
@@ -200,12 +209,57 @@ impl Searcher {
 
     /// [`Searcher::top_visible`] for encoded texts.
     pub fn top_encoded(&self, query: &EncodedQuery, k: usize, visible: Option<&Tensor>) -> Result<Vec<(usize, f32)>> {
-        let (EncodedQuery::Single(t), Some(_)) = (query, &self.images.gate) else {
+        let Some(text) = self.rough_text(query) else {
             return Ok(top_k_visible(&self.encoded_scores(query), k, visible));
         };
-        let texts = TextCodes::Single(t);
-        let rough = self.scorer().score_matrix(&self.images, &texts, Precision::Half).squeeze_dim(1);
-        let rough = hide(rough.to_device(Device::Cpu), visible);
+        let rough = self.scorer().score_matrix(&self.images, &TextCodes::Single(text), Precision::Half);
+        self.rescored_top(text, rough.squeeze_dim(1).to_device(Device::Cpu), k, visible)
+    }
+
+    /// [`Searcher::top_encoded`] for several queries, each with its `k` and the images it may see:
+    /// the half-precision pass of all single-text queries is one product (its cost hardly grows
+    /// with the number of queries); each query's shortlist is rescored on its own, so every
+    /// result is that of [`Searcher::top_encoded`].
+    pub fn top_encoded_all(
+        &self,
+        queries: &[(&EncodedQuery, usize, Option<&Tensor>)],
+    ) -> Vec<Result<Vec<(usize, f32)>>> {
+        let texts: Vec<&Tensor> = queries.iter().filter_map(|(query, ..)| self.rough_text(query)).collect();
+        let rough = (!texts.is_empty()).then(|| {
+            let texts = Tensor::cat(&texts, 0);
+            let rough = self.scorer().score_matrix(&self.images, &TextCodes::Single(&texts), Precision::Half);
+            rough.to_device(Device::Cpu).tr().contiguous().unbind(0).into_iter()
+        });
+        let mut rough = rough.into_iter().flatten();
+        queries
+            .iter()
+            .map(|&(query, k, visible)| match self.rough_text(query) {
+                Some(text) => self.rescored_top(text, rough.next().expect("a row per single text"), k, visible),
+                None => self.top_encoded(query, k, visible),
+            })
+            .collect()
+    }
+
+    /// The one text of a query that a half-precision first pass can rank (a single text under
+    /// soft attention).
+    fn rough_text<'q>(&self, query: &'q EncodedQuery) -> Option<&'q Tensor> {
+        match (query, &self.images.gate) {
+            (EncodedQuery::Single(text), Some(_)) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The `k` best visible images for `text` `[1, d]` from its half-precision scores `rough`
+    /// `[N]` (CPU): the candidates within `RESCORE_MARGIN` of the k-th scored again exactly.
+    fn rescored_top(
+        &self,
+        text: &Tensor,
+        rough: Tensor,
+        k: usize,
+        visible: Option<&Tensor>,
+    ) -> Result<Vec<(usize, f32)>> {
+        let texts = TextCodes::Single(text);
+        let rough = hide(rough, visible);
         let best = top_k(&rough, k);
         let floor = best.last().map_or(f32::NEG_INFINITY, |&(_, s)| s - RESCORE_MARGIN);
         let mut shortlisted = rough.ge(floor as f64);
@@ -273,8 +327,14 @@ fn top_k_visible(scores: &Tensor, k: usize, visible: Option<&Tensor>) -> Vec<(us
 pub fn top_k(scores: &Tensor, k: usize) -> Vec<(usize, f32)> {
     let values: Vec<f32> = Vec::try_from(scores.contiguous().view([-1])).expect("float scores");
     let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
-    order.into_iter().take(k).map(|i| (i, values[i])).collect()
+    let before = |&a: &usize, &b: &usize| values[b].total_cmp(&values[a]).then(a.cmp(&b));
+    if k < order.len() {
+        // A total order: the k first after selection are the k first after a full sort.
+        order.select_nth_unstable_by(k, before);
+        order.truncate(k);
+    }
+    order.sort_by(before);
+    order.into_iter().map(|i| (i, values[i])).collect()
 }
 
 #[cfg(test)]
@@ -286,5 +346,19 @@ mod tests {
         let s = Tensor::from_slice(&[0.5f32, 0.9, 0.5, 0.1, 0.9]);
         assert_eq!(top_k(&s, 3), [(1, 0.9), (4, 0.9), (0, 0.5)]);
         assert_eq!(top_k(&s, 10).len(), 5);
+        assert!(top_k(&s, 0).is_empty());
+    }
+
+    /// Selecting the k best equals sorting everything, ties included.
+    #[test]
+    fn top_k_equals_a_full_sort() {
+        tch::manual_seed(4);
+        let scores = (Tensor::rand([1000], (Kind::Float, Device::Cpu)) * 50.0).round() / 50.0;
+        let values: Vec<f32> = Vec::try_from(&scores).unwrap();
+        let mut sorted: Vec<(usize, f32)> = values.iter().copied().enumerate().collect();
+        sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for k in [1, 7, 100, 999, 1000] {
+            assert_eq!(top_k(&scores, k), sorted[..k]);
+        }
     }
 }
