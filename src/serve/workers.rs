@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
@@ -23,7 +23,7 @@ use super::store::Database;
 use crate::checkpoint::{Opening, TrainedModel};
 use crate::locate::raster::Gray;
 use crate::model::Model;
-use crate::search::{Query, Searcher};
+use crate::search::{EncodedQuery, Query, Searcher};
 
 /// Images encoded per batch by the background worker.
 const ENCODE_BATCH: i64 = 32;
@@ -156,6 +156,70 @@ pub fn start_interactive(
     Ok((Interactive { sender, waiting, queue: queue.max(1) }, thread))
 }
 
+/// The rows a ranking request may see: all (`visible` `None`) or those marked (`[N]` booleans),
+/// how many, and how many best rows to rank (`None`: the page starts past the last one).
+struct Scope {
+    visible: Option<Tensor>,
+    total_visible: usize,
+    best: Option<usize>,
+}
+
+impl Scope {
+    /// The page of the `best` rows (row, score), best first, as image ids.
+    fn page(&self, page: &Page, best: Vec<(usize, f32)>, rows: &[(i64, i64, bool)]) -> Ranked {
+        let hits = best.into_iter().skip(page.skip).map(|(row, score)| (rows[row].0, score)).collect();
+        Ranked { total_visible: self.total_visible, hits }
+    }
+}
+
+/// Batch sizes of the text searches answered lately: whether clients search concurrently.
+#[derive(Default)]
+struct Gathering {
+    recent: std::collections::VecDeque<usize>,
+}
+
+/// How many batches [`Gathering`] remembers.
+const GATHER_HISTORY: usize = 8;
+/// A batch waits for another search while searches keep arriving at most this far apart...
+const GATHER_QUIET: Duration = Duration::from_millis(2);
+/// ...and for this long at most.
+const GATHER_LIMIT: Duration = Duration::from_millis(8);
+
+impl Gathering {
+    /// Remembers the size of a batch of text searches (none: not a search batch).
+    fn record(&mut self, searches: usize) {
+        if searches > 0 {
+            self.recent.push_back(searches);
+            if self.recent.len() > GATHER_HISTORY {
+                self.recent.pop_front();
+            }
+        }
+    }
+
+    /// A window to gather a batch in, when one of the recent batches held several searches;
+    /// none for a lone client, whose searches then never wait.
+    fn window(&self) -> Option<GatherWindow> {
+        let concurrent = self.recent.iter().any(|&n| n > 1);
+        concurrent.then(|| GatherWindow { limit: Instant::now() + GATHER_LIMIT })
+    }
+}
+
+/// The time left to gather one batch in.
+struct GatherWindow {
+    limit: Instant,
+}
+
+impl GatherWindow {
+    /// The next message if one arrives within [`GATHER_QUIET`] and before the limit.
+    fn next<T>(&mut self, receiver: &Receiver<T>) -> Option<T> {
+        let left = self.limit.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        receiver.recv_timeout(GATHER_QUIET.min(left)).ok()
+    }
+}
+
 /// The searchable codes and, per row, the image's id, owner and visibility.
 struct Collection {
     searcher: Searcher,
@@ -164,16 +228,21 @@ struct Collection {
 
 impl Collection {
     fn new(model: Model, vocab: crate::text::Vocabulary, codes: Vec<Coded>) -> Result<Collection> {
-        let mut collection = Collection { searcher: empty_searcher(model, vocab), rows: Vec::new() };
+        let searcher = empty_searcher(model, vocab).with_packed_text_encoder()?;
+        let mut collection = Collection { searcher, rows: Vec::new() };
         collection.add(codes)?;
         Ok(collection)
     }
 
     /// Answers messages until stopped. Text searches waiting together are answered together:
-    /// their texts go through the text encoder in one batch.
+    /// their texts go through the text encoder in one batch. Once recent batches held several
+    /// searches (concurrent clients), a batch also waits for the searches still arriving (see
+    /// [`Gathering`]), so that clients answered together stay together.
     fn serve(&mut self, receiver: Receiver<Message>, waiting: &AtomicUsize) {
+        let mut gathering = Gathering::default();
         while let Ok(first) = receiver.recv() {
             let (mut texts, mut message, mut stop) = (Vec::new(), Some(first), false);
+            let mut window = gathering.window();
             while let Some(next) = message.take() {
                 match next {
                     Message::Text(query, page, reply) => texts.push((query, page, reply)),
@@ -182,8 +251,12 @@ impl Collection {
                 }
                 if texts.len() < TEXT_BATCH && !stop {
                     message = receiver.try_recv().ok();
+                    if message.is_none() && !texts.is_empty() {
+                        message = window.as_mut().and_then(|w| w.next(&receiver));
+                    }
                 }
             }
+            gathering.record(texts.len());
             self.answer_texts(texts, waiting);
             if stop {
                 return;
@@ -191,12 +264,26 @@ impl Collection {
         }
     }
 
-    /// Answers text searches, their texts encoded in one batch.
+    /// Answers text searches together: their texts encoded in one batch, their first
+    /// (half-precision) scoring pass one product.
     fn answer_texts(&self, texts: Vec<(Query, Page, oneshot::Sender<Result<Ranked>>)>, waiting: &AtomicUsize) {
         let queries: Vec<Query> = texts.iter().map(|t| t.0.clone()).collect();
         let encoded = self.searcher.encode_all(&queries);
-        for ((_, page, reply), encoded) in texts.into_iter().zip(encoded) {
-            let ranked = encoded.and_then(|e| self.rank(&page, |s, k, v| s.top_encoded(&e, k, v)));
+        let scopes: Vec<Scope> = texts.iter().map(|t| self.scope(&t.1)).collect();
+        let asks: Vec<(&EncodedQuery, usize, Option<&Tensor>)> = encoded
+            .iter()
+            .zip(&scopes)
+            .filter_map(|(e, w)| Some((e.as_ref().ok()?, w.best?, w.visible.as_ref())))
+            .collect();
+        let mut tops = self.searcher.top_encoded_all(&asks).into_iter();
+        for (((_, page, reply), encoded), scope) in texts.into_iter().zip(encoded).zip(&scopes) {
+            let ranked = match (encoded, scope.best) {
+                (Err(e), _) => Err(e),
+                (Ok(_), None) => Ok(scope.page(&page, Vec::new(), &self.rows)),
+                (Ok(_), Some(_)) => {
+                    tops.next().expect("a ranking per ask").map(|best| scope.page(&page, best, &self.rows))
+                }
+            };
             let _ = reply.send(ranked);
             waiting.fetch_sub(1, Ordering::SeqCst);
         }
@@ -232,19 +319,25 @@ impl Collection {
         Some(Tensor::from_slice(&mask))
     }
 
+    /// What `page` asks of the codes: the rows its caller may see and how many.
+    fn scope(&self, page: &Page) -> Scope {
+        let visible = self.visible(page.caller.as_ref());
+        let total_visible = visible.as_ref().map_or(self.rows.len(), |v| v.sum(Kind::Int64).int64_value(&[]) as usize);
+        let best = (total_visible > 0 && page.skip < total_visible).then_some(page.skip + page.take);
+        Scope { visible, total_visible, best }
+    }
+
     fn rank(
         &self,
         page: &Page,
         top: impl FnOnce(&Searcher, usize, Option<&Tensor>) -> Result<Vec<(usize, f32)>>,
     ) -> Result<Ranked> {
-        let visible = self.visible(page.caller.as_ref());
-        let total_visible = visible.as_ref().map_or(self.rows.len(), |v| v.sum(Kind::Int64).int64_value(&[]) as usize);
-        if total_visible == 0 || page.skip >= total_visible {
-            return Ok(Ranked { total_visible, hits: Vec::new() });
-        }
-        let best = top(&self.searcher, page.skip + page.take, visible.as_ref())?;
-        let hits = best.into_iter().skip(page.skip).map(|(row, score)| (self.rows[row].0, score)).collect();
-        Ok(Ranked { total_visible, hits })
+        let scope = self.scope(page);
+        let best = match scope.best {
+            Some(k) => top(&self.searcher, k, scope.visible.as_ref())?,
+            None => Vec::new(),
+        };
+        Ok(scope.page(page, best, &self.rows))
     }
 
     fn rank_image(&self, query: ImageQuery, page: &Page) -> Result<Ranked> {
@@ -501,5 +594,35 @@ impl Background {
         let summary =
             serde_json::json!({ "job": job, "centers": centers, "checkpoint_sha256": self.checkpoint_sha256 });
         crate::fsutil::write_atomic(&dir.join("summary.json"), summary.to_string().as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_wait_for_more_searches_only_after_concurrent_ones() {
+        let mut gathering = Gathering::default();
+        assert!(gathering.window().is_none(), "a first search never waits");
+        gathering.record(1);
+        gathering.record(0);
+        assert!(gathering.window().is_none(), "a lone client's searches never wait");
+        gathering.record(3);
+        assert!(gathering.window().is_some());
+        (0..GATHER_HISTORY).for_each(|_| gathering.record(1));
+        assert!(gathering.window().is_none(), "concurrency forgotten after {GATHER_HISTORY} lone batches");
+    }
+
+    #[test]
+    fn a_gather_window_takes_what_arrives_and_ends() {
+        let (sender, receiver) = channel();
+        let mut window = Gathering { recent: [2].into() }.window().unwrap();
+        sender.send(7).unwrap();
+        assert_eq!(window.next(&receiver), Some(7));
+        assert_eq!(window.next(&receiver), None, "a quiet queue ends the wait");
+        sender.send(8).unwrap();
+        std::thread::sleep(GATHER_LIMIT);
+        assert_eq!(window.next(&receiver), None, "nothing more once the limit has passed");
     }
 }
