@@ -662,6 +662,38 @@ fn the_service_scores_like_retrieve() {
     server.terminate();
 }
 
+#[test]
+fn requests_are_logged_with_an_id_and_never_with_a_token_or_a_query() {
+    let f = fixture();
+    let server = start_server(&f, &[], &[]);
+    let status = |id: Option<&str>, token: &str| {
+        let url = format!("{}/api/v1/status", server.base);
+        let mut request = Server::agent().get(&url).header("authorization", &format!("Bearer {token}"));
+        if let Some(id) = id {
+            request = request.header("x-request-id", id);
+        }
+        let response = request.call().unwrap();
+        let id = response.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+        (response.status().as_u16(), id)
+    };
+    let (code, fresh) = status(None, &f.admin);
+    assert!(code == 200 && fresh.len() == 36 && fresh.matches('-').count() == 4, "a UUID: {fresh}");
+    assert_eq!(status(Some("proxy-42"), &f.admin).1, "proxy-42", "a proxy's plain id is kept");
+    let (_, replaced) = status(Some("a\tb{c}=x"), &f.admin);
+    assert!(replaced != "a\tb{c}=x" && replaced.len() == 36, "an odd id is replaced: {replaced}");
+    assert_eq!(status(None, "amfmn_not_a_token").0, 401);
+    server.search(&f.ana, json!({"query": "red boat secret"}));
+    let (_, log) = server.terminate();
+    assert!(log.contains(&format!("request{{id={fresh} method=GET path=/api/v1/status}}")), "{log}");
+    assert!(log.contains("id=proxy-42") && log.contains(&format!("id={replaced}")), "{log}");
+    assert!(log.lines().any(|l| l.contains("path=/api/v1/search/text") && l.contains("status=200")), "{log}");
+    assert!(log.lines().any(|l| l.contains("status=401")), "{log}");
+    for secret in [f.admin.as_str(), &f.admin[..20], f.ana.as_str(), "amfmn_not_a_token", "red boat", "Bearer", "a\tb"]
+    {
+        assert!(!log.contains(secret), "{secret:?} logged: {log}");
+    }
+}
+
 /// A 256x192 scene: a red left half, a blue right half, a green square in the blue (colours
 /// none of [`COLOURS`] has).
 fn scene_png() -> Vec<u8> {

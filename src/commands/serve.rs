@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use super::RuntimeArgs;
 use crate::serve::auth::{self, Role};
 use crate::serve::folder::DataFolder;
-use crate::serve::{store, ServeConfig, Service};
+use crate::serve::{api, store, ServeConfig, Service};
 
 /// Arguments of `amfmn serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// The images were encoded with another checkpoint: encode them all again with this one.
     #[arg(long)]
     pub reencode: bool,
+    /// Request log on stderr, one line a request (id, method, path, status, latency): off,
+    /// error, warn, info or debug.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log: tracing_subscriber::filter::LevelFilter,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -179,6 +183,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
         public_read: args.public_read,
         reencode: args.reencode,
     };
+    api::init_request_log(args.log);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(args.listen))

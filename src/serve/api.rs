@@ -18,8 +18,13 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::LatencyUnit;
+use tracing_subscriber::filter::LevelFilter;
 
 use super::auth::{self, Caller};
 use super::folder::{header_dimensions, DataFolder, Format};
@@ -283,6 +288,54 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(header(header::REFERRER_POLICY, "no-referrer"))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros)),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_odd_request_id))
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+}
+
+/// The request header that names a request in the log and in its response.
+const REQUEST_ID: &str = "x-request-id";
+
+/// The log span of a request: its id (a proxy's `x-request-id` when it is a plain token of at
+/// most 64 characters, otherwise a fresh UUID; sent back in the response), method and path.
+/// Never the query string or a header: a token is a header, and queries say what a user
+/// searches for.
+fn request_span(request: &Request<Body>) -> tracing::Span {
+    let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path())
+}
+
+/// Removes a request id that is not plain, so that a fresh one replaces it.
+async fn drop_odd_request_id(mut request: Request) -> Request {
+    let plain = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).is_some_and(plain_id);
+    if !plain {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
+}
+
+/// Whether a request id is safe to write in a log line.
+fn plain_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Writes the request log on stderr at `level` (`off` for none): only amfmn's own events and
+/// tower-http's request lines, so that no library below logs what a request carries.
+pub fn init_request_log(level: LevelFilter) {
+    let filter = tracing_subscriber::EnvFilter::new(format!("off,amfmn={level},tower_http::trace={level}"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
 }
 
 /// The page: one HTML file, its script and its style sheet, in the binary.
