@@ -61,6 +61,7 @@ impl Fixture {
             queue: 16,
             public_read: false,
             reencode: false,
+            import: None,
         }
     }
 }
@@ -660,6 +661,61 @@ fn the_service_scores_like_retrieve() {
         }
     }
     server.terminate();
+}
+
+#[test]
+fn an_index_is_imported_once_with_its_codes_where_they_hold() {
+    let f = fixture();
+    let d = f.dir.path();
+    std::fs::create_dir_all(d.join("images")).unwrap();
+    for (k, colour) in COLOURS.iter().enumerate().take(4) {
+        std::fs::write(d.join(format!("images/c{k}.png")), png(*colour, 48 + 8 * k as u32)).unwrap();
+    }
+    let index = ["index", "--checkpoint", "ckpt", "--images", "images", "--out", "i.st", "--device", "cpu"];
+    assert!(amfmn_in(d, &index).status.success());
+    let retrieved: Value =
+        serde_json::from_str(&stdout(&amfmn_in(d, &["retrieve", "--index", "i.st", "--query", "red boat", "--json"])))
+            .unwrap();
+    let c0 = retrieved["results"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["path"].as_str().unwrap().ends_with("/c0.png")).cloned());
+    let c0_score = c0.unwrap_or_else(|| panic!("{retrieved}"))["score"].as_f64().unwrap();
+    // Since indexing: c1 changed, c2 gone, c3 a link out of the folder.
+    std::fs::write(d.join("images/c1.png"), png(COLOURS[1], 100)).unwrap();
+    std::fs::remove_file(d.join("images/c2.png")).unwrap();
+    std::fs::write(d.join("outside.png"), png(COLOURS[3], 40)).unwrap();
+    std::fs::remove_file(d.join("images/c3.png")).unwrap();
+    std::os::unix::fs::symlink(d.join("outside.png"), d.join("images/c3.png")).unwrap();
+    let index_path = d.join("i.st").display().to_string();
+    let import = ["--import-index", index_path.as_str(), "--owner", "ana", "--visibility", "public"];
+
+    let server = start_server(&f, &[], &import);
+    server.settle(&f.admin);
+    let found = server.search(&f.bo, json!({"query": "red boat"}));
+    let results = found["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "public to others: {found}");
+    let c0 = results.iter().find(|r| r["name"] == "c0.png").unwrap();
+    assert!((c0["score"].as_f64().unwrap() - c0_score).abs() <= 1e-6, "the index's codes: {c0} vs {c0_score}");
+    let (_, log) = server.terminate();
+    assert!(log.contains("imported 1 image(s) with their codes and 1 to encode; 0 already there, 2 skipped"), "{log}");
+    assert!(log.contains("skipped c2.png: cannot open"), "{log}");
+    assert!(log.contains("skipped c3.png: `c3.png` is a link to"), "{log}");
+
+    let (_, again) = start_server(&f, &[], &import).terminate();
+    assert!(
+        again.contains("imported 0 image(s) with their codes and 0 to encode; 2 already there, 2 skipped"),
+        "{again}"
+    );
+    let serve = |extra: &[&str]| {
+        let data = f.data().display().to_string();
+        let mut args = vec!["serve", "--data", data.as_str(), "--checkpoint", "ckpt", "--listen", "127.0.0.1:0"];
+        args.extend(extra);
+        stderr(&amfmn_in(d, &args))
+    };
+    let nobody = serve(&["--import-index", "i.st", "--owner", "nobody"]);
+    assert!(nobody.contains("--owner nobody: no such user; add one first: amfmn serve token add"), "{nobody}");
+    let alone = serve(&["--owner", "ana"]);
+    assert!(alone.contains("--import-index"), "{alone}");
 }
 
 #[test]

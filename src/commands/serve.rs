@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use super::RuntimeArgs;
 use crate::serve::auth::{self, Role};
 use crate::serve::folder::DataFolder;
+use crate::serve::import::{Import, Imported};
 use crate::serve::{api, store, ServeConfig, Service};
 
 /// Arguments of `amfmn serve`.
@@ -44,12 +45,29 @@ pub struct ServeArgs {
     /// The images were encoded with another checkpoint: encode them all again with this one.
     #[arg(long)]
     pub reencode: bool,
+    /// Add the images of an index (`amfmn index`) at start-up, with their codes when it was
+    /// made with this checkpoint; needs --owner.
+    #[arg(long, value_name = "INDEX", requires = "owner")]
+    pub import_index: Option<PathBuf>,
+    /// The user the imported images belong to.
+    #[arg(long, value_name = "NAME", requires = "import_index")]
+    pub owner: Option<String>,
+    /// Visibility of the imported images.
+    #[arg(long, value_enum, default_value = "private", requires = "import_index")]
+    pub visibility: ImportVisibility,
     /// Request log on stderr, one line a request (id, method, path, status, latency): off,
     /// error, warn, info or debug.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log: tracing_subscriber::filter::LevelFilter,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// Who may see imported images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportVisibility {
+    Public,
+    Private,
 }
 
 /// `amfmn serve token ...`.
@@ -144,6 +162,17 @@ fn token(action: &TokenAction) -> Result<()> {
     Ok(())
 }
 
+/// What an import added, and each file it skipped (the first ten).
+fn report_import(index: &std::path::Path, imported: &Imported) {
+    eprintln!("{}: {imported}", index.display());
+    for (name, why) in imported.skipped.iter().take(10) {
+        crate::report::warn(format!("{}: skipped {name}: {why}", index.display()));
+    }
+    if imported.skipped.len() > 10 {
+        crate::report::warn(format!("{}: {} more skipped", index.display(), imported.skipped.len() - 10));
+    }
+}
+
 /// Refuses an address other than loopback unless `--allow-remote` is given and a token exists.
 fn check_listen(args: &ServeArgs, data: &std::path::Path) -> Result<()> {
     if args.listen.ip().is_loopback() {
@@ -182,6 +211,11 @@ fn serve(args: &ServeArgs) -> Result<()> {
         queue: args.queue,
         public_read: args.public_read,
         reencode: args.reencode,
+        import: args.import_index.clone().map(|index| Import {
+            index,
+            owner: args.owner.clone().unwrap_or_default(),
+            public: args.visibility == ImportVisibility::Public,
+        }),
     };
     api::init_request_log(args.log);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -192,6 +226,9 @@ fn serve(args: &ServeArgs) -> Result<()> {
     println!("listening on {}", listener.local_addr()?);
     std::io::Write::flush(&mut std::io::stdout())?;
     eprintln!("{}: {}", data.display(), service.repairs);
+    if let (Some(imported), Some(index)) = (&service.imported, &args.import_index) {
+        report_import(index, imported);
+    }
     let router = service.router();
     let state = service.state.clone();
     runtime.block_on(async move {

@@ -27,7 +27,7 @@ use tower_http::LatencyUnit;
 use tracing_subscriber::filter::LevelFilter;
 
 use super::auth::{self, Caller};
-use super::folder::{header_dimensions, DataFolder, Format};
+use super::folder::{check_image, DataFolder, Format, Refused, HEAD};
 use super::images::{self, ImageRow, Listing, NewImage};
 use super::jobs::{self, JobRow, LocateParams, OverQuota};
 use super::store::Database;
@@ -39,8 +39,6 @@ use crate::search::Query;
 const MAX_JSON: usize = 64 * 1024;
 /// The longest query or keywords, in characters.
 const MAX_QUERY_CHARS: usize = 512;
-/// The longest display name kept, in characters.
-const MAX_NAME_CHARS: usize = 200;
 /// Interactive requests end after this long.
 const INTERACTIVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Uploads end after this long.
@@ -367,17 +365,6 @@ enum Visibility {
     Public,
 }
 
-/// A display name: control characters dropped, at most [`MAX_NAME_CHARS`]. Never a path.
-fn display_name(name: Option<String>, sha: &str) -> String {
-    let clean: String = name.unwrap_or_default().chars().filter(|c| !c.is_control()).take(MAX_NAME_CHARS).collect();
-    let clean = clean.trim();
-    if clean.is_empty() {
-        sha[..12].to_owned()
-    } else {
-        clean.to_owned()
-    }
-}
-
 /// An upload streamed to `tmp/`: its path, SHA-256, size and first bytes.
 struct Received {
     path: std::path::PathBuf,
@@ -424,24 +411,12 @@ fn too_large(max: u64) -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("uploads are at most {max} bytes"))
 }
 
-/// Bytes of an upload kept to judge its format (and a PNG's size).
-const HEAD: usize = 24;
-
 /// Checks a received upload's format and size from its header: 415 or 413 otherwise.
 fn check_upload(received: &Received, max_pixels: u64) -> ApiResult<(Format, u32, u32)> {
-    let unsupported = |message: String| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported", message);
-    let format = Format::sniff(&received.head)
-        .ok_or_else(|| unsupported("the body is not a JPEG, PNG or TIFF image (judged from its first bytes)".into()))?;
-    let (width, height) = header_dimensions(&received.path, &received.head, format)
-        .map_err(|e| unsupported(format!("cannot read the {} header: {e}", format.name())))?;
-    if width as u64 * height as u64 > max_pixels {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("a {width}x{height} image: at most {max_pixels} pixels"),
-        ));
-    }
-    Ok((format, width, height))
+    check_image(&received.path, &received.head, max_pixels).map_err(|refused| match refused {
+        Refused::Unsupported(why) => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported", why),
+        Refused::TooManyPixels(why) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", why),
+    })
 }
 
 /// `POST /api/v1/images`: stores the bytes, records a pending image, wakes the encoder.
@@ -470,7 +445,7 @@ async fn upload(
     .map_err(|e| ApiError::internal(e.into()))?;
     let ((format, width, height), received) = checked?;
     let image = NewImage {
-        name: display_name(params.name, &received.sha256),
+        name: images::display_name(params.name, &received.sha256),
         sha256: received.sha256.clone(),
         owner: caller.id,
         public: params.visibility == Visibility::Public,

@@ -81,6 +81,40 @@ pub fn header_dimensions(path: &Path, head: &[u8], format: Format) -> Result<(u3
     Ok(reader.into_dimensions()?)
 }
 
+/// Bytes of a file kept to judge its format (and a PNG's size).
+pub const HEAD: usize = 24;
+
+/// Why a file is not taken as an image.
+#[derive(Debug)]
+pub enum Refused {
+    /// Not a JPEG, PNG or TIFF, or its header cannot be read.
+    Unsupported(String),
+    /// More pixels than allowed.
+    TooManyPixels(String),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Refused::Unsupported(why) | Refused::TooManyPixels(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The format, width and height of the image file `path` whose first bytes are `head`, judged
+/// without decoding a pixel; refused past `max_pixels`.
+pub fn check_image(path: &Path, head: &[u8], max_pixels: u64) -> Result<(Format, u32, u32), Refused> {
+    let format = Format::sniff(head).ok_or_else(|| {
+        Refused::Unsupported("the body is not a JPEG, PNG or TIFF image (judged from its first bytes)".into())
+    })?;
+    let (width, height) = header_dimensions(path, head, format)
+        .map_err(|e| Refused::Unsupported(format!("cannot read the {} header: {e}", format.name())))?;
+    if width as u64 * height as u64 > max_pixels {
+        return Err(Refused::TooManyPixels(format!("a {width}x{height} image: at most {max_pixels} pixels")));
+    }
+    Ok((format, width, height))
+}
+
 /// Whether `sha` is a SHA-256 in lowercase hexadecimal (the only blob names there are).
 fn is_sha256(sha: &str) -> bool {
     sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))

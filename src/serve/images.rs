@@ -62,6 +62,20 @@ fn image_row(r: &Row) -> rusqlite::Result<ImageRow> {
     })
 }
 
+/// The longest display name kept, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// A display name: control characters dropped, at most [`MAX_NAME_CHARS`]. Never a path.
+pub fn display_name(name: Option<String>, sha: &str) -> String {
+    let clean: String = name.unwrap_or_default().chars().filter(|c| !c.is_control()).take(MAX_NAME_CHARS).collect();
+    let clean = clean.trim();
+    if clean.is_empty() {
+        sha[..12].to_owned()
+    } else {
+        clean.to_owned()
+    }
+}
+
 /// An upload to record: its blob, who sent it and what its header says.
 #[derive(Debug, Clone)]
 pub struct NewImage {

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod folder;
 pub mod images;
+pub mod import;
 pub mod jobs;
 pub mod store;
 pub mod workers;
@@ -42,6 +43,8 @@ pub struct ServeConfig {
     /// Accept a checkpoint other than the one the stored codes were made with, and encode every
     /// image again.
     pub reencode: bool,
+    /// An index whose images are added at start-up.
+    pub import: Option<import::Import>,
 }
 
 /// What start-up found and repaired.
@@ -88,6 +91,8 @@ impl std::fmt::Display for Repairs {
 pub struct Service {
     pub state: Arc<api::AppState>,
     pub repairs: Repairs,
+    /// What `--import-index` added.
+    pub imported: Option<import::Imported>,
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
 }
@@ -139,6 +144,15 @@ impl Service {
         let soft = trained.model.net.cross_attention_s.is_soft();
         let repairs = recover(&db, &folder, config, &checkpoint_sha)?;
         store::set_meta(&db.writer(), "embed_dim", &embed_dim.to_string())?;
+        let target = import::Target {
+            checkpoint_sha256: checkpoint_sha.clone(),
+            embed_dim,
+            image_size,
+            soft,
+            max_upload: config.max_upload,
+            max_pixels: config.max_pixels,
+        };
+        let imported = config.import.as_ref().map(|i| import::import_index(&db, &folder, i, &target)).transpose()?;
         let codes = db.read(|r| images::ready_codes(r, embed_dim as usize))?;
         if codes.iter().any(|c| c.gate.is_some() != soft) {
             bail!("the stored codes do not fit the checkpoint's attention type: give --reencode");
@@ -156,7 +170,7 @@ impl Service {
         };
         let encode_thread = workers::start_background(&config.checkpoint, config.device, background, wake_rx)?;
         let state = api::AppState::new(db, folder, interactive, wake_tx, config, checkpoint_sha, image_size);
-        Ok(Service { state: Arc::new(state), repairs, threads: vec![search_thread, encode_thread], stop })
+        Ok(Service { state: Arc::new(state), repairs, imported, threads: vec![search_thread, encode_thread], stop })
     }
 
     /// The service's routes.
