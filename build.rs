@@ -28,6 +28,7 @@ fn main() {
     for file in SHIM {
         println!("cargo:rerun-if-changed={file}");
     }
+    println!("cargo:rerun-if-changed=src/shim/guarded.h");
     let lib_dir =
         PathBuf::from(std::env::var_os("DEP_TCH_LIBTORCH_LIB").expect("torch-sys names libtorch's lib folder"));
     let include = lib_dir.parent().expect("libtorch's lib folder has a parent").join("include");

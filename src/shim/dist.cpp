@@ -24,10 +24,11 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <exception>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "guarded.h"
 
 namespace {
 
@@ -36,31 +37,6 @@ struct Group {
     c10::intrusive_ptr<c10d::Backend> backend;
     std::chrono::milliseconds timeout;
 };
-
-int fail(char* error, size_t capacity, const std::string& what) {
-    if (error != nullptr && capacity > 0) {
-        // The first line only: libtorch appends C++ stack frames to some messages.
-        std::string line = what.substr(0, what.find('\n'));
-        size_t n = std::min(capacity - 1, line.size());
-        std::memcpy(error, line.data(), n);
-        error[n] = '\0';
-    }
-    return -1;
-}
-
-template <typename F>
-int guarded(char* error, size_t capacity, F body) noexcept {
-    try {
-        body();
-        return 0;
-    } catch (const c10::Error& e) {
-        return fail(error, capacity, e.what_without_backtrace());
-    } catch (const std::exception& e) {
-        return fail(error, capacity, e.what());
-    } catch (...) {
-        return fail(error, capacity, "unknown C++ exception");
-    }
-}
 
 // c10d logs its own view of a failure (a socket timeout, a closed peer) on stderr, beside the
 // one line amfmn makes of the exception: unless TORCH_CPP_LOG_LEVEL asks otherwise, a process
@@ -95,7 +71,7 @@ int amfmn_dist_has_nccl() noexcept {
 // `timeout_ms` bounds the rendezvous and every collective.
 int amfmn_dist_open(const char* host, int port, int rank, int world, int server, const char* prefix,
                     int64_t timeout_ms, int nccl, void** out, char* error, size_t capacity) noexcept {
-    return guarded(error, capacity, [&] {
+    return amfmn::guarded(error, capacity, [&] {
         quiet_c10d_logs(nccl != 0);
         auto timeout = std::chrono::milliseconds(timeout_ms);
         c10d::TCPStoreOptions options;
@@ -129,7 +105,7 @@ void amfmn_dist_close(void* group) noexcept {
 
 // Sums `tensor` over all ranks, in place.
 int amfmn_dist_all_reduce(void* group, at::Tensor* tensor, char* error, size_t capacity) noexcept {
-    return guarded(error, capacity, [&] {
+    return amfmn::guarded(error, capacity, [&] {
         auto g = static_cast<Group*>(group);
         std::vector<at::Tensor> tensors{*tensor};
         finish(g, g->backend->allreduce(tensors));
@@ -140,7 +116,7 @@ int amfmn_dist_all_reduce(void* group, at::Tensor* tensor, char* error, size_t c
 // k's rows at block k.
 int amfmn_dist_all_gather(void* group, at::Tensor* output, at::Tensor* input, char* error,
                           size_t capacity) noexcept {
-    return guarded(error, capacity, [&] {
+    return amfmn::guarded(error, capacity, [&] {
         auto g = static_cast<Group*>(group);
         std::vector<std::vector<at::Tensor>> outputs{output->chunk(g->backend->getSize(), 0)};
         std::vector<at::Tensor> inputs{*input};
@@ -150,7 +126,7 @@ int amfmn_dist_all_gather(void* group, at::Tensor* output, at::Tensor* input, ch
 
 // Rank `root`'s `tensor` into every rank's, in place.
 int amfmn_dist_broadcast(void* group, at::Tensor* tensor, int root, char* error, size_t capacity) noexcept {
-    return guarded(error, capacity, [&] {
+    return amfmn::guarded(error, capacity, [&] {
         auto g = static_cast<Group*>(group);
         std::vector<at::Tensor> tensors{*tensor};
         c10d::BroadcastOptions options;
@@ -161,7 +137,7 @@ int amfmn_dist_broadcast(void* group, at::Tensor* tensor, int root, char* error,
 
 // Returns when every rank has called it.
 int amfmn_dist_barrier(void* group, char* error, size_t capacity) noexcept {
-    return guarded(error, capacity, [&] {
+    return amfmn::guarded(error, capacity, [&] {
         auto g = static_cast<Group*>(group);
         finish(g, g->backend->barrier());
     });
@@ -170,7 +146,7 @@ int amfmn_dist_barrier(void* group, char* error, size_t capacity) noexcept {
 // Writes `length` bytes under `key` in the group's store.
 int amfmn_dist_store_set(void* group, const char* key, const uint8_t* value, size_t length, char* error,
                          size_t capacity) noexcept {
-    return guarded(error, capacity, [&] {
+    return amfmn::guarded(error, capacity, [&] {
         static_cast<Group*>(group)->store->set(key, std::vector<uint8_t>(value, value + length));
     });
 }
@@ -179,7 +155,7 @@ int amfmn_dist_store_set(void* group, const char* key, const uint8_t* value, siz
 // `value`; `*size` is the value's whole length.
 int amfmn_dist_store_get(void* group, const char* key, uint8_t* value, size_t length, size_t* size, char* error,
                          size_t capacity) noexcept {
-    return guarded(error, capacity, [&] {
+    return amfmn::guarded(error, capacity, [&] {
         auto bytes = static_cast<Group*>(group)->store->get(key);
         *size = bytes.size();
         std::memcpy(value, bytes.data(), std::min(length, bytes.size()));
@@ -188,7 +164,7 @@ int amfmn_dist_store_get(void* group, const char* key, uint8_t* value, size_t le
 
 // Whether `key` is in the group's store now (no waiting): `*present` is 1 or 0.
 int amfmn_dist_store_check(void* group, const char* key, int* present, char* error, size_t capacity) noexcept {
-    return guarded(error, capacity, [&] {
+    return amfmn::guarded(error, capacity, [&] {
         *present = static_cast<Group*>(group)->store->check({std::string(key)}) ? 1 : 0;
     });
 }

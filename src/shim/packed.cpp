@@ -10,38 +10,14 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
-#include <algorithm>
-#include <cstring>
 #include <optional>
-#include <string>
+
+#include "guarded.h"
 
 namespace {
 
 std::optional<c10::OperatorHandle> find(const char* name) {
     return c10::Dispatcher::singleton().findSchema({name, ""});
-}
-
-int fail(char* error, size_t capacity, const std::string& what) {
-    if (error != nullptr && capacity > 0) {
-        std::string line = what.substr(0, what.find('\n'));
-        size_t n = std::min(capacity - 1, line.size());
-        std::memcpy(error, line.data(), n);
-        error[n] = '\0';
-    }
-    return -1;
-}
-
-template <typename F>
-int guarded(char* error, size_t capacity, F body) noexcept {
-    try {
-        return body();
-    } catch (const c10::Error& e) {
-        return fail(error, capacity, e.what_without_backtrace());
-    } catch (const std::exception& e) {
-        return fail(error, capacity, e.what());
-    } catch (...) {
-        return fail(error, capacity, "unknown C++ exception");
-    }
 }
 
 }  // namespace
@@ -51,7 +27,7 @@ extern "C" {
 // `weight` [out, in] (float, CPU) packed for products with exactly `rows` input rows.
 int amfmn_packed_weight(const at::Tensor* weight, int64_t rows, at::Tensor** out, char* error,
                         size_t capacity) noexcept {
-    return guarded(error, capacity, [&] {
+    return amfmn::guarded(error, capacity, [&] {
         auto op = find("mkl::_mkl_reorder_linear_weight");
         if (!op) {
             return 0;
@@ -66,7 +42,7 @@ int amfmn_packed_weight(const at::Tensor* weight, int64_t rows, at::Tensor** out
 // used by the operator when x does not have `rows` rows).
 int amfmn_packed_linear(const at::Tensor* x, const at::Tensor* packed, const at::Tensor* weight, int64_t rows,
                         at::Tensor** out, char* error, size_t capacity) noexcept {
-    return guarded(error, capacity, [&] {
+    return amfmn::guarded(error, capacity, [&] {
         auto op = find("mkl::_mkl_linear");
         if (!op) {
             return 0;
