@@ -61,9 +61,12 @@ fn stacked_deferred_training_equals_plain_autograd() {
         let x = ids.narrow(1, 0, 4).apply(&encoder.embedding);
         (plain_bayesian(cell, &x, &lengths, 0.25) * &weight).sum(Kind::Float).backward();
     }
+    // The two sum the same products in another order, and MKL's own order varies from run to
+    // run with the alignment of its buffers: 1.1e-5 of the largest entry was seen once. A wrong
+    // mask differs by as much as the gradient itself (tried: 4.2 against 3.8).
     for (ours, plain) in ours.iter().zip(grads()) {
         let scale = plain.abs().max().double_value(&[]).max(1e-6);
         let diff = (ours - &plain).abs().max().double_value(&[]);
-        assert!(diff <= 1e-5 * scale, "gradient differs by {diff:e} (largest {scale:e})");
+        assert!(diff <= 1e-4 * scale, "gradient differs by {diff:e} (largest {scale:e})");
     }
 }
