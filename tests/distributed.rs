@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::process::{Command, Output};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -14,14 +13,9 @@ use amfmn::dist::{Launch, ProcessGroup};
 use common::training::{batch, max_diff, train_replicas, train_replicas_with, STEPS};
 use tch::{Device, Kind, Tensor};
 
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Runs `test` of this binary as ranks 0..world with torchrun's variables; their outputs.
 fn ranks(test: &str, world: usize) -> Vec<Output> {
-    let port = free_port().to_string();
+    let port = common::rendezvous_port().to_string();
     let children: Vec<_> = (0..world)
         .map(|rank| {
             Command::new(std::env::current_exe().unwrap())

@@ -187,11 +187,6 @@ fn a_rank_with_other_options_is_refused_before_anything_is_written() {
     assert!(!dir.join("checkpoint/mixed").exists() && !dir.join("logs/demo/mixed").exists(), "nothing written");
 }
 
-/// A port nobody listens on now.
-fn free_port() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string()
-}
-
 /// A wrong WORLD_SIZE (rank 0 waits for a rank nobody started) and an unreachable master (rank 1
 /// alone) are one line each within the timeout, with nothing written.
 #[test]
@@ -199,7 +194,7 @@ fn a_missing_rank_or_an_unreachable_master_is_one_line_within_the_timeout() {
     let (_one, dir) = one_at_a_time_with_a_training_set();
     let dir = dir.path();
     for rank in ["0", "1"] {
-        let port = free_port();
+        let port = common::rendezvous_port().to_string();
         let start = Instant::now();
         let vars = [("RANK", rank), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", &port)];
         let out = train_as_launched(dir, &["--timeout", "3"], &vars).output().unwrap();
@@ -222,7 +217,7 @@ fn a_missing_rank_or_an_unreachable_master_is_one_line_within_the_timeout() {
 fn two_tasks_of_an_srun_step_train_together() {
     let (_one, dir) = one_at_a_time_with_a_training_set();
     let dir = dir.path();
-    let port = free_port();
+    let port = common::rendezvous_port().to_string();
     let tasks: Vec<Child> = ["0", "1"]
         .into_iter()
         .map(|rank| {

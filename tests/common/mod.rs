@@ -4,6 +4,23 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// A port for a rendezvous (`MASTER_PORT`) that nothing listens on now, below the kernel's
+/// ephemeral range (from 32768 on Linux). A port freed after binding port 0 is an ephemeral one
+/// the kernel can hand straight to another socket, such as a Gloo connection of a test running
+/// beside; ranks then meet the wrong process (seen once in CI: a barrier timed out and another
+/// test's rank lost its peer). Every call in a process gets another port.
+pub fn rendezvous_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let n = CALLS.fetch_add(1, Ordering::SeqCst);
+        let port = 20_000 + ((std::process::id().wrapping_mul(37)).wrapping_add(n) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// The Python of the project's PyTorch environment (`exec/env.sh` exports `AMFMN_PYTHON`).
 pub fn python() -> PathBuf {
     std::env::var_os("AMFMN_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
