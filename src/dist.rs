@@ -322,10 +322,23 @@ impl ProcessGroup {
                 failed = Some((peer, String::from_utf8_lossy(&said).into_owned()));
             }
         }
+        self.set(&format!("agree/{step}/{}/read", self.rank), b"")?;
+        if outcome.is_err() {
+            self.linger(step);
+        }
         let value = outcome?;
         match failed {
             Some((peer, why)) => bail!("rank {peer} of {} could not start: {why}", self.world),
             None => Ok(value),
+        }
+    }
+
+    /// Waits (at most the timeout per rank) until every other rank has read the verdicts of
+    /// `step`: a launcher stops every rank once one exits, so the others must have learnt why
+    /// before this failed rank exits (each says it right after reading).
+    fn linger(&self, step: &str) {
+        for peer in (0..self.world).filter(|&peer| peer != self.rank) {
+            let _ = self.get(&format!("agree/{step}/{peer}/read"));
         }
     }
 
