@@ -43,7 +43,7 @@ echo
 echo "== amfmn serve: the demo checkpoint as a service for a few seconds (loopback only)"
 rm -rf checkpoint/demo/serve
 token=$("$amfmn" serve token add --data checkpoint/demo/serve --user demo --role admin 2>/dev/null)
-coproc SERVE { "$amfmn" serve --data checkpoint/demo/serve --checkpoint checkpoint/demo/0 --listen 127.0.0.1:0 --device cpu --log warn; }
+coproc SERVE { exec "$amfmn" serve --data checkpoint/demo/serve --checkpoint checkpoint/demo/0 --listen 127.0.0.1:0 --device cpu --log warn; }
 trap 'kill "$SERVE_PID" 2>/dev/null || true' EXIT
 read -r line <&"${SERVE[0]}"
 echo "$line"
