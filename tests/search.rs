@@ -150,7 +150,16 @@ fn index_and_retrieve_take_a_checkpoint_of_the_original_code() {
     };
     let ours = search("ckpt", "a.st");
     let theirs = search("pth/original_legacy.pth.tar", "b.st");
-    assert_eq!(ours["results"], theirs["results"], "the same ranking and scores");
+    // The same weights; two processes' products may round differently (MKL's order follows the
+    // alignment of its buffers: 6e-7 apart was seen once in CI).
+    let ranked = |found: &serde_json::Value| -> Vec<(String, f64)> {
+        let results = found["results"].as_array().unwrap();
+        results.iter().map(|r| (r["path"].as_str().unwrap().to_owned(), r["score"].as_f64().unwrap())).collect()
+    };
+    let (ours, theirs) = (ranked(&ours), ranked(&theirs));
+    assert_eq!(ours.iter().map(|r| &r.0).collect::<Vec<_>>(), theirs.iter().map(|r| &r.0).collect::<Vec<_>>());
+    assert!(ours.iter().zip(&theirs).all(|(a, b)| (a.1 - b.1).abs() <= 1e-6), "{ours:?} vs {theirs:?}");
+    assert_eq!(ours.len(), 5);
     let out = amfmn_in(d, &["index", "--checkpoint", "pth/state_zip.pth", "--images", "images", "--out", "c.st"]);
     assert!(stderr(&out).contains("a PyTorch file without the original's `options` entry"), "{}", stderr(&out));
 }
