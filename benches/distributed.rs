@@ -12,7 +12,7 @@ use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use amfmn::data::PairBatch;
+use amfmn::data::{Images, PairBatch};
 use amfmn::dist::{Launch, ProcessGroup};
 use amfmn::loss::{contrastive_loss, Margin};
 use amfmn::model::{Model, ModelConfig, Pass};
@@ -37,7 +37,7 @@ fn pair_batch(b: i64, size: i64, vocab: i64) -> PairBatch {
     let rows: Vec<usize> = (0..b as usize).collect();
     PairBatch {
         images_from: 0,
-        images: Tensor::randn([b, 3, size, size], (Kind::Float, Device::Cpu)),
+        images: Images::Ready(Tensor::randn([b, 3, size, size], (Kind::Float, Device::Cpu))),
         captions: Tensor::randint_low(1, vocab, [b, 15], (Kind::Int64, Device::Cpu)),
         lengths: Tensor::full([b], 15, (Kind::Int64, Device::Cpu)),
         caption_ids: rows.clone(),

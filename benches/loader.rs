@@ -1,14 +1,16 @@
 //! Loader throughput: images/s of decode + train transforms (resize, rotation, crop, normalize)
-//! through the threaded loader, over every image of a precomp split.
+//! through the threaded loader, over every image of a precomp split; with PIXELS `device`, of
+//! decoding alone (what the loader's threads do for a CUDA model, which transforms on the GPU).
 //!
-//! `cargo bench --bench loader -- DATA_DIR WORKERS [BATCH] [EPOCHS]`; prints one line
-//! `images_per_second=<best epoch>`. `exec/bench_loader.sh` runs it beside PyTorch's DataLoader.
+//! `cargo bench --bench loader -- DATA_DIR WORKERS [BATCH] [EPOCHS] [PIXELS]` (PIXELS `host`,
+//! the default, or `device`); prints one line `images_per_second=<best epoch>`.
+//! `exec/bench_loader.sh` runs it beside PyTorch's DataLoader.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use amfmn::data::{CaptionSet, Loader, LoaderConfig, PrecompSplit, Transform};
+use amfmn::data::{CaptionSet, Loader, LoaderConfig, Pixels, PrecompSplit, Transform};
 
 fn main() -> anyhow::Result<()> {
     amfmn::device::tune_allocator();
@@ -17,6 +19,11 @@ fn main() -> anyhow::Result<()> {
     let workers: usize = args.get(1).expect("WORKERS").parse()?;
     let batch: usize = args.get(2).map_or(Ok(32), |s| s.parse())?;
     let epochs: usize = args.get(3).map_or(Ok(3), |s| s.parse())?;
+    let pixels = match args.get(4).map_or("host", String::as_str) {
+        "host" => Pixels::Host,
+        "device" => Pixels::Device,
+        other => anyhow::bail!("PIXELS {other}: host or device"),
+    };
     let split = PrecompSplit::read(&data, "train", 5)?;
     // One sample per image: the benchmark measures image work, not caption handling.
     let set = Arc::new(CaptionSet {
@@ -31,14 +38,14 @@ fn main() -> anyhow::Result<()> {
     let loader = Loader::new(
         set,
         transform,
-        LoaderConfig { batch_size: batch, workers, prefetch: 2, seed: 0, raw_pixels: false, share: None },
+        LoaderConfig { batch_size: batch, workers, prefetch: 2, seed: 0, pixels, share: None },
     );
     let mut best = 0f64;
     for epoch in 0..=epochs {
         let start = Instant::now();
         let mut n = 0;
         for batch in loader.train_epoch(epoch) {
-            n += batch?.images.size()[0];
+            n += batch?.images.len();
         }
         let rate = n as f64 / start.elapsed().as_secs_f64();
         if epoch > 0 {

@@ -1,14 +1,16 @@
 //! Training-step time of the AMFMN model (forward, loss, backward, Adam: the trainer's step,
 //! through `train::Replicas`) on random images (256x256 by default) and 15-token captions, batches made
-//! beforehand and fed as the loader feeds them (normalized f32 for the CPU, raw u8 levels in
-//! pinned memory for CUDA); and, on the first device, the text encoder alone (forward +
-//! backward), the CNN alone and Adam alone.
+//! beforehand and fed as the loader feeds them (normalized f32 for the CPU; for CUDA decoded u8
+//! levels in pinned memory, which the step resizes to 278/256 of SIZE, crops and normalizes on
+//! the device); and, on the first device, the text encoder alone (forward + backward), the CNN
+//! alone (from its input), Adam alone, and the batched transform of decoded images (the
+//! device's share of the data path, [`Images::input_on`]; `transform_seconds`).
 //!
 //! `cargo bench --bench train_step -- BATCHES STEPS [DEVICE] [AMP] [SIZE]`: BATCHES one batch
 //! size or several, comma-separated; DEVICE as `--device` (`cpu`, `cuda`, `cuda:0,cuda:1`,
 //! `cpu,cpu`; default cpu), AMP as `optim.amp` (default off), SIZE the image side (default 256).
 //! Prints, for each batch, `batch=<b>` and the medians `step_seconds`, `image_seconds`,
-//! `text_seconds`, `adam_seconds`, each line as soon as it is measured, each followed by the
+//! `text_seconds`, `adam_seconds`, `transform_seconds`, each line as soon as it is measured, each followed by the
 //! number of ATen operators one such run dispatches and of those that compute (`step_ops`,
 //! `step_kernels`, ...: [`amfmn::profile`]).
 //! `exec/bench_train.sh` runs it beside the PyTorch reference; `exec/gpu_check.sh` runs it as
@@ -16,7 +18,8 @@
 
 use std::time::Instant;
 
-use amfmn::data::PairBatch;
+use amfmn::data::transforms::Transform;
+use amfmn::data::{Images, PairBatch};
 use amfmn::loss::{contrastive_loss, Margin};
 use amfmn::model::{Model, ModelConfig, Pass};
 use amfmn::optim::{Adam, GradScaler};
@@ -72,9 +75,9 @@ fn measure(part: &str, steps: usize, device: Device, mut f: impl FnMut()) -> any
 fn pair_batch(b: i64, size: i64, vocab: i64, device: Device) -> PairBatch {
     tch::manual_seed(0);
     let images = if device.is_cuda() {
-        Tensor::randint(256, [b, 3, size, size], (Kind::Uint8, Device::Cpu)).pin_memory(device)
+        decoded(b, size, device)
     } else {
-        Tensor::randn([b, 3, size, size], (Kind::Float, Device::Cpu))
+        Images::Ready(Tensor::randn([b, 3, size, size], (Kind::Float, Device::Cpu)))
     };
     let rows: Vec<usize> = (0..b as usize).collect();
     PairBatch {
@@ -86,6 +89,16 @@ fn pair_batch(b: i64, size: i64, vocab: i64, device: Device) -> PairBatch {
         image_ids: rows,
         keywords: None,
     }
+}
+
+/// `b` random decoded `size`² images in pinned memory for CUDA, to be resized to 278/256 of
+/// `size`, cropped and normalized where the model is.
+fn decoded(b: i64, size: i64, device: Device) -> Images {
+    let transform = Transform::Train { resize: (size * 278 / 256) as u32, crop: size as u32, rotation: [0.0, 0.0] };
+    let draws = (0..b as u64).map(|k| transform.draw(&mut amfmn::rng::stream(0, &[k]))).collect();
+    let levels = Tensor::randint(256, [b, size, size, 3], (Kind::Uint8, Device::Cpu));
+    let levels = if device.is_cuda() { levels.pin_memory(device) } else { levels };
+    Images::Decoded { levels, draws, transform }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -122,13 +135,15 @@ fn main() -> anyhow::Result<()> {
         };
         measure("step", steps, device, &mut train_step)?;
         let model = &replicas.primary;
-        let images = model.prepare_images(&amfmn::data::transforms::normalize_on(&pairs.images, device));
+        let images = model.prepare_images(&pairs.images.input_on(device));
         measure("image", steps, device, || model.net.encode_images(&images, pass).sum(Kind::Float).backward())?;
         let (ids, lengths) = (pairs.captions.to_device(device), pairs.lengths.to_device(device));
         measure("text", steps, device, || {
             model.net.encode_texts_with(&ids, &lengths, pass).map(|t| t.sum(Kind::Float)).backward();
         })?;
         measure("adam", steps, device, || adam.step())?;
+        let images = decoded(batch, size, device);
+        measure("transform", steps, device, || drop(images.input_on(device)))?;
     }
     Ok(())
 }

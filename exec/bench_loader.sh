@@ -12,14 +12,16 @@ cargo bench --bench loader --no-run --quiet 2>/dev/null
 amfmn="${CARGO_TARGET_DIR:-target}/release/amfmn"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-printf '%-6s %-8s %14s %14s %8s\n' format workers "amfmn img/s" "PyTorch img/s" ratio
-printf '%-6s %-8s %14s %14s %8s\n' ------ ------- ----------- ------------- -----
+# The last column is the loader's own work for a CUDA model (decoding only: the GPU transforms).
+printf '%-6s %-8s %14s %14s %8s %18s\n' format workers "amfmn img/s" "PyTorch img/s" ratio "decode-only img/s"
+printf '%-6s %-8s %14s %14s %8s %18s\n' ------ ------- ----------- ------------- ----- -----------------
 for format in tif jpg; do
     "$amfmn" synth --out "$work/$format" --images "$((images * 5 / 4))" --size 256 --format "$format" --seed 1 >/dev/null
     for workers in 1 2; do
         ours=$(cargo bench --bench loader --quiet -- "$work/$format" "$workers" "$batch" | sed -n 's/^images_per_second=//p')
         theirs=$("$AMFMN_PYTHON" exec/bench_loader.py "$work/$format" "$workers" "$batch" | sed -n 's/^images_per_second=//p')
+        decode=$(cargo bench --bench loader --quiet -- "$work/$format" "$workers" "$batch" 3 device | sed -n 's/^images_per_second=//p')
         ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "%.2fx", a / b }')
-        printf '%-6s %-8s %14s %14s %8s\n' "$format" "$workers" "$ours" "$theirs" "$ratio"
+        printf '%-6s %-8s %14s %14s %8s %18s\n' "$format" "$workers" "$ours" "$theirs" "$ratio" "$decode"
     done
 done

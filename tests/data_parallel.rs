@@ -22,12 +22,13 @@ fn train_by_shares(batch: &PairBatch, shares: &[(usize, usize)]) -> BTreeMap<Str
     let opts = options();
     let model = Model::new(&ModelConfig::new(&opts, VOCAB as usize), Device::Cpu, 3).unwrap();
     let mut adam = Adam::new(model.trainable(), LR).with_eps(EPS);
+    let images = batch.images.input_on(Device::Cpu);
     let rows = |t: &Tensor, (start, size): (usize, usize)| t.narrow(0, start as i64, size as i64);
     let pass = Pass::training(None);
     for _ in 0..STEPS {
         let visual: Vec<Tensor> = shares
             .iter()
-            .map(|&share| model.net.encode_images(&model.prepare_images(&rows(&batch.images, share)), pass))
+            .map(|&share| model.net.encode_images(&model.prepare_images(&rows(&images, share)), pass))
             .collect();
         let text = model.net.encode_texts_with(&batch.captions, &batch.lengths, pass);
         let scores = text.map(|text| model.net.cross_attention_s.scores(&Tensor::cat(&visual, 0), &text, pass));

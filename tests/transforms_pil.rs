@@ -1,14 +1,14 @@
 //! Image decoding and transforms against PIL + torchvision (run in the project's Python
 //! environment): bilinear resize, nearest rotation and the composed train/eval transforms must
 //! be bit-identical on PNG, TIFF and JPEG inputs (baseline and progressive, 4:4:4, 4:2:2 and
-//! 4:2:0, grayscale, EXIF-rotated).
+//! 4:2:0, grayscale, EXIF-rotated); so must the batched tensor transforms a CUDA model runs.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
 use amfmn::data::image_file::load_rgb;
-use amfmn::data::transforms::{resize_bilinear, rotate_nearest, to_chw, Transform};
+use amfmn::data::transforms::{apply_on, resize_bilinear, rotate_nearest, to_chw, Draw, Transform};
 use image::{ImageFormat, RgbImage};
 
 /// A noisy image with structure (gradients plus pseudo-random texture).
@@ -108,15 +108,28 @@ fn train_and_eval_transforms_equal_torchvision() {
     }
     jobs.add(&["eval", small_path.to_str().unwrap(), "128"]);
     let outputs = jobs.run();
+    let train = Transform::Train { resize: 278, crop: 256, rotation: [-90.0, 90.0] };
     for ((angle, top, left), want) in cases.iter().zip(&outputs) {
         let rotated = rotate_nearest(&resize_bilinear(&img, 278, 278), *angle);
         let mut got = vec![0f32; 3 * 256 * 256];
         to_chw(&rotated, *left, *top, 256, &mut got);
         assert!(got == floats(want), "angle {angle}, crop at ({top}, {left})");
+        let draw = Draw { angle: *angle, top: *top, left: *left };
+        let batched = apply_on(train, &levels(&img), &[draw], tch::Device::Cpu);
+        assert!(Vec::<f32>::try_from(batched.view([-1])).unwrap() == floats(want), "batched, angle {angle}");
     }
     let mut got = vec![0f32; 3 * 128 * 128];
-    Transform::Eval { size: 128 }.apply(&small, &mut amfmn::rng::stream(0, &[]), &mut got);
+    let eval = Transform::Eval { size: 128 };
+    eval.apply(&small, &mut amfmn::rng::stream(0, &[]), &mut got);
     assert!(got == floats(&outputs[cases.len()]), "eval transform");
+    let batched = apply_on(eval, &levels(&small), &[Draw::default()], tch::Device::Cpu);
+    assert!(Vec::<f32>::try_from(batched.view([-1])).unwrap() == got, "batched eval transform");
+}
+
+/// One image as a batch of decoded levels `[1, H, W, 3]` u8.
+fn levels(img: &RgbImage) -> tch::Tensor {
+    let (w, h) = img.dimensions();
+    tch::Tensor::from_slice(img.as_raw()).view([1, h as i64, w as i64, 3])
 }
 
 #[test]

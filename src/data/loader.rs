@@ -12,7 +12,7 @@ use tch::Tensor;
 
 use super::dataset::CaptionSet;
 use super::image_file::with_decoded;
-use super::transforms::{ChannelValue, Transform};
+use super::transforms::{apply_on, resize_bilinear, Draw, Transform};
 use crate::rng;
 
 /// How batches are made.
@@ -25,21 +25,74 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// Seed of the epoch order and augmentation streams.
     pub seed: u64,
-    /// Batches of raw u8 levels in pinned memory, for a CUDA model to normalize on the device
-    /// ([`crate::data::transforms::normalize_on`]); else normalized f32.
-    pub raw_pixels: bool,
+    /// Where the images are transformed.
+    pub pixels: Pixels,
     /// `(rank, world)`: decode only the images of this rank's share of each batch ([`shares`]),
     /// for one process of a launch; `None` decodes them all.
     pub share: Option<(usize, usize)>,
 }
 
+/// Where a loader's images are transformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pixels {
+    /// On the loader's threads, into normalized f32 ([`Images::Ready`]).
+    Host,
+    /// On the model's device: the loader's threads only decode ([`Images::Decoded`]), for a
+    /// CUDA model.
+    Device,
+}
+
+/// A batch's images as the loader hands them over.
+#[derive(Debug)]
+pub enum Images {
+    /// `[b, 3, S, S]` f32, transformed and normalized.
+    Ready(Tensor),
+    /// `[b, H, W, 3]` decoded u8 levels of one size (pinned when CUDA is there), each row with
+    /// its random choices, still to be transformed by `transform` ([`apply_on`]).
+    Decoded { levels: Tensor, draws: Vec<Draw>, transform: Transform },
+}
+
+impl Images {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        match self {
+            Images::Ready(images) => images.size()[0] as usize,
+            Images::Decoded { draws, .. } => draws.len(),
+        }
+    }
+
+    /// Whether the batch has no image.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Images `start..start + size`.
+    pub fn narrow(&self, start: usize, size: usize) -> Images {
+        match self {
+            Images::Ready(images) => Images::Ready(images.narrow(0, start as i64, size as i64)),
+            Images::Decoded { levels, draws, transform } => Images::Decoded {
+                levels: levels.narrow(0, start as i64, size as i64),
+                draws: draws[start..start + size].to_vec(),
+                transform: *transform,
+            },
+        }
+    }
+
+    /// The network's input on `device`: `[b, 3, S, S]` normalized f32, the same values either way.
+    pub fn input_on(&self, device: tch::Device) -> Tensor {
+        match self {
+            Images::Ready(images) => images.to_device(device),
+            Images::Decoded { levels, draws, transform } => apply_on(*transform, levels, draws, device),
+        }
+    }
+}
+
 /// A batch of (image, caption) pairs.
 #[derive(Debug)]
 pub struct PairBatch {
-    /// `[b, 3, S, S]` f32, normalized (or raw u8 levels with [`LoaderConfig::raw_pixels`]): the
-    /// images of rows `images_from..images_from + b`, every row (`b = B`) unless
+    /// The images of rows `images_from..images_from + b`, every row (`b = B`) unless
     /// [`LoaderConfig::share`] asks for one rank's share.
-    pub images: Tensor,
+    pub images: Images,
     /// The batch row of `images`' first row.
     pub images_from: usize,
     /// `[B, L]` i64 token ids, zero-padded to the longest caption of the batch.
@@ -169,16 +222,19 @@ pub fn pad_captions(captions: &[&[i64]]) -> (Tensor, Tensor) {
     (Tensor::from_slice(&ids).view([captions.len() as i64, longest as i64]), Tensor::from_slice(&lengths))
 }
 
+/// Decoded images larger than this many times the transform's resized area are resized on the
+/// loader's threads even when the device transforms the batch ([`Pixels::Device`]).
+pub const DEVICE_RESIZE_AREA: u64 = 4;
+
 /// Decodes and transforms the images of a batch plan, in order.
 struct ImagePipeline {
     set: Arc<CaptionSet>,
     transform: Transform,
     seed: u64,
-    /// Raw u8 batches ([`LoaderConfig::raw_pixels`]).
-    raw: bool,
+    pixels: Pixels,
     /// Batches still to decode on the consuming thread (no workers).
     plan: std::vec::IntoIter<Vec<Sample>>,
-    receivers: Vec<Receiver<Result<Tensor>>>,
+    receivers: Vec<Receiver<Result<Images>>>,
     handles: Vec<JoinHandle<()>>,
     next: usize,
     total: usize,
@@ -201,7 +257,7 @@ impl ImagePipeline {
             let (set, plan) = (Arc::clone(&set), Arc::clone(&plan));
             handles.push(std::thread::spawn(move || {
                 for batch in plan.iter().skip(w).step_by(workers) {
-                    if tx.send(decode_batch(&set, transform, config.seed, config.raw_pixels, batch)).is_err() {
+                    if tx.send(decode_batch(&set, transform, config.seed, config.pixels, batch)).is_err() {
                         return;
                     }
                 }
@@ -213,7 +269,7 @@ impl ImagePipeline {
             set,
             transform,
             seed: config.seed,
-            raw: config.raw_pixels,
+            pixels: config.pixels,
             plan: own_plan.into_iter(),
             receivers,
             handles,
@@ -224,15 +280,15 @@ impl ImagePipeline {
 }
 
 impl Iterator for ImagePipeline {
-    type Item = Result<Tensor>;
+    type Item = Result<Images>;
 
-    fn next(&mut self) -> Option<Result<Tensor>> {
+    fn next(&mut self) -> Option<Result<Images>> {
         if self.next == self.total {
             return None;
         }
         let item = if self.receivers.is_empty() {
             let batch = self.plan.next()?;
-            decode_batch(&self.set, self.transform, self.seed, self.raw, &batch)
+            decode_batch(&self.set, self.transform, self.seed, self.pixels, &batch)
         } else {
             let rx = &self.receivers[self.next % self.receivers.len()];
             rx.recv().unwrap_or_else(|_| Err(anyhow::anyhow!("an image loader thread stopped unexpectedly")))
@@ -254,19 +310,18 @@ impl Drop for ImagePipeline {
     }
 }
 
-/// Loads and transforms the images of one batch into a `[B, 3, S, S]` tensor: normalized f32,
-/// or raw u8 in pinned memory (`raw`; pinned only when CUDA is there).
-fn decode_batch(set: &CaptionSet, transform: Transform, seed: u64, raw: bool, batch: &[Sample]) -> Result<Tensor> {
-    if !raw {
-        return decode_into::<f32>(set, transform, seed, batch);
+/// Loads the images of one batch, transformed where `pixels` says.
+fn decode_batch(set: &CaptionSet, transform: Transform, seed: u64, pixels: Pixels, batch: &[Sample]) -> Result<Images> {
+    match pixels {
+        Pixels::Host => transform_batch(set, transform, seed, batch).map(Images::Ready),
+        Pixels::Device => decoded_batch(set, transform, seed, batch),
     }
-    let levels = decode_into::<u8>(set, transform, seed, batch)?;
-    Ok(if tch::Cuda::is_available() { levels.pin_memory(tch::Device::Cuda(0)) } else { levels })
 }
 
-fn decode_into<P: ChannelValue>(set: &CaptionSet, transform: Transform, seed: u64, batch: &[Sample]) -> Result<Tensor> {
+/// The images of one batch transformed on this thread: `[B, 3, S, S]` normalized f32.
+fn transform_batch(set: &CaptionSet, transform: Transform, seed: u64, batch: &[Sample]) -> Result<Tensor> {
     let len = transform.output_len();
-    let mut buffer = vec![P::default(); batch.len() * len];
+    let mut buffer = vec![0f32; batch.len() * len];
     for (sample, out) in batch.iter().zip(buffer.chunks_exact_mut(len)) {
         with_decoded(&set.image_paths[sample.image], |image| {
             transform.apply(&image, &mut rng::stream(seed, &sample.stream), out);
@@ -276,10 +331,42 @@ fn decode_into<P: ChannelValue>(set: &CaptionSet, transform: Transform, seed: u6
     Ok(Tensor::from_slice(&buffer).view([batch.len() as i64, 3, side, side]))
 }
 
+/// The images of one batch decoded, with their random choices, as `[B, H, W, 3]` u8 (pinned
+/// when CUDA is there). Images of more than [`DEVICE_RESIZE_AREA`] times the resized area, and
+/// every image of a batch of several sizes, are resized here (the first step of the transform,
+/// which the device then skips), so that a batch stays small and stacks.
+fn decoded_batch(set: &CaptionSet, transform: Transform, seed: u64, batch: &[Sample]) -> Result<Images> {
+    let side = transform.resize_size();
+    let area = DEVICE_RESIZE_AREA * side as u64 * side as u64;
+    let mut images = Vec::with_capacity(batch.len());
+    let mut draws = Vec::with_capacity(batch.len());
+    for sample in batch {
+        images.push(with_decoded(&set.image_paths[sample.image], |image| {
+            let (w, h) = image.dimensions();
+            if w as u64 * h as u64 > area {
+                resize_bilinear(&image, side, side)
+            } else {
+                image
+            }
+        })?);
+        draws.push(transform.draw(&mut rng::stream(seed, &sample.stream)));
+    }
+    let (w, h) = images.first().map_or((side, side), |i| i.dimensions());
+    if images.iter().any(|i| i.dimensions() != (w, h)) {
+        images.iter_mut().for_each(|i| *i = resize_bilinear(i, side, side));
+    }
+    let (w, h) = images.first().map_or((side, side), |i| i.dimensions());
+    let bytes = images.iter().map(|i| i.as_raw().as_slice()).collect::<Vec<_>>().concat();
+    let levels = Tensor::from_slice(&bytes).view([batch.len() as i64, h as i64, w as i64, 3]);
+    let levels = if tch::Cuda::is_available() { levels.pin_memory(tch::Device::Cuda(0)) } else { levels };
+    Ok(Images::Decoded { levels, draws, transform })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::Path;
+    use tch::Device;
 
     /// Images whose red channel encodes their index, 2 captions each.
     fn set_with_images(dir: &Path, n: usize) -> Arc<CaptionSet> {
@@ -305,7 +392,7 @@ mod tests {
     }
 
     fn config(workers: usize) -> LoaderConfig {
-        LoaderConfig { batch_size: 4, workers, prefetch: 1, seed: 9, raw_pixels: false, share: None }
+        LoaderConfig { batch_size: 4, workers, prefetch: 1, seed: 9, pixels: Pixels::Host, share: None }
     }
 
     #[test]
@@ -320,17 +407,18 @@ mod tests {
         assert_ne!(order, loader.epoch_order(4));
         let batches: Vec<PairBatch> = loader.train_epoch(3).collect::<Result<_>>().unwrap();
         assert_eq!(batches.len(), 3);
-        assert_eq!(batches[2].images.size(), [2, 3, 8, 8]);
+        assert_eq!(batches[2].images.input_on(Device::Cpu).size(), [2, 3, 8, 8]);
         let ids: Vec<usize> = batches.iter().flat_map(|b| b.caption_ids.clone()).collect();
         assert_eq!(ids, order);
         let rest: Vec<PairBatch> = loader.train_epoch_from(3, 2).collect::<Result<_>>().unwrap();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].caption_ids, batches[2].caption_ids);
-        assert!(rest[0].images.equal(&batches[2].images), "same augmentation when resumed");
+        let pixels = |b: &PairBatch| b.images.input_on(Device::Cpu);
+        assert!(pixels(&rest[0]).equal(&pixels(&batches[2])), "same augmentation when resumed");
         for b in &batches {
             for (row, (&k, &img)) in b.caption_ids.iter().zip(&b.image_ids).enumerate() {
                 assert_eq!(img, k / 2);
-                assert_eq!(red_index(&b.images, row as i64), img as i64);
+                assert_eq!(red_index(&pixels(b), row as i64), img as i64);
                 assert_eq!(b.lengths.int64_value(&[row as i64]), 1 + (k % 3) as i64);
                 let (kw, kw_lengths) = b.keywords.as_ref().expect("the set has keywords");
                 assert_eq!(kw.int64_value(&[row as i64, 0]), 1 + img as i64, "keywords of the row's image");
@@ -347,7 +435,7 @@ mod tests {
         let run = |workers| {
             Loader::new(Arc::clone(&set), transform, config(workers))
                 .train_epoch(1)
-                .map(|b| b.unwrap().images)
+                .map(|b| b.unwrap().images.input_on(Device::Cpu))
                 .collect::<Vec<_>>()
         };
         let (a, b, c) = (run(0), run(1), run(3));
@@ -356,18 +444,69 @@ mod tests {
         }
     }
 
+    /// A set of textured images of the given sizes, 2 captions each.
+    fn textured_set(dir: &Path, sizes: &[(u32, u32)]) -> Arc<CaptionSet> {
+        let mut paths = Vec::new();
+        for (i, &(w, h)) in sizes.iter().enumerate() {
+            let path = dir.join(format!("t{i}.png"));
+            let pixel =
+                |x: u32, y: u32| image::Rgb([(x * 37 + y * 11 + i as u32) as u8, (x ^ y) as u8 * 9, (y * 23) as u8]);
+            image::RgbImage::from_fn(w, h, pixel).save(&path).unwrap();
+            paths.push(path);
+        }
+        let n = sizes.len();
+        Arc::new(CaptionSet {
+            image_names: (0..n).map(|i| format!("t{i}.png")).collect(),
+            image_paths: paths,
+            captions: (0..2 * n).map(|k| vec![1; 1 + k % 3]).collect(),
+            texts: (0..2 * n).map(|k| format!("caption {k}")).collect(),
+            keywords: None,
+            captions_per_image: 2,
+        })
+    }
+
     #[test]
-    fn raw_batches_normalized_on_the_device_equal_the_host_path_bit_for_bit() {
+    fn batches_transformed_on_the_device_equal_the_host_path_bit_for_bit() {
         let dir = tempfile::tempdir().unwrap();
-        let set = set_with_images(dir.path(), 5);
-        let transform = Transform::Train { resize: 13, crop: 8, rotation: [0.0, 30.0] };
-        let host = Loader::new(Arc::clone(&set), transform, config(2));
-        let raw = Loader::new(set, transform, LoaderConfig { raw_pixels: true, ..config(2) });
-        for (a, b) in host.train_epoch(1).zip(raw.train_epoch(1)) {
-            let (a, b) = (a.unwrap().images, b.unwrap().images);
-            assert_eq!((a.kind(), b.kind()), (tch::Kind::Float, tch::Kind::Uint8));
-            let normalized = crate::data::transforms::normalize_on(&b, tch::Device::Cpu);
-            assert!(normalized.equal(&a), "the same floats");
+        std::fs::create_dir(dir.path().join("mixed")).unwrap();
+        let uniform = [(11, 9); 5];
+        // 40x40 is more than DEVICE_RESIZE_AREA times 13x13, 10x10 and 9x9.
+        let mixed = [(11, 9), (13, 13), (40, 40), (7, 20), (12, 9)];
+        let sets =
+            [(textured_set(dir.path(), &uniform), uniform), (textured_set(&dir.path().join("mixed"), &mixed), mixed)];
+        let transforms = [
+            Transform::Train { resize: 13, crop: 8, rotation: [-180.0, 180.0] },
+            Transform::Train { resize: 9, crop: 9, rotation: [0.0, 0.0] },
+            Transform::Eval { size: 10 },
+        ];
+        for ((set, sizes), transform) in sets.iter().flat_map(|s| transforms.map(|t| (s, t))) {
+            let side = transform.resize_size();
+            let host = Loader::new(Arc::clone(set), transform, config(2));
+            let device = Loader::new(Arc::clone(set), transform, LoaderConfig { pixels: Pixels::Device, ..config(2) });
+            for (a, b) in host.train_epoch(1).zip(device.train_epoch(1)) {
+                let (a, b) = (a.unwrap(), b.unwrap());
+                let Images::Ready(floats) = &a.images else { panic!("host-transformed floats") };
+                let Images::Decoded { levels, .. } = &b.images else { panic!("decoded levels") };
+                assert!(b.images.input_on(Device::Cpu).equal(floats), "{transform:?}: the same floats");
+                let rest = b.images.len() - 1;
+                let share = b.images.narrow(1, rest).input_on(Device::Cpu);
+                assert!(share.equal(&floats.narrow(0, 1, rest as i64)), "{transform:?}: a share of the batch");
+                let decoded = |i: usize| {
+                    let (w, h) = sizes[i];
+                    if w * h > DEVICE_RESIZE_AREA as u32 * side * side {
+                        (side, side)
+                    } else {
+                        (w, h)
+                    }
+                };
+                let kinds: std::collections::BTreeSet<(u32, u32)> = b.image_ids.iter().map(|&i| decoded(i)).collect();
+                let (w, h) = if kinds.len() > 1 { (side, side) } else { *kinds.first().unwrap() };
+                assert_eq!(
+                    levels.size(),
+                    [b.image_ids.len() as i64, h as i64, w as i64, 3],
+                    "{transform:?}: {kinds:?}"
+                );
+            }
         }
     }
 

@@ -10,7 +10,7 @@ pub mod split;
 pub mod transforms;
 
 pub use dataset::CaptionSet;
-pub use loader::{shares, Loader, LoaderConfig, PairBatch};
+pub use loader::{shares, Images, Loader, LoaderConfig, PairBatch, Pixels};
 pub use precomp::PrecompSplit;
 pub use split::FoldSplit;
 pub use transforms::Transform;

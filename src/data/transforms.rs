@@ -4,11 +4,12 @@
 //!
 //! The resize reproduces Pillow's two-pass fixed-point bilinear resampling and the rotation
 //! Pillow's nearest-neighbour affine transform, so outputs equal torchvision's bit for bit on
-//! the same decoded pixels.
+//! the same decoded pixels. The same integer arithmetic also runs on batches of tensors
+//! ([`apply_on`]), so a CUDA model transforms its batches on the device with the host's values.
 
 use image::RgbImage;
 use rand::Rng;
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 use crate::rng;
 
@@ -45,25 +46,53 @@ impl Transform {
         3 * s * s
     }
 
-    /// Transforms `image` into `out` (`[3, size, size]`: normalized f32, or the raw u8 levels
-    /// that [`normalize_on`] normalizes later), drawing random choices from `rng`.
-    pub fn apply<P: ChannelValue>(&self, image: &RgbImage, rng: &mut impl Rng, out: &mut [P]) {
+    /// Side of the square resize the transform starts with.
+    pub fn resize_size(&self) -> u32 {
         match *self {
-            Transform::Train { resize, crop, rotation } => {
-                let resized = resize_bilinear(image, resize, resize);
-                let angle =
-                    if rotation[0] == rotation[1] { rotation[0] } else { rng::uniform(rng, rotation[0], rotation[1]) };
-                let rotated = rotate_nearest(&resized, angle);
-                let top = rng::below(rng, (resize - crop + 1) as usize) as u32;
-                let left = rng::below(rng, (resize - crop + 1) as usize) as u32;
-                to_chw(&rotated, left, top, crop, out);
-            }
-            Transform::Eval { size } => {
-                let resized = resize_bilinear(image, size, size);
-                to_chw(&resized, 0, 0, size, out);
-            }
+            Transform::Train { resize, .. } => resize,
+            Transform::Eval { size } => size,
         }
     }
+
+    /// The random choices of one sample, drawn from `rng` in torchvision's order (the angle,
+    /// then the crop's top and left); none for evaluation.
+    pub fn draw(&self, rng: &mut impl Rng) -> Draw {
+        match *self {
+            Transform::Train { resize, crop, rotation } => {
+                let angle =
+                    if rotation[0] == rotation[1] { rotation[0] } else { rng::uniform(rng, rotation[0], rotation[1]) };
+                let top = rng::below(rng, (resize - crop + 1) as usize) as u32;
+                let left = rng::below(rng, (resize - crop + 1) as usize) as u32;
+                Draw { angle, top, left }
+            }
+            Transform::Eval { .. } => Draw::default(),
+        }
+    }
+
+    /// Transforms `image` into `out` (`[3, size, size]` normalized f32), drawing random choices
+    /// from `rng`.
+    pub fn apply(&self, image: &RgbImage, rng: &mut impl Rng, out: &mut [f32]) {
+        self.apply_drawn(image, self.draw(rng), out);
+    }
+
+    /// [`Transform::apply`] with the random choices already drawn.
+    pub fn apply_drawn(&self, image: &RgbImage, draw: Draw, out: &mut [f32]) {
+        let resized = resize_bilinear(image, self.resize_size(), self.resize_size());
+        if draw.angle.rem_euclid(360.0) == 0.0 {
+            to_chw(&resized, draw.left, draw.top, self.output_size(), out);
+        } else {
+            to_chw(&rotate_nearest(&resized, draw.angle), draw.left, draw.top, self.output_size(), out);
+        }
+    }
+}
+
+/// The random choices of one training sample: the rotation in degrees (counter-clockwise) and
+/// the crop's top-left corner in the resized image. All zero for evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Draw {
+    pub angle: f64,
+    pub top: u32,
+    pub left: u32,
 }
 
 /// The normalized value of each level in each channel: `(v / 255 − mean) / std` in f32, like
@@ -78,25 +107,8 @@ pub fn normalization_table() -> [[f32; 256]; 3] {
     table
 }
 
-/// What a transform writes per channel value: the normalized f32, or the raw u8 level.
-pub trait ChannelValue: Copy + Default + Send + tch::kind::Element + 'static {
-    fn from_level(level: u8, channel: usize, table: &[[f32; 256]; 3]) -> Self;
-}
-
-impl ChannelValue for f32 {
-    fn from_level(level: u8, channel: usize, table: &[[f32; 256]; 3]) -> f32 {
-        table[channel][level as usize]
-    }
-}
-
-impl ChannelValue for u8 {
-    fn from_level(level: u8, _: usize, _: &[[f32; 256]; 3]) -> u8 {
-        level
-    }
-}
-
-/// Writes the `side`² window at (`left`, `top`) of `image` as `[3, side, side]` channel values.
-pub fn to_chw<P: ChannelValue>(image: &RgbImage, left: u32, top: u32, side: u32, out: &mut [P]) {
+/// Writes the `side`² window at (`left`, `top`) of `image` as `[3, side, side]` normalized f32.
+pub fn to_chw(image: &RgbImage, left: u32, top: u32, side: u32, out: &mut [f32]) {
     let side = side as usize;
     assert_eq!(out.len(), 3 * side * side, "output buffer of a {side}x{side} image");
     let width = image.width() as usize;
@@ -107,26 +119,101 @@ pub fn to_chw<P: ChannelValue>(image: &RgbImage, left: u32, top: u32, side: u32,
         let row = &raw[((top as usize + y) * width + left as usize) * 3..][..side * 3];
         for (x, px) in row.chunks_exact(3).enumerate() {
             let o = y * side + x;
-            out[o] = P::from_level(px[0], 0, &table);
-            out[plane + o] = P::from_level(px[1], 1, &table);
-            out[2 * plane + o] = P::from_level(px[2], 2, &table);
+            out[o] = table[0][px[0] as usize];
+            out[plane + o] = table[1][px[1] as usize];
+            out[2 * plane + o] = table[2][px[2] as usize];
         }
     }
 }
 
-/// A batch of images `[B, 3, S, S]` on `device`, normalized: raw u8 levels are copied as bytes
-/// (without blocking, from pinned memory when the loader pinned them) and normalized there by
-/// looking up [`normalization_table`], so the values equal the host path's bit for bit on any
-/// device; f32 batches (already normalized) are only moved.
-pub fn normalize_on(images: &Tensor, device: tch::Device) -> Tensor {
-    if images.kind() != tch::Kind::Uint8 {
-        return images.to_device(device);
-    }
-    let levels = images.to_device_(device, tch::Kind::Uint8, true, false);
+/// u8 levels `[B, 3, S, S]` normalized where they are by looking up [`normalization_table`],
+/// so the values equal the host path's bit for bit on any device.
+fn normalize_levels(levels: &Tensor) -> Tensor {
+    let device = levels.device();
     let table: Vec<f32> = normalization_table().iter().flatten().copied().collect();
     let table = Tensor::from_slice(&table).to_device(device);
     let offsets = Tensor::from_slice(&[0i64, 256, 512]).view([1, 3, 1, 1]).to_device(device);
-    table.take(&(levels.to_kind(tch::Kind::Int64) + offsets))
+    table.take(&(levels.to_kind(Kind::Int64) + offsets))
+}
+
+/// `transform` of a batch of decoded images `levels` (`[B, H, W, 3]` u8, one size for the
+/// batch) on `device`, with each row's random choices `draws`: `[B, 3, S, S]` normalized f32
+/// equal bit for bit to [`Transform::apply_drawn`] of each image on the host. The levels are
+/// copied without blocking (from pinned memory when the loader pinned them); the resize, the
+/// rotation and the crop run as a few batched integer operations there.
+pub fn apply_on(transform: Transform, levels: &Tensor, draws: &[Draw], device: Device) -> Tensor {
+    assert_eq!(levels.size()[0], draws.len() as i64, "a draw per image");
+    let levels = levels.to_device_(device, Kind::Uint8, true, false);
+    let side = transform.resize_size();
+    let resized = resize_bilinear_on(&levels, side, side);
+    let picked = rotate_crop_on(&resized, draws, transform.output_size());
+    normalize_levels(&picked.permute([0, 3, 1, 2]))
+}
+
+/// [`resize_bilinear`] of a batch `[B, H, W, 3]` u8 to `[B, height, width, 3]`, where it is.
+pub fn resize_bilinear_on(levels: &Tensor, width: u32, height: u32) -> Tensor {
+    let size = levels.size();
+    let (h_in, w_in) = (size[1] as u32, size[2] as u32);
+    let across = if width != w_in { resample_on(levels, 2, w_in, width) } else { levels.shallow_clone() };
+    if height != h_in {
+        resample_on(&across, 1, h_in, height)
+    } else {
+        across
+    }
+}
+
+/// One pass of Pillow's fixed-point bilinear resampling along `dim` of `[B, H, W, 3]` u8
+/// levels, from `n_in` to `n_out`: every output index gathers its `ksize` taps at once (unused
+/// taps weigh 0), sums them in i32 (exact: at most 255 · 2²² per tap) and rounds as `clip8`.
+fn resample_on(levels: &Tensor, dim: i64, n_in: u32, n_out: u32) -> Tensor {
+    let (bounds, coefficients, ksize) = bilinear_coefficients(n_in, n_out);
+    let device = levels.device();
+    let index: Vec<i64> = bounds
+        .iter()
+        .flat_map(|&(first, taps)| (0..ksize).map(move |k| (first + k.min(taps.saturating_sub(1))) as i64))
+        .collect();
+    let mut shape = vec![1i64; 5];
+    shape[dim as usize] = n_out as i64;
+    shape[dim as usize + 1] = ksize as i64;
+    let weights = Tensor::from_slice(&coefficients).to_device(device).view(shape.as_slice());
+    let mut taps = levels.size();
+    taps[dim as usize] = n_out as i64;
+    taps.insert(dim as usize + 1, ksize as i64);
+    let gathered = levels.index_select(dim, &Tensor::from_slice(&index).to_device(device)).to_kind(Kind::Int);
+    let sums = (gathered.view(taps.as_slice()) * weights).sum_dim_intlist(dim + 1, false, Kind::Int);
+    ((sums + (1i64 << (PRECISION_BITS - 1))).bitwise_right_shift_tensor_scalar(PRECISION_BITS as i64))
+        .clamp(0, 255)
+        .to_kind(Kind::Uint8)
+}
+
+/// [`rotate_nearest`] of each square image of `[B, R, R, 3]` u8 by its draw's angle, then its
+/// `crop`² window at the draw's top-left corner: `[B, crop, crop, 3]` u8, where the batch is.
+fn rotate_crop_on(levels: &Tensor, draws: &[Draw], crop: u32) -> Tensor {
+    let size = levels.size();
+    let (b, side) = (size[0], size[1]);
+    let device = levels.device();
+    // Per image, (x, y) components of the crop's origin, of a step right and of a step down.
+    let maps: Vec<[i64; 6]> = draws
+        .iter()
+        .map(|d| {
+            let m = NearestMap::rotation(d.angle, side as u32, side as u32);
+            let origin = |i: usize| m.origin[i] + d.left as i64 * m.per_x[i] + d.top as i64 * m.per_y[i];
+            [origin(0), origin(1), m.per_x[0], m.per_x[1], m.per_y[0], m.per_y[1]]
+        })
+        .collect();
+    let maps = Tensor::from_slice(maps.as_flattened()).to_device(device).view([b, 3, 2, 1, 1]);
+    let steps = Tensor::arange(crop as i64, (Kind::Int64, device));
+    let (xs, ys) = (steps.view([1, 1, -1]), steps.view([1, -1, 1]));
+    // `[B, 2, crop, crop]`: the source column and row of every output pixel.
+    let source =
+        (maps.select(1, 0) + maps.select(1, 1) * xs + maps.select(1, 2) * ys).bitwise_right_shift_tensor_scalar(16);
+    let clamped = source.clamp(0, side - 1);
+    let inside = source.eq_tensor(&clamped).all_dim(1, false);
+    let strides = Tensor::from_slice(&[1i64, side]).to_device(device).view([1, 2, 1, 1]);
+    let images = Tensor::arange(b, (Kind::Int64, device)).view([b, 1, 1]) * (side * side);
+    let flat = (clamped * strides).sum_dim_intlist(1, false, Kind::Int64) + images;
+    let picked = levels.reshape([b * side * side, 3]).index_select(0, &flat.view([-1]));
+    picked.view([b, crop as i64, crop as i64, 3]) * inside.unsqueeze(-1)
 }
 
 /// Pillow's `precompute_coeffs` for the bilinear filter, normalized to fixed point:
@@ -289,41 +376,23 @@ pub fn resize_bilinear(image: &RgbImage, width: u32, height: u32) -> RgbImage {
 /// `RandomRotation` default): counter-clockwise by `angle` degrees about the centre, corners
 /// filled with black.
 pub fn rotate_nearest(image: &RgbImage, angle: f64) -> RgbImage {
-    let angle = angle.rem_euclid(360.0);
     let (w, h) = image.dimensions();
-    if angle == 0.0 {
+    if angle.rem_euclid(360.0) == 0.0 {
         return image.clone();
     }
-    if angle == 180.0 {
-        return image::imageops::rotate180(image);
-    }
-    if w == h && angle == 90.0 {
-        return image::imageops::rotate270(image);
-    }
-    if w == h && angle == 270.0 {
-        return image::imageops::rotate90(image);
-    }
-    let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
-    let theta = -angle.to_radians();
-    let round15 = |v: f64| (v * 1e15).round() / 1e15;
-    let (a, b, d, e) = (round15(theta.cos()), round15(theta.sin()), round15(-theta.sin()), round15(theta.cos()));
-    let c = a * -cx + b * -cy + cx;
-    let f = d * -cx + e * -cy + cy;
-    // Pillow's `affine_fixed`: 16.16 fixed point, sampling at pixel centres.
-    let fix = |v: f64| (v * 65536.0 + 0.5).floor() as i64;
-    let (a0, a1, a3, a4) = (fix(a), fix(b), fix(d), fix(e));
-    let mut row_x = fix(c + a * 0.5 + b * 0.5);
-    let mut row_y = fix(f + d * 0.5 + e * 0.5);
+    let map = NearestMap::rotation(angle, w, h);
     let (w, h) = (w as usize, h as usize);
     let src = image.as_raw();
     let mut out = vec![0u8; src.len()];
-    for y in 0..h {
+    // Pillow's stepping: the same sums as `map.source`, one addition per pixel.
+    let ([mut row_x, mut row_y], [a0, a3], [a1, a4]) = (map.origin, map.per_x, map.per_y);
+    for row in out.chunks_exact_mut(w * 3) {
         let (mut xx, mut yy) = (row_x, row_y);
-        for x in 0..w {
+        for pixel in row.chunks_exact_mut(3) {
             let (xin, yin) = (xx >> 16, yy >> 16);
             if (0..w as i64).contains(&xin) && (0..h as i64).contains(&yin) {
                 let s = (yin as usize * w + xin as usize) * 3;
-                out[(y * w + x) * 3..][..3].copy_from_slice(&src[s..s + 3]);
+                pixel.copy_from_slice(&src[s..s + 3]);
             }
             xx += a0;
             yy += a3;
@@ -331,8 +400,58 @@ pub fn rotate_nearest(image: &RgbImage, angle: f64) -> RgbImage {
         row_x += a1;
         row_y += a4;
     }
-    let (w, h) = (w as u32, h as u32);
-    RgbImage::from_raw(w, h, out).expect("buffer of the input size")
+    RgbImage::from_raw(w as u32, h as u32, out).expect("buffer of the input size")
+}
+
+/// Pillow's nearest-neighbour sampling of a rotation in 16.16 fixed point: output pixel
+/// (x, y) takes input pixel (`⌊(origin₀ + x·per_x₀ + y·per_y₀) / 2¹⁶⌋`,
+/// `⌊(origin₁ + x·per_x₁ + y·per_y₁) / 2¹⁶⌋`), black when that lies outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NearestMap {
+    pub origin: [i64; 2],
+    pub per_x: [i64; 2],
+    pub per_y: [i64; 2],
+}
+
+impl NearestMap {
+    /// The map of `Image.rotate(angle, NEAREST)` on a `w`×`h` image: Pillow's transposes at
+    /// 180° (and 90°, 270° when square), its `affine_fixed` otherwise.
+    pub fn rotation(angle: f64, w: u32, h: u32) -> NearestMap {
+        let angle = angle.rem_euclid(360.0);
+        const ONE: i64 = 1 << 16;
+        let (last_x, last_y) = ((w as i64 - 1) * ONE + ONE / 2, (h as i64 - 1) * ONE + ONE / 2);
+        let exact = |origin, per_x, per_y| NearestMap { origin, per_x, per_y };
+        match angle {
+            0.0 => exact([ONE / 2, ONE / 2], [ONE, 0], [0, ONE]),
+            180.0 => exact([last_x, last_y], [-ONE, 0], [0, -ONE]),
+            90.0 if w == h => exact([last_x, ONE / 2], [0, ONE], [-ONE, 0]),
+            270.0 if w == h => exact([ONE / 2, last_y], [0, -ONE], [ONE, 0]),
+            _ => NearestMap::affine(angle, w, h),
+        }
+    }
+
+    /// Pillow's `rotate` matrix about the centre, rounded to 15 decimals, in `affine_fixed`'s
+    /// 16.16 fixed point sampling at pixel centres.
+    fn affine(angle: f64, w: u32, h: u32) -> NearestMap {
+        let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
+        let theta = -angle.to_radians();
+        let round15 = |v: f64| (v * 1e15).round() / 1e15;
+        let (a, b, d, e) = (round15(theta.cos()), round15(theta.sin()), round15(-theta.sin()), round15(theta.cos()));
+        let c = a * -cx + b * -cy + cx;
+        let f = d * -cx + e * -cy + cy;
+        let fix = |v: f64| (v * 65536.0 + 0.5).floor() as i64;
+        NearestMap {
+            origin: [fix(c + a * 0.5 + b * 0.5), fix(f + d * 0.5 + e * 0.5)],
+            per_x: [fix(a), fix(d)],
+            per_y: [fix(b), fix(e)],
+        }
+    }
+
+    /// The input pixel output pixel (`x`, `y`) samples (possibly outside the image).
+    pub fn source(&self, x: i64, y: i64) -> (i64, i64) {
+        let at = |i: usize| (self.origin[i] + x * self.per_x[i] + y * self.per_y[i]) >> 16;
+        (at(0), at(1))
+    }
 }
 
 #[cfg(test)]
@@ -423,6 +542,70 @@ mod tests {
         }
         assert_eq!(lefts.into_iter().collect::<Vec<_>>(), [0, 1, 2]);
         assert_eq!(tops.into_iter().collect::<Vec<_>>(), [0, 1, 2]);
+    }
+
+    /// `images` stacked as `[B, H, W, 3]` u8.
+    fn stacked(images: &[RgbImage]) -> Tensor {
+        let (w, h) = images[0].dimensions();
+        let bytes = images.iter().map(|i| i.as_raw().as_slice()).collect::<Vec<_>>().concat();
+        Tensor::from_slice(&bytes).view([images.len() as i64, h as i64, w as i64, 3])
+    }
+
+    #[test]
+    fn batched_resize_equals_the_host_resize() {
+        for ((w, h), (tw, th)) in [((16, 12), (23, 17)), ((40, 31), (9, 10)), ((13, 13), (13, 5)), ((7, 30), (61, 30))]
+        {
+            let images = [gradient(w, h), rotate_nearest(&gradient(w, h), 180.0)];
+            let resized = resize_bilinear_on(&stacked(&images), tw, th);
+            let host: Vec<RgbImage> = images.iter().map(|i| resize_bilinear(i, tw, th)).collect();
+            assert!(resized.equal(&stacked(&host)), "{w}x{h} -> {tw}x{th}");
+        }
+    }
+
+    #[test]
+    fn rotation_maps_equal_pillows_transposes_and_its_affine_step() {
+        let img = gradient(9, 9);
+        assert_eq!(rotate_nearest(&img, 90.0), image::imageops::rotate270(&img));
+        assert_eq!(rotate_nearest(&img, -90.0), image::imageops::rotate90(&img));
+        assert_eq!(rotate_nearest(&gradient(9, 5), 180.0), image::imageops::rotate180(&gradient(9, 5)));
+        // The closed form (the batched path's) picks the pixels of Pillow's stepping.
+        for (angle, (w, h)) in [(33.0, (9, 5)), (90.0, (9, 9)), (180.0, (9, 5)), (-123.4, (6, 11))] {
+            let (source, map) = (gradient(w, h), NearestMap::rotation(angle, w, h));
+            let rotated = rotate_nearest(&source, angle);
+            for (x, y, pixel) in rotated.enumerate_pixels() {
+                let (xin, yin) = map.source(x as i64, y as i64);
+                let inside = (0..w as i64).contains(&xin) && (0..h as i64).contains(&yin);
+                let expect = if inside { *source.get_pixel(xin as u32, yin as u32) } else { image::Rgb([0; 3]) };
+                assert_eq!(*pixel, expect, "angle {angle}, pixel ({x}, {y})");
+            }
+        }
+    }
+
+    #[test]
+    fn batched_transform_equals_the_host_transform_bit_for_bit() {
+        let train = Transform::Train { resize: 19, crop: 12, rotation: [-180.0, 180.0] };
+        let images: Vec<RgbImage> = (0..6).map(|i| rotate_nearest(&gradient(17, 11), 60.0 * i as f64)).collect();
+        let mut rng = crate::rng::stream(3, &[]);
+        let mut draws: Vec<Draw> = (0..6).map(|_| train.draw(&mut rng)).collect();
+        for (draw, angle) in draws.iter_mut().zip([0.0, 90.0, 180.0, 270.0, -90.0, 360.0]).take(3) {
+            draw.angle = angle;
+        }
+        let corner = Draw { angle: 45.0, top: 7, left: 7 };
+        draws[5] = corner;
+        for transform in [train, Transform::Eval { size: 12 }] {
+            let draws: Vec<Draw> = match transform {
+                Transform::Train { .. } => draws.clone(),
+                Transform::Eval { .. } => vec![Draw::default(); 6],
+            };
+            let mut host = vec![0f32; 6 * transform.output_len()];
+            for ((image, &draw), out) in images.iter().zip(&draws).zip(host.chunks_exact_mut(transform.output_len())) {
+                transform.apply_drawn(image, draw, out);
+            }
+            let batched = apply_on(transform, &stacked(&images), &draws, Device::Cpu);
+            let host = Tensor::from_slice(&host).view([6, 3, 12, 12]);
+            assert!(batched.equal(&host), "{transform:?}: max diff {}", (batched - host).abs().max().double_value(&[]));
+        }
+        assert!(draws.iter().any(|d| d.angle.rem_euclid(90.0) != 0.0), "an angle off the quarter turns: {draws:?}");
     }
 
     #[test]

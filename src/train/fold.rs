@@ -13,7 +13,7 @@ use super::{FoldEnd, FoldResult, Replicas, Trainer};
 use crate::checkpoint::{
     board_dir, fold_dir, pretrained, recover_fold, Checkpoint, CheckpointInfo, CheckpointKind, InitialWeights,
 };
-use crate::data::{CaptionSet, FoldSplit, Loader, LoaderConfig, Transform};
+use crate::data::{CaptionSet, FoldSplit, Loader, LoaderConfig, Pixels, Transform};
 use crate::eval::{self, Metrics};
 use crate::logging::{score_block, Board, TextLog};
 use crate::loss::PriorSimilarity;
@@ -126,7 +126,7 @@ impl Trainer<'_> {
                 workers: dataset.workers,
                 prefetch: dataset.prefetch,
                 seed: data_seed,
-                raw_pixels: self.devices[0].is_cuda(),
+                pixels: if self.devices[0].is_cuda() { Pixels::Device } else { Pixels::Host },
                 share: self.group.as_ref().map(|g| (g.rank, g.world)),
             },
         );

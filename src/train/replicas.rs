@@ -21,7 +21,6 @@ use std::rc::Rc;
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::data::transforms::normalize_on;
 use crate::data::{shares, PairBatch};
 use crate::dist::ProcessGroup;
 use crate::model::{add_to_gradient, Model, Pass, Training};
@@ -309,8 +308,8 @@ fn add_gradient(target: &Tensor, mut grad: Tensor) {
 fn encode_share(model: &Model, batch: &PairBatch, start: usize, size: usize, pass: Pass) -> Training<ShareCodes> {
     let device = model.device();
     let rows = |t: &Tensor| t.narrow(0, start as i64, size as i64).to_device(device);
-    let images = batch.images.narrow(0, (start - batch.images_from) as i64, size as i64);
-    let pixels = model.prepare_images(&normalize_on(&images, device));
+    let images = batch.images.narrow(start - batch.images_from, size);
+    let pixels = model.prepare_images(&images.input_on(device));
     let visual = model.net.encode_images(&pixels, pass);
     let captions = (&rows(&batch.captions), &rows(&batch.lengths));
     match &batch.keywords {

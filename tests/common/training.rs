@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use amfmn::data::PairBatch;
+use amfmn::data::{Images, PairBatch};
 use amfmn::loss::{contrastive_loss, Margin};
 use amfmn::model::{Model, ModelConfig, Pass};
 use amfmn::optim::Adam;
@@ -62,7 +62,7 @@ pub fn batch(b: usize, keywords: bool) -> PairBatch {
     let (captions, lengths) = tokens(b, &[6, 3, 1, 4, 5], 0);
     PairBatch {
         images_from: 0,
-        images,
+        images: Images::Ready(images),
         captions,
         lengths,
         caption_ids: (0..b).collect(),
@@ -83,7 +83,9 @@ pub fn loss(scores: &[Tensor]) -> Tensor {
 pub fn warm_batch_norm(model: &Model, batch: &PairBatch) {
     tch::no_grad(|| {
         for _ in 0..20 {
-            let _ = model.net.encode_images(&model.prepare_images(&batch.images), Pass::training(None));
+            let _ = model
+                .net
+                .encode_images(&model.prepare_images(&batch.images.input_on(Device::Cpu)), Pass::training(None));
         }
     });
 }
