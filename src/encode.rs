@@ -1,10 +1,10 @@
 //! The one image-encoding pipeline: the items of a plan of batches (image files, crops of a
-//! scene) are prepared on worker threads into normalised `[3, S, S]` inputs, a batch or two
-//! ahead of the model, and handed over in order to the thread that encodes them while the next
-//! batches are being prepared. `index`, `locate`, `saliency` and evaluation encode through it.
+//! scene) are prepared into normalised `[3, S, S]` inputs by worker threads that share each
+//! batch, a batch ahead of the model, and handed over in order to the thread that encodes them
+//! while the next batch is being prepared. `index`, `locate`, `saliency` and evaluation encode through it.
 
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -25,11 +25,11 @@ pub struct Prepared<E> {
     pub rows: Vec<(usize, E)>,
     /// Items that could not be prepared: their index in the whole plan and why.
     pub failures: Vec<(usize, String)>,
-    /// Seconds spent preparing the batch (on its worker).
+    /// Seconds spent preparing the batch (wall time, all its workers together).
     pub seconds: f64,
 }
 
-/// How the items are prepared: by `workers` threads (at least one), each keeping at most
+/// How the items are prepared: by `workers` threads (at least one) sharing each batch, at most
 /// `prefetch` ready batches ahead of the model.
 #[derive(Debug, Clone, Copy)]
 pub struct Workers {
@@ -37,9 +37,18 @@ pub struct Workers {
     pub prefetch: usize,
 }
 
+impl Workers {
+    /// One thread per core of this machine, a batch ahead.
+    pub fn all_cores() -> Workers {
+        Workers { workers: std::thread::available_parallelism().map_or(1, |n| n.get()), prefetch: 1 }
+    }
+}
+
 /// Prepares the batches of `plan` (items into inputs of side `side` by `prepare`, an error
-/// skipping the item) on worker threads and calls `consume` with each batch, in plan order, on
-/// the calling thread, while later batches are prepared.
+/// skipping the item) and calls `consume` with each batch, in plan order, on the calling
+/// thread, while the next batches are prepared: each batch by all the workers together (its
+/// items in contiguous shares), so that memory holds `prefetch + 1` batches whatever the number
+/// of workers.
 pub fn each_batch<I: Sync, E: Send>(
     plan: &[Vec<I>],
     side: u32,
@@ -48,48 +57,62 @@ pub fn each_batch<I: Sync, E: Send>(
     mut consume: impl FnMut(Prepared<E>) -> Result<()>,
 ) -> Result<()> {
     let len = 3 * side as usize * side as usize;
-    let count = workers.workers.clamp(1, plan.len().max(1));
-    let starts: Vec<usize> = plan.iter().scan(0, |at, batch| Some(std::mem::replace(at, *at + batch.len()))).collect();
+    let threads = workers.workers.max(1);
     let prepare = &prepare;
     std::thread::scope(|scope| {
-        let receivers: Vec<Receiver<Prepared<E>>> = (0..count)
-            .map(|w| {
-                let (tx, rx) = sync_channel(workers.prefetch.max(1));
-                let starts = &starts;
-                scope.spawn(move || {
-                    for (k, batch) in plan.iter().enumerate().skip(w).step_by(count) {
-                        if tx.send(prepare_batch(batch, starts[k], side, len, prepare)).is_err() {
-                            return;
-                        }
-                    }
-                });
-                rx
-            })
-            .collect();
-        for k in 0..plan.len() {
-            let batch =
-                receivers[k % count].recv().map_err(|_| anyhow::anyhow!("an input thread stopped unexpectedly"))?;
+        let (tx, rx) = sync_channel(workers.prefetch.max(1));
+        scope.spawn(move || {
+            let mut start = 0;
+            for batch in plan {
+                if tx.send(prepare_batch(batch, start, side, len, threads, prepare)).is_err() {
+                    return;
+                }
+                start += batch.len();
+            }
+        });
+        for _ in 0..plan.len() {
+            let batch = rx.recv().map_err(|_| anyhow::anyhow!("the input thread stopped unexpectedly"))?;
             consume(batch)?;
         }
         Ok(())
     })
 }
 
-/// The inputs of one batch whose first item is item `start` of the plan.
-fn prepare_batch<I, E>(
+/// The inputs of one batch whose first item is item `start` of the plan, prepared by `threads`
+/// threads (contiguous shares of the items, each written in place), failed items left out.
+fn prepare_batch<I: Sync, E: Send>(
     batch: &[I],
     start: usize,
     side: u32,
     len: usize,
+    threads: usize,
     prepare: &(impl Fn(&I, &mut [f32]) -> Result<E> + Sync),
 ) -> Prepared<E> {
     let began = Instant::now();
     let mut buffer = vec![0f32; batch.len() * len];
+    let share = batch.len().div_ceil(threads).max(1);
+    let prepare_share = |items: &[I], out: &mut [f32]| -> Vec<Result<E>> {
+        items.iter().zip(out.chunks_exact_mut(len)).map(|(item, out)| prepare(item, out)).collect()
+    };
+    let results: Vec<Result<E>> = if threads == 1 || batch.len() <= 1 {
+        prepare_share(batch, &mut buffer)
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = batch
+                .chunks(share)
+                .zip(buffer.chunks_mut(share * len))
+                .map(|(items, out)| scope.spawn(move || prepare_share(items, out)))
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+        })
+    };
     let (mut rows, mut failures) = (Vec::new(), Vec::new());
-    for (k, item) in batch.iter().enumerate() {
-        let row = rows.len();
-        match prepare(item, &mut buffer[row * len..(row + 1) * len]) {
-            Ok(kept) => rows.push((start + k, kept)),
+    for (k, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(kept) => {
+                buffer.copy_within(k * len..(k + 1) * len, rows.len() * len);
+                rows.push((start + k, kept));
+            }
             Err(e) => failures.push((start + k, format!("{e:#}"))),
         }
     }
@@ -149,7 +172,7 @@ mod tests {
 
     /// Items of 1x1 inputs filled with their own value; item 4 cannot be prepared.
     fn run(workers: usize) -> (Vec<usize>, Vec<(usize, String)>) {
-        let plan: Vec<Vec<u32>> = vec![vec![0, 1, 2], vec![3, 4], vec![5, 6, 7], vec![8]];
+        let plan: Vec<Vec<u32>> = vec![vec![0, 1, 2], vec![3, 4, 5, 6], vec![7, 8, 9], vec![10]];
         let (mut seen, mut failed) = (Vec::new(), Vec::new());
         let prepare = |&x: &u32, out: &mut [f32]| {
             anyhow::ensure!(x != 4, "four cannot be read");
@@ -172,9 +195,9 @@ mod tests {
 
     #[test]
     fn batches_come_in_plan_order_whatever_the_workers() {
-        for workers in [1, 2, 3, 8] {
+        for workers in [1, 2, 3, 4, 8] {
             let (seen, failed) = run(workers);
-            assert_eq!(seen, [0, 1, 2, 3, 5, 6, 7, 8], "{workers} workers");
+            assert_eq!(seen, [0, 1, 2, 3, 5, 6, 7, 8, 9, 10], "{workers} workers: the rows after a failure move up");
             assert_eq!(failed, [(4, "four cannot be read".to_owned())], "{workers} workers");
         }
         let plan = vec![vec![1u8], vec![2], vec![3]];

@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 
 use super::RuntimeArgs;
 use crate::checkpoint::{Opening, TrainedModel};
+use crate::encode::Workers;
 use crate::fsutil::owned::Outputs;
 use crate::options::MAX_WORKERS;
 use crate::report;
@@ -33,9 +34,9 @@ pub struct IndexArgs {
     /// Images encoded per batch.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Decode threads.
-    #[arg(long, default_value_t = 2)]
-    pub workers: usize,
+    /// Decode threads, sharing each batch (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// Replace an existing output file that amfmn did not write for this purpose (or that changed since).
     #[arg(long)]
     pub force: bool,
@@ -43,8 +44,8 @@ pub struct IndexArgs {
 
 /// Builds or updates the index and prints what it did.
 pub fn run(args: &IndexArgs) -> Result<()> {
-    if args.workers > MAX_WORKERS {
-        bail!("--workers {}: at most {MAX_WORKERS} decode threads", args.workers);
+    if let Some(workers) = args.workers.filter(|&w| w > MAX_WORKERS) {
+        bail!("--workers {workers}: at most {MAX_WORKERS} decode threads");
     }
     let mut outputs = Outputs::for_file(&args.out, "index", args.force)?;
     outputs.check(&args.out)?;
@@ -90,7 +91,8 @@ pub fn run(args: &IndexArgs) -> Result<()> {
         ));
     }
     let model = trained.model;
-    let (index, summary) = update(&model, info, &files, previous.as_ref(), args.batch_size, args.workers)?;
+    let workers = args.workers.unwrap_or_else(|| Workers::all_cores().workers);
+    let (index, summary) = update(&model, info, &files, previous.as_ref(), args.batch_size, workers)?;
     index.save(&mut outputs, &args.out)?;
     outputs.finish()?;
     let mut table = Table::new(["images", "reused", "encoded", "unreadable", "index"]);

@@ -199,7 +199,7 @@ pub fn run(args: &SaliencyArgs) -> Result<()> {
         .collect();
     let side = model.image_size();
     let prepare = |path: &PathBuf, out: &mut [f32]| encode::image_file_input_kept(path, side, out);
-    encode::each_batch(&plan, side, Workers { workers: 2, prefetch: 1 }, prepare, |batch| {
+    encode::each_batch(&plan, side, Workers::all_cores(), prepare, |batch| {
         progress.inc((batch.rows.len() + batch.failures.len()) as u64);
         for (item, reason) in &batch.failures {
             crate::report::warn(format!("skipped {}: {reason}", images[*item].1));

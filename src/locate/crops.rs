@@ -44,7 +44,7 @@ pub struct CropEncoding {
 }
 
 /// The codes of every crop, `batch_size` at a time, through the image-encoding pipeline: crops
-/// are cut and resized on one thread per core while the model encodes the batches before.
+/// are cut and resized by one thread per core while the model encodes the batch before.
 /// `encoded` is told how many crops each batch held; an error from it stops the encoding.
 pub fn encode_crops(
     model: &Model,
@@ -54,15 +54,14 @@ pub fn encode_crops(
     mut encoded: impl FnMut(usize) -> Result<()>,
 ) -> Result<CropEncoding> {
     let side = model.image_size();
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let plan: Vec<Vec<Rect>> = crops.chunks(batch_size.max(1)).map(<[Rect]>::to_vec).collect();
     let (mut fvs, mut gates, mut seconds) = (Vec::new(), Vec::new(), [0.0; 2]);
     let prepare = |rect: &Rect, out: &mut [f32]| -> Result<()> {
         crop_input(scene, rect, side, resize, out);
         Ok(())
     };
-    encode::each_batch(&plan, side, Workers { workers, prefetch: 1 }, prepare, |batch| {
-        seconds[0] += batch.seconds / workers as f64;
+    encode::each_batch(&plan, side, Workers::all_cores(), prepare, |batch| {
+        seconds[0] += batch.seconds;
         let start = Instant::now();
         let (fv, gate) = encode::image_codes(model, &batch.images);
         fvs.push(fv);
