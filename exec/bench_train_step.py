@@ -58,7 +58,7 @@ NO_KERNEL = {
     "aten::view", "aten::_reshape_alias", "aten::_unsafe_view", "aten::reshape", "aten::alias",
     "aten::detach", "aten::detach_", "aten::resize_", "aten::set_", "aten::unsqueeze", "aten::squeeze",
     "aten::select", "aten::slice", "aten::narrow", "aten::transpose", "aten::t", "aten::permute",
-    "aten::expand", "aten::split", "aten::unbind", "aten::chunk", "aten::resolve_conj",
+    "aten::expand", "aten::split", "aten::split_with_sizes", "aten::unbind", "aten::chunk", "aten::resolve_conj",
     "aten::resolve_neg", "aten::result_type", "aten::lift_fresh",
 }
 

@@ -17,7 +17,7 @@ extern "C" {
 /// Operators that compute nothing themselves: views, allocations and metadata. Any other
 /// operator under which no computing operator runs is counted as a kernel (about one launch on a
 /// GPU). `exec/bench_train_step.py` holds the same list.
-pub const NO_KERNEL: [&str; 30] = [
+pub const NO_KERNEL: [&str; 31] = [
     "aten::empty",
     "aten::empty_strided",
     "aten::empty_like",
@@ -42,6 +42,7 @@ pub const NO_KERNEL: [&str; 30] = [
     "aten::permute",
     "aten::expand",
     "aten::split",
+    "aten::split_with_sizes",
     "aten::unbind",
     "aten::chunk",
     "aten::resolve_conj",

@@ -227,32 +227,31 @@ fn suited(packed: &Option<PackedLinear>, rows: i64) -> Option<&PackedLinear> {
 }
 
 /// One GRU step in the stacked layout: `x`, `u` `[3, B, H]` the input- and hidden-side
-/// pre-activations of gates r, z, n; `carry` `[B, H]` the state it interpolates with.
+/// pre-activations of gates r, z, n; `carry` `[B, H]` the state it interpolates with. r and z
+/// take one sum and one sigmoid together.
 fn gru_step(x: &Tensor, u: &Tensor, carry: &Tensor) -> Tensor {
-    let split = |t: &Tensor| -> [Tensor; 3] { t.unbind(0).try_into().expect("three gates") };
-    let ([xr, xz, xn], [ur, uz, un]) = (split(x), split(u));
-    gru_gates(xr, xz, xn, ur, uz, un, carry)
-}
-
-/// `r = σ(x_r + u_r)`, `z = σ(x_z + u_z)`, `n = tanh(x_n + r ⊙ u_n)`, `h' = (1 − z) ⊙ n + z ⊙ carry`.
-fn gru_gates(xr: Tensor, xz: Tensor, xn: Tensor, ur: Tensor, uz: Tensor, un: Tensor, carry: &Tensor) -> Tensor {
-    let r = (xr + ur).sigmoid();
-    let z = (xz + uz).sigmoid();
-    let n = (xn + r * un).tanh();
-    (1.0 - &z) * n + z * carry
+    let split = |t: &Tensor| -> [Tensor; 2] { t.split_with_sizes([2, 1], 0).try_into().expect("r and z, n") };
+    let ([xrz, xn], [urz, un]) = (split(x), split(u));
+    let [r, z]: [Tensor; 2] = (xrz + urz).sigmoid().unbind(0).try_into().expect("r, z");
+    gru_update(&r, z, &xn.squeeze_dim(0), &un.squeeze_dim(0), carry)
 }
 
 /// One GRU step from the gate pre-activations `x`, `u` `[B, 3H]` (input and hidden side, gates
-/// r, z, n) and the state `carry` `[B, H]` it interpolates with.
+/// r, z, n) and the state `carry` `[B, H]` it interpolates with; r and z together, as
+/// [`gru_step`].
 fn gru_row_step(x: &Tensor, u: &Tensor, carry: &Tensor) -> Tensor {
-    let ([xr, xz, xn], [ur, uz, un]) = (three(x), three(u));
-    gru_gates(xr, xz, xn, ur, uz, un, carry)
+    let h = carry.size()[1];
+    let split = |t: &Tensor| -> [Tensor; 2] { t.split_with_sizes([2 * h, h], 1).try_into().expect("r and z, n") };
+    let ([xrz, xn], [urz, un]) = (split(x), split(u));
+    let [r, z]: [Tensor; 2] = (xrz + urz).sigmoid().split(h, 1).try_into().expect("r, z");
+    gru_update(&r, z, &xn, &un, carry)
 }
 
-/// The r, z, n chunks of a `[B, 3H]` tensor.
-fn three(rows: &Tensor) -> [Tensor; 3] {
-    let mut parts = rows.chunk(3, -1).into_iter();
-    [0, 1, 2].map(|_| parts.next().expect("three chunks"))
+/// With `r = σ(x_r + u_r)` and `z = σ(x_z + u_z)`: `n = tanh(x_n + r ⊙ u_n)`,
+/// `h' = (1 − z) ⊙ n + z ⊙ carry`.
+fn gru_update(r: &Tensor, z: Tensor, xn: &Tensor, un: &Tensor, carry: &Tensor) -> Tensor {
+    let n = (xn + r * un).tanh();
+    (1.0 - &z) * n + z * carry
 }
 
 /// PyTorch `nn.GRU` / `nn.GRUCell` weights: `[3H, in]`, `[3H, H]`, biases `[3H]`, gates r, z, n.
