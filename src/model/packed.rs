@@ -69,7 +69,9 @@ impl PackedLinear {
         let rows = x.size()[0];
         let padded = match PACKED_ROWS - rows {
             0 => x.shallow_clone(),
-            missing => Tensor::cat(&[x.shallow_clone(), x.zeros_like().narrow(0, 0, 1).repeat([missing, 1])], 0),
+            missing => {
+                Tensor::cat(&[x.shallow_clone(), Tensor::zeros([missing, x.size()[1]], (x.kind(), x.device()))], 0)
+            }
         };
         let y = shim_tensor(|out, e| unsafe {
             let (x, packed, weight) = (padded.as_ptr(), self.packed.as_ptr(), self.weight.as_ptr());
