@@ -93,7 +93,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<train::Stopped>() {
             Some(stopped) => {
-                eprintln!("{}", amfmn::report::escape_controls(&stopped.to_string()));
+                if stopped.resume.is_some() {
+                    eprintln!("{}", amfmn::report::escape_controls(&stopped.to_string()));
+                }
                 ExitCode::from(130)
             }
             None => {

@@ -119,6 +119,7 @@ fn two_ranks_train_like_two_replicas_and_resume_after_sigterm_exactly() {
     assert!(status.success());
     let out = stopped.wait_with_output().unwrap();
     let said = text(&out);
+    assert_eq!(said.matches("stopped by Ctrl-C or SIGTERM").count(), 1, "rank 0 alone says how to resume: {said}");
     assert!(said.contains("stopped by Ctrl-C or SIGTERM; resume with: "), "{said}");
     let last: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(c.join("stopped/0/last.json")).unwrap()).unwrap();

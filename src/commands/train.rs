@@ -72,7 +72,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             }
             println!("\nbest validation results\n{table}");
         }
-        Outcome::Interrupted { checkpoint } => return Err(Stopped { resume: resume_command(args, &checkpoint) }.into()),
+        Outcome::Interrupted { checkpoint } => {
+            let resume = (!follower).then(|| resume_command(args, &checkpoint));
+            return Err(Stopped { resume }.into());
+        }
     }
     Ok(())
 }
@@ -81,13 +84,17 @@ pub fn run(args: &TrainArgs) -> Result<()> {
 /// does for SIGINT, so a script does not go on to test a half-trained model.
 #[derive(Debug)]
 pub struct Stopped {
-    /// The command line that continues the run.
-    pub resume: String,
+    /// The command line that continues the run; `None` in the processes of a launch other than
+    /// rank 0, which says it for all of them.
+    pub resume: Option<String>,
 }
 
 impl std::fmt::Display for Stopped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "stopped by Ctrl-C or SIGTERM; resume with: {}", self.resume)
+        match &self.resume {
+            Some(resume) => write!(f, "stopped by Ctrl-C or SIGTERM; resume with: {resume}"),
+            None => write!(f, "stopped by Ctrl-C or SIGTERM (rank 0 says how to resume)"),
+        }
     }
 }
 
