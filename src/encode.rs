@@ -18,7 +18,8 @@ use crate::score::Scorer;
 
 /// A batch of prepared inputs.
 pub struct Prepared<E> {
-    /// `[B, 3, S, S]` normalised floats of the items that could be prepared (on the CPU).
+    /// `[B, 3, S, S]` normalised floats of the items that could be prepared (on the CPU, pinned
+    /// when CUDA is there).
     pub images: Tensor,
     /// For each row of `images`: the item's index in the whole plan, and what its preparation
     /// kept besides the input (a decoded image to draw on, or nothing).
@@ -119,6 +120,9 @@ fn prepare_batch<I: Sync, E: Send>(
     buffer.truncate(rows.len() * len);
     let side = side as i64;
     let images = Tensor::from_slice(&buffer).view([rows.len() as i64, 3, side, side]);
+    // On a CUDA machine the batch goes to pinned memory here, so the model's thread copies it
+    // to the GPU without blocking.
+    let images = if tch::Cuda::is_available() { images.pin_memory(Device::Cuda(0)) } else { images };
     Prepared { images, rows, failures, seconds: began.elapsed().as_secs_f64() }
 }
 

@@ -193,9 +193,12 @@ impl Model {
         });
     }
 
-    /// Puts a batch of images on the model's device, in the layout its CNN expects.
+    /// Puts a batch of images on the model's device, in the layout its CNN expects; a batch in
+    /// pinned memory is copied to a GPU without blocking.
     pub fn prepare_images(&self, images: &Tensor) -> Tensor {
-        let images = images.to_device(self.device());
+        let device = self.device();
+        let pinned = device.is_cuda() && images.device() == Device::Cpu && images.is_pinned(device);
+        let images = images.to_device_(device, images.kind(), pinned, false);
         if self.channels_last {
             to_channels_last(&images)
         } else {
