@@ -411,6 +411,8 @@ struct Server {
     base: String,
     /// What it printed on stderr so far.
     log: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The thread that reads its stderr into `log`, until the pipe closes.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Starts `amfmn serve` on `f`'s data folder, with `env` set; waits for its `listening on` line.
@@ -423,7 +425,7 @@ fn start_server(f: &Fixture, env: &[(&str, &str)], extra: &[&str]) -> Server {
     let mut child = command.spawn().unwrap();
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             sink.lock().unwrap().push_str(&(line + "\n"));
         }
@@ -432,7 +434,7 @@ fn start_server(f: &Fixture, env: &[(&str, &str)], extra: &[&str]) -> Server {
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let address = line.trim().strip_prefix("listening on ");
     let address = address.unwrap_or_else(|| panic!("first line: {line:?}; stderr: {}", log.lock().unwrap()));
-    Server { child, base: format!("http://{address}"), log }
+    Server { child, base: format!("http://{address}"), log, reader: Some(reader) }
 }
 
 impl Server {
@@ -490,7 +492,10 @@ impl Server {
     fn terminate(mut self) -> (std::process::ExitStatus, String) {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+        // Everything it wrote: the reader ends when the pipe closes.
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
         let log = self.log.lock().unwrap().clone();
         (status, log)
     }
