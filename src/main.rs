@@ -94,12 +94,12 @@ fn main() -> ExitCode {
         Err(e) => match e.downcast_ref::<train::Stopped>() {
             Some(stopped) => {
                 if stopped.resume.is_some() {
-                    eprintln!("{}", amfmn::report::escape_controls(&stopped.to_string()));
+                    amfmn::report::stderr_line(&amfmn::report::escape_controls(&stopped.to_string()));
                 }
                 ExitCode::from(130)
             }
             None => {
-                eprintln!("error: {}", amfmn::report::error_line(&e));
+                amfmn::report::stderr_line(&format!("error: {}", amfmn::report::error_line(&e)));
                 ExitCode::FAILURE
             }
         },

@@ -25,6 +25,13 @@ pub trait Reporter: Send + Sync {
     fn progress(&self, total: u64, label: &str) -> ProgressBar;
 }
 
+/// Writes `line` and a newline to stderr in one write, so that the lines of processes sharing
+/// the stream (the ranks of a torchrun job) never interleave within a line.
+pub fn stderr_line(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(format!("{line}\n").as_bytes());
+}
+
 /// Prints information on stdout, warnings on stderr (`warning: ...`), and draws progress bars
 /// on stderr when it is a terminal.
 pub struct Terminal;
@@ -33,7 +40,7 @@ impl Reporter for Terminal {
     fn message(&self, message: Message) {
         match message {
             Message::Info(text) => println!("{}", escape_controls(&text)),
-            Message::Warning(text) => eprintln!("warning: {}", escape_controls(&text)),
+            Message::Warning(text) => stderr_line(&format!("warning: {}", escape_controls(&text))),
         }
     }
 
