@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use amfmn::data::image_file::load_rgb;
-use amfmn::data::transforms::{apply_on, resize_bilinear, rotate_nearest, to_chw, Draw, Transform};
+use amfmn::data::transforms::{apply_on, resize_bilinear, rotate_nearest, stack_levels, to_chw, Draw, Transform};
 use image::{ImageFormat, RgbImage};
 
 /// A noisy image with structure (gradients plus pseudo-random texture).
@@ -128,8 +128,7 @@ fn train_and_eval_transforms_equal_torchvision() {
 
 /// One image as a batch of decoded levels `[1, H, W, 3]` u8.
 fn levels(img: &RgbImage) -> tch::Tensor {
-    let (w, h) = img.dimensions();
-    tch::Tensor::from_slice(img.as_raw()).view([1, h as i64, w as i64, 3])
+    stack_levels(std::slice::from_ref(img), img.dimensions())
 }
 
 #[test]

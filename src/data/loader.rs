@@ -12,8 +12,9 @@ use tch::Tensor;
 
 use super::dataset::CaptionSet;
 use super::image_file::with_decoded;
-use super::transforms::{apply_on, resize_bilinear, Draw, Transform};
+use super::transforms::{apply_on, resize_bilinear, stack_levels, Draw, Transform};
 use crate::rng;
+use image::RgbImage;
 
 /// How batches are made.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -351,13 +352,10 @@ fn decoded_batch(set: &CaptionSet, transform: Transform, seed: u64, batch: &[Sam
         })?);
         draws.push(transform.draw(&mut rng::stream(seed, &sample.stream)));
     }
-    let (w, h) = images.first().map_or((side, side), |i| i.dimensions());
-    if images.iter().any(|i| i.dimensions() != (w, h)) {
+    if images.windows(2).any(|pair| pair[0].dimensions() != pair[1].dimensions()) {
         images.iter_mut().for_each(|i| *i = resize_bilinear(i, side, side));
     }
-    let (w, h) = images.first().map_or((side, side), |i| i.dimensions());
-    let bytes = images.iter().map(|i| i.as_raw().as_slice()).collect::<Vec<_>>().concat();
-    let levels = Tensor::from_slice(&bytes).view([batch.len() as i64, h as i64, w as i64, 3]);
+    let levels = stack_levels(&images, images.first().map_or((side, side), RgbImage::dimensions));
     let levels = if tch::Cuda::is_available() { levels.pin_memory(tch::Device::Cuda(0)) } else { levels };
     Ok(Images::Decoded { levels, draws, transform })
 }

@@ -150,6 +150,12 @@ pub fn apply_on(transform: Transform, levels: &Tensor, draws: &[Draw], device: D
     normalize_levels(&picked.permute([0, 3, 1, 2]))
 }
 
+/// Images all of size `w`×`h` stacked as `[B, h, w, 3]` u8 levels, the input of [`apply_on`].
+pub fn stack_levels(images: &[RgbImage], (w, h): (u32, u32)) -> Tensor {
+    let bytes = images.iter().map(|i| i.as_raw().as_slice()).collect::<Vec<_>>().concat();
+    Tensor::from_slice(&bytes).view([images.len() as i64, h as i64, w as i64, 3])
+}
+
 /// [`resize_bilinear`] of a batch `[B, H, W, 3]` u8 to `[B, height, width, 3]`, where it is.
 pub fn resize_bilinear_on(levels: &Tensor, width: u32, height: u32) -> Tensor {
     let size = levels.size();
@@ -544,11 +550,8 @@ mod tests {
         assert_eq!(tops.into_iter().collect::<Vec<_>>(), [0, 1, 2]);
     }
 
-    /// `images` stacked as `[B, H, W, 3]` u8.
     fn stacked(images: &[RgbImage]) -> Tensor {
-        let (w, h) = images[0].dimensions();
-        let bytes = images.iter().map(|i| i.as_raw().as_slice()).collect::<Vec<_>>().concat();
-        Tensor::from_slice(&bytes).view([images.len() as i64, h as i64, w as i64, 3])
+        stack_levels(images, images[0].dimensions())
     }
 
     #[test]
