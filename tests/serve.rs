@@ -706,7 +706,9 @@ fn an_index_is_imported_once_with_its_codes_where_they_hold() {
     assert!(log.contains("skipped c2.png: cannot open"), "{log}");
     assert!(log.contains("skipped c3.png: `c3.png` is a link to"), "{log}");
 
-    let (_, again) = start_server(&f, &[], &import).terminate();
+    // SIGTERM at once, as soon as the address is announced: still a clean stop, after the report.
+    let (status, again) = start_server(&f, &[], &import).terminate();
+    assert!(status.success(), "SIGTERM right after start-up is a clean stop: {again}");
     assert!(
         again.contains("imported 0 image(s) with their codes and 0 to encode; 2 already there, 2 skipped"),
         "{again}"

@@ -223,18 +223,23 @@ fn serve(args: &ServeArgs) -> Result<()> {
         .block_on(tokio::net::TcpListener::bind(args.listen))
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let service = Service::start(&config)?;
-    println!("listening on {}", listener.local_addr()?);
-    std::io::Write::flush(&mut std::io::stdout())?;
     eprintln!("{}: {}", data.display(), service.repairs);
     if let (Some(imported), Some(index)) = (&service.imported, &args.import_index) {
         report_import(index, imported);
     }
+    // Caught before the address is announced: a signal from then on stops the service gracefully.
+    let shutdown = {
+        let _context = runtime.enter();
+        shutdown_signal()?
+    };
+    println!("listening on {}", listener.local_addr()?);
+    std::io::Write::flush(&mut std::io::stdout())?;
     let router = service.router();
     let state = service.state.clone();
     runtime.block_on(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
-                shutdown_signal().await;
+                shutdown.await;
                 state.draining.store(true, std::sync::atomic::Ordering::SeqCst);
             })
             .await
@@ -243,21 +248,18 @@ fn serve(args: &ServeArgs) -> Result<()> {
     service.shutdown()
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let term = async {
-        match terminate.as_mut() {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
+/// Resolves at the first Ctrl-C (SIGINT) or SIGTERM; both are caught from the moment this
+/// returns (it must run inside the runtime's context).
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+    })
 }
 
 #[cfg(test)]
