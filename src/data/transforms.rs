@@ -150,6 +150,12 @@ pub fn apply_on(transform: Transform, levels: &Tensor, draws: &[Draw], device: D
     normalize_levels(&picked.permute([0, 3, 1, 2]))
 }
 
+/// u8 levels `[B, S, S, 3]` as the network's input `[B, 3, S, S]`, normalized where they are:
+/// [`to_chw`] of each image, bit for bit.
+pub fn to_chw_on(levels: &Tensor) -> Tensor {
+    normalize_levels(&levels.permute([0, 3, 1, 2]))
+}
+
 /// Images all of size `w`×`h` stacked as `[B, h, w, 3]` u8 levels, the input of [`apply_on`].
 pub fn stack_levels(images: &[RgbImage], (w, h): (u32, u32)) -> Tensor {
     let bytes = images.iter().map(|i| i.as_raw().as_slice()).collect::<Vec<_>>().concat();
@@ -317,6 +323,38 @@ pub fn resize_cubic(image: &RgbImage, width: u32, height: u32) -> RgbImage {
         }
     }
     RgbImage::from_raw(width, height, out).expect("buffer of the output size")
+}
+
+/// [`resize_cubic`] of a batch `[B, H, W, 3]` u8 to `[B, height, width, 3]`, where it is, bit
+/// for bit: the same f32 products summed in the same order, then rounded half away from zero
+/// (Rust's `f32::round`, where ATen's `round` goes to even) and saturated.
+pub fn resize_cubic_on(levels: &Tensor, width: u32, height: u32) -> Tensor {
+    let size = levels.size();
+    let (h_in, w_in) = (size[1] as u32, size[2] as u32);
+    if (w_in, h_in) == (width, height) {
+        return levels.shallow_clone();
+    }
+    let across = cubic_pass_on(&levels.to_kind(Kind::Float), 2, w_in, width);
+    let values = cubic_pass_on(&across, 1, h_in, height).clamp_min(0.0);
+    let whole = values.trunc();
+    let half_up = (&values - &whole).ge(0.5).to_kind(Kind::Float);
+    (whole + half_up).clamp_max(255.0).to_kind(Kind::Uint8)
+}
+
+/// One pass of [`resize_cubic`] along `dim` of `[B, H, W, 3]` f32 values, from `n_in` to
+/// `n_out`: each of the four taps gathered and weighed, the products summed left to right.
+fn cubic_pass_on(values: &Tensor, dim: i64, n_in: u32, n_out: u32) -> Tensor {
+    let taps = cubic_taps(n_in, n_out);
+    let device = values.device();
+    let mut shape = [1i64; 4];
+    shape[dim as usize] = n_out as i64;
+    let term = |k: usize| {
+        let index: Vec<i64> = taps.iter().map(|(index, _)| index[k] as i64).collect();
+        let weight: Vec<f32> = taps.iter().map(|(_, weight)| weight[k]).collect();
+        let weight = Tensor::from_slice(&weight).to_device(device).view(shape);
+        values.index_select(dim, &Tensor::from_slice(&index).to_device(device)) * weight
+    };
+    term(0) + term(1) + term(2) + term(3)
 }
 
 /// Bilinear resize equal to PIL's `Image.resize(size, BILINEAR)` (what torchvision's `Resize`

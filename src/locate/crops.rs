@@ -1,5 +1,6 @@
 //! Cutting a scene into its crops, resizing them to the network's input and encoding them,
-//! batch by batch, with a progress bar.
+//! batch by batch: on the host's cores for a CPU model, as batched tensor operations on the GPU
+//! for a CUDA model (the scene uploaded once), with the same values.
 
 use std::time::Instant;
 
@@ -8,7 +9,9 @@ use image::RgbImage;
 use tch::Tensor;
 
 use super::heat::Rect;
-use crate::data::transforms::{resize_bilinear, resize_cubic, to_chw};
+use crate::data::transforms::{
+    resize_bilinear, resize_bilinear_on, resize_cubic, resize_cubic_on, stack_levels, to_chw, to_chw_on,
+};
 use crate::encode::{self, Workers};
 use crate::model::Model;
 
@@ -43,32 +46,182 @@ pub struct CropEncoding {
     pub seconds: [f64; 2],
 }
 
-/// The codes of every crop, `batch_size` at a time, through the image-encoding pipeline: crops
-/// are cut and resized by one thread per core while the model encodes the batch before.
-/// `encoded` is told how many crops each batch held; an error from it stops the encoding.
+/// The inputs `[B, 3, side, side]` of the crops `rects` of a scene's levels `scene` (`[H, W, 3]`
+/// u8, on any device), cut and resized where the scene is, one run of equal-sized crops at a
+/// time: [`crop_input`] of each crop, bit for bit.
+fn crop_inputs_on(scene: &Tensor, rects: &[Rect], side: u32, resize: CropResize) -> Tensor {
+    let extent = |r: &Rect| (r.r1 - r.r0, r.c1 - r.c0);
+    let runs = rects.chunk_by(|a, b| extent(a) == extent(b)).map(|run| {
+        let cut: Vec<Tensor> = run
+            .iter()
+            .map(|r| scene.narrow(0, r.r0 as i64, extent(r).0 as i64).narrow(1, r.c0 as i64, extent(r).1 as i64))
+            .collect();
+        let cut = Tensor::stack(&cut, 0);
+        let resized = match resize {
+            CropResize::Cubic => resize_cubic_on(&cut, side, side),
+            CropResize::Bilinear => resize_bilinear_on(&cut, side, side),
+        };
+        to_chw_on(&resized)
+    });
+    Tensor::cat(&runs.collect::<Vec<_>>(), 0)
+}
+
+/// The codes of every crop, `batch_size` at a time: for a CUDA model cut and resized on the GPU
+/// ([`crop_inputs_on`]), otherwise by one thread per core while the model encodes the batch
+/// before. `encoded` is told how many crops each batch held; an error from it stops the encoding.
 pub fn encode_crops(
     model: &Model,
     scene: &RgbImage,
     crops: &[Rect],
     (resize, batch_size): (CropResize, usize),
+    encoded: impl FnMut(usize) -> Result<()>,
+) -> Result<CropEncoding> {
+    let plan: Vec<Vec<Rect>> = crops.chunks(batch_size.max(1)).map(<[Rect]>::to_vec).collect();
+    if model.device().is_cuda() {
+        encode_on_device(model, scene, &plan, resize, encoded)
+    } else {
+        encode_on_host(model, scene, &plan, resize, encoded)
+    }
+}
+
+/// [`encode_crops`] with the crops prepared by the host's cores.
+fn encode_on_host(
+    model: &Model,
+    scene: &RgbImage,
+    plan: &[Vec<Rect>],
+    resize: CropResize,
     mut encoded: impl FnMut(usize) -> Result<()>,
 ) -> Result<CropEncoding> {
     let side = model.image_size();
-    let plan: Vec<Vec<Rect>> = crops.chunks(batch_size.max(1)).map(<[Rect]>::to_vec).collect();
-    let (mut fvs, mut gates, mut seconds) = (Vec::new(), Vec::new(), [0.0; 2]);
+    let mut codes = Collected::default();
     let prepare = |rect: &Rect, out: &mut [f32]| -> Result<()> {
         crop_input(scene, rect, side, resize, out);
         Ok(())
     };
-    encode::each_batch(&plan, side, Workers::all_cores(), prepare, |batch| {
-        seconds[0] += batch.seconds;
-        let start = Instant::now();
-        let (fv, gate) = encode::image_codes(model, &batch.images);
-        fvs.push(fv);
-        gates.extend(gate);
-        seconds[1] += start.elapsed().as_secs_f64();
+    encode::each_batch(plan, side, Workers::all_cores(), prepare, |batch| {
+        codes.seconds[0] += batch.seconds;
+        codes.encode(model, &batch.images);
         encoded(batch.rows.len())
     })?;
-    let gate = (!gates.is_empty()).then(|| Tensor::cat(&gates, 0));
-    Ok(CropEncoding { fv: Tensor::cat(&fvs, 0), gate, seconds })
+    Ok(codes.finish())
+}
+
+/// [`encode_crops`] with the scene's levels uploaded once to the model's device and each batch
+/// cut and resized there; the device is waited for after each batch's inputs, so that "Cut"
+/// counts their making.
+fn encode_on_device(
+    model: &Model,
+    scene: &RgbImage,
+    plan: &[Vec<Rect>],
+    resize: CropResize,
+    mut encoded: impl FnMut(usize) -> Result<()>,
+) -> Result<CropEncoding> {
+    let (device, side) = (model.device(), model.image_size());
+    let began = Instant::now();
+    let levels = stack_levels(std::slice::from_ref(scene), scene.dimensions()).squeeze_dim(0).to_device(device);
+    let mut codes = Collected { seconds: [began.elapsed().as_secs_f64(), 0.0], ..Collected::default() };
+    for batch in plan {
+        let start = Instant::now();
+        let inputs = crop_inputs_on(&levels, batch, side, resize);
+        if let tch::Device::Cuda(index) = device {
+            tch::Cuda::synchronize(index as i64);
+        }
+        codes.seconds[0] += start.elapsed().as_secs_f64();
+        codes.encode(model, &inputs);
+        encoded(batch.len())?;
+    }
+    Ok(codes.finish())
+}
+
+/// The codes of the batches encoded so far, and the seconds spent cutting and encoding them.
+#[derive(Default)]
+struct Collected {
+    fvs: Vec<Tensor>,
+    gates: Vec<Tensor>,
+    seconds: [f64; 2],
+}
+
+impl Collected {
+    /// Encodes a batch of inputs `[B, 3, S, S]`, timed as "Sim".
+    fn encode(&mut self, model: &Model, inputs: &Tensor) {
+        let start = Instant::now();
+        let (fv, gate) = encode::image_codes(model, inputs);
+        self.fvs.push(fv);
+        self.gates.extend(gate);
+        self.seconds[1] += start.elapsed().as_secs_f64();
+    }
+
+    fn finish(self) -> CropEncoding {
+        let gate = (!self.gates.is_empty()).then(|| Tensor::cat(&self.gates, 0));
+        CropEncoding { fv: Tensor::cat(&self.fvs, 0), gate, seconds: self.seconds }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelConfig;
+    use crate::options::Options;
+    use rand::Rng;
+
+    /// A scene of random levels (every rounding case of the resizes shows up).
+    fn noise(width: u32, height: u32, seed: u64) -> RgbImage {
+        let mut levels = vec![0u8; (3 * width * height) as usize];
+        crate::rng::stream(seed, &[]).fill_bytes(&mut levels);
+        RgbImage::from_raw(width, height, levels).unwrap()
+    }
+
+    /// Runs of crops larger than, equal to and smaller than the input side, two not square, in
+    /// the corners and in the middle of a 100x90 scene. The 16x32 crop is enlarged exactly 2x
+    /// down its columns (weights of k/1024): about one value in 256 lands on a half, which
+    /// only rounding half away from zero gets right.
+    fn rects() -> Vec<Rect> {
+        let r = |r0, c0, h, w| Rect { r0, r1: r0 + h, c0, c1: c0 + w };
+        let (big, small) = ([r(0, 0, 48, 48), r(42, 52, 48, 48)], [r(10, 30, 32, 32), r(0, 52, 48, 48)]);
+        [&big[..], &small[..], &[r(70, 80, 20, 20), r(5, 3, 70, 40), r(74, 60, 16, 32)]].concat()
+    }
+
+    fn host_inputs(scene: &RgbImage, rects: &[Rect], side: u32, resize: CropResize) -> Tensor {
+        let len = 3 * (side * side) as usize;
+        let mut out = vec![0f32; rects.len() * len];
+        for (rect, out) in rects.iter().zip(out.chunks_exact_mut(len)) {
+            crop_input(scene, rect, side, resize, out);
+        }
+        Tensor::from_slice(&out).view([rects.len() as i64, 3, side as i64, side as i64])
+    }
+
+    #[test]
+    fn crops_cut_and_resized_as_tensors_equal_the_host_crops_bit_for_bit() {
+        let scene = noise(100, 90, 3);
+        let levels = stack_levels(std::slice::from_ref(&scene), scene.dimensions()).squeeze_dim(0);
+        for resize in [CropResize::Cubic, CropResize::Bilinear] {
+            let host = host_inputs(&scene, &rects(), 32, resize);
+            let batched = crop_inputs_on(&levels, &rects(), 32, resize);
+            assert_eq!(batched.size(), host.size());
+            assert!(batched.equal(&host), "{resize:?}: {}", (batched - &host).abs().max());
+        }
+    }
+
+    #[test]
+    fn the_device_path_encodes_crops_as_the_host_path_does() {
+        let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/option/demo_AMFMN.yaml")).unwrap();
+        let options = Options::parse(&demo, &["dataset.image_size=32".into()]).unwrap();
+        let model = Model::new(&ModelConfig::new(&options, 12), tch::Device::Cpu, 3).unwrap();
+        let scene = noise(100, 90, 4);
+        let plan: Vec<Vec<Rect>> = rects().chunks(4).map(<[Rect]>::to_vec).collect();
+        let mut counts = Vec::new();
+        let count = |n| {
+            counts.push(n);
+            Ok(())
+        };
+        let device = encode_on_device(&model, &scene, &plan, CropResize::Cubic, count).unwrap();
+        assert_eq!(counts, [4, 3]);
+        let host = encode_on_host(&model, &scene, &plan, CropResize::Cubic, |_| Ok(())).unwrap();
+        assert_eq!(device.fv.size(), [7, model.embed_dim()]);
+        assert!(device.fv.allclose(&host.fv, 0.0, 1e-6, false), "{}", (device.fv - host.fv).abs().max());
+        assert_eq!(device.gate.is_some(), host.gate.is_some());
+        if let (Some(a), Some(b)) = (device.gate, host.gate) {
+            assert!(a.allclose(&b, 0.0, 1e-6, false));
+        }
+    }
 }
