@@ -4,7 +4,8 @@
 # given against the machine's own PyTorch (its libtorch must be 2.11, which tch 0.24 links), and
 # the PyTorch reference of tests/reference on the same device. Every row is printed as soon as it
 # is measured, so a run stopped by a time limit still reports what it did:
-#   1. the device;
+#   1. the device, and the device paths' unit tests run there (the batched training transforms,
+#      the loader's device batches, locate's crops: equal to the host's bit for bit);
 #   2. score parity: amfmn test-single against the original's shard evaluation on the reference,
 #      same random weights, fp32 (target: max |dscore| <= 1e-4), and both times;
 #   3. the training step on batches made beforehand, per precision and batch size: amfmn and
@@ -15,9 +16,11 @@
 #      of the step's rate at the same batch (target >= 90 %); with several GPUs, data-parallel too;
 #   5. inference with the last trained checkpoint: index (images/s over the synthetic set) and
 #      locate (crops/s of its scoring stage on one large scene).
-# Usage: exec/gpu_check.sh [AMFMN_BINARY [TRAIN_STEP_BENCH]]   (AMFMN_PYTHON: a Python with torch;
-# default python3). TRAIN_STEP_BENCH is the executable `cargo bench --bench train_step --no-run`
-# prints (run from the repository root); without it section 3 has the PyTorch rows only.
+# Usage: exec/gpu_check.sh [AMFMN_BINARY [TRAIN_STEP_BENCH [LIB_TESTS]]]   (AMFMN_PYTHON: a Python
+# with torch; default python3). TRAIN_STEP_BENCH is the executable `cargo bench --bench train_step
+# --no-run` prints (run from the repository root); without it section 3 has the PyTorch rows only.
+# LIB_TESTS is the executable `cargo test --release --lib --no-run` prints; without it section 1
+# names the device only.
 # GPU_CHECK_DEVICE=cpu runs every step on the CPU at a small size, two CPU replicas standing for
 # two GPUs: CI runs it so that the script cannot rot.
 set -euo pipefail
@@ -29,6 +32,8 @@ device="${GPU_CHECK_DEVICE:-cuda}"
 [ -x "$amfmn" ] || { echo "gpu_check: no amfmn binary at $amfmn (give its path)"; exit 1; }
 bench="${2:+$(realpath "$2")}"
 [ -z "$bench" ] || [ -x "$bench" ] || { echo "gpu_check: no train_step bench binary at $bench"; exit 1; }
+libtests="${3:+$(realpath "$3")}"
+[ -z "$libtests" ] || [ -x "$libtests" ] || { echo "gpu_check: no library test binary at $libtests"; exit 1; }
 torch_dir=$("$python" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null) ||
     { echo "gpu_check: $python has no torch (set AMFMN_PYTHON to a Python with PyTorch 2.11)"; exit 1; }
 export LD_LIBRARY_PATH="$torch_dir/lib:${LD_LIBRARY_PATH:-}"
@@ -49,6 +54,11 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$python" -c "import torch; d = torch.cuda.get_device_properties(0) if '$device' == 'cuda' else None; \
 print(f'device: {d.name}, {d.total_memory / 2**30:.0f} GiB, torch {torch.__version__}' if d else f'device: cpu, torch {torch.__version__}')"
+if [ -n "$libtests" ]; then
+    # A failing test prints its assertion; the run goes on to the figures.
+    AMFMN_TEST_DEVICE="$device" "$libtests" on_device 2>&1 | grep -E '^test |panicked|^test result' |
+        sed 's/^/device paths: /' || true
+fi
 
 "$amfmn" synth --out "$work/d" --images "$images" --size "$size" --format tif --seed 3 >/dev/null
 "$amfmn" vocab --data_path "$work/d" --out "$work/vocab.json" >/dev/null

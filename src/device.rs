@@ -165,6 +165,20 @@ pub fn describe(device: Device) -> String {
     }
 }
 
+/// Where the unit tests of the device paths (batched transforms, crops) put their tensors:
+/// the CPU, or the first GPU with `AMFMN_TEST_DEVICE=cuda` (exec/gpu_check.sh runs them so).
+#[cfg(test)]
+pub(crate) fn test_device() -> Device {
+    match std::env::var("AMFMN_TEST_DEVICE").as_deref() {
+        Ok("cuda") => {
+            assert!(Cuda::is_available(), "AMFMN_TEST_DEVICE=cuda, but libtorch sees no CUDA device");
+            Device::Cuda(0)
+        }
+        Ok("cpu") | Err(_) => Device::Cpu,
+        Ok(other) => panic!("AMFMN_TEST_DEVICE={other}: give cpu or cuda"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -593,11 +593,12 @@ mod tests {
     }
 
     #[test]
-    fn batched_resize_equals_the_host_resize() {
+    fn batched_resize_on_device_equals_the_host_resize() {
+        let device = crate::device::test_device();
         for ((w, h), (tw, th)) in [((16, 12), (23, 17)), ((40, 31), (9, 10)), ((13, 13), (13, 5)), ((7, 30), (61, 30))]
         {
             let images = [gradient(w, h), rotate_nearest(&gradient(w, h), 180.0)];
-            let resized = resize_bilinear_on(&stacked(&images), tw, th);
+            let resized = resize_bilinear_on(&stacked(&images).to_device(device), tw, th).to_device(Device::Cpu);
             let host: Vec<RgbImage> = images.iter().map(|i| resize_bilinear(i, tw, th)).collect();
             assert!(resized.equal(&stacked(&host)), "{w}x{h} -> {tw}x{th}");
         }
@@ -623,7 +624,7 @@ mod tests {
     }
 
     #[test]
-    fn batched_transform_equals_the_host_transform_bit_for_bit() {
+    fn batched_transform_on_device_equals_the_host_transform_bit_for_bit() {
         let train = Transform::Train { resize: 19, crop: 12, rotation: [-180.0, 180.0] };
         let images: Vec<RgbImage> = (0..6).map(|i| rotate_nearest(&gradient(17, 11), 60.0 * i as f64)).collect();
         let mut rng = crate::rng::stream(3, &[]);
@@ -642,7 +643,8 @@ mod tests {
             for ((image, &draw), out) in images.iter().zip(&draws).zip(host.chunks_exact_mut(transform.output_len())) {
                 transform.apply_drawn(image, draw, out);
             }
-            let batched = apply_on(transform, &stacked(&images), &draws, Device::Cpu);
+            let batched = apply_on(transform, &stacked(&images), &draws, crate::device::test_device());
+            let batched = batched.to_device(Device::Cpu);
             let host = Tensor::from_slice(&host).view([6, 3, 12, 12]);
             assert!(batched.equal(&host), "{transform:?}: max diff {}", (batched - host).abs().max().double_value(&[]));
         }

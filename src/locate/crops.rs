@@ -191,22 +191,23 @@ mod tests {
     }
 
     #[test]
-    fn crops_cut_and_resized_as_tensors_equal_the_host_crops_bit_for_bit() {
+    fn crops_cut_and_resized_on_device_equal_the_host_crops_bit_for_bit() {
         let scene = noise(100, 90, 3);
         let levels = stack_levels(std::slice::from_ref(&scene), scene.dimensions()).squeeze_dim(0);
+        let levels = levels.to_device(crate::device::test_device());
         for resize in [CropResize::Cubic, CropResize::Bilinear] {
             let host = host_inputs(&scene, &rects(), 32, resize);
-            let batched = crop_inputs_on(&levels, &rects(), 32, resize);
+            let batched = crop_inputs_on(&levels, &rects(), 32, resize).to_device(tch::Device::Cpu);
             assert_eq!(batched.size(), host.size());
             assert!(batched.equal(&host), "{resize:?}: {}", (batched - &host).abs().max());
         }
     }
 
     #[test]
-    fn the_device_path_encodes_crops_as_the_host_path_does() {
-        let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/option/demo_AMFMN.yaml")).unwrap();
-        let options = Options::parse(&demo, &["dataset.image_size=32".into()]).unwrap();
-        let model = Model::new(&ModelConfig::new(&options, 12), tch::Device::Cpu, 3).unwrap();
+    fn crops_encoded_on_device_equal_the_host_path() {
+        let demo = include_str!("../../option/demo_AMFMN.yaml");
+        let options = Options::parse(demo, &["dataset.image_size=32".into()]).unwrap();
+        let model = Model::new(&ModelConfig::new(&options, 12), crate::device::test_device(), 3).unwrap();
         let scene = noise(100, 90, 4);
         let plan: Vec<Vec<Rect>> = rects().chunks(4).map(<[Rect]>::to_vec).collect();
         let mut counts = Vec::new();
