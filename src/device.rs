@@ -165,6 +165,14 @@ pub fn describe(device: Device) -> String {
     }
 }
 
+/// Waits until `device` has run the work queued on it (nothing to wait for on the CPU), so that
+/// a clock read next has counted that work.
+pub fn synchronize(device: Device) {
+    if let Device::Cuda(index) = device {
+        Cuda::synchronize(index as i64);
+    }
+}
+
 /// Where the unit tests of the device paths (batched transforms, crops) put their tensors:
 /// the CPU, or the first GPU with `AMFMN_TEST_DEVICE=cuda` (exec/gpu_check.sh runs them so).
 #[cfg(test)]

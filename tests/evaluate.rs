@@ -90,6 +90,22 @@ fn test_averages_folds_and_saves_what_metrics_reads() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json(&stdout(&out)), written["1"]);
     assert!(dir.path().join("checkpoint/demo/1/best.test.json").is_file());
+    model_time_is_reported(&stderr(&out));
+}
+
+/// The model-time line of an evaluation: `testing: N images x M captions, model time T s
+/// (images a s, captions b s, scores c s)`, with every part positive and T their sum.
+fn model_time_is_reported(log: &str) {
+    let line = log.lines().find(|l| l.contains("model time")).unwrap_or_else(|| panic!("no model time: {log}"));
+    assert!(line.starts_with("testing: ") && line.contains(" images x ") && line.contains(" captions, "), "{line}");
+    let numbers: Vec<f64> = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter(|w| w.contains('.'))
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let [total, images, captions, scores] = numbers[..] else { panic!("four times: {line}") };
+    assert!(images > 0.0 && captions > 0.0 && scores >= 0.0, "{line}");
+    assert!((images + captions + scores - total).abs() <= 0.002, "the parts add up: {line}");
 }
 
 /// The largest difference between amfmn's test scores and the original's shard-by-shard

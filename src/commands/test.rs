@@ -139,9 +139,11 @@ impl<'a> Evaluation<'a> {
             );
         }
         let config = eval::eval_config(options, model.image_size());
-        let results = eval::evaluate(&model, &self.set, config, &modes, label)?;
+        let evaluated = eval::evaluate(&model, &self.set, config, &modes, label)?;
+        let (images, captions) = (self.set.num_images(), self.set.num_captions());
+        crate::report::stderr_line(&format!("{label}: {images} images x {captions} captions, {}", evaluated.seconds));
         let mut out = Vec::new();
-        for (i, result) in results.into_iter().enumerate() {
+        for (i, result) in evaluated.results.into_iter().enumerate() {
             if let (Some(path), Some(outputs)) = (sims, self.sims.as_mut()) {
                 let name = result.mode.name();
                 let path = if i == 0 { path.to_owned() } else { path.with_extension(format!("{name}.npy")) };

@@ -5,6 +5,7 @@ pub mod metrics;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ndarray::{Array2, ArrayD, Ix2};
@@ -37,6 +38,33 @@ pub struct EvalConfig {
     pub batch_size: usize,
     pub workers: usize,
     pub prefetch: usize,
+}
+
+/// Seconds of an evaluation's model work, each part ending when the device has run it:
+/// encoding the images (their decoding overlaps it on other threads and is not counted), the
+/// captions (and keywords), and scoring every pair in every mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ModelSeconds {
+    pub images: f64,
+    pub texts: f64,
+    pub scores: f64,
+}
+
+impl std::fmt::Display for ModelSeconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let total = self.images + self.texts + self.scores;
+        write!(
+            f,
+            "model time {total:.3} s (images {:.3} s, captions {:.3} s, scores {:.3} s)",
+            self.images, self.texts, self.scores
+        )
+    }
+}
+
+/// An evaluation's results, one per mode, and its model time.
+pub struct Evaluated {
+    pub results: Vec<ModeResult>,
+    pub seconds: ModelSeconds,
 }
 
 /// The scores and metrics of one retrieval mode.
@@ -91,12 +119,14 @@ fn encode_token_lists(
 }
 
 /// Fv `[N_img, d]` of every image of `set` (eval transform), in inference mode, through the
-/// image-encoding pipeline (`config.workers` decode threads a batch or two ahead).
+/// image-encoding pipeline (`config.workers` decode threads a batch or two ahead); adds the
+/// seconds spent encoding (each batch until the device has run it) to `seconds`.
 fn encode_images(
     model: &Model,
     set: &Arc<CaptionSet>,
     config: EvalConfig,
     progress: &indicatif::ProgressBar,
+    seconds: &mut f64,
 ) -> Result<Tensor> {
     let plan: Vec<Vec<PathBuf>> = set.image_paths.chunks(config.batch_size.max(1)).map(<[PathBuf]>::to_vec).collect();
     let side = config.image_size;
@@ -107,7 +137,10 @@ fn encode_images(
         if let Some((_, reason)) = batch.failures.into_iter().next() {
             bail!("{reason}");
         }
+        let start = Instant::now();
         image_codes.push(encode::image_fv(model, &batch.images));
+        crate::device::synchronize(model.device());
+        *seconds += start.elapsed().as_secs_f64();
         progress.inc(batch.rows.len() as u64);
         Ok(())
     })?;
@@ -115,8 +148,14 @@ fn encode_images(
 }
 
 /// Encodes each image once (eval transform), each caption once, and, with `keywords`, each
-/// image's keywords once, in inference mode.
-pub fn encode(model: &Model, set: &Arc<CaptionSet>, config: EvalConfig, keywords: bool, label: &str) -> Result<Codes> {
+/// image's keywords once, in inference mode; the images' and the texts' parts of `seconds`.
+pub fn encode(
+    model: &Model,
+    set: &Arc<CaptionSet>,
+    config: EvalConfig,
+    keywords: bool,
+    (label, seconds): (&str, &mut ModelSeconds),
+) -> Result<Codes> {
     let keyword_lists = if keywords {
         Some(set.keywords.as_ref().context("keywords were asked for but the split has no keywords file")?)
     } else {
@@ -124,15 +163,21 @@ pub fn encode(model: &Model, set: &Arc<CaptionSet>, config: EvalConfig, keywords
     };
     let total = set.num_images() + set.num_captions() + keyword_lists.map_or(0, |k| k.len());
     let progress = crate::report::progress(total as u64, label);
-    let fv = encode_images(model, set, config, &progress)?;
+    let fv = encode_images(model, set, config, &progress, &mut seconds.images)?;
+    let start = Instant::now();
+    let images = Scorer::new(&model.net).image_codes(fv);
+    crate::device::synchronize(model.device());
+    seconds.images += start.elapsed().as_secs_f64();
+    let start = Instant::now();
     let texts = encode_token_lists(model, &set.captions, config.batch_size, &progress);
     let keywords = keyword_lists.map(|lists| {
         let per_image = encode_token_lists(model, lists, config.batch_size, &progress);
         let index: Vec<i64> = (0..set.num_captions()).map(|k| set.image_of_caption(k) as i64).collect();
         per_image.index_select(0, &Tensor::from_slice(&index).to_device(per_image.device()))
     });
+    crate::device::synchronize(model.device());
+    seconds.texts = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
-    let images = Scorer::new(&model.net).image_codes(fv);
     Ok(Codes { images, texts, keywords })
 }
 
@@ -149,24 +194,26 @@ fn to_array(scores: &Tensor) -> Result<Array2<f32>> {
     Ok(array.into_dimensionality::<Ix2>()?)
 }
 
-/// Scores and metrics of a caption set in each of `modes`.
+/// Scores and metrics of a caption set in each of `modes`, and the model time.
 pub fn evaluate(
     model: &Model,
     set: &Arc<CaptionSet>,
     config: EvalConfig,
     modes: &[Mode],
     label: &str,
-) -> Result<Vec<ModeResult>> {
+) -> Result<Evaluated> {
     let wants_keywords = modes.iter().any(|&m| m != Mode::Sentence);
-    let codes = encode(model, set, config, wants_keywords, label)?;
-    modes
-        .iter()
-        .map(|&mode| {
-            let scores = score_matrix(model, &codes, mode)?;
-            let metrics = Metrics::from_scores(scores.view(), set.captions_per_image);
-            Ok(ModeResult { mode, scores, metrics })
-        })
-        .collect()
+    let mut seconds = ModelSeconds::default();
+    let codes = encode(model, set, config, wants_keywords, (label, &mut seconds))?;
+    let mut results = Vec::with_capacity(modes.len());
+    for &mode in modes {
+        let start = Instant::now();
+        let scores = score_matrix(model, &codes, mode)?;
+        seconds.scores += start.elapsed().as_secs_f64();
+        let metrics = Metrics::from_scores(scores.view(), set.captions_per_image);
+        results.push(ModeResult { mode, scores, metrics });
+    }
+    Ok(Evaluated { results, seconds })
 }
 
 /// The test split of `options`' dataset, encoded with its vocabulary; images must exist.

@@ -123,9 +123,7 @@ fn encode_on_device(
     for batch in plan {
         let start = Instant::now();
         let inputs = crop_inputs_on(&levels, batch, side, resize);
-        if let tch::Device::Cuda(index) = device {
-            tch::Cuda::synchronize(index as i64);
-        }
+        crate::device::synchronize(device);
         codes.seconds[0] += start.elapsed().as_secs_f64();
         codes.encode(model, &inputs);
         encoded(batch.len())?;

@@ -207,7 +207,7 @@ impl Trainer<'_> {
     /// mode's mR, and logs the result.
     fn validate(&self, fold: &mut Fold, epoch: usize, lr: f64, modes: &[Mode]) -> Result<Validation> {
         let config = eval::eval_config(self.options, self.options.dataset.image_size);
-        let mut results = eval::evaluate(&fold.replicas.primary, &fold.val_set, config, modes, "validating")?;
+        let mut results = eval::evaluate(&fold.replicas.primary, &fold.val_set, config, modes, "validating")?.results;
         let selecting = results.pop().expect("at least one mode").metrics;
         let step = fold.position.eiters;
         let mut others = Vec::new();
