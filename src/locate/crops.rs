@@ -9,9 +9,7 @@ use image::RgbImage;
 use tch::Tensor;
 
 use super::heat::Rect;
-use crate::data::transforms::{
-    resize_bilinear, resize_bilinear_on, resize_cubic, resize_cubic_on, stack_levels, to_chw, to_chw_on,
-};
+use crate::data::transforms::{resize_bilinear, resize_bilinear_on, resize_cubic, resize_cubic_on, to_chw, to_chw_on};
 use crate::encode::{self, Workers};
 use crate::model::Model;
 
@@ -118,7 +116,7 @@ fn encode_on_device(
 ) -> Result<CropEncoding> {
     let (device, side) = (model.device(), model.image_size());
     let began = Instant::now();
-    let levels = stack_levels(std::slice::from_ref(scene), scene.dimensions()).squeeze_dim(0).to_device(device);
+    let levels = levels_of(scene).to_device(device);
     let mut codes = Collected { seconds: [began.elapsed().as_secs_f64(), 0.0], ..Collected::default() };
     for batch in plan {
         let start = Instant::now();
@@ -129,6 +127,12 @@ fn encode_on_device(
         encoded(batch.len())?;
     }
     Ok(codes.finish())
+}
+
+/// A scene's levels as one `[H, W, 3]` u8 tensor on the CPU (one copy).
+fn levels_of(scene: &RgbImage) -> Tensor {
+    let (width, height) = scene.dimensions();
+    Tensor::from_slice(scene.as_raw()).view([height as i64, width as i64, 3])
 }
 
 /// The codes of the batches encoded so far, and the seconds spent cutting and encoding them.
@@ -191,8 +195,7 @@ mod tests {
     #[test]
     fn crops_cut_and_resized_on_device_equal_the_host_crops_bit_for_bit() {
         let scene = noise(100, 90, 3);
-        let levels = stack_levels(std::slice::from_ref(&scene), scene.dimensions()).squeeze_dim(0);
-        let levels = levels.to_device(crate::device::test_device());
+        let levels = levels_of(&scene).to_device(crate::device::test_device());
         for resize in [CropResize::Cubic, CropResize::Bilinear] {
             let host = host_inputs(&scene, &rects(), 32, resize);
             let batched = crop_inputs_on(&levels, &rects(), 32, resize).to_device(tch::Device::Cpu);
