@@ -35,9 +35,12 @@ fn main() {
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
     let mut build = cc::Build::new();
     println!("cargo:rerun-if-changed={GLOO_DECLARATIONS}");
+    // libtorch's wheels are built with NDEBUG, and some of its classes have members only without
+    // it (at::RecordFunction's `inputs_valid_`): the shim must see the library's layout.
     build
         .cpp(true)
         .pic(true)
+        .define("NDEBUG", None)
         .warnings(false)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))

@@ -12,7 +12,8 @@
 //! Prints, for each batch, `batch=<b>` and the medians `step_seconds`, `image_seconds`,
 //! `text_seconds`, `adam_seconds`, `transform_seconds`, each line as soon as it is measured, each followed by the
 //! number of ATen operators one such run dispatches and of those that compute (`step_ops`,
-//! `step_kernels`, ...: [`amfmn::profile`]).
+//! `step_kernels`, ...: [`amfmn::profile`]), and of its product and convolution kernels, all and
+//! those on 16-bit inputs (`step_products`, `step_products_16bit`, ...).
 //! `exec/bench_train.sh` runs it beside the PyTorch reference; `exec/gpu_check.sh` runs it as
 //! amfmn's step without decoding.
 
@@ -55,7 +56,9 @@ fn time(steps: usize, device: Device, mut f: impl FnMut()) -> f64 {
 
 /// Prints `<part>_seconds`, the median time of `steps` runs of `f`, then `<part>_ops` and
 /// `<part>_kernels`, the ATen operators one more run dispatches and those of them that compute
-/// ([`amfmn::profile::OpCount`]; with `AMFMN_OPS_TOP=n`, the n most frequent, calls and kernels).
+/// ([`amfmn::profile::OpCount`]; with `AMFMN_OPS_TOP=n`, the n most frequent, calls and kernels),
+/// and `<part>_products` and `<part>_products_16bit`, its matrix-product and convolution kernels
+/// and those of them that ran on 16-bit inputs ([`amfmn::profile::OpCount::products`]).
 fn measure(part: &str, steps: usize, device: Device, mut f: impl FnMut()) -> anyhow::Result<()> {
     println!("{part}_seconds={:.4}", time(steps, device, &mut f));
     let ((), ops) = amfmn::profile::count_ops(|| {
@@ -64,6 +67,9 @@ fn measure(part: &str, steps: usize, device: Device, mut f: impl FnMut()) -> any
     })?;
     println!("{part}_ops={}", ops.total);
     println!("{part}_kernels={}", ops.kernels);
+    let (products, sixteen_bit) = ops.products();
+    println!("{part}_products={products}");
+    println!("{part}_products_16bit={sixteen_bit}");
     let top = std::env::var("AMFMN_OPS_TOP").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
     for op in ops.by_name.iter().take(top) {
         println!("  {} {} {}", op.name, op.calls, op.kernels);

@@ -104,15 +104,17 @@ echo "max |dscore| = $parity (target <= 1e-4)"
 
 echo
 echo "== 3. training step on made batches, ${size}x${size}, 15-token captions (median of $steps), ms"
-printf '%-8s %-5s %5s %9s %9s %9s %9s %9s %9s %9s\n' who amp batch step image text adam "img/s" kernels "vs PyTorch"
+printf '%-8s %-5s %5s %9s %9s %9s %9s %9s %9s %9s %10s\n' who amp batch step image text adam "img/s" kernels "vs PyTorch" "16-bit"
 # Rows of one bench run (key=value lines, `batch=` first), printed as they arrive; kept in steps.txt.
 step_rows() {
-    local who="$1" amp="$2" b="" step="" image="" text="" adam="" kernels=""
+    local who="$1" amp="$2" b="" step="" image="" text="" adam="" kernels="" products="" low=""
     while IFS='=' read -r key value; do
         case "$key" in
             batch) b="$value" ;;
             step_seconds) step="$value" ;;
             step_kernels) kernels="$value" ;;
+            step_products) products="$value" ;;
+            step_products_16bit) low="$value" ;;
             image_seconds) image="$value" ;;
             text_seconds) text="$value" ;;
             adam_seconds) adam="$value" ;;
@@ -121,10 +123,11 @@ step_rows() {
                 speed=$(awk -v n="$b" -v s="$step" 'BEGIN { printf "%.1f", n / s }')
                 base=$(awk -v a="$amp" -v n="$b" '$1 == "PyTorch" && $2 == a && $3 == n { print $4 }' "$work/steps.txt")
                 echo "$who $amp $b $step $image $text $adam $speed" >> "$work/steps.txt"
-                printf '%-8s %-5s %5s %9.1f %9.1f %9.1f %9.1f %9s %9s %9s\n' "$who" "$amp" "$b" \
+                printf '%-8s %-5s %5s %9.1f %9.1f %9.1f %9.1f %9s %9s %9s %10s\n' "$who" "$amp" "$b" \
                     "$(awk -v s="$step" 'BEGIN { print s * 1000 }')" "$(awk -v s="$image" 'BEGIN { print s * 1000 }')" \
                     "$(awk -v s="$text" 'BEGIN { print s * 1000 }')" "$(awk -v s="$adam" 'BEGIN { print s * 1000 }')" \
-                    "$speed" "$kernels" "$([ "$who" = amfmn ] && [ -n "$base" ] && ratio "$base" "$step" || echo -)"
+                    "$speed" "$kernels" "$([ "$who" = amfmn ] && [ -n "$base" ] && ratio "$base" "$step" || echo -)" \
+                    "$([ -n "$products" ] && echo "$low/$products" || echo -)"
                 ;;
         esac
     done
@@ -135,7 +138,8 @@ for amp in $amps; do
     [ -z "$bench" ] || "$bench" "$batches" "$steps" "$device" "$amp" "$size" | step_rows amfmn "$amp"
 done
 echo "(vs PyTorch: its step time over amfmn's; target at batch 100 fp32 >= 2.00x. kernels: the ATen"
-echo " operators one step dispatches that compute, about its kernel launches; counted alike on both sides)"
+echo " operators one step dispatches that compute, about its kernel launches; counted alike on both sides."
+echo " 16-bit: amfmn's matrix-product and convolution kernels on 16-bit inputs, of all of them)"
 
 echo
 echo "== 4. amfmn train, batch $batch, decoding included ($workers loader workers, $epochs epochs)"

@@ -12,6 +12,7 @@ extern "C" {
     fn amfmn_ops_start(views: *const std::ffi::c_char) -> i32;
     fn amfmn_ops_stop(kernel_count: *mut i64) -> i64;
     fn amfmn_ops_report(buffer: *mut u8, capacity: usize) -> usize;
+    fn amfmn_ops_input_types(buffer: *mut u8, capacity: usize) -> usize;
 }
 
 /// Operators that compute nothing themselves: views, allocations and metadata. Any other
@@ -76,6 +77,22 @@ pub struct OpCount {
     pub kernels: i64,
     /// Per operator, most frequent first.
     pub by_name: Vec<OpCalls>,
+    /// The kernels per operator and type of their first tensor input (`BFloat16`, `Float`; `-`
+    /// without one), by name.
+    pub by_input_type: Vec<(String, String, i64)>,
+}
+
+impl OpCount {
+    /// The kernels that are matrix products or convolutions (forward or backward), and those
+    /// of them whose first input is 16-bit (bf16 or fp16): what mixed precision should lower.
+    pub fn products(&self) -> (i64, i64) {
+        let product = |name: &str| name.contains("convolution") || name.ends_with("mm");
+        let sixteen = |kind: &str| kind == "BFloat16" || kind == "Half";
+        self.by_input_type
+            .iter()
+            .filter(|(name, _, _)| product(name))
+            .fold((0, 0), |(all, low), (_, kind, n)| (all + n, low + if sixteen(kind) { *n } else { 0 }))
+    }
 }
 
 /// Runs `work` and counts the ATen operators it (and any thread meanwhile) dispatches.
@@ -89,20 +106,36 @@ pub fn count_ops<T>(work: impl FnOnce() -> T) -> Result<(T, OpCount)> {
     let value = work();
     let mut kernels = 0;
     let total = unsafe { amfmn_ops_stop(&mut kernels) };
-    Ok((value, OpCount { total, kernels, by_name: report() }))
+    let by_name = lines(amfmn_ops_report)
+        .iter()
+        .filter_map(|line| {
+            let [name, calls, kernels] = fields(line)?;
+            Some(OpCalls { name: name.to_owned(), calls: calls.parse().ok()?, kernels: kernels.parse().ok()? })
+        })
+        .collect();
+    let by_input_type = lines(amfmn_ops_input_types)
+        .iter()
+        .filter_map(|line| {
+            let [name, kind, kernels] = fields(line)?;
+            Some((name.to_owned(), kind.to_owned(), kernels.parse().ok()?))
+        })
+        .collect();
+    Ok((value, OpCount { total, kernels, by_name, by_input_type }))
 }
 
-fn report() -> Vec<OpCalls> {
-    let needed = unsafe { amfmn_ops_report(std::ptr::null_mut(), 0) };
+/// The lines one of the shim's report functions writes.
+fn lines(report: unsafe extern "C" fn(*mut u8, usize) -> usize) -> Vec<String> {
+    // SAFETY: the shim writes at most `capacity` bytes into `buffer`.
+    let needed = unsafe { report(std::ptr::null_mut(), 0) };
     let mut buffer = vec![0u8; needed];
-    let written = unsafe { amfmn_ops_report(buffer.as_mut_ptr(), buffer.len()) };
+    let written = unsafe { report(buffer.as_mut_ptr(), buffer.len()) };
     buffer.truncate(written.min(needed));
-    let parse = |line: &str| {
-        let mut fields = line.split(' ');
-        let name = fields.next()?.to_owned();
-        Some(OpCalls { name, calls: fields.next()?.parse().ok()?, kernels: fields.next()?.parse().ok()? })
-    };
-    String::from_utf8_lossy(&buffer).lines().filter_map(parse).collect()
+    String::from_utf8_lossy(&buffer).lines().map(str::to_owned).collect()
+}
+
+/// The three space-separated fields of a report line.
+fn fields(line: &str) -> Option<[&str; 3]> {
+    line.split(' ').collect::<Vec<_>>().try_into().ok()
 }
 
 #[cfg(test)]
@@ -135,5 +168,24 @@ mod tests {
         assert_eq!(none.total, 0);
         let (_, after) = count_ops(|| a.sum(Kind::Float)).unwrap();
         assert_eq!(calls(&after, "aten::mm"), (0, 0), "counts start from zero: {after:?}");
+    }
+
+    #[test]
+    fn kernels_are_counted_by_input_type_and_lowered_products_found() {
+        let x = Tensor::ones([2, 3, 8, 8], (Kind::Float, Device::Cpu));
+        let w = Tensor::ones([4, 3, 3, 3], (Kind::Float, Device::Cpu));
+        let conv = |x: &Tensor, w: &Tensor, _: Option<&Tensor>| x.conv2d::<Tensor>(w, None, [1, 1], [1, 1], [1, 1], 1);
+        let (_, fp32) = count_ops(|| crate::model::amp::lowered(&x, &w, None, None, conv)).unwrap();
+        assert_eq!(fp32.products(), (1, 0), "{:?}", fp32.by_input_type);
+        let (_, bf16) = count_ops(|| crate::model::amp::lowered(&x, &w, None, Some(Kind::BFloat16), conv)).unwrap();
+        assert_eq!(bf16.products(), (1, 1), "{:?}", bf16.by_input_type);
+        // The casts: input and weight into bf16, the output back (copy_'s first input is its
+        // destination).
+        let copies = |kind: &str, n: i64| bf16.by_input_type.contains(&("aten::copy_".into(), kind.into(), n));
+        assert!(copies("BFloat16", 2) && copies("Float", 1), "{:?}", bf16.by_input_type);
+        let (_, mm) =
+            count_ops(|| x.view([6, 64]).to_kind(Kind::Half).mm(&x.view([64, 6]).to_kind(Kind::Half))).unwrap();
+        assert_eq!(mm.products(), (1, 1), "{:?}", mm.by_input_type);
+        assert!(mm.by_input_type.contains(&("aten::mm".into(), "Half".into(), 1)), "{:?}", mm.by_input_type);
     }
 }

@@ -5,9 +5,14 @@
 // kernels, the operators that compute (not named in the caller's list of views, allocations and
 // metadata) while no computing operator runs beneath them: about one GPU kernel launch each.
 //
-// C interface for src/profile.rs: start, stop, read the totals and the per-operator counts.
+// Each kernel is also counted by the type of its first tensor input (`aten::mm BFloat16`), so a
+// profile shows whether mixed precision really runs the products in 16 bits.
+//
+// C interface for src/profile.rs: start, stop, read the totals, the per-operator counts and the
+// kernels per operator and input type.
 
 #include <ATen/record_function.h>
+#include <c10/core/ScalarType.h>
 
 #include <algorithm>
 #include <atomic>
@@ -25,6 +30,8 @@ namespace {
 struct Frame {
     bool computes;
     bool computed_below;
+    // The type of the first tensor input ("-" without one).
+    const char* input_type;
 };
 
 struct Calls {
@@ -38,12 +45,23 @@ std::atomic<int64_t> kernels{0};
 thread_local std::vector<Frame> open_ops;
 std::mutex lock;
 std::map<std::string, Calls> by_name;
+// "name type" -> kernels.
+std::map<std::string, int64_t> by_input_type;
 std::set<std::string> no_kernel;
 bool counting = false;
 at::CallbackHandle handle = 0;
 
 bool is_aten(const char* name) {
     return name != nullptr && std::strncmp(name, "aten::", 6) == 0;
+}
+
+const char* first_tensor_type(const at::RecordFunction& fn) {
+    for (const c10::IValue& input : fn.inputs()) {
+        if (input.isTensor() && input.toTensor().defined()) {
+            return c10::toString(input.toTensor().scalar_type());
+        }
+    }
+    return "-";
 }
 
 std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
@@ -54,7 +72,8 @@ std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
     total.fetch_add(1, std::memory_order_relaxed);
     std::lock_guard<std::mutex> guard(lock);
     by_name[name].all += 1;
-    open_ops.push_back(Frame{no_kernel.count(name) == 0, false});
+    bool computes = no_kernel.count(name) == 0;
+    open_ops.push_back(Frame{computes, false, computes ? first_tensor_type(fn) : "-"});
     return nullptr;
 }
 
@@ -69,6 +88,7 @@ void on_end(const at::RecordFunction& fn, at::ObserverContext*) {
         kernels.fetch_add(1, std::memory_order_relaxed);
         std::lock_guard<std::mutex> guard(lock);
         by_name[name].kernels += 1;
+        by_input_type[std::string(name) + " " + frame.input_type] += 1;
     }
     if (!open_ops.empty()) {
         open_ops.back().computed_below |= frame.computes || frame.computed_below;
@@ -90,6 +110,7 @@ int amfmn_ops_start(const char* views) noexcept {
         total.store(0);
         kernels.store(0);
         by_name.clear();
+        by_input_type.clear();
         open_ops.clear();
         no_kernel.clear();
         std::string names(views == nullptr ? "" : views);
@@ -100,7 +121,7 @@ int amfmn_ops_start(const char* views) noexcept {
         }
         handle = at::addGlobalCallback(at::RecordFunctionCallback(on_start, on_end)
                                            .scopes({at::RecordScope::FUNCTION})
-                                           .needsInputs(false));
+                                           .needsInputs(true));
         counting = true;
         return 0;
     } catch (...) {
@@ -138,6 +159,26 @@ size_t amfmn_ops_report(char* buffer, size_t capacity) noexcept {
         std::string text;
         for (const auto& entry : ordered) {
             text += entry.second;
+        }
+        if (buffer != nullptr) {
+            std::memcpy(buffer, text.data(), std::min(capacity, text.size()));
+        }
+        return text.size();
+    } catch (...) {
+        return 0;
+    }
+}
+
+// The kernels per operator and type of its first tensor input, as "name type kernels\n" lines
+// (sorted by name), into `buffer` as amfmn_ops_report does; returns the length the text needs.
+size_t amfmn_ops_input_types(char* buffer, size_t capacity) noexcept {
+    try {
+        std::string text;
+        {
+            std::lock_guard<std::mutex> guard(lock);
+            for (const auto& entry : by_input_type) {
+                text += entry.first + " " + std::to_string(entry.second) + "\n";
+            }
         }
         if (buffer != nullptr) {
             std::memcpy(buffer, text.data(), std::min(capacity, text.size()));
