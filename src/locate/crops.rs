@@ -75,58 +75,57 @@ pub fn encode_crops(
     encoded: impl FnMut(usize) -> Result<()>,
 ) -> Result<CropEncoding> {
     let plan: Vec<Vec<Rect>> = crops.chunks(batch_size.max(1)).map(<[Rect]>::to_vec).collect();
+    let job = CropJob { model, scene, plan: &plan, resize };
     if model.device().is_cuda() {
-        encode_on_device(model, scene, &plan, resize, encoded)
+        job.on_device(encoded)
     } else {
-        encode_on_host(model, scene, &plan, resize, encoded)
+        job.on_host(encoded)
     }
 }
 
-/// [`encode_crops`] with the crops prepared by the host's cores.
-fn encode_on_host(
-    model: &Model,
-    scene: &RgbImage,
-    plan: &[Vec<Rect>],
+/// The crops of a scene to encode, in batches, and how they are resized.
+struct CropJob<'a> {
+    model: &'a Model,
+    scene: &'a RgbImage,
+    plan: &'a [Vec<Rect>],
     resize: CropResize,
-    mut encoded: impl FnMut(usize) -> Result<()>,
-) -> Result<CropEncoding> {
-    let side = model.image_size();
-    let mut codes = Collected::default();
-    let prepare = |rect: &Rect, out: &mut [f32]| -> Result<()> {
-        crop_input(scene, rect, side, resize, out);
-        Ok(())
-    };
-    encode::each_batch(plan, side, Workers::all_cores(), prepare, |batch| {
-        codes.seconds[0] += batch.seconds;
-        codes.encode(model, &batch.images);
-        encoded(batch.rows.len())
-    })?;
-    Ok(codes.finish())
 }
 
-/// [`encode_crops`] with the scene's levels uploaded once to the model's device and each batch
-/// cut and resized there; the device is waited for after each batch's inputs, so that "Cut"
-/// counts their making.
-fn encode_on_device(
-    model: &Model,
-    scene: &RgbImage,
-    plan: &[Vec<Rect>],
-    resize: CropResize,
-    mut encoded: impl FnMut(usize) -> Result<()>,
-) -> Result<CropEncoding> {
-    let (device, side) = (model.device(), model.image_size());
-    let began = Instant::now();
-    let levels = levels_of(scene).to_device(device);
-    let mut codes = Collected { seconds: [began.elapsed().as_secs_f64(), 0.0], ..Collected::default() };
-    for batch in plan {
-        let start = Instant::now();
-        let inputs = crop_inputs_on(&levels, batch, side, resize);
-        crate::device::synchronize(device);
-        codes.seconds[0] += start.elapsed().as_secs_f64();
-        codes.encode(model, &inputs);
-        encoded(batch.len())?;
+impl CropJob<'_> {
+    /// [`encode_crops`] with the crops prepared by the host's cores.
+    fn on_host(&self, mut encoded: impl FnMut(usize) -> Result<()>) -> Result<CropEncoding> {
+        let (side, scene, resize) = (self.model.image_size(), self.scene, self.resize);
+        let mut codes = Collected::default();
+        let prepare = |rect: &Rect, out: &mut [f32]| -> Result<()> {
+            crop_input(scene, rect, side, resize, out);
+            Ok(())
+        };
+        encode::each_batch(self.plan, side, Workers::all_cores(), prepare, |batch| {
+            codes.seconds[0] += batch.seconds;
+            codes.encode(self.model, &batch.images);
+            encoded(batch.rows.len())
+        })?;
+        Ok(codes.finish())
     }
-    Ok(codes.finish())
+
+    /// [`encode_crops`] with the scene's levels uploaded once to the model's device and each
+    /// batch cut and resized there; the device is waited for after each batch's inputs, so that
+    /// "Cut" counts their making.
+    fn on_device(&self, mut encoded: impl FnMut(usize) -> Result<()>) -> Result<CropEncoding> {
+        let (device, side) = (self.model.device(), self.model.image_size());
+        let began = Instant::now();
+        let levels = levels_of(self.scene).to_device(device);
+        let mut codes = Collected { seconds: [began.elapsed().as_secs_f64(), 0.0], ..Collected::default() };
+        for batch in self.plan {
+            let start = Instant::now();
+            let inputs = crop_inputs_on(&levels, batch, side, self.resize);
+            crate::device::synchronize(device);
+            codes.seconds[0] += start.elapsed().as_secs_f64();
+            codes.encode(self.model, &inputs);
+            encoded(batch.len())?;
+        }
+        Ok(codes.finish())
+    }
 }
 
 /// A scene's levels as one `[H, W, 3]` u8 tensor on the CPU (one copy).
@@ -216,9 +215,10 @@ mod tests {
             counts.push(n);
             Ok(())
         };
-        let device = encode_on_device(&model, &scene, &plan, CropResize::Cubic, count).unwrap();
+        let job = CropJob { model: &model, scene: &scene, plan: &plan, resize: CropResize::Cubic };
+        let device = job.on_device(count).unwrap();
         assert_eq!(counts, [4, 3]);
-        let host = encode_on_host(&model, &scene, &plan, CropResize::Cubic, |_| Ok(())).unwrap();
+        let host = job.on_host(|_| Ok(())).unwrap();
         assert_eq!(device.fv.size(), [7, model.embed_dim()]);
         assert!(device.fv.allclose(&host.fv, 0.0, 1e-6, false), "{}", (device.fv - host.fv).abs().max());
         assert_eq!(device.gate.is_some(), host.gate.is_some());
