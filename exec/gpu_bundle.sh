@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything exec/gpu_check.sh needs on a GPU machine that builds nothing, in one git-ignored
-# folder (default .gpu/, about 45 MB, under a 64 MiB transfer limit): stripped copies of the
+# folder at the top of the repository (default .gpu/, about 35 MB, under a 64 MiB transfer
+# limit; run.sh finds the repository as its parent): stripped copies of the
 # release binary, the train_step bench and the library's unit tests, NLTK's wheel (the
 # reference's tokenizer, which GPU images often lack) and run.sh. On the GPU machine, from a copy
 # of the repository with that folder in it:

@@ -146,8 +146,7 @@ pub fn apply_on(transform: Transform, levels: &Tensor, draws: &[Draw], device: D
     let levels = levels.to_device_(device, Kind::Uint8, true, false);
     let side = transform.resize_size();
     let resized = resize_bilinear_on(&levels, side, side);
-    let picked = rotate_crop_on(&resized, draws, transform.output_size());
-    normalize_levels(&picked.permute([0, 3, 1, 2]))
+    to_chw_on(&rotate_crop_on(&resized, draws, transform.output_size()))
 }
 
 /// u8 levels `[B, S, S, 3]` as the network's input `[B, 3, S, S]`, normalized where they are:
@@ -342,18 +341,21 @@ pub fn resize_cubic_on(levels: &Tensor, width: u32, height: u32) -> Tensor {
 }
 
 /// One pass of [`resize_cubic`] along `dim` of `[B, H, W, 3]` f32 values, from `n_in` to
-/// `n_out`: each of the four taps gathered and weighed, the products summed left to right.
+/// `n_out`: the four taps of every output index gathered at once (`[4, n_out]` along `dim`) and
+/// weighed, the products summed left to right.
 fn cubic_pass_on(values: &Tensor, dim: i64, n_in: u32, n_out: u32) -> Tensor {
     let taps = cubic_taps(n_in, n_out);
     let device = values.device();
-    let mut shape = [1i64; 4];
-    shape[dim as usize] = n_out as i64;
-    let term = |k: usize| {
-        let index: Vec<i64> = taps.iter().map(|(index, _)| index[k] as i64).collect();
-        let weight: Vec<f32> = taps.iter().map(|(_, weight)| weight[k]).collect();
-        let weight = Tensor::from_slice(&weight).to_device(device).view(shape);
-        values.index_select(dim, &Tensor::from_slice(&index).to_device(device)) * weight
-    };
+    let index: Vec<i64> = (0..4).flat_map(|k| taps.iter().map(move |(index, _)| index[k] as i64)).collect();
+    let weight: Vec<f32> = (0..4).flat_map(|k| taps.iter().map(move |(_, weight)| weight[k])).collect();
+    let mut gathered = values.size();
+    gathered.splice(dim as usize..=dim as usize, [4, n_out as i64]);
+    let mut weights = vec![1i64; 5];
+    weights[dim as usize..=dim as usize + 1].copy_from_slice(&[4, n_out as i64]);
+    let index = Tensor::from_slice(&index).to_device(device);
+    let products = values.index_select(dim, &index).view(gathered.as_slice())
+        * Tensor::from_slice(&weight).to_device(device).view(weights.as_slice());
+    let term = |k: i64| products.select(dim, k);
     term(0) + term(1) + term(2) + term(3)
 }
 
