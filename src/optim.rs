@@ -177,20 +177,31 @@ impl Adam {
         }
     }
 
-    /// `clip_grad_norm_(params, max_norm)`: scales all gradients by
-    /// `min(1, max_norm / (‖g‖₂ + 1e-6))`; returns the total norm before clipping.
-    pub fn clip_grad_norm(&self, max_norm: f64) -> f64 {
-        let grads: Vec<Tensor> = self.params.values().map(Tensor::grad).filter(Tensor::defined).collect();
-        let total = tch::no_grad(|| {
-            grads.iter().map(|g| g.norm().to_kind(Kind::Double).double_value(&[]).powi(2)).sum::<f64>().sqrt()
-        });
-        let coef = (max_norm / (total + 1e-6)).min(1.0);
+    /// `torch.nn.utils.clip_grad_norm_(params, max_norm)` as PyTorch computes it: the 2-norm of
+    /// each gradient, the 2-norm of those norms, `coef = min(1, max_norm / (total + 1e-6))` in
+    /// fp32, every gradient multiplied by `coef`. Nothing is read back from the device (the
+    /// coefficient stays a tensor), and a step's flat gradient buffers are scaled whole. Returns
+    /// the total norm before clipping (a 0-d tensor on the gradients' device).
+    pub fn clip_grad_norm(&self, max_norm: f64) -> Tensor {
         tch::no_grad(|| {
-            for g in &grads {
-                let _ = g.shallow_clone().g_mul_scalar_(coef);
+            let grads: Vec<Tensor> = self.params.values().map(Tensor::grad).filter(Tensor::defined).collect();
+            let Some(first) = grads.first() else { return Tensor::zeros([], (Kind::Float, Device::Cpu)) };
+            // ATen's `norm` is `linalg_vector_norm`, as PyTorch's clipping calls it.
+            let norms: Vec<Tensor> = grads.iter().map(|g| g.norm().to_device(first.device())).collect();
+            let total = Tensor::stack(&norms, 0).norm();
+            // Python's `max_norm / t` is `t.reciprocal() * max_norm`.
+            let coef = ((&total + 1e-6).reciprocal() * max_norm).clamp_max(1.0);
+            for grad in self.grad_spans() {
+                let _ = grad.shallow_clone().g_mul_(&coef.to_device(grad.device()));
             }
-        });
-        total
+            total
+        })
+    }
+
+    /// Every gradient once: the flat groups' buffers and the single parameters' gradients.
+    fn grad_spans(&self) -> Vec<Tensor> {
+        let flat = self.flat.iter().flat_map(|l| &l.groups).map(|group| group.grad.shallow_clone());
+        flat.chain(self.singles().into_iter().map(Tensor::grad).filter(Tensor::defined)).collect()
     }
 
     /// One update of every parameter that has a gradient.
@@ -646,10 +657,10 @@ mod tests {
         let adam = Adam::new(BTreeMap::from([("w".to_string(), p.shallow_clone())]), 0.1);
         (&p * 1.0).sum(Kind::Float).backward();
         p.grad().copy_(&Tensor::from_slice(&[3.0f32, 4.0]));
-        let total = adam.clip_grad_norm(1.0);
-        assert!((total - 5.0).abs() < 1e-6);
+        assert_eq!(adam.clip_grad_norm(1.0).double_value(&[]), 5.0);
         let g: Vec<f32> = Vec::try_from(p.grad()).unwrap();
-        assert!((g[0] - 0.6).abs() < 1e-5 && (g[1] - 0.8).abs() < 1e-5, "{g:?}");
-        assert!((adam.clip_grad_norm(10.0) - 1.0).abs() < 1e-4, "no scaling below the max");
+        assert!((g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6, "{g:?}");
+        assert!((adam.clip_grad_norm(10.0).double_value(&[]) - 1.0).abs() < 1e-6, "no scaling below the max");
+        assert!((Vec::<f32>::try_from(p.grad()).unwrap()[1] - 0.8).abs() < 1e-6);
     }
 }

@@ -523,3 +523,42 @@ fn a_split_without_validation_images_is_refused() {
     assert!(err.contains("train_filename.txt lists 1 image(s)") && err.contains("at least 2 images"), "{err}");
     assert!(!d.join("checkpoint/demo").exists(), "nothing trained, nothing written");
 }
+
+/// `optim.grad_clip`: Adam's clipping equals `torch.nn.utils.clip_grad_norm_` bit for bit, on
+/// the parameters one by one (before the first step) and on the flat buffers (after it), with
+/// gradients whose norms round.
+#[test]
+fn gradient_clipping_equals_pytorchs_bit_for_bit() {
+    let sizes = [7i64, 1, 130, 33];
+    let params: BTreeMap<String, Tensor> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (format!("p{i}"), Tensor::zeros([n], (tch::Kind::Float, Device::Cpu)).set_requires_grad(true)))
+        .collect();
+    let shared = params.iter().map(|(name, p)| (name.clone(), p.shallow_clone())).collect();
+    let mut adam = amfmn::optim::Adam::new(shared, 1e-3);
+    for (step, max_norm) in [(0u32, 0.37f64), (1, 1.3)] {
+        // d(sum p·c)/dp = c: gradients of known fp32 values.
+        let coefs: Vec<Vec<f32>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|k| ((k as f32 + 1.0) * 0.7137 + i as f32 + step as f32).sin() / 3.0).collect())
+            .collect();
+        adam.zero_grad();
+        let loss = params.values().zip(&coefs).map(|(p, c)| (p * Tensor::from_slice(c)).sum(tch::Kind::Float));
+        loss.reduce(|a, b| a + b).unwrap().backward();
+        let total = adam.clip_grad_norm(max_norm).double_value(&[]);
+        let given = serde_json::json!({"max_norm": max_norm, "grads": coefs});
+        let reference: serde_json::Value =
+            serde_json::from_str(&common::run_reference("clip_grad_norm.py", &[&given.to_string()])).unwrap();
+        assert_eq!(total, reference["total"].as_f64().unwrap(), "total norm at step {step}");
+        for (i, p) in params.values().enumerate() {
+            let ours: Vec<f32> = Vec::try_from(p.grad()).unwrap();
+            let theirs: Vec<f32> =
+                reference["grads"][i].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            assert_eq!(ours, theirs, "gradient {i} at step {step}");
+            assert!(ours.iter().zip(&coefs[i]).any(|(a, b)| a != b), "clipped at step {step}");
+        }
+        adam.step();
+    }
+}

@@ -180,7 +180,7 @@ impl Replicas {
         let finite = adam.unscale_gradients();
         if finite {
             if grad_clip > 0.0 {
-                adam.clip_grad_norm(grad_clip);
+                let _ = adam.clip_grad_norm(grad_clip);
             }
             adam.step();
         }
