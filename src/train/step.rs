@@ -115,7 +115,12 @@ impl Trainer<'_> {
             let modes = scores.iter().map(|scores| contrastive_loss(scores, &margin, optim.max_violation));
             modes.reduce(|a, b| a + b).expect("one mode at least")
         });
-        let value = loss.detached().double_value(&[]);
+        // Read only after the update is queued: reading it between the forward and the backward
+        // would make the host wait for the device mid-step. A diverged step's weights are never
+        // saved (the error ends the run).
+        let detached = loss.detached();
+        fold.replicas.update(&mut fold.adam, loss, optim.grad_clip)?;
+        let value = detached.double_value(&[]);
         if !value.is_finite() {
             bail!(
                 "the loss became {value} at epoch {epoch}, step {i} of fold {}; lower optim.lr or set optim.grad_clip \
@@ -124,7 +129,6 @@ impl Trainer<'_> {
                 fold.dir.join("last.json").display()
             );
         }
-        fold.replicas.update(&mut fold.adam, loss, optim.grad_clip)?;
         fold.position.eiters += 1;
         Ok(value)
     }
