@@ -136,8 +136,9 @@ fn main() -> anyhow::Result<()> {
         let mut train_step = || {
             let scores = replicas.scores(&pairs, pass).expect("one process");
             let loss = scores.map(|s| contrastive_loss(&s[0], &Margin::Fixed(0.2), false));
-            let _ = loss.detached().double_value(&[]);
+            let detached = loss.detached();
             replicas.update(&mut adam, loss, 0.0).expect("one process");
+            let _ = detached.double_value(&[]);
         };
         measure("step", steps, device, &mut train_step)?;
         let model = &replicas.primary;
