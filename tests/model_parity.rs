@@ -310,3 +310,78 @@ fn channels_last_changes_the_layout_not_the_scores() {
     eprintln!("channels-last vs NCHW scores: max |d| = {diff:.2e}");
     assert!(diff <= 1e-5, "the layouts' scores differ by {diff}");
 }
+
+/// `optim.amp: bf16` runs ResNet-18 as PyTorch's autocast does: 16-bit activations through
+/// batch norm (fp32 statistics), ReLU, pooling and the residual sums, each convolution's weight
+/// rounded. In training mode on the same weights and images, in either layout, the four stages,
+/// the multiscale maps, the ResNet's gradients (of sum(lower²) + sum(higher²)) and its
+/// batch-norm buffers equal the reference's under `torch.autocast("cpu", torch.bfloat16)` bit
+/// for bit.
+#[test]
+fn bf16_backbone_equals_pytorch_autocast() {
+    for channels_last in [false, true] {
+        let compared = bf16_backbone_against_autocast(channels_last);
+        assert!(compared.len() > 100, "{} tensors compared", compared.len());
+        for (name, diff) in compared {
+            assert_eq!(diff, 0.0, "{name} differs from PyTorch's autocast by {diff} (channels_last {channels_last})");
+        }
+    }
+}
+
+/// The largest difference of each compared tensor (see [`bf16_backbone_equals_pytorch_autocast`]).
+fn bf16_backbone_against_autocast(channels_last: bool) -> Vec<(String, f64)> {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options("soft_att", "BayesianUniSkip");
+    let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let new_model = || {
+        let model = Model::new(&ModelConfig::new(&opts, VOCAB as usize), Device::Cpu, 3).unwrap();
+        model.with_channels_last(channels_last)
+    };
+    let (model, twin) = (new_model(), new_model());
+    let (images, ids, _) = inputs();
+    drop(guard);
+    let weights = dir.path().join("weights.safetensors");
+    write_safetensors(&weights, &model.state_dict()).unwrap();
+    let inputs = dir.path().join("inputs.safetensors");
+    write_safetensors(&inputs, &BTreeMap::from([("images".to_string(), images.shallow_clone()), ("ids".into(), ids)]))
+        .unwrap();
+    let autocast = dir.path().join("autocast.safetensors");
+    let config = serde_json::json!({
+        "weights": weights, "inputs": inputs, "output": dir.path().join("out.safetensors"),
+        "vocab_size": VOCAB, "att_type": "soft_att", "seq2vec": "BayesianUniSkip", "embed_dim": 32,
+        "image_size": 64, "margin": MARGIN, "max_violation": false, "autocast": autocast,
+        "channels_last": channels_last,
+    });
+    let config_path = dir.path().join("config.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    common::run_reference("parity.py", &[config_path.to_str().unwrap()]);
+    let reference = read_safetensors(&autocast).unwrap();
+
+    let pass = Pass::training(Some(Kind::BFloat16));
+    let pixels = model.prepare_images(&images);
+    let stages = twin.net.extract_feature.resnet.forward(&pixels, pass);
+    let features = model.net.extract_feature.forward(&pixels, pass);
+    let mut compared = vec![];
+    for (name, ours) in [
+        ("f1", &stages.f1),
+        ("f2", &stages.f2),
+        ("f3", &stages.f3),
+        ("f4", &stages.f4),
+        ("lower", &features.lower),
+        ("higher", &features.higher),
+    ] {
+        assert_eq!(ours.kind(), Kind::BFloat16, "{name} stays 16-bit");
+        compared.push((name.to_string(), max_diff(ours, &reference[&format!("autocast.{name}")])));
+    }
+    let square_sum = |t: &Tensor| t.to_kind(Kind::Float).square().sum(Kind::Float);
+    (square_sum(&features.lower) + square_sum(&features.higher)).backward();
+    for (key, value) in model.vs.variables() {
+        let Some(name) = key.strip_prefix("extract_feature.resnet.") else { continue };
+        if name.starts_with("fc.") {
+            continue;
+        }
+        let (ours, kind) = if value.requires_grad() { (value.grad(), "grad") } else { (value, "buffer") };
+        compared.push((key.clone(), max_diff(&ours, &reference[&format!("autocast.{kind}.{key}")])));
+    }
+    compared
+}

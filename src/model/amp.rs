@@ -1,13 +1,16 @@
-//! Mixed precision (`optim.amp`), as PyTorch's autocast applies it to this model: convolutions
-//! and linear layers compute in bf16 or fp16 (inputs and weights rounded, products accumulated by
-//! the backend), their outputs return to fp32, so the GRU recurrences, batch norm, the sigmoid
-//! gates, the cosines and the loss stay fp32. The precision is the forward pass's
-//! ([`super::Pass::precision`]).
+//! Mixed precision (`optim.amp`), as PyTorch's autocast applies it to this model's image
+//! backbone: inside ResNet-18 every layer computes in bf16 or fp16 (the images rounded once,
+//! each convolution's weight rounded, batch norm normalising the 16-bit activations with fp32
+//! statistics and parameters, ReLU, pooling and the residual sums on 16-bit values), and the
+//! multiscale maps made from its stages stay 16-bit until MVSA's first convolutions. Elsewhere
+//! convolutions and linear layers compute in 16 bits (operands rounded, products accumulated
+//! by the backend) and return to fp32, so the GRU recurrences, the sigmoid gates, the cosines
+//! and the loss stay fp32. The precision is the forward pass's ([`super::Pass::precision`]).
 
 use tch::{Kind, Tensor};
 
-/// `op(x, weight, bias)` in `precision` when one is given and `x` is fp32, its output back in
-/// fp32; else `op` as it is.
+/// `op(x, weight, bias)` in `precision` when one is given and `x` is floating-point, its output
+/// back in fp32; else `op` as it is.
 pub fn lowered(
     x: &Tensor,
     weight: &Tensor,
@@ -16,11 +19,36 @@ pub fn lowered(
     op: impl Fn(&Tensor, &Tensor, Option<&Tensor>) -> Tensor,
 ) -> Tensor {
     match precision {
-        Some(kind) if x.kind() == Kind::Float => {
+        Some(_) if x.is_floating_point() => within(x, weight, bias, precision, op).to_kind(Kind::Float),
+        _ => op(x, weight, bias),
+    }
+}
+
+/// `op(x, weight, bias)` in `precision` when one is given and `x` is floating-point, its output
+/// left in `precision` for a next layer that also computes in it (an `x` already in
+/// `precision` is not copied); else `op` as it is.
+pub fn within(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    precision: Option<Kind>,
+    op: impl Fn(&Tensor, &Tensor, Option<&Tensor>) -> Tensor,
+) -> Tensor {
+    match precision {
+        Some(kind) if x.is_floating_point() => {
             let bias = bias.map(|b| b.to_kind(kind));
-            op(&x.to_kind(kind), &weight.to_kind(kind), bias.as_ref()).to_kind(Kind::Float)
+            op(&x.to_kind(kind), &weight.to_kind(kind), bias.as_ref())
         }
         _ => op(x, weight, bias),
+    }
+}
+
+/// `x` in `precision` (when one is given and `x` is floating-point): the input of a block that
+/// computes in 16 bits throughout.
+pub fn lower(x: &Tensor, precision: Option<Kind>) -> Tensor {
+    match precision {
+        Some(kind) if x.is_floating_point() => x.to_kind(kind),
+        _ => x.shallow_clone(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! ResNet-18 (docs/ARCHITECTURE.md, Model).
 
 use tch::nn::Path;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::layers::Linear;
 use super::pass::Pass;
@@ -15,7 +15,8 @@ pub struct ExtractFeature {
     linear: Linear,
 }
 
-/// Multiscale features of a `[B, 3, S, S]` batch.
+/// Multiscale features of a `[B, 3, S, S]` batch (`lower` and `higher` in the pass's precision,
+/// `global` in fp32).
 pub struct VisualFeatures {
     /// `concat(f1, up2(f2))`: `[B, 192, S/4, S/4]`.
     pub lower: Tensor,
@@ -41,7 +42,8 @@ impl ExtractFeature {
         };
         let lower = Tensor::cat(&[&stages.f1, &up2(&stages.f2)], 1);
         let higher = Tensor::cat(&[&stages.f3, &up2(&stages.f4)], 1);
-        let global = self.linear.forward(&stages.f4.mean_dim(&[2i64, 3][..], false, None), pass);
+        // The spatial mean of a 16-bit f4 is accumulated and returned in fp32.
+        let global = self.linear.forward(&stages.f4.mean_dim(&[2i64, 3][..], false, Kind::Float), pass);
         VisualFeatures { lower, higher, global }
     }
 }

@@ -82,11 +82,19 @@ impl Conv2d {
 }
 
 impl Conv2d {
-    /// `[B, in, H, W]` → `[B, out, H', W']`, in the pass's precision.
+    /// `[B, in, H, W]` → `[B, out, H', W']`, in the pass's precision, the output in fp32.
     pub fn forward(&self, x: &Tensor, pass: Pass) -> Tensor {
-        let (stride, padding) = (self.stride, self.padding);
-        let conv = |x: &Tensor, w: &Tensor, b: Option<&Tensor>| x.conv2d(w, b, [stride], [padding], [1], 1);
-        super::amp::lowered(x, &self.weight, self.bias.as_ref(), pass.precision, conv)
+        super::amp::lowered(x, &self.weight, self.bias.as_ref(), pass.precision, |x, w, b| self.conv(x, w, b))
+    }
+
+    /// [`Conv2d::forward`] with the output left in the pass's precision (inside a block that
+    /// computes in 16 bits throughout: ResNet-18).
+    pub fn forward_within(&self, x: &Tensor, pass: Pass) -> Tensor {
+        super::amp::within(x, &self.weight, self.bias.as_ref(), pass.precision, |x, w, b| self.conv(x, w, b))
+    }
+
+    fn conv(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        x.conv2d(weight, bias, [self.stride], [self.padding], [1], 1)
     }
 }
 
@@ -113,7 +121,9 @@ impl BatchNorm2d {
 }
 
 impl BatchNorm2d {
-    /// `[B, C, H, W]` → same shape; batch statistics (and running-stat updates) in training.
+    /// `[B, C, H, W]` → same shape and kind; batch statistics (and running-stat updates) in
+    /// training. A 16-bit `x` is normalised with the fp32 statistics and parameters (computed in
+    /// fp32, the output rounded once), as under PyTorch's autocast.
     pub fn forward(&self, x: &Tensor, pass: Pass) -> Tensor {
         let train = pass.train;
         if train {

@@ -41,12 +41,13 @@ impl BasicBlock {
 }
 
 impl BasicBlock {
-    /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + x)`, `x` projected when the shape changes.
+    /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + x)`, `x` projected when the shape changes; in
+    /// the pass's precision throughout.
     fn forward(&self, x: &Tensor, pass: Pass) -> Tensor {
-        let out = self.bn1.forward(&self.conv1.forward(x, pass), pass).relu();
-        let out = self.bn2.forward(&self.conv2.forward(&out, pass), pass);
+        let out = self.bn1.forward(&self.conv1.forward_within(x, pass), pass).relu();
+        let out = self.bn2.forward(&self.conv2.forward_within(&out, pass), pass);
         let identity = match &self.downsample {
-            Some((conv, bn)) => bn.forward(&conv.forward(x, pass), pass),
+            Some((conv, bn)) => bn.forward(&conv.forward_within(x, pass), pass),
             None => x.shallow_clone(),
         };
         (out + identity).relu()
@@ -63,7 +64,8 @@ pub struct ResNet18 {
 }
 
 /// The four stage outputs for a `[B, 3, S, S]` input: f1 `[B, 64, S/4, S/4]`,
-/// f2 `[B, 128, S/8, S/8]`, f3 `[B, 256, S/16, S/16]`, f4 `[B, 512, S/32, S/32]`.
+/// f2 `[B, 128, S/8, S/8]`, f3 `[B, 256, S/16, S/16]`, f4 `[B, 512, S/32, S/32]`; in the pass's
+/// precision.
 pub struct Stages {
     pub f1: Tensor,
     pub f2: Tensor,
@@ -93,9 +95,11 @@ impl ResNet18 {
         }
     }
 
-    /// Stem (conv, BN, ReLU, max-pool) then the four stages.
+    /// Stem (conv, BN, ReLU, max-pool) then the four stages, in the pass's precision (the images
+    /// rounded to it once).
     pub fn forward(&self, images: &Tensor, pass: Pass) -> Stages {
-        let x = self.bn1.forward(&self.conv1.forward(images, pass), pass).relu();
+        let images = super::amp::lower(images, pass.precision);
+        let x = self.bn1.forward(&self.conv1.forward_within(&images, pass), pass).relu();
         let x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         let stage =
             |x: &Tensor, blocks: &[BasicBlock]| blocks.iter().fold(x.shallow_clone(), |x, b| b.forward(&x, pass));

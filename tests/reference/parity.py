@@ -4,11 +4,17 @@ Usage: parity.py CONFIG.json
 CONFIG: {"weights": path, "inputs": path, "output": path, "vocab_size": n, "att_type": ...,
          "seq2vec": ..., "embed_dim": d, "image_size": s, "margin": m, "max_violation": bool,
          "prior": optional path of a safetensors file with a [B, B] "prior" matrix, used with
-         "gamma" and "beta" for dynamic margins}
+         "gamma" and "beta" for dynamic margins, "autocast": a path for the backbone's
+         outputs under bf16 autocast, "channels_last": true to run that in channels-last layout}
 inputs: images [B, 3, S, S] f32, ids [B, L] i64.
 output: scores_eval [B, B], scores_train [B, B], loss [], MVSA's spatial gate mvsa_gate
 [B, o, S/16, S/16] and its output mvsa_fv [B, d] (evaluation mode), and grad.<key> for every parameter
 that received a gradient; the weights are loaded with load_state_dict(strict=True).
+With "autocast" (written there): a fresh copy of the model in training mode runs extract_feature under
+torch.autocast("cpu", torch.bfloat16): autocast.f1..f4 (ResNet-18's stages), autocast.lower and
+autocast.higher, and after the backward of sum(lower²) + sum(higher²) (in fp32, outside autocast)
+autocast.grad.<key> of the ResNet's parameters and autocast.buffer.<key> of its batch-norm
+buffers.
 """
 import json
 import sys
@@ -52,3 +58,28 @@ for name, p in model.named_parameters():
 for name, b in model.named_buffers():
     out["buffer." + name] = b.contiguous()
 save_file(out, cfg["output"])
+
+if cfg.get("autocast"):
+    fresh = AMFMN(cfg["vocab_size"], att_type=cfg["att_type"], seq2vec=cfg["seq2vec"], dropout=0.0,
+                  embed_dim=cfg["embed_dim"], image_size=cfg["image_size"])
+    fresh.load_state_dict(load_file(cfg["weights"]), strict=True)
+    fresh.train()
+    if cfg.get("channels_last"):
+        fresh = fresh.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    resnet = fresh.extract_feature.resnet
+    stages = {}
+    for i in range(1, 5):
+        getattr(resnet, f"layer{i}").register_forward_hook(lambda m, inp, o, i=i: stages.__setitem__(i, o))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lower, higher, _ = fresh.extract_feature(images)
+    out = {f"autocast.f{i}": stages[i].float().contiguous() for i in range(1, 5)}
+    out["autocast.lower"] = lower.float().contiguous()
+    out["autocast.higher"] = higher.float().contiguous()
+    (lower.float().square().sum() + higher.float().square().sum()).backward()
+    for name, p in resnet.named_parameters():
+        if p.grad is not None:
+            out["autocast.grad.extract_feature.resnet." + name] = p.grad.contiguous()
+    for name, b in resnet.named_buffers():
+        out["autocast.buffer.extract_feature.resnet." + name] = b.contiguous()
+    save_file(out, cfg["autocast"])
