@@ -1,7 +1,7 @@
 //! Choosing where tensors live, and libtorch's thread count.
 
 use anyhow::{bail, Result};
-use tch::{Cuda, Device};
+use tch::{Cuda, Device, Tensor};
 
 use crate::options::{Amp, DeviceChoice, Devices};
 
@@ -162,6 +162,18 @@ pub fn describe(device: Device) -> String {
         Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
         Device::Cuda(n) => format!("cuda:{n}"),
         other => format!("{other:?}"),
+    }
+}
+
+/// A small host tensor (a lookup table, sampling taps) on `device`, copied without making the
+/// host wait: on CUDA through pinned memory (PyTorch's caching host allocator keeps the pinned
+/// block until the copy has run), where a copy from pageable memory would wait for the work
+/// queued before it; elsewhere `to_device`.
+pub fn upload(host: &Tensor, device: Device) -> Tensor {
+    if device.is_cuda() && host.device() == Device::Cpu {
+        host.pin_memory(device).to_device_(device, host.kind(), true, false)
+    } else {
+        host.to_device(device)
     }
 }
 

@@ -11,6 +11,7 @@ use image::RgbImage;
 use rand::Rng;
 use tch::{Device, Kind, Tensor};
 
+use crate::device::upload;
 use crate::rng;
 
 /// ImageNet channel means of `transforms.Normalize`.
@@ -131,8 +132,8 @@ pub fn to_chw(image: &RgbImage, left: u32, top: u32, side: u32, out: &mut [f32])
 fn normalize_levels(levels: &Tensor) -> Tensor {
     let device = levels.device();
     let table: Vec<f32> = normalization_table().iter().flatten().copied().collect();
-    let table = Tensor::from_slice(&table).to_device(device);
-    let offsets = Tensor::from_slice(&[0i64, 256, 512]).view([1, 3, 1, 1]).to_device(device);
+    let table = upload(&Tensor::from_slice(&table), device);
+    let offsets = Tensor::arange(3, (Kind::Int64, device)).view([1, 3, 1, 1]) * 256;
     table.take(&(levels.to_kind(Kind::Int64) + offsets))
 }
 
@@ -186,11 +187,11 @@ fn resample_on(levels: &Tensor, dim: i64, n_in: u32, n_out: u32) -> Tensor {
     let mut shape = vec![1i64; 5];
     shape[dim as usize] = n_out as i64;
     shape[dim as usize + 1] = ksize as i64;
-    let weights = Tensor::from_slice(&coefficients).to_device(device).view(shape.as_slice());
+    let weights = upload(&Tensor::from_slice(&coefficients), device).view(shape.as_slice());
     let mut taps = levels.size();
     taps[dim as usize] = n_out as i64;
     taps.insert(dim as usize + 1, ksize as i64);
-    let gathered = levels.index_select(dim, &Tensor::from_slice(&index).to_device(device)).to_kind(Kind::Int);
+    let gathered = levels.index_select(dim, &upload(&Tensor::from_slice(&index), device)).to_kind(Kind::Int);
     let sums = (gathered.view(taps.as_slice()) * weights).sum_dim_intlist(dim + 1, false, Kind::Int);
     ((sums + (1i64 << (PRECISION_BITS - 1))).bitwise_right_shift_tensor_scalar(PRECISION_BITS as i64))
         .clamp(0, 255)
@@ -212,7 +213,7 @@ fn rotate_crop_on(levels: &Tensor, draws: &[Draw], crop: u32) -> Tensor {
             [origin(0), origin(1), m.per_x[0], m.per_x[1], m.per_y[0], m.per_y[1]]
         })
         .collect();
-    let maps = Tensor::from_slice(maps.as_flattened()).to_device(device).view([b, 3, 2, 1, 1]);
+    let maps = upload(&Tensor::from_slice(maps.as_flattened()), device).view([b, 3, 2, 1, 1]);
     let steps = Tensor::arange(crop as i64, (Kind::Int64, device));
     let (xs, ys) = (steps.view([1, 1, -1]), steps.view([1, -1, 1]));
     // `[B, 2, crop, crop]`: the source column and row of every output pixel.
@@ -220,9 +221,8 @@ fn rotate_crop_on(levels: &Tensor, draws: &[Draw], crop: u32) -> Tensor {
         (maps.select(1, 0) + maps.select(1, 1) * xs + maps.select(1, 2) * ys).bitwise_right_shift_tensor_scalar(16);
     let clamped = source.clamp(0, side - 1);
     let inside = source.eq_tensor(&clamped).all_dim(1, false);
-    let strides = Tensor::from_slice(&[1i64, side]).to_device(device).view([1, 2, 1, 1]);
     let images = Tensor::arange(b, (Kind::Int64, device)).view([b, 1, 1]) * (side * side);
-    let flat = (clamped * strides).sum_dim_intlist(1, false, Kind::Int64) + images;
+    let flat = clamped.select(1, 0) + clamped.select(1, 1) * side + images;
     let picked = levels.reshape([b * side * side, 3]).index_select(0, &flat.view([-1]));
     picked.view([b, crop as i64, crop as i64, 3]) * inside.unsqueeze(-1)
 }
@@ -352,9 +352,9 @@ fn cubic_pass_on(values: &Tensor, dim: i64, n_in: u32, n_out: u32) -> Tensor {
     gathered.splice(dim as usize..=dim as usize, [4, n_out as i64]);
     let mut weights = vec![1i64; 5];
     weights[dim as usize..=dim as usize + 1].copy_from_slice(&[4, n_out as i64]);
-    let index = Tensor::from_slice(&index).to_device(device);
+    let index = upload(&Tensor::from_slice(&index), device);
     let products = values.index_select(dim, &index).view(gathered.as_slice())
-        * Tensor::from_slice(&weight).to_device(device).view(weights.as_slice());
+        * upload(&Tensor::from_slice(&weight), device).view(weights.as_slice());
     let term = |k: i64| products.select(dim, k);
     term(0) + term(1) + term(2) + term(3)
 }

@@ -15,6 +15,7 @@ pub use metrics::{results_table, MetricName, Metrics, METRICS};
 
 use crate::data::loader::pad_captions;
 use crate::data::CaptionSet;
+use crate::device::upload;
 use crate::encode::{self, Workers};
 use crate::model::Model;
 use crate::options::Options;
@@ -109,12 +110,12 @@ fn encode_token_lists(
                 let rows: Vec<&[i64]> = chunk.iter().map(|&k| lists[k].as_slice()).collect();
                 let (ids, lengths) = pad_captions(&rows);
                 progress.inc(chunk.len() as u64);
-                model.net.encode_texts(&ids.to_device(device), &lengths.to_device(device))
+                model.net.encode_texts(&upload(&ids, device), &upload(&lengths, device))
             })
             .collect()
     });
     let sorted = Tensor::cat(&codes, 0);
-    let index = Tensor::from_slice(&order.iter().map(|&k| k as i64).collect::<Vec<_>>()).to_device(sorted.device());
+    let index = upload(&Tensor::from_slice(&order.iter().map(|&k| k as i64).collect::<Vec<_>>()), sorted.device());
     sorted.zeros_like().index_copy(0, &index, &sorted)
 }
 
@@ -173,7 +174,7 @@ pub fn encode(
     let keywords = keyword_lists.map(|lists| {
         let per_image = encode_token_lists(model, lists, config.batch_size, &progress);
         let index: Vec<i64> = (0..set.num_captions()).map(|k| set.image_of_caption(k) as i64).collect();
-        per_image.index_select(0, &Tensor::from_slice(&index).to_device(per_image.device()))
+        per_image.index_select(0, &upload(&Tensor::from_slice(&index), per_image.device()))
     });
     crate::device::synchronize(model.device());
     seconds.texts = start.elapsed().as_secs_f64();

@@ -22,6 +22,7 @@ use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::{shares, PairBatch};
+use crate::device::upload;
 use crate::dist::ProcessGroup;
 use crate::model::{add_to_gradient, Model, Pass, Training};
 use crate::optim::Adam;
@@ -307,7 +308,7 @@ fn add_gradient(target: &Tensor, mut grad: Tensor) {
 /// Rows `start..start + size` of the batch encoded by `model` on its device.
 fn encode_share(model: &Model, batch: &PairBatch, start: usize, size: usize, pass: Pass) -> Training<ShareCodes> {
     let device = model.device();
-    let rows = |t: &Tensor| t.narrow(0, start as i64, size as i64).to_device(device);
+    let rows = |t: &Tensor| upload(&t.narrow(0, start as i64, size as i64), device);
     let images = batch.images.narrow(start - batch.images_from, size);
     let pixels = model.prepare_images(&images.input_on(device));
     let visual = model.net.encode_images(&pixels, pass);

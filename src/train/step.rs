@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use super::fold::Fold;
 use super::Trainer;
 use crate::data::PairBatch;
+use crate::device::upload;
 use crate::loss::{contrastive_loss, dynamic_margins, Margin};
 use crate::model::Pass;
 use crate::report;
@@ -105,10 +106,10 @@ impl Trainer<'_> {
         tch::manual_seed(stream as i64);
         let scores = fold.replicas.scores(batch, Pass::training(optim.amp.kind()))?;
         let margin = match &fold.prior {
-            Some(prior) => Margin::PerPair(
-                dynamic_margins(&prior.matrix(&batch.image_ids, &batch.caption_ids), optim.gamma, optim.beta)
-                    .to_device(fold.replicas.primary.device()),
-            ),
+            Some(prior) => Margin::PerPair(upload(
+                &dynamic_margins(&prior.matrix(&batch.image_ids, &batch.caption_ids), optim.gamma, optim.beta),
+                fold.replicas.primary.device(),
+            )),
             None => Margin::Fixed(optim.margin),
         };
         let loss = scores.map(|scores| {
