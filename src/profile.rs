@@ -141,6 +141,7 @@ fn fields(line: &str) -> Option<[&str; 3]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::amp::{to_fp32, within};
     use tch::{Device, Kind, Tensor};
 
     fn calls(count: &OpCount, name: &str) -> (i64, i64) {
@@ -175,9 +176,10 @@ mod tests {
         let x = Tensor::ones([2, 3, 8, 8], (Kind::Float, Device::Cpu));
         let w = Tensor::ones([4, 3, 3, 3], (Kind::Float, Device::Cpu));
         let conv = |x: &Tensor, w: &Tensor, _: Option<&Tensor>| x.conv2d::<Tensor>(w, None, [1, 1], [1, 1], [1, 1], 1);
-        let (_, fp32) = count_ops(|| crate::model::amp::lowered(&x, &w, None, None, conv)).unwrap();
+        let lowered = |precision| to_fp32(within(&x, &w, None, precision, conv));
+        let (_, fp32) = count_ops(|| lowered(None)).unwrap();
         assert_eq!(fp32.products(), (1, 0), "{:?}", fp32.by_input_type);
-        let (_, bf16) = count_ops(|| crate::model::amp::lowered(&x, &w, None, Some(Kind::BFloat16), conv)).unwrap();
+        let (_, bf16) = count_ops(|| lowered(Some(Kind::BFloat16))).unwrap();
         assert_eq!(bf16.products(), (1, 1), "{:?}", bf16.by_input_type);
         // The casts: input and weight into bf16, the output back (copy_'s first input is its
         // destination).

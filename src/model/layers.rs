@@ -5,6 +5,7 @@
 use tch::nn::{Init, Module, Path};
 use tch::{Kind, Tensor};
 
+use super::amp::{to_fp32, within};
 use super::pass::Pass;
 
 /// `nn.Linear`: `y = x Wᵀ + b`, weight `[out, in]`.
@@ -27,7 +28,7 @@ impl Linear {
 impl Linear {
     /// `[..., in]` → `[..., out]`, in the pass's precision.
     pub fn forward(&self, x: &Tensor, pass: Pass) -> Tensor {
-        super::amp::lowered(x, &self.weight, self.bias.as_ref(), pass.precision, |x, w, b| x.linear(w, b))
+        to_fp32(within(x, &self.weight, self.bias.as_ref(), pass.precision, |x, w, b| x.linear(w, b)))
     }
 }
 
@@ -84,13 +85,13 @@ impl Conv2d {
 impl Conv2d {
     /// `[B, in, H, W]` → `[B, out, H', W']`, in the pass's precision, the output in fp32.
     pub fn forward(&self, x: &Tensor, pass: Pass) -> Tensor {
-        super::amp::lowered(x, &self.weight, self.bias.as_ref(), pass.precision, |x, w, b| self.conv(x, w, b))
+        to_fp32(self.forward_within(x, pass))
     }
 
     /// [`Conv2d::forward`] with the output left in the pass's precision (inside a block that
     /// computes in 16 bits throughout: ResNet-18).
     pub fn forward_within(&self, x: &Tensor, pass: Pass) -> Tensor {
-        super::amp::within(x, &self.weight, self.bias.as_ref(), pass.precision, |x, w, b| self.conv(x, w, b))
+        within(x, &self.weight, self.bias.as_ref(), pass.precision, |x, w, b| self.conv(x, w, b))
     }
 
     fn conv(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {

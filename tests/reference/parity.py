@@ -26,9 +26,27 @@ from amfmn_reference import AMFMN, contrastive_loss, dynamic_margins
 
 cfg = json.load(open(sys.argv[1]))
 torch.manual_seed(0)
-model = AMFMN(cfg["vocab_size"], att_type=cfg["att_type"], seq2vec=cfg["seq2vec"], dropout=0.0,
-              embed_dim=cfg["embed_dim"], image_size=cfg["image_size"])
-model.load_state_dict(load_file(cfg["weights"]), strict=True)
+
+
+def loaded_model():
+    """The reference model with amfmn's weights."""
+    net = AMFMN(cfg["vocab_size"], att_type=cfg["att_type"], seq2vec=cfg["seq2vec"], dropout=0.0,
+                embed_dim=cfg["embed_dim"], image_size=cfg["image_size"])
+    net.load_state_dict(load_file(cfg["weights"]), strict=True)
+    return net
+
+
+def gradients_and_buffers(module, prefix, into):
+    """grad.<key> of every parameter of `module` with a gradient and buffer.<key> of its buffers,
+    the keys behind `prefix`."""
+    for name, p in module.named_parameters():
+        if p.grad is not None:
+            into["grad." + prefix + name] = p.grad.contiguous()
+    for name, b in module.named_buffers():
+        into["buffer." + prefix + name] = b.contiguous()
+
+
+model = loaded_model()
 inputs = load_file(cfg["inputs"])
 images, ids = inputs["images"], inputs["ids"]
 
@@ -52,17 +70,11 @@ loss = contrastive_loss(scores, margin, cfg["max_violation"])
 loss.backward()
 out["scores_train"] = scores.detach().contiguous()
 out["loss"] = loss.detach().reshape([])
-for name, p in model.named_parameters():
-    if p.grad is not None:
-        out["grad." + name] = p.grad.contiguous()
-for name, b in model.named_buffers():
-    out["buffer." + name] = b.contiguous()
+gradients_and_buffers(model, "", out)
 save_file(out, cfg["output"])
 
 if cfg.get("autocast"):
-    fresh = AMFMN(cfg["vocab_size"], att_type=cfg["att_type"], seq2vec=cfg["seq2vec"], dropout=0.0,
-                  embed_dim=cfg["embed_dim"], image_size=cfg["image_size"])
-    fresh.load_state_dict(load_file(cfg["weights"]), strict=True)
+    fresh = loaded_model()
     fresh.train()
     if cfg.get("channels_last"):
         fresh = fresh.to(memory_format=torch.channels_last)
@@ -73,13 +85,9 @@ if cfg.get("autocast"):
         getattr(resnet, f"layer{i}").register_forward_hook(lambda m, inp, o, i=i: stages.__setitem__(i, o))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         lower, higher, _ = fresh.extract_feature(images)
-    out = {f"autocast.f{i}": stages[i].float().contiguous() for i in range(1, 5)}
-    out["autocast.lower"] = lower.float().contiguous()
-    out["autocast.higher"] = higher.float().contiguous()
+    out = {f"f{i}": stages[i].float().contiguous() for i in range(1, 5)}
+    out["lower"] = lower.float().contiguous()
+    out["higher"] = higher.float().contiguous()
     (lower.float().square().sum() + higher.float().square().sum()).backward()
-    for name, p in resnet.named_parameters():
-        if p.grad is not None:
-            out["autocast.grad.extract_feature.resnet." + name] = p.grad.contiguous()
-    for name, b in resnet.named_buffers():
-        out["autocast.buffer.extract_feature.resnet." + name] = b.contiguous()
-    save_file(out, cfg["autocast"])
+    gradients_and_buffers(resnet, "extract_feature.resnet.", out)
+    save_file({"autocast." + key: value for key, value in out.items()}, cfg["autocast"])
