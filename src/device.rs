@@ -1,9 +1,13 @@
 //! Choosing where tensors live, and libtorch's thread count.
 
 use anyhow::{bail, Result};
-use tch::{Cuda, Device, Tensor};
+use tch::{Cuda, Device, Kind, Tensor};
 
 use crate::options::{Amp, DeviceChoice, Devices};
+
+extern "C" {
+    fn amfmn_empty_pinned(sizes: *const i64, dims: usize) -> *mut torch_sys::C_tensor;
+}
 
 /// The one device of `devices`, for the commands that run on one: several are refused.
 pub fn resolve(devices: &Devices) -> Result<Device> {
@@ -177,6 +181,22 @@ pub fn upload(host: &Tensor, device: Device) -> Tensor {
     }
 }
 
+/// An uninitialised float tensor of `size` on the CPU for a batch filled in place: in pinned
+/// memory on a CUDA machine (PyTorch's caching host allocator, as `torch.empty(...,
+/// pin_memory=True)`), so that it is copied to the GPU without blocking and with no host copy
+/// in between; in pageable memory otherwise, or when pinned memory runs out.
+pub fn host_batch(size: &[i64]) -> Tensor {
+    if Cuda::is_available() {
+        // SAFETY: `sizes` points to `size.len()` dimensions; the shim returns a new tensor that
+        // the `Tensor` takes ownership of, or null.
+        let pinned = unsafe { amfmn_empty_pinned(size.as_ptr(), size.len()) };
+        if !pinned.is_null() {
+            return unsafe { Tensor::from_ptr(pinned) };
+        }
+    }
+    Tensor::empty(size, (Kind::Float, Device::Cpu))
+}
+
 /// Waits until `device` has run the work queued on it (nothing to wait for on the CPU), so that
 /// a clock read next has counted that work.
 pub fn synchronize(device: Device) {
@@ -202,6 +222,17 @@ pub(crate) fn test_device() -> Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_batches_are_contiguous_cpu_floats_pinned_on_device_machines() {
+        let batch = host_batch(&[2, 3, 4, 4]);
+        assert_eq!((batch.size(), batch.kind(), batch.device()), (vec![2, 3, 4, 4], Kind::Float, Device::Cpu));
+        assert!(batch.is_contiguous());
+        let device = test_device();
+        assert_eq!(batch.is_pinned(device), device.is_cuda(), "pinned exactly where a GPU takes it");
+        let _ = batch.shallow_clone().fill_(1.5);
+        assert_eq!(upload(&batch, device).sum(Kind::Float).double_value(&[]), 144.0);
+    }
 
     #[test]
     fn only_an_auto_that_found_no_gpu_warns() {

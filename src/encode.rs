@@ -13,6 +13,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::image_file::with_decoded;
 use crate::data::transforms::Transform;
+use crate::device::host_batch;
 use crate::model::{Model, Pass};
 use crate::score::Scorer;
 
@@ -90,13 +91,23 @@ fn prepare_batch<I: Sync, E: Send>(
     prepare: &(impl Fn(&I, &mut [f32]) -> Result<E> + Sync),
 ) -> Prepared<E> {
     let began = Instant::now();
-    let mut buffer = vec![0f32; batch.len() * len];
+    let side = side as i64;
+    // Written in place: pinned on a CUDA machine, so the model's thread copies it to the GPU
+    // without blocking and no host copy comes in between.
+    let images = host_batch(&[batch.len() as i64, 3, side, side]);
+    let buffer: &mut [f32] = if batch.is_empty() {
+        &mut []
+    } else {
+        // SAFETY: `images` is a new contiguous float tensor of `batch.len() * len` elements that
+        // nothing else reads or writes while `buffer` lives (until the rows are compacted).
+        unsafe { std::slice::from_raw_parts_mut(images.data_ptr() as *mut f32, batch.len() * len) }
+    };
     let share = batch.len().div_ceil(threads).max(1);
     let prepare_share = |items: &[I], out: &mut [f32]| -> Vec<Result<E>> {
         items.iter().zip(out.chunks_exact_mut(len)).map(|(item, out)| prepare(item, out)).collect()
     };
     let results: Vec<Result<E>> = if threads == 1 || batch.len() <= 1 {
-        prepare_share(batch, &mut buffer)
+        prepare_share(batch, buffer)
     } else {
         std::thread::scope(|scope| {
             let handles: Vec<_> = batch
@@ -117,12 +128,7 @@ fn prepare_batch<I: Sync, E: Send>(
             Err(e) => failures.push((start + k, format!("{e:#}"))),
         }
     }
-    buffer.truncate(rows.len() * len);
-    let side = side as i64;
-    let images = Tensor::from_slice(&buffer).view([rows.len() as i64, 3, side, side]);
-    // On a CUDA machine the batch goes to pinned memory here, so the model's thread copies it
-    // to the GPU without blocking.
-    let images = if tch::Cuda::is_available() { images.pin_memory(Device::Cuda(0)) } else { images };
+    let images = images.narrow(0, 0, rows.len() as i64);
     Prepared { images, rows, failures, seconds: began.elapsed().as_secs_f64() }
 }
 
