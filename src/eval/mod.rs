@@ -93,10 +93,28 @@ fn with_blanks_padded(lists: &[Vec<i64>], batch_size: usize) -> Vec<Vec<i64>> {
     padded
 }
 
+/// Captions encoded together on a GPU in evaluation (at least): the text encoder launches the
+/// same kernels per step whatever the rows, so larger batches keep a GPU busy. A caption's code
+/// does not depend on its batch (its state is read at its own length), so this changes nothing
+/// but rounding.
+const GPU_TEXT_BATCH: usize = 1024;
+
+/// How many captions [`encode_token_lists`] encodes together on `device`: `batch_size` on the
+/// CPU, at least [`GPU_TEXT_BATCH`] on CUDA.
+fn text_batch(device: Device, batch_size: usize) -> usize {
+    if device.is_cuda() {
+        batch_size.max(GPU_TEXT_BATCH)
+    } else {
+        batch_size
+    }
+}
+
+/// Codes `[N, d]` of token `lists` in their order: blanks padded as the original's batches of
+/// `batch_size` would pad them, then encoded `chunk` at a time in order of length.
 fn encode_token_lists(
     model: &Model,
     lists: &[Vec<i64>],
-    batch_size: usize,
+    (batch_size, chunk): (usize, usize),
     progress: &indicatif::ProgressBar,
 ) -> Tensor {
     let lists = with_blanks_padded(lists, batch_size);
@@ -105,7 +123,7 @@ fn encode_token_lists(
     let device = model.device();
     let codes: Vec<Tensor> = tch::no_grad(|| {
         order
-            .chunks(batch_size)
+            .chunks(chunk.max(1))
             .map(|chunk| {
                 let rows: Vec<&[i64]> = chunk.iter().map(|&k| lists[k].as_slice()).collect();
                 let (ids, lengths) = pad_captions(&rows);
@@ -170,9 +188,10 @@ pub fn encode(
     crate::device::synchronize(model.device());
     seconds.images += start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let texts = encode_token_lists(model, &set.captions, config.batch_size, &progress);
+    let batches = (config.batch_size, text_batch(model.device(), config.batch_size));
+    let texts = encode_token_lists(model, &set.captions, batches, &progress);
     let keywords = keyword_lists.map(|lists| {
-        let per_image = encode_token_lists(model, lists, config.batch_size, &progress);
+        let per_image = encode_token_lists(model, lists, batches, &progress);
         let index: Vec<i64> = (0..set.num_captions()).map(|k| set.image_of_caption(k) as i64).collect();
         per_image.index_select(0, &upload(&Tensor::from_slice(&index), per_image.device()))
     });
@@ -238,5 +257,25 @@ mod tests {
         let padded = with_blanks_padded(&lists, 2);
         assert_eq!(padded, [vec![1, 2], vec![0, 0], vec![3, 4, 5, 6], vec![0, 0, 0, 0], vec![0], vec![7]]);
         assert_eq!(with_blanks_padded(&[vec![]], 4), [vec![0]], "a batch of blanks alone: one step");
+    }
+
+    /// The codes of a caption set do not depend on how many captions are encoded together
+    /// (what lets a GPU take [`GPU_TEXT_BATCH`] at a time), blanks included.
+    #[test]
+    fn caption_codes_do_not_depend_on_the_batching() {
+        let demo = include_str!("../../option/demo_AMFMN.yaml");
+        let options = Options::parse(demo, &["dataset.image_size=32".into()]).unwrap();
+        let model = Model::new(&crate::model::ModelConfig::new(&options, 12), Device::Cpu, 3).unwrap();
+        let lists: Vec<Vec<i64>> =
+            (0..23).map(|k| (0..(k * 7) % 9).map(|t| 1 + (k * 5 + t * 3) % 12).collect()).collect();
+        assert!(lists.iter().any(Vec::is_empty) && lists.iter().any(|l| l.len() == 8));
+        let progress = indicatif::ProgressBar::hidden();
+        let by_five = encode_token_lists(&model, &lists, (5, 5), &progress);
+        let at_once = encode_token_lists(&model, &lists, (5, GPU_TEXT_BATCH), &progress);
+        assert_eq!(by_five.size(), [23, model.embed_dim()]);
+        assert!(by_five.allclose(&at_once, 0.0, 1e-6, false), "{}", (&by_five - &at_once).abs().max());
+        let blanks_otherwise = encode_token_lists(&model, &lists, (23, 23), &progress);
+        assert!(!by_five.allclose(&blanks_otherwise, 0.0, 1e-6, false), "the blanks' padding follows batch_size");
+        assert_eq!((text_batch(Device::Cpu, 70), text_batch(Device::Cuda(0), 70)), (70, GPU_TEXT_BATCH));
     }
 }
