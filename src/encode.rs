@@ -58,7 +58,6 @@ pub fn each_batch<I: Sync, E: Send>(
     prepare: impl Fn(&I, &mut [f32]) -> Result<E> + Sync,
     mut consume: impl FnMut(Prepared<E>) -> Result<()>,
 ) -> Result<()> {
-    let len = 3 * side as usize * side as usize;
     let threads = workers.workers.max(1);
     let prepare = &prepare;
     std::thread::scope(|scope| {
@@ -66,7 +65,7 @@ pub fn each_batch<I: Sync, E: Send>(
         scope.spawn(move || {
             let mut start = 0;
             for batch in plan {
-                if tx.send(prepare_batch(batch, start, side, len, threads, prepare)).is_err() {
+                if tx.send(prepare_batch(batch, start, side, threads, prepare)).is_err() {
                     return;
                 }
                 start += batch.len();
@@ -86,11 +85,11 @@ fn prepare_batch<I: Sync, E: Send>(
     batch: &[I],
     start: usize,
     side: u32,
-    len: usize,
     threads: usize,
     prepare: &(impl Fn(&I, &mut [f32]) -> Result<E> + Sync),
 ) -> Prepared<E> {
     let began = Instant::now();
+    let len = 3 * side as usize * side as usize;
     let side = side as i64;
     // Written in place: pinned on a CUDA machine, so the model's thread copies it to the GPU
     // without blocking and no host copy comes in between.

@@ -15,7 +15,7 @@ pub use metrics::{results_table, MetricName, Metrics, METRICS};
 
 use crate::data::loader::pad_captions;
 use crate::data::CaptionSet;
-use crate::device::upload;
+use crate::device::{synchronize, upload};
 use crate::encode::{self, Workers};
 use crate::model::Model;
 use crate::options::Options;
@@ -158,7 +158,7 @@ fn encode_images(
         }
         let start = Instant::now();
         image_codes.push(encode::image_fv(model, &batch.images));
-        crate::device::synchronize(model.device());
+        synchronize(model.device());
         *seconds += start.elapsed().as_secs_f64();
         progress.inc(batch.rows.len() as u64);
         Ok(())
@@ -185,7 +185,7 @@ pub fn encode(
     let fv = encode_images(model, set, config, &progress, &mut seconds.images)?;
     let start = Instant::now();
     let images = Scorer::new(&model.net).image_codes(fv);
-    crate::device::synchronize(model.device());
+    synchronize(model.device());
     seconds.images += start.elapsed().as_secs_f64();
     let start = Instant::now();
     let batches = (config.batch_size, text_batch(model.device(), config.batch_size));
@@ -195,7 +195,7 @@ pub fn encode(
         let index: Vec<i64> = (0..set.num_captions()).map(|k| set.image_of_caption(k) as i64).collect();
         per_image.index_select(0, &upload(&Tensor::from_slice(&index), per_image.device()))
     });
-    crate::device::synchronize(model.device());
+    synchronize(model.device());
     seconds.texts = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
     Ok(Codes { images, texts, keywords })
