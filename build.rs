@@ -5,7 +5,8 @@
 //! `LD_LIBRARY_PATH`.
 use std::path::PathBuf;
 
-const SHIM: [&str; 4] = ["src/shim/ops.cpp", "src/shim/dist.cpp", "src/shim/packed.cpp", "src/shim/pinned.cpp"];
+const SHIM: [&str; 5] =
+    ["src/shim/ops.cpp", "src/shim/dist.cpp", "src/shim/packed.cpp", "src/shim/pinned.cpp", "src/shim/gru.cpp"];
 
 /// Declarations of the Gloo types libtorch's `ProcessGroupGloo.hpp` names (the wheel ships no
 /// Gloo headers; see `src/shim/gloo_decl/gloo/context.h`).

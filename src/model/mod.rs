@@ -6,6 +6,7 @@ pub mod amp;
 pub mod attention;
 pub mod backbone;
 pub mod config;
+mod fused_gru;
 pub mod fusion;
 pub mod layers;
 pub mod mvsa;

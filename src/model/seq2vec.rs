@@ -11,6 +11,7 @@ use anyhow::Result;
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
+use super::fused_gru;
 use super::layers::{Embedding, Linear};
 use super::packed::{PackedLinear, PACKED_ROWS};
 use super::pass::Pass;
@@ -185,10 +186,11 @@ impl BayesianGruCell {
         outputs
     }
 
-    /// The training recurrence in the `[3, B, ·]` layout (gates r, z, n stacked): the input side
-    /// of each gate for all steps in one product, then per step one product for the three hidden
-    /// projections and one update. Each of the six gate inputs gets its own dropout mask
-    /// (drawn in the order ir, ii, in, hr, hi, hn), reused at every step.
+    /// The training recurrence: the input side of each gate for all steps in one product (laid
+    /// out `[B, T, 3H]`, gates r, z, n), then per step one batched product for the three hidden
+    /// projections (`[3, B, H]`, each gate's masked state), its rows `[B, 3H]` and one update
+    /// ([`gru_train_step`]). Each of the six gate inputs gets its own dropout mask (drawn in the
+    /// order ir, ii, in, hr, hi, hn), reused at every step.
     fn train(&self, x: &Tensor, p: f64, pass: Pass, deferred: &mut Vec<DeferredGradient>) -> Vec<Tensor> {
         let (b, steps, _) = x.size3().expect("[B, T, 620]");
         let masks = |dim| (p > 0.0).then(|| [0, 1, 2].map(|_| dropout_mask(p, [b, dim], x)));
@@ -201,7 +203,7 @@ impl BayesianGruCell {
                 None => l.forward(x, pass),
             })
             .collect();
-        let gates = Tensor::stack(&projected, 0).permute([2, 0, 1, 3]).contiguous().unbind(0);
+        let gates = Tensor::stack(&projected, 2).view([b, steps, 3 * SENTENCE_DIM]).unbind(1);
         let hidden = [&self.weight_hr.weight, &self.weight_hi.weight, &self.weight_hn.weight];
         let mut projection = HiddenProjection::new(&hidden, &stacked(&self.hidden_weight, &hidden), steps, b, true);
         let mut h = Tensor::zeros([b, SENTENCE_DIM], (x.kind(), x.device()));
@@ -211,7 +213,8 @@ impl BayesianGruCell {
                 Some(m) => h.unsqueeze(0) * m,
                 None => h.unsqueeze(0).expand([3, b, SENTENCE_DIM], false),
             };
-            h = gru_step(gates, &projection.apply(t as i64, &input), &h);
+            let hidden = projection.apply(t as i64, &input).permute([1, 0, 2]).reshape([b, 3 * SENTENCE_DIM]);
+            h = gru_train_step(gates, &hidden, &h);
             outputs.push(h.shallow_clone());
         }
         deferred.extend(projection.into_deferred());
@@ -226,19 +229,22 @@ fn suited(packed: &Option<PackedLinear>, rows: i64) -> Option<&PackedLinear> {
     packed.as_ref().filter(|_| (2..=2 * PACKED_ROWS).contains(&rows))
 }
 
-/// One GRU step in the stacked layout: `x`, `u` `[3, B, H]` the input- and hidden-side
-/// pre-activations of gates r, z, n; `carry` `[B, H]` the state it interpolates with. r and z
-/// take one sum and one sigmoid together.
-fn gru_step(x: &Tensor, u: &Tensor, carry: &Tensor) -> Tensor {
-    let split = |t: &Tensor| -> [Tensor; 2] { t.split_with_sizes([2, 1], 0).try_into().expect("r and z, n") };
-    let ([xrz, xn], [urz, un]) = (split(x), split(u));
-    let [r, z]: [Tensor; 2] = (xrz + urz).sigmoid().unbind(0).try_into().expect("r, z");
-    gru_update(&r, z, &xn.squeeze_dim(0), &un.squeeze_dim(0), carry)
+/// One step of a training recurrence from the gate pre-activations `x`, `u` `[B, 3H]` (input and
+/// hidden side, gates r, z, n) and the state `carry` `[B, H]` it interpolates with: on CUDA
+/// PyTorch's fused GRU cell (one kernel forward and one backward, where [`gru_row_step`] launches
+/// about ten each way; the same function rounded in another order, docs/PARITY.md), elsewhere
+/// [`gru_row_step`]. Inference keeps [`gru_row_step`] everywhere, the original's arithmetic.
+fn gru_train_step(x: &Tensor, u: &Tensor, carry: &Tensor) -> Tensor {
+    if fused_gru::available(x.device()) {
+        fused_gru::step(x, u, carry)
+    } else {
+        gru_row_step(x, u, carry)
+    }
 }
 
 /// One GRU step from the gate pre-activations `x`, `u` `[B, 3H]` (input and hidden side, gates
-/// r, z, n) and the state `carry` `[B, H]` it interpolates with; r and z together, as
-/// [`gru_step`].
+/// r, z, n) and the state `carry` `[B, H]` it interpolates with; r and z take one sum and one
+/// sigmoid together.
 fn gru_row_step(x: &Tensor, u: &Tensor, carry: &Tensor) -> Tensor {
     let h = carry.size()[1];
     let split = |t: &Tensor| -> [Tensor; 2] { t.split_with_sizes([2 * h, h], 1).try_into().expect("r and z, n") };
@@ -309,7 +315,10 @@ impl GruWeights {
                 Some(packed) => packed.forward(&hd),
                 None => projection.apply(t as i64, &hd.unsqueeze(0)).squeeze_dim(0),
             } + &self.bias_hh;
-            h = gru_row_step(gates, &projected, &hd);
+            h = match train {
+                true => gru_train_step(gates, &projected, &hd),
+                false => gru_row_step(gates, &projected, &hd),
+            };
             outputs.push(h.shallow_clone());
         }
         deferred.extend(projection.into_deferred());
@@ -421,4 +430,49 @@ fn reverse_within_length(lengths: &Tensor, steps: i64, dim: i64) -> Tensor {
     let reversed = &len - 1 - &t;
     let index = reversed.where_self(&t.lt_tensor(&len), &t);
     index.unsqueeze(2).expand([b, steps, dim], false)
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::nn::VarStore;
+    use tch::Device;
+
+    use super::*;
+
+    /// Sentence vectors and gradients of one training pass of `kind` without dropout (each
+    /// device draws its masks from its own generator) on `device`, with `weights`' values.
+    fn training_pass(kind: Seq2VecType, weights: &VarStore, device: Device) -> Vec<Tensor> {
+        let mut vs = VarStore::new(device);
+        let encoder = Seq2Vec::new(vs.root(), kind, 30, 0.0, false);
+        vs.copy(weights).unwrap();
+        let ids = Tensor::from_slice(&[3i64, 7, 1, 9, 4, 2, 8, 0, 5, 6, 0, 0]).view([3, 4]).to_device(device);
+        let lengths = Tensor::from_slice(&[4i64, 3, 2]).to_device(device);
+        let weight = Tensor::linspace(-1.0, 1.0, 3 * SENTENCE_DIM, (Kind::Float, device)).view([3, SENTENCE_DIM]);
+        let out = encoder.forward(&ids, &lengths, Pass::training(None));
+        let vectors = out.detached();
+        out.map(|t| (t * &weight).sum(Kind::Float)).backward();
+        let mut all = vec![vectors];
+        all.extend(vs.trainable_variables().iter().map(|v| v.grad()));
+        all.iter().map(|t| t.to_device(Device::Cpu)).collect()
+    }
+
+    /// The training recurrences on the test device (on CUDA through PyTorch's fused GRU cell)
+    /// equal the CPU's composite ones: sentence vectors and every gradient, for the two ways the
+    /// hidden side is laid out (BayesianUniSkip's three masked products, UniSkip's one). On the
+    /// CPU both sides run the composite step; the check is the GPU's (exec/gpu_check.sh).
+    #[test]
+    fn training_recurrences_on_device_equal_the_cpu_ones() {
+        for kind in [Seq2VecType::BayesianUniSkip, Seq2VecType::UniSkip] {
+            tch::manual_seed(5);
+            let weights = VarStore::new(Device::Cpu);
+            let _ = Seq2Vec::new(weights.root(), kind, 30, 0.0, false);
+            let on_device = training_pass(kind, &weights, crate::device::test_device());
+            let on_cpu = training_pass(kind, &weights, Device::Cpu);
+            for (i, (a, b)) in on_device.iter().zip(&on_cpu).enumerate() {
+                let scale = b.abs().max().double_value(&[]).max(1e-6);
+                let diff = (a - b).abs().max().double_value(&[]);
+                assert!(diff <= 1e-5 * scale, "{kind:?} tensor {i}: differs by {diff:e} (largest {scale:e})");
+            }
+        }
+    }
 }

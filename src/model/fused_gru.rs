@@ -1,0 +1,47 @@
+//! PyTorch's fused GRU cell on CUDA (`aten::_thnn_fused_gru_cell`, the kernel `nn.GRUCell` runs
+//! there, through the C++ shim `src/shim/gru.cpp`): one step of a recurrence in one kernel, and
+//! its backward in one more, where the composite step launches about ten each way. libtorch has
+//! no CPU kernel for it.
+
+use std::ffi::{c_char, c_void};
+
+use tch::{Device, Tensor};
+
+extern "C" {
+    fn amfmn_fused_gru_cell(
+        input_gates: *const c_void,
+        hidden_gates: *const c_void,
+        hx: *const c_void,
+        out: *mut *mut c_void,
+        error: *mut c_char,
+        capacity: usize,
+    ) -> i32;
+}
+
+const ERROR_CAPACITY: usize = 512;
+
+/// Whether [`step`] runs on `device`: CUDA only.
+pub fn available(device: Device) -> bool {
+    device.is_cuda()
+}
+
+/// One GRU step, differentiable: from the gates' input- and hidden-side pre-activations `x`, `u`
+/// `[B, 3H]` (gates r, z, n; 2-D, any strides) and the state `h` `[B, H]`, with
+/// `r = σ(x_r + u_r)`, `z = σ(x_z + u_z)` and `n = tanh(x_n + r ⊙ u_n)`: `h' = n + z ⊙ (h − n)`
+/// `[B, H]`, the original's `(1 − z) ⊙ n + z ⊙ h` rounded in another order. Panics off CUDA, as
+/// a tch operator does on a device without its kernel.
+pub fn step(x: &Tensor, u: &Tensor, h: &Tensor) -> Tensor {
+    let mut error = vec![0u8; ERROR_CAPACITY];
+    let mut out: *mut c_void = std::ptr::null_mut();
+    // SAFETY: the three pointers are live tensors for the call; the shim writes a new tensor,
+    // which the `Tensor` below owns, or a NUL-terminated message of at most `ERROR_CAPACITY` bytes.
+    let status = unsafe {
+        let (x, u, h) = (x.as_ptr() as *const c_void, u.as_ptr() as *const c_void, h.as_ptr() as *const c_void);
+        amfmn_fused_gru_cell(x, u, h, &mut out, error.as_mut_ptr() as *mut c_char, ERROR_CAPACITY)
+    };
+    if status != 0 {
+        let end = error.iter().position(|&b| b == 0).unwrap_or(error.len());
+        panic!("fused GRU cell: {}", String::from_utf8_lossy(&error[..end]));
+    }
+    unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) }
+}
