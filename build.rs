@@ -5,8 +5,14 @@
 //! `LD_LIBRARY_PATH`.
 use std::path::PathBuf;
 
-const SHIM: [&str; 5] =
-    ["src/shim/ops.cpp", "src/shim/dist.cpp", "src/shim/packed.cpp", "src/shim/pinned.cpp", "src/shim/gru.cpp"];
+const SHIM: [&str; 6] = [
+    "src/shim/ops.cpp",
+    "src/shim/dist.cpp",
+    "src/shim/packed.cpp",
+    "src/shim/pinned.cpp",
+    "src/shim/gru.cpp",
+    "src/shim/adam.cpp",
+];
 
 /// Declarations of the Gloo types libtorch's `ProcessGroupGloo.hpp` names (the wheel ships no
 /// Gloo headers; see `src/shim/gloo_decl/gloo/context.h`).

@@ -3,9 +3,28 @@
 //! parameter) is saved with checkpoints so a resumed run continues the same curve.
 
 use std::collections::BTreeMap;
+use std::ffi::{c_char, c_void};
 
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
+
+extern "C" {
+    #[allow(clippy::too_many_arguments)]
+    fn amfmn_fused_adam(
+        params: *const *const c_void,
+        grads: *const *const c_void,
+        exp_avgs: *const *const c_void,
+        exp_avg_sqs: *const *const c_void,
+        steps: *const *const c_void,
+        n: usize,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        error: *mut c_char,
+        capacity: usize,
+    ) -> i32;
+}
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
@@ -16,6 +35,37 @@ struct State {
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
     step: i64,
+}
+
+impl State {
+    /// The same moments (shared: an update of either changes both) and step.
+    fn shared(&self) -> State {
+        State { exp_avg: self.exp_avg.shallow_clone(), exp_avg_sq: self.exp_avg_sq.shallow_clone(), step: self.step }
+    }
+
+    /// The same moments (shared) at the next step.
+    fn advanced(&self) -> State {
+        State { step: self.step + 1, ..self.shared() }
+    }
+}
+
+/// One update of a parameter or flat group: the tensors it changes in place, and the step it
+/// brings them to.
+struct Update {
+    param: Tensor,
+    grad: Tensor,
+    state: State,
+}
+
+impl Update {
+    /// Whether the gradient and moments have the parameter's kind, sizes and strides exactly, as
+    /// PyTorch's fused Adam requires.
+    fn shares_one_layout(&self) -> bool {
+        let p = &self.param;
+        [&self.grad, &self.state.exp_avg, &self.state.exp_avg_sq]
+            .iter()
+            .all(|t| t.kind() == p.kind() && t.size() == p.size() && t.stride() == p.stride())
+    }
 }
 
 /// Dynamic loss scaling for fp16 training, as `torch.cuda.amp.GradScaler` does it: the loss is
@@ -204,21 +254,21 @@ impl Adam {
         flat.chain(self.singles().into_iter().map(Tensor::grad).filter(Tensor::defined)).collect()
     }
 
-    /// One update of every parameter that has a gradient.
+    /// One update of every parameter that has a gradient: on CUDA all of a device's parameters
+    /// by PyTorch's fused Adam ([`fused_update`]), elsewhere one fused pass per flat group or
+    /// parameter.
     pub fn step(&mut self) {
         let layout = self.flat.take().unwrap_or_else(|| self.flatten());
         tch::no_grad(|| {
+            let mut updates = Vec::new();
             for group in &layout.groups {
-                let step = self.state[&group.names[0]].step + 1;
-                let mut state = State {
+                let state = State {
                     exp_avg: group.exp_avg.shallow_clone(),
                     exp_avg_sq: group.exp_avg_sq.shallow_clone(),
-                    step,
+                    step: self.state[&group.names[0]].step + 1,
                 };
-                self.update(&mut group.param.shallow_clone(), &group.grad, &mut state, step);
-                for name in &group.names {
-                    self.state.get_mut(name).expect("a flat parameter has its state").step = step;
-                }
+                let (param, grad) = (group.param.shallow_clone(), group.grad.shallow_clone());
+                updates.push((group.names.clone(), Update { param, grad, state }));
             }
             for name in &layout.singles {
                 let param = self.params[name].shallow_clone();
@@ -226,27 +276,48 @@ impl Adam {
                 if !grad.defined() {
                     continue;
                 }
-                let mut state = self.state.remove(name).unwrap_or_else(|| State {
+                let state = self.state.entry(name.clone()).or_insert_with(|| State {
                     exp_avg: param.zeros_like(),
                     exp_avg_sq: param.zeros_like(),
                     step: 0,
                 });
-                let step = state.step + 1;
-                self.update(&mut param.shallow_clone(), &grad, &mut state, step);
-                state.step = step;
-                self.state.insert(name.clone(), state);
+                updates.push((vec![name.clone()], Update { param, grad, state: state.advanced() }));
+            }
+            self.apply(&updates);
+            for (names, update) in &updates {
+                for name in names {
+                    self.state.get_mut(name).expect("an updated parameter has its state").step = update.state.step;
+                }
             }
         });
         self.flat = Some(layout);
     }
 
-    /// Adam's update of one parameter (or one flat group) at step `step`.
-    fn update(&self, param: &mut Tensor, grad: &Tensor, state: &mut State, step: i64) {
-        let bias1 = 1.0 - BETA1.powi(step as i32);
-        let bias2_sqrt = (1.0 - BETA2.powi(step as i32)).sqrt();
+    /// Runs `updates`: those on CUDA whose tensors share one layout by PyTorch's fused Adam, one
+    /// call per device and kind; the others one by one.
+    fn apply(&self, updates: &[(Vec<String>, Update)]) {
+        let mut fused: BTreeMap<String, Vec<&Update>> = BTreeMap::new();
+        for (_, update) in updates {
+            if update.param.device().is_cuda() && update.shares_one_layout() {
+                let key = format!("{:?} {:?}", update.param.device(), update.param.kind());
+                fused.entry(key).or_default().push(update);
+            } else {
+                self.update(update);
+            }
+        }
+        for bucket in fused.values() {
+            fused_update(bucket, self.lr, self.eps);
+        }
+    }
+
+    /// Adam's update of one parameter (or one flat group) to its state's step.
+    fn update(&self, update: &Update) {
+        let (mut param, grad, mut state) = (update.param.shallow_clone(), &update.grad, update.state.shared());
+        let bias1 = 1.0 - BETA1.powi(state.step as i32);
+        let bias2_sqrt = (1.0 - BETA2.powi(state.step as i32)).sqrt();
         let step_size = self.lr / bias1;
-        if !fused_cpu_update(param, grad, state, step_size, bias2_sqrt, self.eps) {
-            tensor_update(param, grad, state, step_size, bias2_sqrt, self.eps);
+        if !fused_cpu_update(&mut param, grad, &mut state, step_size, bias2_sqrt, self.eps) {
+            tensor_update(&mut param, grad, &mut state, step_size, bias2_sqrt, self.eps);
         }
     }
 
@@ -350,6 +421,52 @@ impl Adam {
             );
         }
         Ok(())
+    }
+}
+
+/// The updates `updates` (one device, one kind) in one call of PyTorch's fused Adam, `_fused_adam_`
+/// (`torch.optim.Adam(fused=True)`): on CUDA a multi-tensor kernel or a few for all of them. Its
+/// arithmetic is Adam's, rounded in another order than the for-loop Adam's (within 1e-6 of it,
+/// tested on the CPU, where libtorch has the same operator). Panics when the operator fails, as a
+/// tch operator does.
+fn fused_update(updates: &[&Update], lr: f64, eps: f64) {
+    let Some(first) = updates.first() else { return };
+    // One float step count per distinct step, on the device, as the kernel reads it.
+    let mut counts: BTreeMap<i64, Tensor> = BTreeMap::new();
+    for update in updates {
+        let step = update.state.step;
+        counts.entry(step).or_insert_with(|| Tensor::full([], step as f64, (Kind::Float, first.param.device())));
+    }
+    let pointers = |f: &dyn Fn(&Update) -> &Tensor| -> Vec<*const c_void> {
+        updates.iter().map(|u| f(u).as_ptr() as *const c_void).collect()
+    };
+    let params = pointers(&|u| &u.param);
+    let grads = pointers(&|u| &u.grad);
+    let exp_avgs = pointers(&|u| &u.state.exp_avg);
+    let exp_avg_sqs = pointers(&|u| &u.state.exp_avg_sq);
+    let steps: Vec<*const c_void> = updates.iter().map(|u| counts[&u.state.step].as_ptr() as *const c_void).collect();
+    let mut error = vec![0u8; 512];
+    // SAFETY: the five arrays hold `updates.len()` live tensors each (borrowed for the call);
+    // the shim writes a NUL-terminated message of at most `error.len()` bytes.
+    let status = unsafe {
+        amfmn_fused_adam(
+            params.as_ptr(),
+            grads.as_ptr(),
+            exp_avgs.as_ptr(),
+            exp_avg_sqs.as_ptr(),
+            steps.as_ptr(),
+            updates.len(),
+            lr,
+            BETA1,
+            BETA2,
+            eps,
+            error.as_mut_ptr() as *mut c_char,
+            error.len(),
+        )
+    };
+    if status != 0 {
+        let end = error.iter().position(|&b| b == 0).unwrap_or(error.len());
+        panic!("fused Adam: {}", String::from_utf8_lossy(&error[..end]));
     }
 }
 
@@ -629,7 +746,8 @@ mod tests {
             loss(&single).backward();
             tch::no_grad(|| {
                 for (p, state) in single.iter().zip(&mut states) {
-                    reference.update(&mut p.shallow_clone(), &p.grad(), state, step);
+                    state.step = step;
+                    reference.update(&Update { param: p.shallow_clone(), grad: p.grad(), state: state.shared() });
                 }
             });
         }
@@ -649,6 +767,83 @@ mod tests {
             assert_eq!(pair[0].data_ptr() as usize + 4 * pair[0].numel(), pair[1].data_ptr() as usize);
             assert_eq!(pair[0].grad().data_ptr() as usize + 4 * pair[0].numel(), pair[1].grad().data_ptr() as usize);
         }
+    }
+
+    /// PyTorch's fused Adam through the shim (its CPU kernel) equals the for-loop update over
+    /// three steps, for tensors of several shapes and two step counts in one call: each argument
+    /// reaches the operator in its place (a swapped beta or step count moves the result far more).
+    #[test]
+    fn pytorchs_fused_adam_is_the_same_update() {
+        let shapes: [&[i64]; 3] = [&[300], &[7, 5], &[4, 3, 2, 2]];
+        let params: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu))).collect();
+        let grads: Vec<Tensor> = params.iter().map(Tensor::randn_like).collect();
+        // The last one starts a step ahead, so one call mixes step counts.
+        let updates = || -> Vec<Update> {
+            let start = |k: usize| i64::from(k == 2);
+            let state = |p: &Tensor, k| State { exp_avg: p.zeros_like(), exp_avg_sq: p.zeros_like(), step: start(k) };
+            let update = |(k, (p, g)): (usize, (&Tensor, &Tensor))| Update {
+                param: p.copy(),
+                grad: g.copy(),
+                state: state(p, k),
+            };
+            params.iter().zip(&grads).enumerate().map(update).collect()
+        };
+        let adam = Adam::new(BTreeMap::new(), 0.01);
+        let (mut fused, mut looped) = (updates(), updates());
+        for step in 1..=3 {
+            let next = |updates: &[Update]| -> Vec<Update> {
+                let grad = |u: &Update| &u.grad * (step as f64);
+                updates
+                    .iter()
+                    .map(|u| Update { param: u.param.shallow_clone(), grad: grad(u), state: u.state.advanced() })
+                    .collect()
+            };
+            (fused, looped) = (next(&fused), next(&looped));
+            fused_update(&fused.iter().collect::<Vec<_>>(), adam.lr, adam.eps);
+            looped.iter().for_each(|u| adam.update(u));
+        }
+        for ((a, b), p) in fused.iter().zip(&looped).zip(&params) {
+            assert!((&a.param - &b.param).abs().max().double_value(&[]) < 1e-6, "{:?}", p.size());
+            assert!((&a.state.exp_avg_sq - &b.state.exp_avg_sq).abs().max().double_value(&[]) < 1e-6);
+            assert!((&a.param - p).abs().max().double_value(&[]) > 1e-3, "the parameter moved");
+        }
+    }
+
+    #[test]
+    fn only_tensors_of_one_layout_go_to_the_fused_adam() {
+        let param = Tensor::zeros([3, 4], (Kind::Float, Device::Cpu));
+        let state = State { exp_avg: param.zeros_like(), exp_avg_sq: param.zeros_like(), step: 1 };
+        let update = |grad: Tensor| Update { param: param.shallow_clone(), grad, state: state.shared() };
+        assert!(update(param.zeros_like()).shares_one_layout());
+        assert!(!update(Tensor::zeros([4, 3], (Kind::Float, Device::Cpu)).tr()).shares_one_layout(), "strides");
+        assert!(!update(param.to_kind(Kind::BFloat16)).shares_one_layout(), "kind");
+    }
+
+    /// Adam on the test device (on CUDA, PyTorch's fused Adam for a flat group and for
+    /// parameters that share a storage, in one call) equals the CPU's over three steps.
+    #[test]
+    fn adam_on_device_equals_the_cpu_adam() {
+        let values = Tensor::randn([6, 3], (Kind::Float, Device::Cpu));
+        let run = |device: Device| -> Vec<Tensor> {
+            let base = values.to_device(device).copy();
+            let own = base.copy().set_requires_grad(true);
+            let rows = [base.narrow(0, 0, 3), base.narrow(0, 3, 3)].map(|r| r.set_requires_grad(true));
+            let named = [("own", &own), ("rows.0", &rows[0]), ("rows.1", &rows[1])];
+            let params = BTreeMap::from(named.map(|(n, p)| (n.to_string(), p.shallow_clone())));
+            let mut adam = Adam::new(params, 0.01);
+            for step in 1..=3 {
+                adam.zero_grad();
+                let loss = named.iter().map(|(_, p)| (*p * *p * step as f64).sum(Kind::Float));
+                loss.reduce(|a, b| a + b).unwrap().backward();
+                adam.step();
+            }
+            named.iter().map(|(_, p)| p.detach().to_device(Device::Cpu)).collect()
+        };
+        let (on_device, on_cpu) = (run(crate::device::test_device()), run(Device::Cpu));
+        for (a, b) in on_device.iter().zip(&on_cpu) {
+            assert!((a - b).abs().max().double_value(&[]) < 1e-6);
+        }
+        assert!((&on_cpu[0] - &values).abs().max().double_value(&[]) > 1e-3, "the parameters moved");
     }
 
     #[test]
