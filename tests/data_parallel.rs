@@ -11,6 +11,7 @@ use amfmn::data::shares;
 use amfmn::data::PairBatch;
 use amfmn::model::{Model, ModelConfig, Pass};
 use amfmn::optim::Adam;
+use amfmn::train::Replicas;
 use common::training::*;
 use tch::{Device, Tensor};
 
@@ -91,4 +92,32 @@ fn replicas_with_training_batch_norm_normalise_each_share() {
     assert!(diff <= 1e-5, "two replicas differ from per-share normalisation by {diff}");
     assert!(versus_whole > 1e-4, "per-share normalisation changed nothing ({versus_whole})");
     assert_identical_replicas(&replicated);
+}
+
+/// ATen operators that make the host wait for a GPU: a tensor's value read (`.item()`,
+/// `int64_value`) and those whose output size depends on values.
+const HOST_READS: [&str; 5] =
+    ["aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::_unique2", "aten::is_nonzero"];
+
+/// A training step (every replica's forward, the loss of the three modes, backward, clipping
+/// and Adam) dispatches no operator that reads the device, so on a GPU the host queues the whole
+/// step without waiting: counted on the CPU, through the same code, for one device and for two
+/// replicas whose second share has shorter captions than the batch.
+#[test]
+fn a_training_step_reads_nothing_back_from_the_device() {
+    let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let batch = batch(5, true);
+    for devices in [&[Device::Cpu][..], &[Device::Cpu, Device::Cpu]] {
+        let model = Model::new(&ModelConfig::new(&options(), VOCAB as usize), Device::Cpu, 3).unwrap();
+        let mut adam = Adam::new(model.trainable(), LR);
+        let replicas = Replicas::new(model, &devices[1..]).unwrap();
+        let step = || {
+            let scores = replicas.scores(&batch, Pass::training(None)).unwrap();
+            replicas.update(&mut adam, scores.map(|s| loss(&s)), 2.0).unwrap();
+        };
+        let ((), count) = amfmn::profile::count_ops(step).unwrap();
+        let reads: Vec<_> = count.by_name.iter().filter(|c| HOST_READS.contains(&c.name.as_str())).collect();
+        assert!(reads.is_empty(), "{} devices: {reads:?}", devices.len());
+        assert!(count.kernels > 500, "the step was counted ({} kernels)", count.kernels);
+    }
 }

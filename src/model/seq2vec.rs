@@ -393,11 +393,14 @@ impl Seq2Vec {
         Ok(())
     }
 
-    /// ids `[B, L]` (0-padded), lengths `[B]` (≥ 1) → sentence vectors `[B, 2400]`; in
-    /// training mode with dropout and the hidden-side weight gradients deferred.
+    /// ids `[B, L]` (0-padded), lengths `[B]` (1 to `L`) → sentence vectors `[B, 2400]`; in
+    /// training mode with dropout and the hidden-side weight gradients deferred. The recurrence
+    /// runs `L` steps, known without reading the device (a GPU queues the whole pass): callers
+    /// pad to the longest caption, as the data loader's `pad_captions` does; wider ids give the same
+    /// vectors after steps that change nothing.
     pub fn forward(&self, ids: &Tensor, lengths: &Tensor, pass: Pass) -> Training<Tensor> {
-        let steps = lengths.max().int64_value(&[]);
-        let x = ids.narrow(1, 0, steps).apply(&self.embedding);
+        let steps = ids.size()[1];
+        let x = ids.apply(&self.embedding);
         let b = x.size()[0];
         let (p, train) = (self.dropout, pass.train);
         let mut deferred = Vec::new();

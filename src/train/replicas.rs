@@ -308,11 +308,18 @@ fn add_gradient(target: &Tensor, mut grad: Tensor) {
 /// Rows `start..start + size` of the batch encoded by `model` on its device.
 fn encode_share(model: &Model, batch: &PairBatch, start: usize, size: usize, pass: Pass) -> Training<ShareCodes> {
     let device = model.device();
-    let rows = |t: &Tensor| upload(&t.narrow(0, start as i64, size as i64), device);
+    // The share's rows, its ids cut to its longest caption on the host (the text encoder runs
+    // as many steps as the ids are wide).
+    let rows = |(ids, lengths): (&Tensor, &Tensor)| {
+        let (ids, lengths) = (ids.narrow(0, start as i64, size as i64), lengths.narrow(0, start as i64, size as i64));
+        let longest = Vec::<i64>::try_from(&lengths).map_or(ids.size()[1], |l| l.into_iter().max().unwrap_or(1));
+        (upload(&ids.narrow(1, 0, longest).contiguous(), device), upload(&lengths, device))
+    };
     let images = batch.images.narrow(start - batch.images_from, size);
     let pixels = model.prepare_images(&images.input_on(device));
     let visual = model.net.encode_images(&pixels, pass);
-    let captions = (&rows(&batch.captions), &rows(&batch.lengths));
+    let captions = rows((&batch.captions, &batch.lengths));
+    let captions = (&captions.0, &captions.1);
     match &batch.keywords {
         None => model.net.encode_texts_with(captions.0, captions.1, pass).map(|sentence| ShareCodes {
             visual,
@@ -320,7 +327,8 @@ fn encode_share(model: &Model, batch: &PairBatch, start: usize, size: usize, pas
             keywords: None,
         }),
         Some((ids, lengths)) => {
-            let texts = model.net.encode_sentences_and_keywords(captions, (&rows(ids), &rows(lengths)), pass);
+            let keywords = rows((ids, lengths));
+            let texts = model.net.encode_sentences_and_keywords(captions, (&keywords.0, &keywords.1), pass);
             texts.map(|(sentence, keywords)| ShareCodes { visual, sentence, keywords: Some(keywords) })
         }
     }
