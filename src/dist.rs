@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use tch::{Device, Tensor};
 
+use crate::ffi::{self, ERROR_CAPACITY};
+
 extern "C" {
     #[allow(clippy::too_many_arguments)]
     fn amfmn_dist_open(
@@ -126,9 +128,6 @@ impl Launch {
         Ok(Some(Launch { rank, world, local_rank, master_addr, master_port, agent_store, prefix, launcher }))
     }
 }
-
-/// One line of libtorch's explanation.
-const ERROR_CAPACITY: usize = 1024;
 
 /// How long a rank whose collective failed waits for the other survivors to say so, before it
 /// names the ranks that did not as lost.
@@ -427,14 +426,9 @@ fn ptr(tensor: &Tensor) -> *const c_void {
     tensor.as_ptr() as *const c_void
 }
 
-/// Runs a shim function with an error buffer: its message when it returns non-zero.
+/// Runs a shim function with an error buffer ([`ffi::call`]): its message when it fails.
 fn call(f: impl FnOnce(*mut c_char) -> i32) -> Result<()> {
-    let mut error = vec![0u8; ERROR_CAPACITY];
-    if f(error.as_mut_ptr() as *mut c_char) == 0 {
-        return Ok(());
-    }
-    let end = error.iter().position(|&b| b == 0).unwrap_or(error.len());
-    Err(anyhow!("{}", String::from_utf8_lossy(&error[..end])))
+    ffi::call(f).map(drop)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod device;
 pub mod dist;
 pub mod encode;
 pub mod eval;
+pub mod ffi;
 pub mod fsutil;
 pub mod html;
 pub mod locate;

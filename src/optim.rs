@@ -8,6 +8,8 @@ use std::ffi::{c_char, c_void};
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
+use crate::ffi::{self, ERROR_CAPACITY};
+
 extern "C" {
     #[allow(clippy::too_many_arguments)]
     fn amfmn_fused_adam(
@@ -445,10 +447,9 @@ fn fused_update(updates: &[&Update], lr: f64, eps: f64) {
     let exp_avgs = pointers(&|u| &u.state.exp_avg);
     let exp_avg_sqs = pointers(&|u| &u.state.exp_avg_sq);
     let steps: Vec<*const c_void> = updates.iter().map(|u| counts[&u.state.step].as_ptr() as *const c_void).collect();
-    let mut error = vec![0u8; 512];
     // SAFETY: the five arrays hold `updates.len()` live tensors each (borrowed for the call);
-    // the shim writes a NUL-terminated message of at most `error.len()` bytes.
-    let status = unsafe {
+    // the shim writes its message into the error buffer.
+    ffi::call(|error| unsafe {
         amfmn_fused_adam(
             params.as_ptr(),
             grads.as_ptr(),
@@ -460,14 +461,11 @@ fn fused_update(updates: &[&Update], lr: f64, eps: f64) {
             BETA1,
             BETA2,
             eps,
-            error.as_mut_ptr() as *mut c_char,
-            error.len(),
+            error,
+            ERROR_CAPACITY,
         )
-    };
-    if status != 0 {
-        let end = error.iter().position(|&b| b == 0).unwrap_or(error.len());
-        panic!("fused Adam: {}", String::from_utf8_lossy(&error[..end]));
-    }
+    })
+    .unwrap_or_else(|e| panic!("fused Adam: {e}"));
 }
 
 /// Adam's update with tensor operations (any device and layout), as PyTorch's for-loop Adam.

@@ -7,6 +7,8 @@ use std::ffi::{c_char, c_void};
 
 use tch::{Device, Tensor};
 
+use crate::ffi::{self, ERROR_CAPACITY};
+
 extern "C" {
     fn amfmn_fused_gru_cell(
         input_gates: *const c_void,
@@ -17,8 +19,6 @@ extern "C" {
         capacity: usize,
     ) -> i32;
 }
-
-const ERROR_CAPACITY: usize = 512;
 
 /// Whether [`step`] runs on `device`: CUDA only.
 pub fn available(device: Device) -> bool {
@@ -31,17 +31,13 @@ pub fn available(device: Device) -> bool {
 /// `[B, H]`, the original's `(1 − z) ⊙ n + z ⊙ h` rounded in another order. Panics off CUDA, as
 /// a tch operator does on a device without its kernel.
 pub fn step(x: &Tensor, u: &Tensor, h: &Tensor) -> Tensor {
-    let mut error = vec![0u8; ERROR_CAPACITY];
     let mut out: *mut c_void = std::ptr::null_mut();
     // SAFETY: the three pointers are live tensors for the call; the shim writes a new tensor,
-    // which the `Tensor` below owns, or a NUL-terminated message of at most `ERROR_CAPACITY` bytes.
-    let status = unsafe {
+    // which the `Tensor` below owns, or its message into the error buffer.
+    ffi::call(|error| unsafe {
         let (x, u, h) = (x.as_ptr() as *const c_void, u.as_ptr() as *const c_void, h.as_ptr() as *const c_void);
-        amfmn_fused_gru_cell(x, u, h, &mut out, error.as_mut_ptr() as *mut c_char, ERROR_CAPACITY)
-    };
-    if status != 0 {
-        let end = error.iter().position(|&b| b == 0).unwrap_or(error.len());
-        panic!("fused GRU cell: {}", String::from_utf8_lossy(&error[..end]));
-    }
+        amfmn_fused_gru_cell(x, u, h, &mut out, error, ERROR_CAPACITY)
+    })
+    .unwrap_or_else(|e| panic!("fused GRU cell: {e}"));
     unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) }
 }

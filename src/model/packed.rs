@@ -11,6 +11,8 @@ use std::ffi::{c_char, c_void};
 use anyhow::{anyhow, Result};
 use tch::{Device, Kind, Tensor};
 
+use crate::ffi::{self, ERROR_CAPACITY};
+
 extern "C" {
     fn amfmn_packed_weight(
         weight: *const c_void,
@@ -33,8 +35,6 @@ extern "C" {
 /// Input rows the weight is packed for: products with fewer are padded with zero rows, products
 /// with more are done in chunks of this many.
 pub const PACKED_ROWS: i64 = 8;
-
-const ERROR_CAPACITY: usize = 512;
 
 /// A weight `[out, in]` with its MKL-packed copy.
 #[derive(Debug)]
@@ -87,16 +87,10 @@ impl PackedLinear {
 /// Calls a shim function that makes a tensor: `Some` on success, `None` when its operator is
 /// missing, the error it reports otherwise.
 fn shim_tensor(f: impl FnOnce(*mut *mut c_void, *mut c_char) -> i32) -> Result<Option<Tensor>> {
-    let mut error = vec![0u8; ERROR_CAPACITY];
     let mut out: *mut c_void = std::ptr::null_mut();
-    match f(&mut out, error.as_mut_ptr() as *mut c_char) {
-        1 => Ok(Some(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })),
-        0 => Ok(None),
-        _ => {
-            let end = error.iter().position(|&b| b == 0).unwrap_or(error.len());
-            Err(anyhow!("{}", String::from_utf8_lossy(&error[..end])))
-        }
-    }
+    let made = ffi::call(|error| f(&mut out, error))? == 1;
+    // SAFETY: on success the shim has written a new tensor, which the `Tensor` owns.
+    Ok(made.then(|| unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) }))
 }
 
 #[cfg(test)]
