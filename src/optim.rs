@@ -270,7 +270,7 @@ impl Adam {
                     step: self.state[&group.names[0]].step + 1,
                 };
                 let (param, grad) = (group.param.shallow_clone(), group.grad.shallow_clone());
-                updates.push((group.names.clone(), Update { param, grad, state }));
+                updates.push((group.names.as_slice(), Update { param, grad, state }));
             }
             for name in &layout.singles {
                 let param = self.params[name].shallow_clone();
@@ -283,11 +283,11 @@ impl Adam {
                     exp_avg_sq: param.zeros_like(),
                     step: 0,
                 });
-                updates.push((vec![name.clone()], Update { param, grad, state: state.advanced() }));
+                updates.push((std::slice::from_ref(name), Update { param, grad, state: state.advanced() }));
             }
             self.apply(&updates);
             for (names, update) in &updates {
-                for name in names {
+                for name in *names {
                     self.state.get_mut(name).expect("an updated parameter has its state").step = update.state.step;
                 }
             }
@@ -297,7 +297,7 @@ impl Adam {
 
     /// Runs `updates`: those on CUDA whose tensors share one layout by PyTorch's fused Adam, one
     /// call per device and kind; the others one by one.
-    fn apply(&self, updates: &[(Vec<String>, Update)]) {
+    fn apply(&self, updates: &[(&[String], Update)]) {
         let mut fused: BTreeMap<String, Vec<&Update>> = BTreeMap::new();
         for (_, update) in updates {
             if update.param.device().is_cuda() && update.shares_one_layout() {
