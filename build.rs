@@ -5,13 +5,14 @@
 //! `LD_LIBRARY_PATH`.
 use std::path::PathBuf;
 
-const SHIM: [&str; 6] = [
+const SHIM: [&str; 7] = [
     "src/shim/ops.cpp",
     "src/shim/dist.cpp",
     "src/shim/packed.cpp",
     "src/shim/pinned.cpp",
     "src/shim/gru.cpp",
     "src/shim/adam.cpp",
+    "src/shim/trace.cpp",
 ];
 
 /// Declarations of the Gloo types libtorch's `ProcessGroupGloo.hpp` names (the wheel ships no

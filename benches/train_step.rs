@@ -13,7 +13,10 @@
 //! `text_seconds`, `adam_seconds`, `transform_seconds`, each line as soon as it is measured, each followed by the
 //! number of ATen operators one such run dispatches and of those that compute (`step_ops`,
 //! `step_kernels`, ...: [`amfmn::profile`]), and of its product and convolution kernels, all and
-//! those on 16-bit inputs (`step_products`, `step_products_16bit`, ...).
+//! those on 16-bit inputs (`step_products`, `step_products_16bit`, ...). With
+//! `AMFMN_TRACE=<prefix>`, one more step per batch is traced with libtorch's profiler
+//! ([`amfmn::profile::trace`]: on CUDA each kernel with its device time) into
+//! `<prefix>-<batch>.json`, whose path it prints (`trace=`); `exec/trace_summary.py` reads it.
 //! `exec/bench_train.sh` runs it beside the PyTorch reference; `exec/gpu_check.sh` runs it as
 //! amfmn's step without decoding.
 
@@ -141,6 +144,14 @@ fn main() -> anyhow::Result<()> {
             let _ = detached.double_value(&[]);
         };
         measure("step", steps, device, &mut train_step)?;
+        if let Ok(prefix) = std::env::var("AMFMN_TRACE") {
+            let path = std::path::PathBuf::from(format!("{prefix}-{batch}.json"));
+            amfmn::profile::trace(&path, device.is_cuda(), || {
+                train_step();
+                synchronize(device);
+            })?;
+            println!("trace={}", path.display());
+        }
         let model = &replicas.primary;
         let images = model.prepare_images(&pairs.images.input_on(device));
         measure("image", steps, device, || model.net.encode_images(&images, pass).sum(Kind::Float).backward())?;

@@ -10,7 +10,10 @@ ATen operators one more run dispatches and of those that compute (step_ops, step
 the `aten::` events of a torch.profiler profile, nested ones included, counted as amfmn's
 src/profile.rs counts them) and, on CUDA, peak_mb (peak allocated memory). AMFMN_OPS_TOP=n also
 prints the n most frequent operators of each part (calls, kernels). AMP runs the forward and the loss under torch.autocast (fp16 with
-torch.amp.GradScaler), as a PyTorch user would switch it on.
+torch.amp.GradScaler), as a PyTorch user would switch it on. AMFMN_TRACE=<prefix> traces one more
+step per batch with torch.profiler (on CUDA each kernel with its device time) into
+<prefix>-<batch>.json, whose path it prints (trace=), as amfmn's benches/train_step.rs does;
+exec/trace_summary.py reads both.
 """
 import collections
 import os
@@ -86,6 +89,18 @@ def measure(part, fn):
     sys.stdout.flush()
 
 
+def trace(fn, path):
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device != "cpu":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities, acc_events=True) as prof:
+        fn()
+        if device != "cpu":
+            torch.cuda.synchronize()
+    prof.export_chrome_trace(path)
+    print(f"trace={path}")
+
+
 def autocast():
     return torch.autocast(device_type=device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None)
 
@@ -119,6 +134,8 @@ for batch in batches:
         torch.cuda.reset_peak_memory_stats()
     print(f"batch={batch}")
     measure("step", lambda: step(images, ids))
+    if os.environ.get("AMFMN_TRACE"):
+        trace(lambda: step(images, ids), f"{os.environ['AMFMN_TRACE']}-{batch}.json")
     measure("image", lambda: image_part(images))
     measure("text", lambda: text_part(ids))
     measure("adam", adam.step)

@@ -34,6 +34,8 @@ if ! "$python" -c 'import nltk' 2>/dev/null; then
 fi
 missing=$("$python" -c 'import importlib.util as u; print(" ".join(m for m in ["nltk", "numpy", "PIL", "safetensors", "torchvision"] if not u.find_spec(m)))')
 [ -z "$missing" ] || echo "gpu_bundle: $python lacks $missing: the PyTorch reference rows will fail" >&2
+# On a lent machine, what the command writes under $OUT comes back: the step traces go there.
+[ -z "${OUT:-}" ] || export GPU_CHECK_TRACES="${GPU_CHECK_TRACES:-$OUT/traces}"
 exec bash exec/gpu_check.sh "$here/amfmn" "$here/train_step" "$here/lib_tests"
 RUN
 du -sh "$out" | sed 's/^/gpu_bundle: /'

@@ -11,7 +11,10 @@
 #      run and its model time (encoding and scoring), the original's scoring loop (target: 10x);
 #   3. the training step on batches made beforehand, per precision and batch size: amfmn and
 #      PyTorch (torch.optim.Adam, autocast), in ms, split into the image part (CNN + MVSA,
-#      forward and backward), the text part and Adam, with images/s and amfmn's ratio;
+#      forward and backward), the text part and Adam, with images/s and amfmn's ratio; then, at
+#      the training batch in fp32 and bf16, where one step's GPU time goes: both sides' kernels by
+#      kind and the GPU's busy share of the step, from libtorch's profiler (exec/trace_summary.py;
+#      GPU_CHECK_TRACES=<folder> keeps those Chrome traces there, for chrome://tracing or Perfetto);
 #   4. `train` (decoding included), per precision: the first epoch's and the steady state's
 #      images/s (the epochs after the first), the steady state's wait% (target <= 2) and its share
 #      of the step's rate at the same batch (target >= 90 %); with several GPUs, data-parallel too;
@@ -38,6 +41,8 @@ libtests="${3:+$(realpath "$3")}"
 torch_dir=$("$python" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null) ||
     { echo "gpu_check: $python has no torch (set AMFMN_PYTHON to a Python with PyTorch 2.11)"; exit 1; }
 export LD_LIBRARY_PATH="$torch_dir/lib:${LD_LIBRARY_PATH:-}"
+# Kineto's start-up complaints (no GPU on a dry run) are not ours to print.
+export KINETO_LOG_LEVEL="${KINETO_LOG_LEVEL:-5}"
 if [ "$device" = cuda ]; then
     "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' ||
         { echo "gpu_check: no CUDA GPU visible to PyTorch on this machine: nothing to measure"; exit 1; }
@@ -133,13 +138,29 @@ step_rows() {
     done
 }
 touch "$work/steps.txt"
+traced="off bf16"
 for amp in $amps; do
-    "$python" exec/bench_train_step.py "$batches" "$steps" "$device" "$amp" "$size" | step_rows PyTorch "$amp"
-    [ -z "$bench" ] || "$bench" "$batches" "$steps" "$device" "$amp" "$size" | step_rows amfmn "$amp"
+    trace() { case " $traced " in *" $amp "*) echo "$work/trace-$1-$amp" ;; esac; }
+    AMFMN_TRACE="$(trace PyTorch)" "$python" exec/bench_train_step.py "$batches" "$steps" "$device" "$amp" "$size" |
+        step_rows PyTorch "$amp"
+    [ -z "$bench" ] || AMFMN_TRACE="$(trace amfmn)" "$bench" "$batches" "$steps" "$device" "$amp" "$size" | step_rows amfmn "$amp"
 done
 echo "(vs PyTorch: its step time over amfmn's; target at batch 100 fp32 >= 2.00x. kernels: the ATen"
 echo " operators one step dispatches that compute, about its kernel launches; counted alike on both sides."
 echo " 16-bit: amfmn's matrix-product and convolution kernels on 16-bit inputs, of all of them)"
+for amp in $traced; do
+    echo
+    echo "-- where one step's GPU time goes: batch $batch, amp $amp (libtorch's profiler, one traced step)"
+    sides=()
+    for who in amfmn PyTorch; do
+        [ ! -f "$work/trace-$who-$amp-$batch.json" ] || sides+=("$who=$work/trace-$who-$amp-$batch.json")
+    done
+    [ ${#sides[@]} -eq 0 ] || "$python" exec/trace_summary.py "${sides[@]}" --top 8
+done
+if [ -n "${GPU_CHECK_TRACES:-}" ]; then
+    mkdir -p "$GPU_CHECK_TRACES" && cp "$work"/trace-*-"$batch".json "$GPU_CHECK_TRACES"/ 2>/dev/null &&
+        echo "(the traces: $GPU_CHECK_TRACES)" || true
+fi
 
 echo
 echo "== 4. amfmn train, batch $batch, decoding included ($workers loader workers, $epochs epochs)"

@@ -2,17 +2,25 @@
 //! that computes is a kernel launch, so their number is what a launch-bound step pays for. The
 //! counts come from libtorch's RecordFunction callbacks (the C++ shim `src/shim/ops.cpp`), the
 //! mechanism `torch.profiler` reads, so they compare with the `aten::` events of a PyTorch profile
-//! of the same work (`exec/bench_train_step.py` counts those the same way).
+//! of the same work (`exec/bench_train_step.py` counts those the same way). And tracing a piece
+//! of work with libtorch's Kineto profiler, the one `torch.profiler` drives: on a GPU, the device
+//! time of each kernel, in the Chrome trace format PyTorch writes ([`trace`]).
 
+use std::ffi::{c_char, CString};
+use std::path::Path;
 use std::sync::Mutex;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+
+use crate::ffi::{self, ERROR_CAPACITY};
 
 extern "C" {
-    fn amfmn_ops_start(views: *const std::ffi::c_char) -> i32;
+    fn amfmn_ops_start(views: *const c_char) -> i32;
     fn amfmn_ops_stop(kernel_count: *mut i64) -> i64;
     fn amfmn_ops_report(buffer: *mut u8, capacity: usize) -> usize;
     fn amfmn_ops_input_types(buffer: *mut u8, capacity: usize) -> usize;
+    fn amfmn_trace_start(cuda: i32, error: *mut c_char, capacity: usize) -> i32;
+    fn amfmn_trace_stop(path: *const c_char, error: *mut c_char, capacity: usize) -> i32;
 }
 
 /// Operators that compute nothing themselves: views, allocations and metadata. Any other
@@ -123,6 +131,35 @@ pub fn count_ops<T>(work: impl FnOnce() -> T) -> Result<(T, OpCount)> {
     Ok((value, OpCount { total, kernels, by_name, by_input_type }))
 }
 
+/// Runs `work` under libtorch's Kineto profiler and writes its trace to `path` as Chrome trace
+/// JSON, the format of `torch.profiler`'s `export_chrome_trace`: every operator dispatched
+/// (`"cat": "cpu_op"`, in every thread) and, with `cuda`, each kernel, copy and fill the GPUs ran
+/// with its device time (`"cat": "kernel"`, `"gpu_memcpy"`, `"gpu_memset"`). Work queued on a GPU
+/// must be waited for inside `work` to be in the trace.
+pub fn trace<T>(path: &Path, cuda: bool, work: impl FnOnce() -> T) -> Result<T> {
+    let _guard = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // Kineto reports a failed write in its log only: it writes a fresh file, checked, then renamed.
+    let staged = tempfile::Builder::new()
+        .suffix(".json")
+        .tempfile_in(folder)
+        .with_context(|| format!("cannot write the trace {}", path.display()))?;
+    let target = CString::new(staged.path().as_os_str().as_encoded_bytes()).context("a trace path has no NUL byte")?;
+    // SAFETY: the shim writes at most ERROR_CAPACITY bytes into the buffer `call` passes.
+    ffi::call(|error| unsafe { amfmn_trace_start(i32::from(cuda), error, ERROR_CAPACITY) })
+        .context("starting libtorch's profiler")?;
+    let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    // SAFETY: as above; `target` is a NUL-terminated path.
+    let stopped = ffi::call(|error| unsafe { amfmn_trace_stop(target.as_ptr(), error, ERROR_CAPACITY) });
+    let value = value.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    stopped.with_context(|| format!("writing the trace {}", path.display()))?;
+    if std::fs::metadata(staged.path()).map_or(true, |m| m.len() == 0) {
+        bail!("libtorch's profiler wrote no trace to {}", staged.path().display());
+    }
+    staged.persist(path).with_context(|| format!("writing the trace {}", path.display()))?;
+    Ok(value)
+}
+
 /// The lines one of the shim's report functions writes.
 fn lines(report: unsafe extern "C" fn(*mut u8, usize) -> usize) -> Vec<String> {
     // SAFETY: the shim writes at most `capacity` bytes into `buffer`.
@@ -189,5 +226,32 @@ mod tests {
             count_ops(|| x.view([6, 64]).to_kind(Kind::Half).mm(&x.view([64, 6]).to_kind(Kind::Half))).unwrap();
         assert_eq!(mm.products(), (1, 1), "{:?}", mm.by_input_type);
         assert!(mm.by_input_type.contains(&("aten::mm".into(), "Half".into(), 1)), "{:?}", mm.by_input_type);
+    }
+
+    #[test]
+    fn a_trace_holds_the_operators_with_their_times_as_pytorch_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mm.json");
+        let a = Tensor::ones([64, 64], (Kind::Float, Device::Cpu));
+        let product = trace(&path, false, || a.mm(&a).sum(Kind::Float).double_value(&[])).unwrap();
+        assert_eq!(product, 64.0 * 64.0 * 64.0);
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let events = json["traceEvents"].as_array().expect("a Chrome trace");
+        let named = |name: &str| {
+            events
+                .iter()
+                .filter(move |e| e["name"] == name && e["cat"] == "cpu_op" && e["ph"] == "X")
+                .collect::<Vec<_>>()
+        };
+        let mm = named("aten::mm");
+        assert_eq!(mm.len(), 1, "{mm:?}");
+        assert!(mm[0]["dur"].as_f64().is_some_and(|d| d >= 0.0), "{:?}", mm[0]);
+        assert!(!named("aten::sum").is_empty(), "the operators after it too");
+        let (_, after) = count_ops(|| a.mm(&a)).unwrap();
+        assert_eq!(calls(&after, "aten::mm"), (1, 1), "the profiler left nothing behind: {after:?}");
+        let second = trace(&dir.path().join("none.json"), false, || 1 + 1).unwrap();
+        assert_eq!(second, 2, "tracing starts again after a trace");
+        let missing = trace(&dir.path().join("no/such/folder.json"), false, || ());
+        assert!(missing.is_err(), "a trace that cannot be written is an error");
     }
 }

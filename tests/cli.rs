@@ -366,3 +366,70 @@ fn the_training_script_passes_shared_flags_to_test_and_stops_when_train_fails() 
     assert_eq!(calls.len(), 3, "{calls:?}");
     assert!(calls.iter().all(|c| c.starts_with("1 ")), "{calls:?}");
 }
+
+/// A kernel event of a Chrome trace, as libtorch's profiler writes it.
+fn kernel(cat: &str, name: &str, ts: f64, dur: f64) -> serde_json::Value {
+    serde_json::json!({ "ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur })
+}
+
+/// The whitespace-separated values of the row of `out` that starts with `label`.
+fn row<'a>(out: &'a str, label: &str) -> Vec<&'a str> {
+    let line = out.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no row {label}: {out}"));
+    line[label.len()..].split_whitespace().collect()
+}
+
+#[test]
+fn the_trace_summary_splits_device_time_by_kind_of_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = serde_json::json!({ "traceEvents": [
+        kernel("cpu_op", "aten::conv2d", 0.0, 10.0),
+        kernel("kernel", "void cudnn::engines::sm90_xmma_fprop_implicit_gemm_bf16<int, (int)3>(cudnn::Params<float>)", 5.0, 100.0),
+        kernel("kernel", "void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float> >(int, at::native::CUDAFunctor_add<float>)", 105.0, 20.0),
+        kernel("gpu_memcpy", "Memcpy HtoD (Pinned -> Device)", 200.0, 30.0),
+        kernel("kernel", "void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::native::(anonymous namespace)::FusedAdamMathFunctor<float, 4> >(int)", 300.0, 50.0),
+        kernel("kernel", "void cudnn::ops::nchwToNhwcKernel<float, float, float, false, true>(float const*, float*)", 400.0, 10.0),
+        kernel("kernel", "sm90_xmma_gemm_f32f32_tf32f32_f32_tn_n_tilesize128x128x32", 410.0, 40.0),
+        serde_json::json!({ "ph": "i", "cat": "kernel", "name": "an instant, no duration", "ts": 900.0 }),
+    ]});
+    // Two kernels on two streams overlapping for 60 µs: busy 140 µs of 200 µs of kernels.
+    let theirs = serde_json::json!({ "traceEvents": [
+        kernel("cpu_op", "aten::mm", 0.0, 5.0),
+        kernel("kernel", "void at::native::(anonymous namespace)::gru_cell_forward<float, float, int, 1>(int)", 10.0, 100.0),
+        kernel("kernel", "void at::native::batch_norm_collect_statistics_kernel<at::native::InvStd, float, float, float, int>(int)", 50.0, 100.0),
+    ]});
+    let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    std::fs::write(&a, ours.to_string()).unwrap();
+    std::fs::write(&b, theirs.to_string()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("exec/trace_summary.py");
+    let summary =
+        |args: &[String]| std::process::Command::new(common::python()).arg(&script).args(args).output().unwrap();
+    let out =
+        summary(&[format!("amfmn={}", a.display()), format!("PyTorch={}", b.display()), "--top".into(), "3".into()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(row(&text, "kernels (ms)"), ["amfmn", "PyTorch"]);
+    assert_eq!(row(&text, "convolution"), ["0.10", "0.00"], "an implicit GEMM of cuDNN is a convolution");
+    assert_eq!(row(&text, "matrix product"), ["0.04", "0.00"]);
+    assert_eq!(row(&text, "layout (NCHW/NHWC)"), ["0.01", "0.00"]);
+    assert_eq!(row(&text, "optimizer"), ["0.05", "0.00"]);
+    assert_eq!(row(&text, "copy, fill"), ["0.03", "0.00"]);
+    assert_eq!(row(&text, "elementwise"), ["0.02", "0.00"]);
+    assert_eq!(row(&text, "recurrence (GRU cell)"), ["0.00", "0.10"]);
+    assert_eq!(row(&text, "batch norm"), ["0.00", "0.10"]);
+    assert_eq!(row(&text, "GPU time, all kernels (ms)"), ["0.25", "0.20"]);
+    assert_eq!(row(&text, "kernels, copies, fills"), ["6", "2"]);
+    assert_eq!(row(&text, "GPU busy (ms)"), ["0.25", "0.14"]);
+    assert_eq!(row(&text, "span of the work (ms)"), ["0.45", "0.15"]);
+    assert_eq!(row(&text, "GPU busy / span"), ["56", "%", "93", "%"]);
+    assert!(!text.contains("pooling"), "kinds no trace has are left out: {text}");
+    let ours_top: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("amfmn: the 3")).skip(1).take(3).collect();
+    assert_eq!(ours_top.len(), 3, "{text}");
+    assert!(ours_top[0].ends_with("convolution            sm90_xmma_fprop_implicit_gemm_bf16<int, (int)3>"), "{text}");
+    assert!(ours_top[1].ends_with("multi_tensor_apply_kernel<FusedAdamMathFunctor<float, 4> >"), "{text}");
+    let cpu = dir.path().join("cpu.json");
+    std::fs::write(&cpu, serde_json::json!({ "traceEvents": [kernel("cpu_op", "aten::mm", 0.0, 5.0)] }).to_string())
+        .unwrap();
+    let out = summary(&[format!("amfmn={}", cpu.display())]);
+    assert!(out.status.success() && stdout(&out).contains("no GPU kernels"), "{}", stdout(&out));
+    assert!(!summary(&["no-label.json".into()]).status.success());
+}
