@@ -101,7 +101,7 @@ fn resolve_one(choice: DeviceChoice) -> Result<Device> {
 /// Checks and applies the training precision for `device`: fp16 needs CUDA; `tf32` lets CUDA
 /// matrix products use TF32 (PyTorch's `allow_tf32` for matmul, through libtorch's
 /// `TORCH_ALLOW_TF32_CUBLAS_OVERRIDE`, read before the first product); on CUDA, cuDNN picks its
-/// fastest kernels for the fixed training shapes (`cudnn.benchmark`).
+/// fastest kernels for the training shapes (`cudnn.benchmark`; see [`Autotune`]).
 pub fn set_precision(amp: Amp, tf32: bool, device: Device) -> Result<()> {
     if amp == Amp::Fp16 && device == Device::Cpu {
         bail!(
@@ -116,6 +116,36 @@ pub fn set_precision(amp: Amp, tf32: bool, device: Device) -> Result<()> {
         Cuda::cudnn_set_benchmark(true);
     }
     Ok(())
+}
+
+/// Whether cuDNN times its candidate kernels for a training step's new input shapes
+/// (`cudnn.benchmark`, which training turns on for CUDA): the step of a full batch autotunes;
+/// one whose batch is not full, an epoch's last, leaves the choice to cuDNN's heuristics, because
+/// its shape returns once an epoch and timing every kernel of its forward and backward (as long
+/// as several steps) would mostly slow the first epoch down. Autotuning is back when the guard is
+/// dropped; on the CPU it does nothing.
+#[must_use = "autotuning is back as soon as the guard is dropped"]
+pub struct Autotune {
+    paused: bool,
+}
+
+impl Autotune {
+    /// Pauses cuDNN's autotuning on a CUDA `device` when the batch is not `full`.
+    pub fn for_batch(device: Device, full: bool) -> Autotune {
+        let paused = device.is_cuda() && !full;
+        if paused {
+            Cuda::cudnn_set_benchmark(false);
+        }
+        Autotune { paused }
+    }
+}
+
+impl Drop for Autotune {
+    fn drop(&mut self) {
+        if self.paused {
+            Cuda::cudnn_set_benchmark(true);
+        }
+    }
 }
 
 /// Sets libtorch's intra-op threads (0 keeps its default of one per core). More than 4 per core

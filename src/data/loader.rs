@@ -145,6 +145,11 @@ impl Loader {
         self.set.num_captions().div_ceil(self.config.batch_size)
     }
 
+    /// Whether pair batch `i` of an epoch holds `batch_size` pairs (only the last may hold fewer).
+    pub fn is_full_batch(&self, i: usize) -> bool {
+        (i + 1) * self.config.batch_size <= self.set.num_captions()
+    }
+
     /// Shuffled (image, caption) pairs of training epoch `epoch`.
     pub fn train_epoch(&self, epoch: usize) -> impl Iterator<Item = Result<PairBatch>> {
         self.train_epoch_from(epoch, 0)
@@ -398,7 +403,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let set = set_with_images(dir.path(), 5);
         let transform = Transform::Train { resize: 10, crop: 8, rotation: [0.0, 0.0] };
-        let loader = Loader::new(set, transform, config(2));
+        let loader = Loader::new(Arc::clone(&set), transform, config(2));
         let order = loader.epoch_order(3);
         assert_ne!(order, (0..10).collect::<Vec<_>>());
         assert_eq!(order, loader.epoch_order(3));
@@ -406,6 +411,10 @@ mod tests {
         let batches: Vec<PairBatch> = loader.train_epoch(3).collect::<Result<_>>().unwrap();
         assert_eq!(batches.len(), 3);
         assert_eq!(batches[2].images.input_on(Device::Cpu).size(), [2, 3, 8, 8]);
+        let full: Vec<bool> = (0..3).map(|i| loader.is_full_batch(i)).collect();
+        assert_eq!(full, [true, true, false], "only the last batch holds fewer than batch_size pairs");
+        let fives = Loader::new(set, transform, LoaderConfig { batch_size: 5, ..config(0) });
+        assert!(fives.is_full_batch(0) && fives.is_full_batch(1), "5 divides the 10 captions");
         let ids: Vec<usize> = batches.iter().flat_map(|b| b.caption_ids.clone()).collect();
         assert_eq!(ids, order);
         let rest: Vec<PairBatch> = loader.train_epoch_from(3, 2).collect::<Result<_>>().unwrap();

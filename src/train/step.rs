@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use super::fold::Fold;
 use super::Trainer;
 use crate::data::PairBatch;
-use crate::device::upload;
+use crate::device::{upload, Autotune};
 use crate::loss::{contrastive_loss, dynamic_margins, Margin};
 use crate::model::Pass;
 use crate::report;
@@ -54,7 +54,9 @@ impl Trainer<'_> {
                 step_start = Instant::now();
                 continue;
             }
+            let tuning = Autotune::for_batch(fold.replicas.primary.device(), fold.loader.is_full_batch(i));
             let loss = self.train_step(fold, &batch, epoch, i)?;
+            drop(tuning);
             loss_sum += loss;
             steps += 1;
             images += batch.caption_ids.len();
