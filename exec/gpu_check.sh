@@ -18,7 +18,8 @@
 #   4. `train` (decoding included), per precision: the first epoch's and the steady state's
 #      images/s (the epochs after the first), the steady state's wait% (target <= 2) and its share
 #      of the step's rate at the same batch (target >= 90 %); with several GPUs, data-parallel too;
-#   5. inference with the last trained checkpoint: index (images/s over the synthetic set) and
+#   5. inference with the last trained checkpoint: index (images/s over the synthetic set, with
+#      and without the command's start-up: loading the model, CUDA's initialisation) and
 #      locate (crops/s of its scoring stage on one large scene).
 # Usage: exec/gpu_check.sh [AMFMN_BINARY [TRAIN_STEP_BENCH [LIB_TESTS]]]   (AMFMN_PYTHON: a Python
 # with torch; default python3). TRAIN_STEP_BENCH is the executable `cargo bench --bench train_step
@@ -191,9 +192,11 @@ echo
 echo "== 5. inference, with the last trained checkpoint"
 start=$(date +%s.%N)
 "$amfmn" index --checkpoint "$work/ckpt/demo/0" --images "$work/d/images" --out "$work/images.index" \
-    --device "$device" --workers "$workers" >/dev/null
+    --device "$device" --workers "$workers" > "$work/index.txt"
 index_s=$(seconds "$start")
-echo "index: $images images in $index_s s: $(awk -v n="$images" -v s="$index_s" 'BEGIN { printf "%.0f", n / s }') images/s (target >= 5000 on 16 cores)"
+encoding=$(awk 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "encoded/s") c = i } NR == 3 && c { print $c }' "$work/index.txt")
+echo "index: $images images in $index_s s with start-up: $(awk -v n="$images" -v s="$index_s" 'BEGIN { printf "%.0f", n / s }') images/s;" \
+    "encoding alone: ${encoding:-?} images/s (target >= 5000 on 16 cores)"
 "$amfmn" synth-scenes --out "$work/scenes" --scenes 1 --size "${scene}x${scene}" --seed 1 >/dev/null
 "$amfmn" locate --checkpoint "$work/ckpt/demo/0" --image "$work/scenes/scenes/0.png" \
     --query "a baseball field next to houses" --out "$work/overlay.png" --device "$device" --json > "$work/locate.json"

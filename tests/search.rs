@@ -60,6 +60,9 @@ fn index_is_incremental_and_skips_unreadable_files() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.lines().nth(2).unwrap().split_whitespace().take(4).eq(["5", "0", "5", "1"]), "{text}");
+    assert_eq!(text.lines().next().unwrap().split_whitespace().nth(4), Some("encoded/s"), "{text}");
+    let rate: f64 = text.lines().nth(2).unwrap().split_whitespace().nth(4).unwrap().parse().unwrap();
+    assert!(rate > 0.0, "images encoded per second: {text}");
     assert!(text.contains("skipped broken.jpg: cannot decode image"), "{text}");
 
     let text = index(d);

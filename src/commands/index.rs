@@ -95,13 +95,16 @@ pub fn run(args: &IndexArgs) -> Result<()> {
     let (index, summary) = update(&model, info, &files, previous.as_ref(), args.batch_size, workers)?;
     index.save(&mut outputs, &args.out)?;
     outputs.finish()?;
-    let mut table = Table::new(["images", "reused", "encoded", "unreadable", "index"]);
+    let mut table = Table::new(["images", "reused", "encoded", "unreadable", "encoded/s", "index"]);
     let indexed = index.info.files.len();
+    let encoded = indexed - summary.reused;
+    let rate = if encoded > 0 { format!("{:.0}", encoded as f64 / summary.encode_seconds) } else { "-".to_owned() };
     table.row([
         indexed.to_string(),
         summary.reused.to_string(),
-        (indexed - summary.reused).to_string(),
+        encoded.to_string(),
         summary.skipped.len().to_string(),
+        rate,
         args.out.display().to_string(),
     ]);
     print!("{table}");

@@ -171,6 +171,9 @@ pub struct UpdateSummary {
     pub reused: usize,
     /// Files that could not be read, with the reason.
     pub skipped: Vec<(String, String)>,
+    /// Seconds spent encoding (decoding, the model, the codes back on the host): the command's
+    /// time without its start-up (loading the model, scanning the folder) and saving.
+    pub encode_seconds: f64,
 }
 
 /// For each of `files`, the previous index's row whose codes can be kept: same checkpoint,
@@ -214,6 +217,7 @@ pub fn update(
         .collect();
     let side = info.image_size;
     let prepare = |path: &PathBuf, out: &mut [f32]| encode::image_file_input(path, side, out);
+    let start = std::time::Instant::now();
     encode::each_batch(&plan, side, Workers { workers, prefetch: 1 }, prepare, |batch| {
         progress.inc((batch.rows.len() + batch.failures.len()) as u64);
         let (fv, gate) = encode::image_codes(model, &batch.images);
@@ -225,6 +229,7 @@ pub fn update(
         }
         Ok(())
     })?;
+    let encode_seconds = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
     let (mut fv_rows, mut gate_rows, mut reused) = (Vec::new(), Vec::new(), 0);
     for (i, file) in files.iter().enumerate() {
@@ -247,5 +252,5 @@ pub fn update(
     }
     let soft = model.net.cross_attention_s.is_soft();
     let index = Index { info, fv: Tensor::stack(&fv_rows, 0), gate: soft.then(|| Tensor::stack(&gate_rows, 0)) };
-    Ok((index, UpdateSummary { reused, skipped }))
+    Ok((index, UpdateSummary { reused, skipped, encode_seconds }))
 }
