@@ -700,7 +700,9 @@ fn an_index_is_imported_once_with_its_codes_where_they_hold() {
     let results = found["results"].as_array().unwrap();
     assert_eq!(results.len(), 2, "public to others: {found}");
     let c0 = results.iter().find(|r| r["name"] == "c0.png").unwrap();
-    assert!((c0["score"].as_f64().unwrap() - c0_score).abs() <= 1e-6, "the index's codes: {c0} vs {c0_score}");
+    // The query is encoded by two processes, whose rounding may differ in the last digits (seen
+    // once in CI: 3.1e-6); codes imported into the wrong rows would differ by far more.
+    assert!((c0["score"].as_f64().unwrap() - c0_score).abs() <= 1e-4, "the index's codes: {c0} vs {c0_score}");
     let (_, log) = server.terminate();
     assert!(log.contains("imported 1 image(s) with their codes and 1 to encode; 0 already there, 2 skipped"), "{log}");
     assert!(log.contains("skipped c2.png: cannot open"), "{log}");
