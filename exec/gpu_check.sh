@@ -26,6 +26,8 @@
 # --no-run` prints (run from the repository root); without it section 3 has the PyTorch rows only.
 # LIB_TESTS is the executable `cargo test --release --lib --no-run` prints; without it section 1
 # names the device only.
+# Each part (a side's step rows, a train row, index, locate, ...) that fails says so in one line
+# and the check goes on; it exits non-zero at the end if any part stopped.
 # GPU_CHECK_DEVICE=cpu runs every step on the CPU at a small size, two CPU replicas standing for
 # two GPUs: CI runs it so that the script cannot rot.
 set -euo pipefail
@@ -83,30 +85,46 @@ sed -e "s#'data/demo_precomp/'#'$work/d/'#" -e "s#'data/demo_precomp/images/'#'$
 peak() {
     if [ "$device" != cuda ]; then "$@" > "$work/out.txt"; echo "-"; return; fi
     (while :; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0; sleep 0.1; done) > "$work/mem.txt" &
-    local poll=$!
-    "$@" > "$work/out.txt"
+    local poll=$! status=0
+    "$@" > "$work/out.txt" || status=$?
     kill "$poll"; wait "$poll" 2>/dev/null || true
     sort -n "$work/mem.txt" | tail -1
+    return "$status"
 }
 seconds() { awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - s }'; }
+# Runs a part of the check (a function and its arguments) in a subshell that stops at its first
+# failing command: one line names it and the check goes on to the next part (a GPU session is
+# rare; a crash of one side must not cost the other figures). The check exits non-zero at its end
+# if any part stopped, so the CPU dry run in CI still fails on a broken part.
+stopped=0
+part() {
+    local name="$1"
+    shift
+    ("$@") &
+    wait $! || { echo "gpu_check: $name stopped (exit $?); the check goes on"; stopped=$((stopped + 1)); }
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2fx", a / b; else printf "-" }'; }
 
+parity_and_evaluation() {
+    local start eval_ours model_time eval_theirs parity
+    start=$(date +%s.%N)
+    "$amfmn" test-single --path_opt "$work/opt.yaml" --resume "$work/weights.safetensors" --device "$device" \
+        --save-sims "$work/ours.npy" --json >/dev/null 2> "$work/eval.err" || { tail -1 "$work/eval.err"; return 1; }
+    eval_ours=$(seconds "$start")
+    model_time=$(sed -n 's/.*model time \([0-9.]*\) s.*/\1/p' "$work/eval.err" | head -1)
+    eval_theirs=$(cd tests/reference && AMFMN_REFERENCE_DEVICE="$device" "$python" shard_eval.py "$work/weights.safetensors" \
+        "$work/vocab.json" "$work/d" "$work/d/images" "$size" 128 soft_att 512 "$work/theirs.npy" | sed -n 's/^seconds=//p')
+    parity=$("$python" -c "import numpy as np, sys; a, b = np.load(sys.argv[1]), np.load(sys.argv[2]); print(f'{np.abs(a - b).max():.2e}')" \
+        "$work/ours.npy" "$work/theirs.npy")
+    echo "amfmn test-single, everything (s):        $eval_ours"
+    echo "amfmn test-single, model time (s):        $(sed -n 's/.*model time //p' "$work/eval.err" | head -1)"
+    echo "original's shards, scores only (s):       $eval_theirs"
+    echo "original's shards over amfmn's model time: $(ratio "$eval_theirs" "$model_time") (target >= 10x)"
+    echo "max |dscore| = $parity (target <= 1e-4)"
+}
 echo
 echo "== 2. score parity and test evaluation ($((images / 5)) images x $images captions, fp32)"
-start=$(date +%s.%N)
-"$amfmn" test-single --path_opt "$work/opt.yaml" --resume "$work/weights.safetensors" --device "$device" \
-    --save-sims "$work/ours.npy" --json >/dev/null 2> "$work/eval.err"
-eval_ours=$(seconds "$start")
-model_time=$(sed -n 's/.*model time \([0-9.]*\) s.*/\1/p' "$work/eval.err" | head -1)
-eval_theirs=$(cd tests/reference && AMFMN_REFERENCE_DEVICE="$device" "$python" shard_eval.py "$work/weights.safetensors" \
-    "$work/vocab.json" "$work/d" "$work/d/images" "$size" 128 soft_att 512 "$work/theirs.npy" | sed -n 's/^seconds=//p')
-parity=$("$python" -c "import numpy as np, sys; a, b = np.load(sys.argv[1]), np.load(sys.argv[2]); print(f'{np.abs(a - b).max():.2e}')" \
-    "$work/ours.npy" "$work/theirs.npy")
-echo "amfmn test-single, everything (s):        $eval_ours"
-echo "amfmn test-single, model time (s):        $(sed -n 's/.*model time //p' "$work/eval.err" | head -1)"
-echo "original's shards, scores only (s):       $eval_theirs"
-echo "original's shards over amfmn's model time: $(ratio "$eval_theirs" "$model_time") (target >= 10x)"
-echo "max |dscore| = $parity (target <= 1e-4)"
+part "score parity" parity_and_evaluation
 
 echo
 echo "== 3. training step on made batches, ${size}x${size}, 15-token captions (median of $steps), ms"
@@ -140,11 +158,20 @@ step_rows() {
 }
 touch "$work/steps.txt"
 traced="off bf16"
+# The step rows of WHO (PyTorch or amfmn) at AMP, one step of each batch traced where asked.
+bench_rows() {
+    local who="$1" amp="$2" trace=""
+    case " $traced " in *" $amp "*) trace="$work/trace-$who-$amp" ;; esac
+    if [ "$who" = PyTorch ]; then
+        AMFMN_TRACE="$trace" "$python" exec/bench_train_step.py "$batches" "$steps" "$device" "$amp" "$size" |
+            step_rows PyTorch "$amp"
+    else
+        AMFMN_TRACE="$trace" "$bench" "$batches" "$steps" "$device" "$amp" "$size" | step_rows amfmn "$amp"
+    fi
+}
 for amp in $amps; do
-    trace() { case " $traced " in *" $amp "*) echo "$work/trace-$1-$amp" ;; esac; }
-    AMFMN_TRACE="$(trace PyTorch)" "$python" exec/bench_train_step.py "$batches" "$steps" "$device" "$amp" "$size" |
-        step_rows PyTorch "$amp"
-    [ -z "$bench" ] || AMFMN_TRACE="$(trace amfmn)" "$bench" "$batches" "$steps" "$device" "$amp" "$size" | step_rows amfmn "$amp"
+    part "PyTorch's $amp step" bench_rows PyTorch "$amp"
+    [ -z "$bench" ] || part "amfmn's $amp step" bench_rows amfmn "$amp"
 done
 echo "(vs PyTorch: its step time over amfmn's; target at batch 100 fp32 >= 2.00x. kernels: the ATen"
 echo " operators one step dispatches that compute, about its kernel launches; counted alike on both sides."
@@ -156,7 +183,7 @@ for amp in $traced; do
     for who in amfmn PyTorch; do
         [ ! -f "$work/trace-$who-$amp-$batch.json" ] || sides+=("$who=$work/trace-$who-$amp-$batch.json")
     done
-    [ ${#sides[@]} -eq 0 ] || "$python" exec/trace_summary.py "${sides[@]}" --top 8
+    [ ${#sides[@]} -eq 0 ] || part "the $amp trace summary" "$python" exec/trace_summary.py "${sides[@]}" --top 8
 done
 if [ -n "${GPU_CHECK_TRACES:-}" ]; then
     mkdir -p "$GPU_CHECK_TRACES" && cp "$work"/trace-*-"$batch".json "$GPU_CHECK_TRACES"/ 2>/dev/null &&
@@ -182,25 +209,32 @@ train_row() {
         "$(awk -v s="$steady" -v m="$made" 'BEGIN { if (m > 0 && s > 0) printf "%.0f %%", 100 * s / m; else print "-" }')" "$mem"
 }
 for amp in $amps; do
-    train_row "$device" "$amp" "$amp"
+    part "train at $amp" train_row "$device" "$amp" "$amp"
 done
 if [ "$gpus" -ge 2 ]; then
-    train_row "$all" off "off, $gpus devices"
+    part "data-parallel train" train_row "$all" off "off, $gpus devices"
 fi
 echo "(targets: wait% <= 2, steady >= 90 % of the step rate, first >= 70 % of steady)"
 echo
 echo "== 5. inference, with the last trained checkpoint"
-start=$(date +%s.%N)
-"$amfmn" index --checkpoint "$work/ckpt/demo/0" --images "$work/d/images" --out "$work/images.index" \
-    --device "$device" --workers "$workers" > "$work/index.txt"
-index_s=$(seconds "$start")
-encoding=$(awk 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "encoded/s") c = i } NR == 3 && c { print $c }' "$work/index.txt")
-echo "index: $images images in $index_s s with start-up: $(awk -v n="$images" -v s="$index_s" 'BEGIN { printf "%.0f", n / s }') images/s;" \
-    "encoding alone: ${encoding:-?} images/s (target >= 5000 on 16 cores)"
-"$amfmn" synth-scenes --out "$work/scenes" --scenes 1 --size "${scene}x${scene}" --seed 1 >/dev/null
-"$amfmn" locate --checkpoint "$work/ckpt/demo/0" --image "$work/scenes/scenes/0.png" \
-    --query "a baseball field next to houses" --out "$work/overlay.png" --device "$device" --json > "$work/locate.json"
-"$python" -c "import json, sys; r = json.load(open(sys.argv[1])); s, c = r['seconds']['sim'], r['seconds']['cut']; \
-print(f\"locate: {r['crops']} crops of a ${scene}x${scene} scene cut in {c:.2f} s, scored in {s:.2f} s: {r['crops'] / s:.0f} crops/s (target: 4096x4096 <= 0.2 s)\")" \
-    "$work/locate.json"
-
+index_rate() {
+    local start index_s encoding
+    start=$(date +%s.%N)
+    "$amfmn" index --checkpoint "$work/ckpt/demo/0" --images "$work/d/images" --out "$work/images.index" \
+        --device "$device" --workers "$workers" > "$work/index.txt"
+    index_s=$(seconds "$start")
+    encoding=$(awk 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "encoded/s") c = i } NR == 3 && c { print $c }' "$work/index.txt")
+    echo "index: $images images in $index_s s with start-up: $(awk -v n="$images" -v s="$index_s" 'BEGIN { printf "%.0f", n / s }') images/s;" \
+        "encoding alone: ${encoding:-?} images/s (target >= 5000 on 16 cores)"
+}
+locate_rate() {
+    "$amfmn" synth-scenes --out "$work/scenes" --scenes 1 --size "${scene}x${scene}" --seed 1 >/dev/null
+    "$amfmn" locate --checkpoint "$work/ckpt/demo/0" --image "$work/scenes/scenes/0.png" \
+        --query "a baseball field next to houses" --out "$work/overlay.png" --device "$device" --json > "$work/locate.json"
+    "$python" -c "import json, sys; r = json.load(open(sys.argv[1])); s, c = r['seconds']['sim'], r['seconds']['cut']; \
+    print(f\"locate: {r['crops']} crops of a ${scene}x${scene} scene cut in {c:.2f} s, scored in {s:.2f} s: {r['crops'] / s:.0f} crops/s (target: 4096x4096 <= 0.2 s)\")" \
+        "$work/locate.json"
+}
+part "index" index_rate
+part "locate" locate_rate
+[ "$stopped" -eq 0 ] || { echo "gpu_check: $stopped part(s) stopped (above)"; exit 1; }
