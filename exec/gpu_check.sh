@@ -14,7 +14,8 @@
 #      forward and backward), the text part and Adam, with images/s and amfmn's ratio; then, at
 #      the training batch in fp32 and bf16, where one step's GPU time goes: both sides' kernels by
 #      kind and the GPU's busy share of the step, from libtorch's profiler (exec/trace_summary.py;
-#      GPU_CHECK_TRACES=<folder> keeps those Chrome traces there, for chrome://tracing or Perfetto);
+#      GPU_CHECK_TRACES=<folder> keeps those Chrome traces there, gzipped, for Perfetto or
+#      exec/trace_summary.py);
 #   4. `train` (decoding included), per precision: the first epoch's and the steady state's
 #      images/s (the epochs after the first), the steady state's wait% (target <= 2) and its share
 #      of the step's rate at the same batch (target >= 90 %); with several GPUs, data-parallel too;
@@ -185,9 +186,11 @@ for amp in $traced; do
     done
     [ ${#sides[@]} -eq 0 ] || part "the $amp trace summary" "$python" exec/trace_summary.py "${sides[@]}" --top 8
 done
-if [ -n "${GPU_CHECK_TRACES:-}" ]; then
-    mkdir -p "$GPU_CHECK_TRACES" && cp "$work"/trace-*-"$batch".json "$GPU_CHECK_TRACES"/ 2>/dev/null &&
-        echo "(the traces: $GPU_CHECK_TRACES)" || true
+if [ -n "${GPU_CHECK_TRACES:-}" ] && mkdir -p "$GPU_CHECK_TRACES"; then
+    for kept in "$work"/trace-*-"$batch".json; do
+        [ ! -f "$kept" ] || gzip -c "$kept" > "$GPU_CHECK_TRACES/$(basename "$kept").gz"
+    done
+    echo "(the traces, gzipped: $GPU_CHECK_TRACES)"
 fi
 
 echo

@@ -2,7 +2,7 @@
 Chrome traces libtorch's profiler writes (amfmn's benches/train_step.rs with AMFMN_TRACE, and
 torch.profiler's export_chrome_trace in exec/bench_train_step.py).
 
-Usage: trace_summary.py LABEL=TRACE.json [LABEL=TRACE.json ...] [--top N]
+Usage: trace_summary.py LABEL=TRACE.json [LABEL=TRACE.json ...] [--top N]   (TRACE.json.gz too)
 
 Prints one aligned table: per kind of kernel (convolution, matrix product, batch norm, ...) the
 device milliseconds of the kernels, copies and fills the GPU ran (`"cat"` kernel, gpu_memcpy,
@@ -11,6 +11,7 @@ span of the traced work (from its first CPU operator to its last event), whose r
 of the time the GPU worked rather than waited for the host. Then, per trace, the N kernels (10 by
 default) with the most device time. A trace without GPU events (a CPU run) says so.
 """
+import gzip
 import json
 import re
 import sys
@@ -66,7 +67,7 @@ def union_length(intervals):
 
 def summary(path):
     """Per kind the device µs, per kernel name (µs, calls), the GPU's busy µs, the span µs."""
-    with open(path) as f:
+    with (gzip.open if path.endswith(".gz") else open)(path, "rt") as f:
         events = [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X" and "dur" in e]
     gpu = [e for e in events if e.get("cat") in GPU_CATEGORIES]
     by_kind, by_name = {}, {}

@@ -426,6 +426,11 @@ fn the_trace_summary_splits_device_time_by_kind_of_kernel() {
     assert_eq!(ours_top.len(), 3, "{text}");
     assert!(ours_top[0].ends_with("convolution            sm90_xmma_fprop_implicit_gemm_bf16<int, (int)3>"), "{text}");
     assert!(ours_top[1].ends_with("multi_tensor_apply_kernel<FusedAdamMathFunctor<float, 4> >"), "{text}");
+    let zipped = dir.path().join("a.json.gz");
+    let gzip = std::process::Command::new("gzip").arg("-k").arg(&a).output().unwrap();
+    assert!(gzip.status.success());
+    let out = summary(&[format!("amfmn={}", zipped.display())]);
+    assert_eq!(row(&stdout(&out), "GPU time, all kernels (ms)"), ["0.25"], "a gzipped trace: {}", stderr(&out));
     let cpu = dir.path().join("cpu.json");
     std::fs::write(&cpu, serde_json::json!({ "traceEvents": [kernel("cpu_op", "aten::mm", 0.0, 5.0)] }).to_string())
         .unwrap();
