@@ -132,10 +132,11 @@ pub fn count_ops<T>(work: impl FnOnce() -> T) -> Result<(T, OpCount)> {
 }
 
 /// Runs `work` under libtorch's Kineto profiler and writes its trace to `path` as Chrome trace
-/// JSON, the format of `torch.profiler`'s `export_chrome_trace`: every operator dispatched
-/// (`"cat": "cpu_op"`, in every thread) and, with `cuda`, each kernel, copy and fill the GPUs ran
-/// with its device time (`"cat": "kernel"`, `"gpu_memcpy"`, `"gpu_memset"`). Work queued on a GPU
-/// must be waited for inside `work` to be in the trace.
+/// JSON, the format of `torch.profiler`'s `export_chrome_trace`: the operators `work` dispatches,
+/// its backward's included (`"cat": "cpu_op"`), and, with `cuda`, each kernel, copy and fill the
+/// GPUs ran with its device time (`"cat": "kernel"`, `"gpu_memcpy"`, `"gpu_memset"`). Work queued
+/// on a GPU must be waited for inside `work` to be in the trace. One trace or count at a time:
+/// `work` must not call [`trace`] or [`count_ops`].
 pub fn trace<T>(path: &Path, cuda: bool, work: impl FnOnce() -> T) -> Result<T> {
     let _guard = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
