@@ -3,9 +3,11 @@
 //! each convolution's weight rounded, batch norm normalising the 16-bit activations with fp32
 //! statistics and parameters, ReLU, pooling and the residual sums on 16-bit values), and the
 //! multiscale maps made from its stages stay 16-bit until MVSA's first convolutions. Elsewhere
-//! convolutions and linear layers compute in 16 bits (operands rounded, products accumulated
-//! by the backend) and return to fp32, so the GRU recurrences, the sigmoid gates, the cosines
-//! and the loss stay fp32. The precision is the forward pass's ([`super::Pass::precision`]).
+//! convolutions, linear layers and the GRU's products (input side, each step's hidden side, and
+//! the deferred hidden-weight gradients) compute in 16 bits (operands rounded, products
+//! accumulated by the backend) and return to fp32, so the GRU's state and gates, the sigmoid
+//! gates, the cosines and the loss stay fp32. The precision is the forward pass's
+//! ([`super::Pass::precision`]).
 
 use tch::{Kind, Tensor};
 

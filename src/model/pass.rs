@@ -10,9 +10,10 @@ pub struct Pass {
     /// running ones, dropout is on, and the text encoder defers its hidden-side weight gradients
     /// ([`super::Training`]).
     pub train: bool,
-    /// The 16-bit kind of `optim.amp` (ResNet-18 computes in it throughout; other convolutions
-    /// and linear layers round their operands to it and return fp32; the GRU recurrences,
-    /// gates, cosines and loss stay fp32: [`super::amp`]), `None` for fp32 throughout.
+    /// The 16-bit kind of `optim.amp` (ResNet-18 computes in it throughout; other convolutions,
+    /// linear layers and the GRU's products round their operands to it and return fp32; the
+    /// GRU's state and gates, cosines and loss stay fp32: [`super::amp`]), `None` for fp32
+    /// throughout.
     pub precision: Option<Kind>,
 }
 

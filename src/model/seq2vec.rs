@@ -11,6 +11,7 @@ use anyhow::Result;
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
+use super::amp::{lower, to_fp32, within};
 use super::fused_gru;
 use super::layers::{Embedding, Linear};
 use super::packed::{PackedLinear, PACKED_ROWS};
@@ -36,11 +37,14 @@ fn select_last(outputs: &[Tensor], lengths: &Tensor) -> Tensor {
 /// by detached weights and adds a zero-valued leaf `sink[t]` (`[k, B, out]`, one slice of a
 /// `[T, k, B, out]` tensor); autograd then leaves dL/du_t in `sink.grad[t]`, and each weight's
 /// gradient is the single product `Σ_t sink.grad[t, g]ᵀ x_{t, g}` ([`DeferredGradient`]). The
-/// values are those of `x_t Wᵀ`, and so are the gradients, up to summation order.
+/// values are those of `x_t Wᵀ`, and so are the gradients, up to summation order. In a 16-bit
+/// `precision` (`optim.amp`) the products round their operands to it and return fp32, as linear
+/// layers do: the state and the gates stay fp32.
 struct HiddenProjection {
     weights: Vec<Tensor>,
-    /// The detached weights, `[k, in, out]`.
+    /// The detached weights, `[k, in, out]`, in `precision` when one is given.
     transposed: Tensor,
+    precision: Option<Kind>,
     sink: Option<Tensor>,
     sinks: Vec<Tensor>,
     inputs: Vec<Tensor>,
@@ -48,16 +52,17 @@ struct HiddenProjection {
 
 impl HiddenProjection {
     /// `weights` `[out, in]` each, `stacked` the same values as `[k, out, in]`; a sink when
-    /// training a `[k, B, in]` x `steps` recurrence.
-    fn new(weights: &[&Tensor], stacked: &Tensor, steps: i64, batch: i64, train: bool) -> HiddenProjection {
+    /// training a `[k, B, in]` x `steps` recurrence; products in the pass's precision.
+    fn new(weights: &[&Tensor], stacked: &Tensor, steps: i64, batch: i64, pass: Pass) -> HiddenProjection {
         let (k, out) = (weights.len() as i64, weights[0].size()[0]);
-        let sink = (train && weights.iter().all(|w| w.requires_grad())).then(|| {
+        let sink = (pass.train && weights.iter().all(|w| w.requires_grad())).then(|| {
             Tensor::zeros([steps, k, batch, out], (weights[0].kind(), weights[0].device())).set_requires_grad(true)
         });
         let sinks = sink.as_ref().map_or_else(Vec::new, |s| s.unbind(0));
         HiddenProjection {
             weights: weights.iter().map(|w| w.shallow_clone()).collect(),
-            transposed: stacked.detach().transpose(1, 2),
+            transposed: lower(&stacked.detach().transpose(1, 2), pass.precision),
+            precision: pass.precision,
             sink,
             sinks,
             inputs: Vec::new(),
@@ -66,18 +71,23 @@ impl HiddenProjection {
 
     /// `x_g W_gᵀ` for step `t` and every weight `g`: `[k, B, in]` → `[k, B, out]`.
     fn apply(&mut self, t: i64, x: &Tensor) -> Tensor {
+        let product = |x: &Tensor| to_fp32(lower(x, self.precision).bmm(&self.transposed));
         match self.sinks.get(t as usize) {
             Some(sink) => {
                 self.inputs.push(x.detach());
-                sink.baddbmm(x, &self.transposed, 1.0, 1.0)
+                match self.precision {
+                    None => sink.baddbmm(x, &self.transposed, 1.0, 1.0),
+                    Some(_) => sink + product(x),
+                }
             }
-            None => x.bmm(&self.transposed),
+            None => product(x),
         }
     }
 
     fn into_deferred(self) -> Option<DeferredGradient> {
         let sink = self.sink?;
-        Some(DeferredGradient { weights: self.weights, sink, inputs: Tensor::stack(&self.inputs, 0) })
+        let inputs = Tensor::stack(&self.inputs, 0);
+        Some(DeferredGradient { weights: self.weights, sink, inputs, precision: self.precision })
     }
 }
 
@@ -205,7 +215,7 @@ impl BayesianGruCell {
             .collect();
         let gates = Tensor::stack(&projected, 2).view([b, steps, 3 * SENTENCE_DIM]).unbind(1);
         let hidden = [&self.weight_hr.weight, &self.weight_hi.weight, &self.weight_hn.weight];
-        let mut projection = HiddenProjection::new(&hidden, &stacked(&self.hidden_weight, &hidden), steps, b, true);
+        let mut projection = HiddenProjection::new(&hidden, &stacked(&self.hidden_weight, &hidden), steps, b, pass);
         let mut h = Tensor::zeros([b, SENTENCE_DIM], (x.kind(), x.device()));
         let mut outputs = Vec::with_capacity(steps as usize);
         for (t, gates) in gates.iter().enumerate() {
@@ -286,24 +296,26 @@ impl GruWeights {
     }
 
     /// Runs the GRU over `x` `[B, T, in]` (inputs multiplied by `x_mask`, hidden states by
-    /// `h_mask` before use, as DropUniSkip does) and returns every step's state.
+    /// `h_mask` before use, as DropUniSkip does) and returns every step's state; the input and
+    /// hidden products in the pass's precision.
     fn run(
         &self,
         x: &Tensor,
         x_mask: &Option<Tensor>,
         h_mask: &Option<Tensor>,
-        train: bool,
+        pass: Pass,
         deferred: &mut Vec<DeferredGradient>,
     ) -> Vec<Tensor> {
         let (b, steps, _) = x.size3().expect("[B, T, in]");
-        let hidden = self.weight_hh.size()[1];
+        let (hidden, train) = (self.weight_hh.size()[1], pass.train);
         let x = match x_mask {
             Some(m) => x * m.unsqueeze(1),
             None => x.shallow_clone(),
         };
-        let gates = x.linear(&self.weight_ih, Some(&self.bias_ih)).unbind(1);
+        let linear = |x: &Tensor, w: &Tensor, b: Option<&Tensor>| x.linear(w, b);
+        let gates = to_fp32(within(&x, &self.weight_ih, Some(&self.bias_ih), pass.precision, linear)).unbind(1);
         let hh = [&self.weight_hh];
-        let mut projection = HiddenProjection::new(&hh, &self.weight_hh.unsqueeze(0), steps, b, train);
+        let mut projection = HiddenProjection::new(&hh, &self.weight_hh.unsqueeze(0), steps, b, pass);
         let mut h = Tensor::zeros([b, hidden], (x.kind(), x.device()));
         let mut outputs = Vec::with_capacity(steps as usize);
         for (t, gates) in gates.iter().enumerate() {
@@ -402,21 +414,21 @@ impl Seq2Vec {
         let steps = ids.size()[1];
         let x = ids.apply(&self.embedding);
         let b = x.size()[0];
-        let (p, train) = (self.dropout, pass.train);
+        let p = self.dropout;
         let mut deferred = Vec::new();
         let out = match &self.encoder {
             Encoder::BayesianUniSkip(cell) => select_last(&cell.run(&x, p, pass, &mut deferred), lengths),
-            Encoder::UniSkip(w) => select_last(&w.run(&x, &None, &None, train, &mut deferred), lengths),
+            Encoder::UniSkip(w) => select_last(&w.run(&x, &None, &None, pass, &mut deferred), lengths),
             Encoder::DropUniSkip(w) => {
-                let dropout = train && p > 0.0;
+                let dropout = pass.train && p > 0.0;
                 let x_mask = dropout.then(|| dropout_mask(p, [b, WORD_DIM], &x));
                 let h_mask = dropout.then(|| dropout_mask(p, [b, SENTENCE_DIM], &x));
-                select_last(&w.run(&x, &x_mask, &h_mask, train, &mut deferred), lengths)
+                select_last(&w.run(&x, &x_mask, &h_mask, pass, &mut deferred), lengths)
             }
             Encoder::BiSkip(forward, backward) => {
-                let fwd = select_last(&forward.run(&x, &None, &None, train, &mut deferred), lengths);
+                let fwd = select_last(&forward.run(&x, &None, &None, pass, &mut deferred), lengths);
                 let reversed = x.gather(1, &reverse_within_length(lengths, steps, WORD_DIM), false);
-                let bwd = select_last(&backward.run(&reversed, &None, &None, train, &mut deferred), lengths);
+                let bwd = select_last(&backward.run(&reversed, &None, &None, pass, &mut deferred), lengths);
                 Tensor::cat(&[fwd, bwd], 1)
             }
         };

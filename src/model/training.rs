@@ -9,6 +9,8 @@
 
 use tch::{Kind, Tensor};
 
+use super::amp::{lower, to_fp32};
+
 /// The deferred gradients of `k` hidden-side weights used at every step:
 /// `dW_g = Σ_t sink.grad[t, g]ᵀ x_{t, g}`, where the forward pass added the zero-valued leaf
 /// `sink[t]` to each step's `x_t Wᵀ` (computed with detached weights) so that autograd leaves
@@ -21,6 +23,8 @@ pub(super) struct DeferredGradient {
     pub(super) sink: Tensor,
     /// `x_{t, g}` of every step, `[T, k, B, in]`.
     pub(super) inputs: Tensor,
+    /// The 16-bit kind the product rounds its operands to (`optim.amp`), as the forward's did.
+    pub(super) precision: Option<Kind>,
 }
 
 impl DeferredGradient {
@@ -33,8 +37,8 @@ impl DeferredGradient {
         }
         let (k, out, input) = (self.weights.len() as i64, grad.size()[3], self.inputs.size()[3]);
         let dw = tch::no_grad(|| {
-            let grad = grad.permute([1, 3, 0, 2]).reshape([k, out, -1]);
-            grad.bmm(&self.inputs.permute([1, 0, 2, 3]).reshape([k, -1, input]))
+            let grad = lower(&grad.permute([1, 3, 0, 2]).reshape([k, out, -1]), self.precision);
+            to_fp32(grad.bmm(&lower(&self.inputs.permute([1, 0, 2, 3]).reshape([k, -1, input]), self.precision)))
         });
         for (weight, dw) in self.weights.iter().zip(dw.unbind(0)) {
             add_to_gradient(weight, &dw);
