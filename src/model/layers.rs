@@ -28,8 +28,14 @@ impl Linear {
 impl Linear {
     /// `[..., in]` → `[..., out]`, in the pass's precision.
     pub fn forward(&self, x: &Tensor, pass: Pass) -> Tensor {
-        to_fp32(within(x, &self.weight, self.bias.as_ref(), pass.precision, |x, w, b| x.linear(w, b)))
+        linear(x, &self.weight, self.bias.as_ref(), pass)
     }
+}
+
+/// `x Wᵀ + b` for `x` `[..., in]`, `weight` `[out, in]`: operands rounded to the pass's precision
+/// when it has one, the result in fp32 (a [`Linear`]'s forward, for weights held otherwise).
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, pass: Pass) -> Tensor {
+    to_fp32(within(x, weight, bias, pass.precision, |x, w, b| x.linear(w, b)))
 }
 
 /// How a convolution's weights start.

@@ -11,9 +11,9 @@ use anyhow::Result;
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
-use super::amp::{lower, to_fp32, within};
+use super::amp::{lower, to_fp32};
 use super::fused_gru;
-use super::layers::{Embedding, Linear};
+use super::layers::{linear, Embedding, Linear};
 use super::packed::{PackedLinear, PACKED_ROWS};
 use super::pass::Pass;
 use super::training::{DeferredGradient, Training};
@@ -71,6 +71,7 @@ impl HiddenProjection {
 
     /// `x_g W_gᵀ` for step `t` and every weight `g`: `[k, B, in]` → `[k, B, out]`.
     fn apply(&mut self, t: i64, x: &Tensor) -> Tensor {
+        // The weights were lowered once in `new`; only the step's state is rounded here.
         let product = |x: &Tensor| to_fp32(lower(x, self.precision).bmm(&self.transposed));
         match self.sinks.get(t as usize) {
             Some(sink) => {
@@ -312,8 +313,7 @@ impl GruWeights {
             Some(m) => x * m.unsqueeze(1),
             None => x.shallow_clone(),
         };
-        let linear = |x: &Tensor, w: &Tensor, b: Option<&Tensor>| x.linear(w, b);
-        let gates = to_fp32(within(&x, &self.weight_ih, Some(&self.bias_ih), pass.precision, linear)).unbind(1);
+        let gates = linear(&x, &self.weight_ih, Some(&self.bias_ih), pass).unbind(1);
         let hh = [&self.weight_hh];
         let mut projection = HiddenProjection::new(&hh, &self.weight_hh.unsqueeze(0), steps, b, pass);
         let mut h = Tensor::zeros([b, hidden], (x.kind(), x.device()));

@@ -9,7 +9,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::amp::{lower, to_fp32};
+use super::amp::{to_fp32, within};
 
 /// The deferred gradients of `k` hidden-side weights used at every step:
 /// `dW_g = Σ_t sink.grad[t, g]ᵀ x_{t, g}`, where the forward pass added the zero-valued leaf
@@ -37,8 +37,9 @@ impl DeferredGradient {
         }
         let (k, out, input) = (self.weights.len() as i64, grad.size()[3], self.inputs.size()[3]);
         let dw = tch::no_grad(|| {
-            let grad = lower(&grad.permute([1, 3, 0, 2]).reshape([k, out, -1]), self.precision);
-            to_fp32(grad.bmm(&lower(&self.inputs.permute([1, 0, 2, 3]).reshape([k, -1, input]), self.precision)))
+            let grad = grad.permute([1, 3, 0, 2]).reshape([k, out, -1]);
+            let inputs = self.inputs.permute([1, 0, 2, 3]).reshape([k, -1, input]);
+            to_fp32(within(&grad, &inputs, None, self.precision, |g, x, _| g.bmm(x)))
         });
         for (weight, dw) in self.weights.iter().zip(dw.unbind(0)) {
             add_to_gradient(weight, &dw);
