@@ -161,14 +161,10 @@ touch "$work/steps.txt"
 traced="off bf16"
 # The step rows of WHO (PyTorch or amfmn) at AMP, one step of each batch traced where asked.
 bench_rows() {
-    local who="$1" amp="$2" trace=""
+    local who="$1" amp="$2" trace="" command=("$bench")
     case " $traced " in *" $amp "*) trace="$work/trace-$who-$amp" ;; esac
-    if [ "$who" = PyTorch ]; then
-        AMFMN_TRACE="$trace" "$python" exec/bench_train_step.py "$batches" "$steps" "$device" "$amp" "$size" |
-            step_rows PyTorch "$amp"
-    else
-        AMFMN_TRACE="$trace" "$bench" "$batches" "$steps" "$device" "$amp" "$size" | step_rows amfmn "$amp"
-    fi
+    if [ "$who" = PyTorch ]; then command=("$python" exec/bench_train_step.py); fi
+    AMFMN_TRACE="$trace" "${command[@]}" "$batches" "$steps" "$device" "$amp" "$size" | step_rows "$who" "$amp"
 }
 for amp in $amps; do
     part "PyTorch's $amp step" bench_rows PyTorch "$amp"

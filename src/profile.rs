@@ -60,7 +60,7 @@ pub const NO_KERNEL: [&str; 31] = [
     "aten::lift_fresh",
 ];
 
-/// One count at a time: the callback is global to the process.
+/// One count or trace at a time: the callback and the profiler are global to the process.
 static COUNTING: Mutex<()> = Mutex::new(());
 
 /// How often one operator was dispatched.

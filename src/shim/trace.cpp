@@ -1,8 +1,9 @@
 // A Kineto trace of a piece of work: libtorch's profiler, the one `torch.profiler` drives, with
-// its CPU activities (every operator, in every thread) and, when asked, its CUDA activities (each
-// kernel, copy and fill the GPU ran, with its device time, through CUPTI), saved as the Chrome
-// trace `torch.profiler`'s `export_chrome_trace` writes. A trace of amfmn's step and one of
-// PyTorch's can so be read by the same script (exec/trace_summary.py).
+// its CPU activities (the operators the work dispatches, its backward's included) and, when
+// asked, its CUDA activities (each kernel, copy and fill the GPU ran, with its device time,
+// through CUPTI), saved as the Chrome trace `torch.profiler`'s `export_chrome_trace` writes. A
+// trace of amfmn's step and one of PyTorch's can so be read by the same script
+// (exec/trace_summary.py).
 //
 // C interface for src/profile.rs: start, then stop and save.
 
@@ -34,9 +35,10 @@ extern "C" {
 // Starts tracing CPU operators, and the GPU's work when `cuda` is non-zero.
 int amfmn_trace_start(int cuda, char* error, size_t capacity) {
     return amfmn::guarded(error, capacity, [&] {
-        ProfilerConfig config(ProfilerState::KINETO);
-        torch::autograd::profiler::prepareProfiler(config, activities(cuda != 0));
-        torch::autograd::profiler::enableProfiler(config, activities(cuda != 0));
+        const ProfilerConfig config(ProfilerState::KINETO);
+        const std::set<ActivityType> chosen = activities(cuda != 0);
+        torch::autograd::profiler::prepareProfiler(config, chosen);
+        torch::autograd::profiler::enableProfiler(config, chosen);
     });
 }
 
