@@ -238,6 +238,25 @@ impl ProcessGroup {
         Ok(output)
     }
 
+    /// Every rank's rows in rank order, `[Σ sizes, ...]` on [`ProcessGroup::device`], where
+    /// rank k holds `sizes[k]` rows (`rows` is this rank's, on any device): each rank pads its
+    /// rows to the largest share for one all-gather.
+    pub fn all_gather_rows(&self, rows: &Tensor, sizes: &[usize]) -> Result<Tensor> {
+        let largest = sizes.iter().copied().max().unwrap_or(0) as i64;
+        let rows = rows.to_device(self.device);
+        let mut padding = rows.size();
+        padding[0] = largest - padding[0];
+        let padded = if padding[0] > 0 {
+            Tensor::cat(&[rows.shallow_clone(), Tensor::zeros(padding.as_slice(), (rows.kind(), self.device))], 0)
+        } else {
+            rows
+        };
+        let blocks = self.all_gather(&padded)?;
+        let parts: Vec<Tensor> =
+            sizes.iter().enumerate().map(|(k, &size)| blocks.narrow(0, k as i64 * largest, size as i64)).collect();
+        Ok(Tensor::cat(&parts, 0))
+    }
+
     /// Rank `root`'s `tensor` into every rank's, in place.
     pub fn broadcast(&self, tensor: &Tensor, root: usize) -> Result<()> {
         let tensor = contiguous(tensor)?;

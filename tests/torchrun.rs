@@ -1,6 +1,6 @@
 //! `amfmn train` started by torchrun (from the project's PyTorch environment) as two processes
 //! with Gloo on 127.0.0.1: they train exactly like two replicas in one process
-//! (`--device cpu,cpu`) and write one set of files; stopped by SIGTERM and resumed they end
+//! (`--device cpu,cpu`), share its validation to the same metrics, and write one set of files; stopped by SIGTERM and resumed they end
 //! where an uninterrupted run ends; a killed rank stops the other with one line naming it; a rank
 //! started with other options is refused before anything is written.
 
@@ -17,10 +17,19 @@ use common::{amfmn_in, tiny_training_set};
 /// Each test runs two processes on this machine's cores: one test at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// What every run here sets: one thread per process, random initial weights, and no dropout
-/// (each process draws its own masks, one process draws them from one stream).
-const SETS: [&str; 6] =
-    ["--set", "threads=1", "--set", "model.resnet_weights=none", "--set", "model.seq2vec.dropout=0"];
+/// What every run here sets: one thread per process, random initial weights, no dropout (each
+/// process draws its own masks, one process draws them from one stream), and validation
+/// batches of 3, so that two processes share the 4 validation images and 20 captions.
+const SETS: [&str; 8] = [
+    "--set",
+    "threads=1",
+    "--set",
+    "model.resnet_weights=none",
+    "--set",
+    "model.seq2vec.dropout=0",
+    "--set",
+    "dataset.batch_size_val=3",
+];
 
 /// `torchrun --standalone --nproc-per-node 2 --no-python [wrapper] amfmn train ... --device cpu`
 /// in `dir`, for experiment `name`.
@@ -110,6 +119,15 @@ fn two_ranks_train_like_two_replicas_and_resume_after_sigterm_exactly() {
         println!("{file}: two processes against two replicas in one process: max difference {diff:.1e}");
         assert!(diff <= 1e-5, "{file} differs by {diff}");
     }
+    let json = |path: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    for file in ["last.json", "best.json"] {
+        let (one, ranks) = (json(c.join("one/0").join(file)), json(c.join("ranks/0").join(file)));
+        println!("{file}: validation metrics of one process {} / two sharing it {}", one["metrics"], ranks["metrics"]);
+        assert!(one["metrics"].is_object(), "{one}");
+        assert_eq!(one["metrics"], ranks["metrics"], "{file}: two processes sharing the validation");
+    }
     let events = std::fs::read_dir(dir.join("logs/demo/ranks/0")).unwrap().count();
     assert_eq!(events, 1, "one TensorBoard events file, rank 0's");
 
@@ -121,8 +139,7 @@ fn two_ranks_train_like_two_replicas_and_resume_after_sigterm_exactly() {
     let said = text(&out);
     assert_eq!(said.matches("stopped by Ctrl-C or SIGTERM").count(), 1, "rank 0 alone says how to resume: {said}");
     assert!(said.contains("stopped by Ctrl-C or SIGTERM; resume with: "), "{said}");
-    let last: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(c.join("stopped/0/last.json")).unwrap()).unwrap();
+    let last = json(c.join("stopped/0/last.json"));
     println!("stopped by SIGTERM at epoch {}, batch {}", last["epoch"], last["batch"]);
     let resume = ["--resume", "checkpoint/stopped/0"];
     let out = torchrun(dir, "stopped", &resume, None).output().unwrap();

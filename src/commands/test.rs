@@ -139,7 +139,7 @@ impl<'a> Evaluation<'a> {
             );
         }
         let config = eval::eval_config(options, model.image_size());
-        let evaluated = eval::evaluate(&model, &self.set, config, &modes, label)?;
+        let evaluated = eval::evaluate(&model, (&self.set, config, None), &modes, label)?;
         let (images, captions) = (self.set.num_images(), self.set.num_captions());
         crate::report::stderr_line(&format!("{label}: {images} images x {captions} captions, {}", evaluated.seconds));
         let mut out = Vec::new();

@@ -1,5 +1,6 @@
-//! Evaluation: encode every image and every caption of a set once, score all pairs with the one
-//! scorer ([`crate::score`]), and compute the recall metrics (docs/ARCHITECTURE.md, Metrics).
+//! Evaluation: encode every image and every caption of a set once (the processes of a launch
+//! sharing the work), score all pairs with the one scorer ([`crate::score`]), and compute the
+//! recall metrics (docs/ARCHITECTURE.md, Metrics).
 
 pub mod metrics;
 
@@ -14,7 +15,7 @@ use tch::{Device, Kind, Tensor};
 pub use metrics::{results_table, MetricName, Metrics, METRICS};
 
 use crate::data::loader::pad_captions;
-use crate::data::CaptionSet;
+use crate::data::{shares, CaptionSet};
 use crate::device::{synchronize, upload};
 use crate::encode::{self, Workers};
 use crate::model::Model;
@@ -39,6 +40,52 @@ pub struct EvalConfig {
     pub batch_size: usize,
     pub workers: usize,
     pub prefetch: usize,
+}
+
+/// The processes of a launch sharing an evaluation's encoding: this process (`rank` of `world`)
+/// encodes the `rank`-th contiguous share of the image batches and of the caption chunks, the
+/// same batches and chunks one process would encode, so the codes gathered are the ones it would
+/// make, bit for bit.
+pub struct Peers<'a> {
+    pub rank: usize,
+    pub world: usize,
+    /// Every rank's rows (rank k's `[sizes[k], d]`, this rank's given) stacked in rank order:
+    /// `[Σ sizes, d]`, on any device.
+    pub gather: &'a dyn Fn(&Tensor, &[usize]) -> Result<Tensor>,
+}
+
+/// The part of `items` (batches or chunks in their order, `len` gives each one's rows) that
+/// this process encodes, and how to gather every part's rows: alone, all of them.
+struct Share<'s, 'a, T> {
+    mine: &'s [T],
+    sizes: Vec<usize>,
+    peers: Option<&'s Peers<'a>>,
+}
+
+impl<'s, 'a, T> Share<'s, 'a, T> {
+    fn of(items: &'s [T], len: impl Fn(&T) -> usize, peers: Option<&'s Peers<'a>>) -> Self {
+        let Some(p) = peers else {
+            return Share { mine: items, sizes: vec![items.iter().map(&len).sum()], peers };
+        };
+        let parts = shares(items.len(), p.world);
+        let rows = |&(start, count): &(usize, usize)| items[start..start + count].iter().map(&len).sum();
+        let (start, count) = parts[p.rank];
+        Share { mine: &items[start..start + count], sizes: parts.iter().map(rows).collect(), peers }
+    }
+
+    /// Every part's codes in order, `[Σ sizes, d]` on `device`, from this process's codes (its
+    /// items' in order; none when it has no items).
+    fn gather(&self, mine: Vec<Tensor>, d: i64, device: Device) -> Result<Tensor> {
+        let mine = if mine.is_empty() {
+            Tensor::zeros([0, d], (Kind::Float, device))
+        } else {
+            Tensor::cat(&mine, 0).to_kind(Kind::Float)
+        };
+        match self.peers {
+            None => Ok(mine),
+            Some(p) => Ok((p.gather)(&mine, &self.sizes)?.to_device(device)),
+        }
+    }
 }
 
 /// Seconds of an evaluation's model work, each part ending when the device has run it:
@@ -110,20 +157,25 @@ fn text_batch(device: Device, batch_size: usize) -> usize {
 }
 
 /// Codes `[N, d]` of token `lists` in their order: blanks padded as the original's batches of
-/// `batch_size` would pad them, then encoded `chunk` at a time in order of length.
+/// `batch_size` would pad them, then encoded `chunk` at a time in order of length (with
+/// `peers`, this process's share of the chunks, and every share gathered).
 fn encode_token_lists(
     model: &Model,
     lists: &[Vec<i64>],
     (batch_size, chunk): (usize, usize),
+    peers: Option<&Peers>,
     progress: &indicatif::ProgressBar,
-) -> Tensor {
+) -> Result<Tensor> {
     let lists = with_blanks_padded(lists, batch_size);
     let mut order: Vec<usize> = (0..lists.len()).collect();
     order.sort_by_key(|&k| lists[k].len());
     let device = model.device();
+    let chunks: Vec<&[usize]> = order.chunks(chunk.max(1)).collect();
+    let share = Share::of(&chunks, |c| c.len(), peers);
     let codes: Vec<Tensor> = tch::no_grad(|| {
-        order
-            .chunks(chunk.max(1))
+        share
+            .mine
+            .iter()
             .map(|chunk| {
                 let rows: Vec<&[i64]> = chunk.iter().map(|&k| lists[k].as_slice()).collect();
                 let (ids, lengths) = pad_captions(&rows);
@@ -132,27 +184,28 @@ fn encode_token_lists(
             })
             .collect()
     });
-    let sorted = Tensor::cat(&codes, 0);
-    let index = upload(&Tensor::from_slice(&order.iter().map(|&k| k as i64).collect::<Vec<_>>()), sorted.device());
-    sorted.zeros_like().index_copy(0, &index, &sorted)
+    let sorted = share.gather(codes, model.embed_dim(), device)?;
+    let index = upload(&Tensor::from_slice(&order.iter().map(|&k| k as i64).collect::<Vec<_>>()), device);
+    Ok(sorted.zeros_like().index_copy(0, &index, &sorted))
 }
 
 /// Fv `[N_img, d]` of every image of `set` (eval transform), in inference mode, through the
-/// image-encoding pipeline (`config.workers` decode threads a batch or two ahead); adds the
-/// seconds spent encoding (each batch until the device has run it) to `seconds`.
+/// image-encoding pipeline (`config.workers` decode threads a batch or two ahead; with `peers`,
+/// this process's share of the batches, and every share gathered); adds the seconds spent
+/// encoding (each batch until the device has run it) to `seconds`.
 fn encode_images(
     model: &Model,
-    set: &Arc<CaptionSet>,
-    config: EvalConfig,
+    (set, config, peers): (&Arc<CaptionSet>, EvalConfig, Option<&Peers>),
     progress: &indicatif::ProgressBar,
     seconds: &mut f64,
 ) -> Result<Tensor> {
     let plan: Vec<Vec<PathBuf>> = set.image_paths.chunks(config.batch_size.max(1)).map(<[PathBuf]>::to_vec).collect();
+    let share = Share::of(&plan, Vec::len, peers);
     let side = config.image_size;
     let workers = Workers { workers: config.workers, prefetch: config.prefetch };
     let mut image_codes = Vec::new();
     let prepare = |path: &PathBuf, out: &mut [f32]| encode::image_file_input(path, side, out);
-    encode::each_batch(&plan, side, workers, prepare, |batch| {
+    encode::each_batch(share.mine, side, workers, prepare, |batch| {
         if let Some((_, reason)) = batch.failures.into_iter().next() {
             bail!("{reason}");
         }
@@ -163,15 +216,15 @@ fn encode_images(
         progress.inc(batch.rows.len() as u64);
         Ok(())
     })?;
-    Ok(Tensor::cat(&image_codes, 0))
+    share.gather(image_codes, model.embed_dim(), model.device())
 }
 
 /// Encodes each image once (eval transform), each caption once, and, with `keywords`, each
-/// image's keywords once, in inference mode; the images' and the texts' parts of `seconds`.
+/// image's keywords once, in inference mode (with `peers`, this process's share of each, and
+/// every share gathered); the images' and the texts' parts of `seconds`.
 pub fn encode(
     model: &Model,
-    set: &Arc<CaptionSet>,
-    config: EvalConfig,
+    (set, config, peers): (&Arc<CaptionSet>, EvalConfig, Option<&Peers>),
     keywords: bool,
     (label, seconds): (&str, &mut ModelSeconds),
 ) -> Result<Codes> {
@@ -181,20 +234,24 @@ pub fn encode(
         None
     };
     let total = set.num_images() + set.num_captions() + keyword_lists.map_or(0, |k| k.len());
-    let progress = crate::report::progress(total as u64, label);
-    let fv = encode_images(model, set, config, &progress, &mut seconds.images)?;
+    let share = peers.map_or(1, |p| p.world);
+    let progress = crate::report::progress(total.div_ceil(share) as u64, label);
+    let fv = encode_images(model, (set, config, peers), &progress, &mut seconds.images)?;
     let start = Instant::now();
     let images = Scorer::new(&model.net).image_codes(fv);
     synchronize(model.device());
     seconds.images += start.elapsed().as_secs_f64();
     let start = Instant::now();
     let batches = (config.batch_size, text_batch(model.device(), config.batch_size));
-    let texts = encode_token_lists(model, &set.captions, batches, &progress);
-    let keywords = keyword_lists.map(|lists| {
-        let per_image = encode_token_lists(model, lists, batches, &progress);
-        let index: Vec<i64> = (0..set.num_captions()).map(|k| set.image_of_caption(k) as i64).collect();
-        per_image.index_select(0, &upload(&Tensor::from_slice(&index), per_image.device()))
-    });
+    let texts = encode_token_lists(model, &set.captions, batches, peers, &progress)?;
+    let keywords = match keyword_lists {
+        None => None,
+        Some(lists) => {
+            let per_image = encode_token_lists(model, lists, batches, peers, &progress)?;
+            let index: Vec<i64> = (0..set.num_captions()).map(|k| set.image_of_caption(k) as i64).collect();
+            Some(per_image.index_select(0, &upload(&Tensor::from_slice(&index), per_image.device())))
+        }
+    };
     synchronize(model.device());
     seconds.texts = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
@@ -214,17 +271,17 @@ fn to_array(scores: &Tensor) -> Result<Array2<f32>> {
     Ok(array.into_dimensionality::<Ix2>()?)
 }
 
-/// Scores and metrics of a caption set in each of `modes`, and the model time.
+/// Scores and metrics of a caption set in each of `modes`, and the model time. With `peers`,
+/// the processes share the encoding and each scores every pair.
 pub fn evaluate(
     model: &Model,
-    set: &Arc<CaptionSet>,
-    config: EvalConfig,
+    (set, config, peers): (&Arc<CaptionSet>, EvalConfig, Option<&Peers>),
     modes: &[Mode],
     label: &str,
 ) -> Result<Evaluated> {
     let wants_keywords = modes.iter().any(|&m| m != Mode::Sentence);
     let mut seconds = ModelSeconds::default();
-    let codes = encode(model, set, config, wants_keywords, (label, &mut seconds))?;
+    let codes = encode(model, (set, config, peers), wants_keywords, (label, &mut seconds))?;
     let mut results = Vec::with_capacity(modes.len());
     for &mode in modes {
         let start = Instant::now();
@@ -270,12 +327,64 @@ mod tests {
             (0..23).map(|k| (0..(k * 7) % 9).map(|t| 1 + (k * 5 + t * 3) % 12).collect()).collect();
         assert!(lists.iter().any(Vec::is_empty) && lists.iter().any(|l| l.len() == 8));
         let progress = indicatif::ProgressBar::hidden();
-        let by_five = encode_token_lists(&model, &lists, (5, 5), &progress);
-        let at_once = encode_token_lists(&model, &lists, (5, GPU_TEXT_BATCH), &progress);
+        let by_five = encode_token_lists(&model, &lists, (5, 5), None, &progress).unwrap();
+        let at_once = encode_token_lists(&model, &lists, (5, GPU_TEXT_BATCH), None, &progress).unwrap();
         assert_eq!(by_five.size(), [23, model.embed_dim()]);
         assert!(by_five.allclose(&at_once, 0.0, 1e-6, false), "{}", (&by_five - &at_once).abs().max());
-        let blanks_otherwise = encode_token_lists(&model, &lists, (23, 23), &progress);
+        let blanks_otherwise = encode_token_lists(&model, &lists, (23, 23), None, &progress).unwrap();
         assert!(!by_five.allclose(&blanks_otherwise, 0.0, 1e-6, false), "the blanks' padding follows batch_size");
         assert_eq!((text_batch(Device::Cpu, 70), text_batch(Device::Cuda(0), 70)), (70, GPU_TEXT_BATCH));
+    }
+
+    /// Processes sharing the captions of an evaluation each end with the codes one process
+    /// makes, bit for bit, however many there are (more than chunks: some encode none). The
+    /// all-gather is played in two rounds: every rank's rows are recorded, then handed to each.
+    #[test]
+    fn processes_sharing_the_captions_get_the_codes_of_one_process() {
+        let demo = include_str!("../../option/demo_AMFMN.yaml");
+        let options = Options::parse(demo, &["dataset.image_size=32".into()]).unwrap();
+        let model = Model::new(&crate::model::ModelConfig::new(&options, 12), Device::Cpu, 3).unwrap();
+        let lists: Vec<Vec<i64>> =
+            (0..23).map(|k| (0..(k * 7) % 9).map(|t| 1 + (k * 5 + t * 3) % 12).collect()).collect();
+        let progress = indicatif::ProgressBar::hidden();
+        let alone = encode_token_lists(&model, &lists, (5, 5), None, &progress).unwrap();
+        for world in [2, 3, 7] {
+            let recorded = std::cell::RefCell::new((0..world).map(|_| None::<Tensor>).collect::<Vec<_>>());
+            for (round, rank) in (0..2).flat_map(|round| (0..world).map(move |rank| (round, rank))) {
+                let gather = |mine: &Tensor, sizes: &[usize]| {
+                    assert_eq!((sizes.len(), sizes.iter().sum::<usize>()), (world, 23));
+                    assert_eq!(mine.size()[0] as usize, sizes[rank], "rank {rank} of {world} gives its share");
+                    if round == 0 {
+                        recorded.borrow_mut()[rank] = Some(mine.copy());
+                        return Ok(Tensor::zeros([23, model.embed_dim()], (Kind::Float, Device::Cpu)));
+                    }
+                    Ok(Tensor::cat(&recorded.borrow().iter().flatten().collect::<Vec<_>>(), 0))
+                };
+                let peers = Peers { rank, world, gather: &gather };
+                let got = encode_token_lists(&model, &lists, (5, 5), Some(&peers), &progress).unwrap();
+                if round == 1 {
+                    assert!(got.equal(&alone), "rank {rank} of {world}: {}", (&got - &alone).abs().max());
+                }
+            }
+            let empty = recorded.borrow().iter().flatten().filter(|rows| rows.size()[0] == 0).count();
+            assert_eq!(empty, world.saturating_sub(5), "{world} processes for 5 chunks");
+        }
+    }
+
+    /// A plan's batches go to the processes in contiguous shares, and each knows every share's rows.
+    #[test]
+    fn the_batches_of_a_plan_are_shared_in_order() {
+        let plan: Vec<Vec<u8>> = vec![vec![0; 4], vec![0; 4], vec![0; 4], vec![0; 2]];
+        let gather = |_: &Tensor, _: &[usize]| unreachable!();
+        let parts: Vec<(usize, Vec<usize>)> = (0..3)
+            .map(|rank| {
+                let peers = Peers { rank, world: 3, gather: &gather };
+                let share = Share::of(&plan, Vec::len, Some(&peers));
+                (share.mine.iter().map(Vec::len).sum(), share.sizes)
+            })
+            .collect();
+        assert_eq!(parts, [(8, vec![8, 4, 2]), (4, vec![8, 4, 2]), (2, vec![8, 4, 2])]);
+        let alone = Share::of(&plan, Vec::len, None);
+        assert_eq!((alone.mine.len(), alone.sizes), (4, vec![14]));
     }
 }

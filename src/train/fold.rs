@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use tch::Tensor;
 
 use super::table::EpochRow;
 use super::{FoldEnd, FoldResult, Replicas, Trainer};
@@ -207,7 +208,16 @@ impl Trainer<'_> {
     /// mode's mR, and logs the result.
     fn validate(&self, fold: &mut Fold, epoch: usize, lr: f64, modes: &[Mode]) -> Result<Validation> {
         let config = eval::eval_config(self.options, self.options.dataset.image_size);
-        let mut results = eval::evaluate(&fold.replicas.primary, &fold.val_set, config, modes, "validating")?.results;
+        let gather;
+        let peers = match fold.replicas.peers() {
+            Some(group) => {
+                gather = |rows: &Tensor, sizes: &[usize]| group.all_gather_rows(rows, sizes);
+                Some(eval::Peers { rank: group.rank, world: group.world, gather: &gather })
+            }
+            None => None,
+        };
+        let set = (&fold.val_set, config, peers.as_ref());
+        let mut results = eval::evaluate(&fold.replicas.primary, set, modes, "validating")?.results;
         let selecting = results.pop().expect("at least one mode").metrics;
         let step = fold.position.eiters;
         let mut others = Vec::new();

@@ -125,12 +125,13 @@ impl Replicas {
             bail!("a batch of {b} pairs over {} processes leaves one without a pair: raise batch_size", group.world);
         }
         let (start, size) = all[group.rank];
+        let sizes: Vec<usize> = all.iter().map(|&(_, size)| size).collect();
         let local = self.encode(batch, start, size, pass);
         let device = self.primary.device();
         let gathered = local
             .detached()
             .iter()
-            .map(|code| Ok(gather_peers(group, code, &all)?.to_device(device).set_requires_grad(true)))
+            .map(|code| Ok(group.all_gather_rows(code, &sizes)?.to_device(device).set_requires_grad(true)))
             .collect::<Result<Vec<_>>>()?;
         let scores = self.head(&gathered, keywords, pass);
         Ok(local.continued(scores, gathered, start as i64, group.world as f64))
@@ -275,25 +276,6 @@ fn broadcast_all<'a>(group: &ProcessGroup, vars: impl Iterator<Item = &'a Tensor
         });
     }
     Ok(())
-}
-
-/// Every rank's codes `[size_k, d]` (the batch's shares `all`) in batch order, `[B, d]` on the
-/// group's device: each rank pads its own to the largest share for the all-gather.
-fn gather_peers(group: &ProcessGroup, code: &Tensor, all: &[(usize, usize)]) -> Result<Tensor> {
-    let largest = all.iter().map(|&(_, size)| size).max().unwrap_or(0) as i64;
-    let code = code.to_device(group.device);
-    let rows = code.size()[0];
-    let padded = if rows < largest {
-        let mut size = code.size();
-        size[0] = largest - rows;
-        Tensor::cat(&[code.shallow_clone(), Tensor::zeros(size.as_slice(), (code.kind(), group.device))], 0)
-    } else {
-        code
-    };
-    let blocks = group.all_gather(&padded)?;
-    let parts: Vec<Tensor> =
-        all.iter().enumerate().map(|(k, &(_, size))| blocks.narrow(0, k as i64 * largest, size as i64)).collect();
-    Ok(Tensor::cat(&parts, 0))
 }
 
 /// Adds `grad` (a replica's, reset to zero here) into `target`'s gradient on `target`'s device.
