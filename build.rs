@@ -5,7 +5,7 @@
 //! `LD_LIBRARY_PATH`.
 use std::path::PathBuf;
 
-const SHIM: [&str; 7] = [
+const SHIM: [&str; 8] = [
     "src/shim/ops.cpp",
     "src/shim/dist.cpp",
     "src/shim/packed.cpp",
@@ -13,6 +13,7 @@ const SHIM: [&str; 7] = [
     "src/shim/gru.cpp",
     "src/shim/adam.cpp",
     "src/shim/trace.cpp",
+    "src/shim/event.cpp",
 ];
 
 /// Declarations of the Gloo types libtorch's `ProcessGroupGloo.hpp` names (the wheel ships no

@@ -1,12 +1,25 @@
 //! Choosing where tensors live, and libtorch's thread count.
 
-use anyhow::{bail, Result};
+use std::ffi::{c_char, c_void};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
 use tch::{Cuda, Device, Kind, Tensor};
 
+use crate::ffi::{self, ERROR_CAPACITY};
 use crate::options::{Amp, DeviceChoice, Devices};
 
 extern "C" {
     fn amfmn_empty_pinned(sizes: *const i64, dims: usize) -> *mut torch_sys::C_tensor;
+    fn amfmn_event_record(index: i32, out: *mut *mut c_void, error: *mut c_char, capacity: usize) -> i32;
+    fn amfmn_event_elapsed(
+        start: *mut c_void,
+        end: *mut c_void,
+        ms: *mut f64,
+        error: *mut c_char,
+        capacity: usize,
+    ) -> i32;
+    fn amfmn_event_free(event: *mut c_void);
 }
 
 /// The one device of `devices`, for the commands that run on one: several are refused.
@@ -235,6 +248,77 @@ pub fn synchronize(device: Device) {
     }
 }
 
+/// A CUDA timing event recorded on a device's current stream (c10's, through the shim).
+struct Event(*mut c_void);
+
+impl Event {
+    /// An event recorded now on the current stream of CUDA device `index`: it completes when the
+    /// device has run the work queued before it.
+    fn record(index: usize) -> Result<Event> {
+        let mut event = std::ptr::null_mut();
+        ffi::call(|error| unsafe { amfmn_event_record(index as i32, &mut event, error, ERROR_CAPACITY) })
+            .context("recording a CUDA event")?;
+        Ok(Event(event))
+    }
+
+    /// Seconds from this event to `end`, once the device has passed `end` (waits for it).
+    fn seconds_to(&self, end: &Event) -> Result<f64> {
+        let mut ms = 0.0;
+        ffi::call(|error| unsafe { amfmn_event_elapsed(self.0, end.0, &mut ms, error, ERROR_CAPACITY) })
+            .context("reading the time between two CUDA events")?;
+        Ok(ms / 1e3)
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` came from amfmn_event_record and is freed once.
+        unsafe { amfmn_event_free(self.0) };
+    }
+}
+
+/// The device time of pieces of work, read without making the host wait for the device
+/// between them (so it queues the next piece while the device runs this one): on a GPU, a pair
+/// of CUDA events around each piece, read at the end (the time from the device's reaching the
+/// piece to its finishing it, gaps where the host queued too slowly included); on the CPU, where
+/// work is done when its call returns, the wall clock.
+pub struct DeviceClock {
+    device: Device,
+    /// Each timed piece's events, not read yet.
+    pending: Vec<(Event, Event)>,
+    /// Seconds read so far.
+    seconds: f64,
+}
+
+impl DeviceClock {
+    /// A clock of the work queued on `device`, at zero.
+    pub fn new(device: Device) -> DeviceClock {
+        DeviceClock { device, pending: Vec::new(), seconds: 0.0 }
+    }
+
+    /// Runs `work` (which queues work on the device) and counts the device's time for it.
+    pub fn time<T>(&mut self, work: impl FnOnce() -> T) -> Result<T> {
+        let Device::Cuda(index) = self.device else {
+            let start = Instant::now();
+            let out = work();
+            self.seconds += start.elapsed().as_secs_f64();
+            return Ok(out);
+        };
+        let start = Event::record(index)?;
+        let out = work();
+        self.pending.push((start, Event::record(index)?));
+        Ok(out)
+    }
+
+    /// The seconds counted so far, once the device has run every timed piece (waits for it).
+    pub fn seconds(&mut self) -> Result<f64> {
+        for (start, end) in self.pending.drain(..) {
+            self.seconds += start.seconds_to(&end)?;
+        }
+        Ok(self.seconds)
+    }
+}
+
 /// Where the unit tests of the device paths (batched transforms, crops) put their tensors:
 /// the CPU, or the first GPU with `AMFMN_TEST_DEVICE=cuda` (exec/gpu_check.sh runs them so).
 #[cfg(test)]
@@ -252,6 +336,26 @@ pub(crate) fn test_device() -> Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The clock counts the device's time for each piece, a wait of the host inside a piece
+    /// included (the device reaches the piece's end only then), and nothing between pieces.
+    #[test]
+    fn the_device_clock_counts_work_on_device() {
+        let device = test_device();
+        let mut clock = DeviceClock::new(device);
+        let a = Tensor::randn([256, 256], (Kind::Float, device));
+        let product = clock.time(|| a.matmul(&a).sum(Kind::Float)).unwrap();
+        let first = clock.seconds().unwrap();
+        assert!(first > 0.0 && product.double_value(&[]).is_finite(), "{first}");
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        clock.time(|| std::thread::sleep(std::time::Duration::from_millis(20))).unwrap();
+        let second = clock.seconds().unwrap() - first;
+        assert!((0.019..0.045).contains(&second), "the piece's 20 ms, not the 30 ms before it: {second}");
+        if !Cuda::is_available() {
+            let error = format!("{:#}", Event::record(0).err().expect("no CUDA device here"));
+            assert!(error.starts_with("recording a CUDA event: "), "{error}");
+        }
+    }
 
     #[test]
     fn host_batches_are_contiguous_cpu_floats_pinned_on_device_machines() {

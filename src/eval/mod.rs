@@ -16,7 +16,7 @@ pub use metrics::{results_table, MetricName, Metrics, METRICS};
 
 use crate::data::loader::pad_captions;
 use crate::data::{shares, CaptionSet};
-use crate::device::{synchronize, upload};
+use crate::device::{synchronize, upload, DeviceClock};
 use crate::encode::{self, Workers};
 use crate::model::Model;
 use crate::options::Options;
@@ -191,8 +191,8 @@ fn encode_token_lists(
 
 /// Fv `[N_img, d]` of every image of `set` (eval transform), in inference mode, through the
 /// image-encoding pipeline (`config.workers` decode threads a batch or two ahead; with `peers`,
-/// this process's share of the batches, and every share gathered); adds the seconds spent
-/// encoding (each batch until the device has run it) to `seconds`.
+/// this process's share of the batches, and every share gathered); adds the device's seconds
+/// for the batches to `seconds` (the host queues each batch without waiting for the last).
 fn encode_images(
     model: &Model,
     (set, config, peers): (&Arc<CaptionSet>, EvalConfig, Option<&Peers>),
@@ -204,18 +204,17 @@ fn encode_images(
     let side = config.image_size;
     let workers = Workers { workers: config.workers, prefetch: config.prefetch };
     let mut image_codes = Vec::new();
+    let mut clock = DeviceClock::new(model.device());
     let prepare = |path: &PathBuf, out: &mut [f32]| encode::image_file_input(path, side, out);
     encode::each_batch(share.mine, side, workers, prepare, |batch| {
         if let Some((_, reason)) = batch.failures.into_iter().next() {
             bail!("{reason}");
         }
-        let start = Instant::now();
-        image_codes.push(encode::image_fv(model, &batch.images));
-        synchronize(model.device());
-        *seconds += start.elapsed().as_secs_f64();
+        image_codes.push(clock.time(|| encode::image_fv(model, &batch.images))?);
         progress.inc(batch.rows.len() as u64);
         Ok(())
     })?;
+    *seconds += clock.seconds()?;
     share.gather(image_codes, model.embed_dim(), model.device())
 }
 

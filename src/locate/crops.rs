@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use anyhow::Result;
 use image::RgbImage;
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 use super::heat::Rect;
 use crate::data::transforms::{resize_bilinear, resize_bilinear_on, resize_cubic, resize_cubic_on, to_chw, to_chw_on};
+use crate::device::{synchronize, DeviceClock};
 use crate::encode::{self, Workers};
 use crate::model::Model;
 
@@ -95,36 +96,33 @@ impl CropJob<'_> {
     /// [`encode_crops`] with the crops prepared by the host's cores.
     fn on_host(&self, mut encoded: impl FnMut(usize) -> Result<()>) -> Result<CropEncoding> {
         let (side, scene, resize) = (self.model.image_size(), self.scene, self.resize);
-        let mut codes = Collected::default();
+        let mut codes = Collected::new(self.model.device());
         let prepare = |rect: &Rect, out: &mut [f32]| -> Result<()> {
             crop_input(scene, rect, side, resize, out);
             Ok(())
         };
         encode::each_batch(self.plan, side, Workers::all_cores(), prepare, |batch| {
-            codes.seconds[0] += batch.seconds;
-            codes.encode(self.model, &batch.images);
+            codes.prepared += batch.seconds;
+            codes.encode(self.model, &batch.images)?;
             encoded(batch.rows.len())
         })?;
-        Ok(codes.finish())
+        codes.finish()
     }
 
     /// [`encode_crops`] with the scene's levels uploaded once to the model's device and each
-    /// batch cut and resized there; the device is waited for after each batch's inputs, so that
-    /// "Cut" counts their making.
+    /// batch cut and resized there, the host queueing each batch without waiting for the last.
     fn on_device(&self, mut encoded: impl FnMut(usize) -> Result<()>) -> Result<CropEncoding> {
         let (device, side) = (self.model.device(), self.model.image_size());
         let began = Instant::now();
         let levels = levels_of(self.scene).to_device(device);
-        let mut codes = Collected { seconds: [began.elapsed().as_secs_f64(), 0.0], ..Collected::default() };
+        let mut codes = Collected::new(device);
+        codes.prepared = began.elapsed().as_secs_f64();
         for batch in self.plan {
-            let start = Instant::now();
-            let inputs = crop_inputs_on(&levels, batch, side, self.resize);
-            crate::device::synchronize(device);
-            codes.seconds[0] += start.elapsed().as_secs_f64();
-            codes.encode(self.model, &inputs);
+            let inputs = codes.cut.time(|| crop_inputs_on(&levels, batch, side, self.resize))?;
+            codes.encode(self.model, &inputs)?;
             encoded(batch.len())?;
         }
-        Ok(codes.finish())
+        codes.finish()
     }
 }
 
@@ -134,27 +132,40 @@ fn levels_of(scene: &RgbImage) -> Tensor {
     Tensor::from_slice(scene.as_raw()).view([height as i64, width as i64, 3])
 }
 
-/// The codes of the batches encoded so far, and the seconds spent cutting and encoding them.
-#[derive(Default)]
+/// The codes of the batches queued so far, and the time spent making their inputs and
+/// encoding them.
 struct Collected {
+    device: Device,
     fvs: Vec<Tensor>,
     gates: Vec<Tensor>,
-    seconds: [f64; 2],
+    /// Seconds the host spent preparing inputs (or uploading the scene).
+    prepared: f64,
+    /// The device's time cutting and resizing crops.
+    cut: DeviceClock,
+    /// The device's time encoding them ("Sim").
+    sim: DeviceClock,
 }
 
 impl Collected {
-    /// Encodes a batch of inputs `[B, 3, S, S]`, timed as "Sim".
-    fn encode(&mut self, model: &Model, inputs: &Tensor) {
-        let start = Instant::now();
-        let (fv, gate) = encode::image_codes(model, inputs);
-        self.fvs.push(fv);
-        self.gates.extend(gate);
-        self.seconds[1] += start.elapsed().as_secs_f64();
+    fn new(device: Device) -> Collected {
+        let (cut, sim) = (DeviceClock::new(device), DeviceClock::new(device));
+        Collected { device, fvs: Vec::new(), gates: Vec::new(), prepared: 0.0, cut, sim }
     }
 
-    fn finish(self) -> CropEncoding {
+    /// Queues the encoding of a batch of inputs `[B, 3, S, S]`, timed as "Sim".
+    fn encode(&mut self, model: &Model, inputs: &Tensor) -> Result<()> {
+        let (fv, gate) = self.sim.time(|| encode::image_codes_queued(model, inputs))?;
+        self.fvs.push(fv);
+        self.gates.extend(gate);
+        Ok(())
+    }
+
+    /// The codes and seconds, once the device has run every batch.
+    fn finish(mut self) -> Result<CropEncoding> {
+        let seconds = [self.prepared + self.cut.seconds()?, self.sim.seconds()?];
+        synchronize(self.device);
         let gate = (!self.gates.is_empty()).then(|| Tensor::cat(&self.gates, 0));
-        CropEncoding { fv: Tensor::cat(&self.fvs, 0), gate, seconds: self.seconds }
+        Ok(CropEncoding { fv: Tensor::cat(&self.fvs, 0), gate, seconds })
     }
 }
 

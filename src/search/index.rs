@@ -11,6 +11,7 @@ use tch::{Kind, Tensor};
 
 use crate::checkpoint::tensors::{self, TensorMap};
 use crate::data::image_file::confined_path;
+use crate::device::synchronize;
 use crate::encode::{self, Workers};
 use crate::fsutil::owned::Outputs;
 use crate::model::Model;
@@ -220,7 +221,7 @@ pub fn update(
     let start = std::time::Instant::now();
     encode::each_batch(&plan, side, Workers { workers, prefetch: 1 }, prepare, |batch| {
         progress.inc((batch.rows.len() + batch.failures.len()) as u64);
-        let (fv, gate) = encode::image_codes(model, &batch.images);
+        let (fv, gate) = encode::image_codes_queued(model, &batch.images);
         for (k, &(item, ())) in batch.rows.iter().enumerate() {
             new_codes.insert(to_encode[item], (fv.get(k as i64), gate.as_ref().map(|g| g.get(k as i64))));
         }
@@ -229,6 +230,8 @@ pub fn update(
         }
         Ok(())
     })?;
+    // The codes copied to the host are there once the device has run every batch.
+    synchronize(model.device());
     let encode_seconds = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
     let (mut fv_rows, mut gate_rows, mut reused) = (Vec::new(), Vec::new(), 0);
