@@ -17,6 +17,7 @@
 //! `AMFMN_TRACE=<prefix>`, one more step per batch is traced with libtorch's profiler
 //! ([`amfmn::profile::trace`]: on CUDA each kernel with its device time) into
 //! `<prefix>-<batch>.json`, whose path it prints (`trace=`); `exec/trace_summary.py` reads it.
+//! `AMFMN_TRACE_BATCH=<b>` traces batch `b` alone.
 //! `exec/bench_train.sh` runs it beside the PyTorch reference; `exec/gpu_check.sh` runs it as
 //! amfmn's step without decoding.
 
@@ -144,7 +145,7 @@ fn main() -> anyhow::Result<()> {
             let _ = detached.double_value(&[]);
         };
         measure("step", steps, device, &mut train_step)?;
-        if let Ok(prefix) = std::env::var("AMFMN_TRACE") {
+        if let Some(prefix) = trace_prefix(batch) {
             let path = std::path::PathBuf::from(format!("{prefix}-{batch}.json"));
             // A trace that fails (a profiler the machine refuses) costs the trace, not the rows.
             match amfmn::profile::trace(&path, device.is_cuda(), || {
@@ -167,4 +168,14 @@ fn main() -> anyhow::Result<()> {
         measure("transform", steps, device, || drop(images.input_on(device)))?;
     }
     Ok(())
+}
+
+/// The prefix of the trace files (`AMFMN_TRACE`, unset or empty: no trace) when batch `batch` is
+/// traced: every batch, or the one `AMFMN_TRACE_BATCH` names.
+fn trace_prefix(batch: i64) -> Option<String> {
+    let prefix = std::env::var("AMFMN_TRACE").ok().filter(|p| !p.is_empty())?;
+    match std::env::var("AMFMN_TRACE_BATCH") {
+        Ok(only) if only != batch.to_string() => None,
+        _ => Some(prefix),
+    }
 }

@@ -12,8 +12,8 @@ src/profile.rs counts them) and, on CUDA, peak_mb (peak allocated memory). AMFMN
 prints the n most frequent operators of each part (calls, kernels). AMP runs the forward and the loss under torch.autocast (fp16 with
 torch.amp.GradScaler), as a PyTorch user would switch it on. AMFMN_TRACE=<prefix> traces one more
 step per batch with torch.profiler (on CUDA each kernel with its device time) into
-<prefix>-<batch>.json, whose path it prints (trace=), as amfmn's benches/train_step.rs does;
-exec/trace_summary.py reads both.
+<prefix>-<batch>.json, whose path it prints (trace=), as amfmn's benches/train_step.rs does
+(AMFMN_TRACE_BATCH=<b>: batch b alone); exec/trace_summary.py reads both.
 """
 import collections
 import os
@@ -136,7 +136,7 @@ for batch in batches:
         torch.cuda.reset_peak_memory_stats()
     print(f"batch={batch}")
     measure("step", lambda: step(images, ids))
-    if os.environ.get("AMFMN_TRACE"):
+    if os.environ.get("AMFMN_TRACE") and os.environ.get("AMFMN_TRACE_BATCH", str(batch)) == str(batch):
         try:  # a trace that fails (a profiler the machine refuses) costs the trace, not the rows
             trace(lambda: step(images, ids), f"{os.environ['AMFMN_TRACE']}-{batch}.json")
         except Exception as e:  # noqa: BLE001

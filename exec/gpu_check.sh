@@ -159,12 +159,12 @@ step_rows() {
 }
 touch "$work/steps.txt"
 traced="off bf16"
-# The step rows of WHO (PyTorch or amfmn) at AMP, one step of each batch traced where asked.
+# The step rows of WHO (PyTorch or amfmn) at AMP, one step of the training batch traced where asked.
 bench_rows() {
     local who="$1" amp="$2" trace="" command=("$bench")
     case " $traced " in *" $amp "*) trace="$work/trace-$who-$amp" ;; esac
     if [ "$who" = PyTorch ]; then command=("$python" exec/bench_train_step.py); fi
-    AMFMN_TRACE="$trace" "${command[@]}" "$batches" "$steps" "$device" "$amp" "$size" | step_rows "$who" "$amp"
+    AMFMN_TRACE="$trace" AMFMN_TRACE_BATCH="$batch" "${command[@]}" "$batches" "$steps" "$device" "$amp" "$size" | step_rows "$who" "$amp"
 }
 for amp in $amps; do
     part "PyTorch's $amp step" bench_rows PyTorch "$amp"
