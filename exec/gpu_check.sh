@@ -18,7 +18,8 @@
 #      exec/trace_summary.py);
 #   4. `train` (decoding included), per precision: the first epoch's and the steady state's
 #      images/s (the epochs after the first), the steady state's wait% (target <= 2) and its share
-#      of the step's rate at the same batch (target >= 90 %); with several GPUs, data-parallel too;
+#      of the step's rate at the same batch (target >= 90 %); with several GPUs, data-parallel too,
+#      in one process and as one process per GPU under torchrun (NCCL);
 #   5. inference with the last trained checkpoint: index (images/s over the synthetic set, with
 #      and without the command's start-up: loading the model, CUDA's initialisation) and
 #      locate (crops/s of its scoring stage on one large scene).
@@ -29,8 +30,8 @@
 # names the device only.
 # Each part (a side's step rows, a train row, index, locate, ...) that fails says so in one line
 # and the check goes on; it exits non-zero at the end if any part stopped.
-# GPU_CHECK_DEVICE=cpu runs every step on the CPU at a small size, two CPU replicas standing for
-# two GPUs: CI runs it so that the script cannot rot.
+# GPU_CHECK_DEVICE=cpu runs every step on the CPU at a small size, two CPU replicas and two Gloo
+# ranks standing for two GPUs: CI runs it so that the script cannot rot.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -192,12 +193,14 @@ fi
 echo
 echo "== 4. amfmn train, batch $batch, decoding included ($workers loader workers, $epochs epochs)"
 printf '%-24s %12s %13s %9s %16s %14s\n' run "first img/s" "steady img/s" "wait%" "of step rate" "peak GPU MiB"
+# What starts amfmn train: nothing (one process), or torchrun (one process per GPU).
+launcher=()
 # amfmn train on DEVICES at AMP, named NAME, with more --set KEY=VALUE: one row.
 train_row() {
     rm -rf "$work/ckpt" "$work/logs"
     local mem sets=()
     for set in "${@:4}"; do sets+=(--set "$set"); done
-    mem=$(peak "$amfmn" train --path_opt "$work/opt.yaml" --device "$1" --set model.resnet_weights=none \
+    mem=$(peak "${launcher[@]}" "$amfmn" train --path_opt "$work/opt.yaml" --device "$1" --set model.resnet_weights=none \
         --set "optim.amp=$2" "${sets[@]}")
     local first steady waiting made
     first=$(awk 'NF == 15 && $1 == "0" && $2 == "1" { print $5; exit }' "$work/out.txt")
@@ -212,6 +215,13 @@ for amp in $amps; do
 done
 if [ "$gpus" -ge 2 ]; then
     part "data-parallel train" train_row "$all" off "off, $gpus devices"
+    # One process per GPU under torchrun, each on its local rank's GPU: NCCL on GPUs, Gloo on
+    # the dry run's CPU.
+    backend=$([ "$device" = cuda ] && echo NCCL || echo Gloo)
+    launcher=(env GLOO_SOCKET_IFNAME=lo OMP_NUM_THREADS=$(( $(nproc) / gpus > 1 ? $(nproc) / gpus : 1 ))
+        "$python" -m torch.distributed.run --standalone --nproc-per-node "$gpus" --no-python)
+    part "torchrun train" train_row "$device" off "off, $gpus ranks ($backend)"
+    launcher=()
 fi
 echo "(targets: wait% <= 2, steady >= 90 % of the step rate, first >= 70 % of steady)"
 echo
