@@ -42,15 +42,16 @@ pub struct EvalConfig {
     pub prefetch: usize,
 }
 
-/// The processes of a launch sharing an evaluation's encoding: this process (`rank` of `world`)
-/// encodes the `rank`-th contiguous share of the image batches and of the caption chunks, the
-/// same batches and chunks one process would encode, so the codes gathered are the ones it would
-/// make, bit for bit.
+/// The processes of a launch sharing an evaluation: this process (`rank` of `world`) encodes the
+/// `rank`-th contiguous share of the image batches and of the caption chunks (the same batches
+/// and chunks one process would encode, so the codes gathered are the ones it would make, bit
+/// for bit), then scores the `rank`-th contiguous share of the images against every caption
+/// (the scores equal one process's up to the rounding of products over fewer rows, about 1e-8).
 pub struct Peers<'a> {
     pub rank: usize,
     pub world: usize,
-    /// Every rank's rows (rank k's `[sizes[k], d]`, this rank's given) stacked in rank order:
-    /// `[Σ sizes, d]`, on any device.
+    /// Every rank's rows (rank k's `[sizes[k], ...]`, this rank's given) stacked in rank order:
+    /// `[Σ sizes, ...]`, on any device.
     pub gather: &'a dyn Fn(&Tensor, &[usize]) -> Result<Tensor>,
 }
 
@@ -257,11 +258,24 @@ pub fn encode(
     Ok(Codes { images, texts, keywords })
 }
 
-/// The `[N_img, N_cap]` score matrix of all pairs in `mode`, on the CPU.
-pub fn score_matrix(model: &Model, codes: &Codes, mode: Mode) -> Result<Array2<f32>> {
+/// The `[N_img, N_cap]` score matrix of all pairs in `mode`, on the CPU (with `peers`, each
+/// process scores a contiguous share of the images, and the rows are gathered).
+pub fn score_matrix(model: &Model, codes: &Codes, mode: Mode, peers: Option<&Peers>) -> Result<Array2<f32>> {
     let texts = TextCodes::of_mode(mode, &codes.texts, codes.keywords.as_ref())?;
-    let scores = Scorer::new(&model.net).score_matrix(&codes.images, &texts, Precision::Exact);
-    to_array(&scores)
+    let scorer = Scorer::new(&model.net);
+    let Some(p) = peers else {
+        return to_array(&scorer.score_matrix(&codes.images, &texts, Precision::Exact));
+    };
+    let parts = shares(codes.images.len() as usize, p.world);
+    let (start, count) = parts[p.rank];
+    let mine = if count == 0 {
+        Tensor::zeros([0, codes.texts.size()[0]], (Kind::Float, model.device()))
+    } else {
+        let rows = Tensor::arange_start(start as i64, (start + count) as i64, (Kind::Int64, model.device()));
+        scorer.score_matrix(&codes.images.rows(&rows), &texts, Precision::Exact)
+    };
+    let sizes: Vec<usize> = parts.iter().map(|&(_, count)| count).collect();
+    to_array(&(p.gather)(&mine, &sizes)?)
 }
 
 /// A `[rows, columns]` tensor as a float32 array on the CPU.
@@ -271,7 +285,7 @@ fn to_array(scores: &Tensor) -> Result<Array2<f32>> {
 }
 
 /// Scores and metrics of a caption set in each of `modes`, and the model time. With `peers`,
-/// the processes share the encoding and each scores every pair.
+/// the processes share the encoding and the scoring, and each gets every score.
 pub fn evaluate(
     model: &Model,
     (set, config, peers): (&Arc<CaptionSet>, EvalConfig, Option<&Peers>),
@@ -284,7 +298,7 @@ pub fn evaluate(
     let mut results = Vec::with_capacity(modes.len());
     for &mode in modes {
         let start = Instant::now();
-        let scores = score_matrix(model, &codes, mode)?;
+        let scores = score_matrix(model, &codes, mode, peers)?;
         seconds.scores += start.elapsed().as_secs_f64();
         let metrics = Metrics::from_scores(scores.view(), set.captions_per_image);
         results.push(ModeResult { mode, scores, metrics });
@@ -385,5 +399,45 @@ mod tests {
         assert_eq!(parts, [(8, vec![8, 4, 2]), (4, vec![8, 4, 2]), (2, vec![8, 4, 2])]);
         let alone = Share::of(&plan, Vec::len, None);
         assert_eq!((alone.mine.len(), alone.sizes), (4, vec![14]));
+    }
+
+    /// Processes sharing the scoring each end with the score matrix of one process in every
+    /// mode, however many there are (more than images: some score none); the all-gather is
+    /// played in two rounds as above. Not bit for bit: a product over fewer image rows may round
+    /// otherwise (up to 2.2e-8 here, with one row per process).
+    #[test]
+    fn processes_sharing_the_scoring_get_the_scores_of_one_process() {
+        let demo = include_str!("../../option/demo_AMFMN.yaml");
+        let options = Options::parse(demo, &["dataset.image_size=32".into()]).unwrap();
+        let model = Model::new(&crate::model::ModelConfig::new(&options, 12), Device::Cpu, 3).unwrap();
+        let d = model.embed_dim();
+        tch::manual_seed(5);
+        let codes = Codes {
+            images: Scorer::new(&model.net).image_codes(Tensor::randn([11, d], (Kind::Float, Device::Cpu))),
+            texts: Tensor::randn([7, d], (Kind::Float, Device::Cpu)),
+            keywords: Some(Tensor::randn([7, d], (Kind::Float, Device::Cpu))),
+        };
+        for mode in [Mode::Sentence, Mode::Keywords, Mode::Fused] {
+            let alone = score_matrix(&model, &codes, mode, None).unwrap();
+            for world in [2, 3, 13] {
+                let recorded = std::cell::RefCell::new((0..world).map(|_| None::<Tensor>).collect::<Vec<_>>());
+                for (round, rank) in (0..2).flat_map(|round| (0..world).map(move |rank| (round, rank))) {
+                    let gather = |mine: &Tensor, sizes: &[usize]| {
+                        assert_eq!((sizes.iter().sum::<usize>(), mine.size()), (11, vec![sizes[rank] as i64, 7]));
+                        if round == 0 {
+                            recorded.borrow_mut()[rank] = Some(mine.copy());
+                            return Ok(Tensor::zeros([11, 7], (Kind::Float, Device::Cpu)));
+                        }
+                        Ok(Tensor::cat(&recorded.borrow().iter().flatten().collect::<Vec<_>>(), 0))
+                    };
+                    let peers = Peers { rank, world, gather: &gather };
+                    let shared = score_matrix(&model, &codes, mode, Some(&peers)).unwrap();
+                    if round == 1 {
+                        let worst = (&shared - &alone).mapv(f32::abs).fold(0f32, |a, &b| a.max(b));
+                        assert!(worst <= 1e-7, "{mode:?}, rank {rank} of {world}: {worst}");
+                    }
+                }
+            }
+        }
     }
 }
