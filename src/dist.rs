@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::ffi::{c_char, c_void, CString};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use tch::{Device, Tensor};
 
 use crate::ffi::{self, ERROR_CAPACITY};
@@ -242,6 +242,12 @@ impl ProcessGroup {
     /// rank k holds `sizes[k]` rows (`rows` is this rank's, on any device): each rank pads its
     /// rows to the largest share for one all-gather.
     pub fn all_gather_rows(&self, rows: &Tensor, sizes: &[usize]) -> Result<Tensor> {
+        ensure!(
+            sizes.len() == self.world && rows.size().first() == Some(&(sizes[self.rank] as i64)),
+            "rank {} gathers {:?} rows where its share is {sizes:?}",
+            self.rank,
+            rows.size()
+        );
         let largest = sizes.iter().copied().max().unwrap_or(0) as i64;
         let rows = rows.to_device(self.device);
         let mut padding = rows.size();

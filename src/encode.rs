@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::image_file::with_decoded;
 use crate::data::transforms::Transform;
-use crate::device::{host_batch, synchronize};
+use crate::device::host_batch;
 use crate::model::{Model, Pass};
 use crate::score::Scorer;
 
@@ -138,23 +138,20 @@ pub fn image_fv(model: &Model, images: &Tensor) -> Tensor {
 
 /// Fv `[B, d]` and, for soft attention, the gates `[B, d]` of a batch of inputs, on the CPU.
 pub fn image_codes(model: &Model, images: &Tensor) -> (Tensor, Option<Tensor>) {
-    let codes = image_codes_queued(model, images);
-    synchronize(model.device());
-    codes
+    let (fv, gate) = image_codes_on_device(model, images);
+    (fv.to_device(Device::Cpu), gate.map(|g| g.to_device(Device::Cpu)))
 }
 
-/// [`image_codes`] copied to the CPU without waiting for the device (into pinned memory): the
-/// values are there once the device has run the batch ([`synchronize`]), and the host queues
-/// the next batch meanwhile.
-pub fn image_codes_queued(model: &Model, images: &Tensor) -> (Tensor, Option<Tensor>) {
+/// [`image_codes`] left on the model's device: the host does not wait for the device to run
+/// the batch, and queues the next one meanwhile.
+pub fn image_codes_on_device(model: &Model, images: &Tensor) -> (Tensor, Option<Tensor>) {
     if images.size()[0] == 0 {
-        let empty = Tensor::zeros([0, model.embed_dim()], (Kind::Float, Device::Cpu));
+        let empty = Tensor::zeros([0, model.embed_dim()], (Kind::Float, model.device()));
         let gate = model.net.cross_attention_s.is_soft().then(|| empty.shallow_clone());
         return (empty, gate);
     }
     let codes = tch::no_grad(|| Scorer::new(&model.net).image_codes(image_fv(model, images)));
-    let to_host = |code: Tensor| code.to_device_(Device::Cpu, code.kind(), true, false);
-    (to_host(codes.fv), codes.gate.map(to_host))
+    (codes.fv, codes.gate)
 }
 
 /// The codes of one image file ([`image_codes`]).

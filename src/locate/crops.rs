@@ -10,7 +10,7 @@ use tch::{Device, Tensor};
 
 use super::heat::Rect;
 use crate::data::transforms::{resize_bilinear, resize_bilinear_on, resize_cubic, resize_cubic_on, to_chw, to_chw_on};
-use crate::device::{synchronize, DeviceClock};
+use crate::device::DeviceClock;
 use crate::encode::{self, Workers};
 use crate::model::Model;
 
@@ -135,7 +135,6 @@ fn levels_of(scene: &RgbImage) -> Tensor {
 /// The codes of the batches queued so far, and the time spent making their inputs and
 /// encoding them.
 struct Collected {
-    device: Device,
     fvs: Vec<Tensor>,
     gates: Vec<Tensor>,
     /// Seconds the host spent preparing inputs (or uploading the scene).
@@ -149,23 +148,24 @@ struct Collected {
 impl Collected {
     fn new(device: Device) -> Collected {
         let (cut, sim) = (DeviceClock::new(device), DeviceClock::new(device));
-        Collected { device, fvs: Vec::new(), gates: Vec::new(), prepared: 0.0, cut, sim }
+        Collected { fvs: Vec::new(), gates: Vec::new(), prepared: 0.0, cut, sim }
     }
 
-    /// Queues the encoding of a batch of inputs `[B, 3, S, S]`, timed as "Sim".
+    /// Queues the encoding of a batch of inputs `[B, 3, S, S]`, timed as "Sim"; the codes stay
+    /// on the device until [`Collected::finish`].
     fn encode(&mut self, model: &Model, inputs: &Tensor) -> Result<()> {
-        let (fv, gate) = self.sim.time(|| encode::image_codes_queued(model, inputs))?;
+        let (fv, gate) = self.sim.time(|| encode::image_codes_on_device(model, inputs))?;
         self.fvs.push(fv);
         self.gates.extend(gate);
         Ok(())
     }
 
-    /// The codes and seconds, once the device has run every batch.
+    /// The codes, copied to the CPU once the device has run every batch, and the seconds.
     fn finish(mut self) -> Result<CropEncoding> {
         let seconds = [self.prepared + self.cut.seconds()?, self.sim.seconds()?];
-        synchronize(self.device);
-        let gate = (!self.gates.is_empty()).then(|| Tensor::cat(&self.gates, 0));
-        Ok(CropEncoding { fv: Tensor::cat(&self.fvs, 0), gate, seconds })
+        let on_host = |codes: &[Tensor]| Tensor::cat(codes, 0).to_device(Device::Cpu);
+        let gate = (!self.gates.is_empty()).then(|| on_host(&self.gates));
+        Ok(CropEncoding { fv: on_host(&self.fvs), gate, seconds })
     }
 }
 

@@ -11,7 +11,6 @@ use tch::{Kind, Tensor};
 
 use crate::checkpoint::tensors::{self, TensorMap};
 use crate::data::image_file::confined_path;
-use crate::device::synchronize;
 use crate::encode::{self, Workers};
 use crate::fsutil::owned::Outputs;
 use crate::model::Model;
@@ -195,6 +194,47 @@ fn reusable_rows(previous: Option<&Index>, info: &IndexInfo, files: &[IndexedFil
         .collect()
 }
 
+/// How many batches' codes [`update`] keeps on the device before copying them to the host
+/// together: the host waits for the device once per group, not once per batch.
+const BATCHES_ON_DEVICE: usize = 32;
+
+/// Codes of encoded batches still on the model's device, with the file of each row.
+#[derive(Default)]
+struct QueuedCodes {
+    files: Vec<usize>,
+    fv: Vec<Tensor>,
+    gate: Vec<Tensor>,
+}
+
+impl QueuedCodes {
+    /// Adds a batch: the file of each row, and its Fv and gates `[B, d]`.
+    fn push(&mut self, files: Vec<usize>, (fv, gate): (Tensor, Option<Tensor>)) {
+        self.files.extend(files);
+        self.fv.push(fv);
+        self.gate.extend(gate);
+    }
+
+    fn batches(&self) -> usize {
+        self.fv.len()
+    }
+
+    /// Copies the queued codes to the host (waiting for the device to run their batches) into
+    /// `codes`, each row under its file.
+    fn move_to(&mut self, codes: &mut HashMap<usize, (Tensor, Option<Tensor>)>) {
+        if self.fv.is_empty() {
+            return;
+        }
+        let on_host = |parts: &[Tensor]| Tensor::cat(parts, 0).to_device(tch::Device::Cpu);
+        let fv = on_host(&self.fv);
+        let gate = (!self.gate.is_empty()).then(|| on_host(&self.gate));
+        for (k, file) in self.files.drain(..).enumerate() {
+            codes.insert(file, (fv.get(k as i64), gate.as_ref().map(|g| g.get(k as i64))));
+        }
+        self.fv.clear();
+        self.gate.clear();
+    }
+}
+
 /// Builds the index of `files` under `info.root` with `model`, encoding only the files whose
 /// codes `previous` cannot give (unreadable files are left out and listed). `info` describes
 /// the new index; its file list is filled here. A previous index of another checkpoint, folder
@@ -219,19 +259,20 @@ pub fn update(
     let side = info.image_size;
     let prepare = |path: &PathBuf, out: &mut [f32]| encode::image_file_input(path, side, out);
     let start = std::time::Instant::now();
+    let mut queued = QueuedCodes::default();
     encode::each_batch(&plan, side, Workers { workers, prefetch: 1 }, prepare, |batch| {
         progress.inc((batch.rows.len() + batch.failures.len()) as u64);
-        let (fv, gate) = encode::image_codes_queued(model, &batch.images);
-        for (k, &(item, ())) in batch.rows.iter().enumerate() {
-            new_codes.insert(to_encode[item], (fv.get(k as i64), gate.as_ref().map(|g| g.get(k as i64))));
+        let items = batch.rows.iter().map(|&(item, ())| to_encode[item]);
+        queued.push(items.collect(), encode::image_codes_on_device(model, &batch.images));
+        if queued.batches() == BATCHES_ON_DEVICE {
+            queued.move_to(&mut new_codes);
         }
         for (item, reason) in batch.failures {
             skipped.push((files[to_encode[item]].path.clone(), reason));
         }
         Ok(())
     })?;
-    // The codes copied to the host are there once the device has run every batch.
-    synchronize(model.device());
+    queued.move_to(&mut new_codes);
     let encode_seconds = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
     let (mut fv_rows, mut gate_rows, mut reused) = (Vec::new(), Vec::new(), 0);
@@ -256,4 +297,33 @@ pub fn update(
     let soft = model.net.cross_attention_s.is_soft();
     let index = Index { info, fv: Tensor::stack(&fv_rows, 0), gate: soft.then(|| Tensor::stack(&gate_rows, 0)) };
     Ok((index, UpdateSummary { reused, skipped, encode_seconds }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Codes queued batch by batch reach their files when moved to the host, a batch whose
+    /// files all failed included, and a second move of nothing changes nothing.
+    #[test]
+    fn queued_codes_reach_their_files() {
+        let rows = |values: &[f32]| Tensor::from_slice(values).view([values.len() as i64, 1]);
+        let (mut queued, mut codes) = (QueuedCodes::default(), HashMap::new());
+        queued.push(vec![7, 3], (rows(&[7.0, 3.0]), Some(rows(&[70.0, 30.0]))));
+        queued.push(vec![], (rows(&[]), Some(rows(&[]))));
+        queued.push(vec![5], (rows(&[5.0]), Some(rows(&[50.0]))));
+        assert_eq!(queued.batches(), 3);
+        queued.move_to(&mut codes);
+        assert_eq!((queued.batches(), codes.len()), (0, 3));
+        queued.push(vec![9], (rows(&[9.0]), Some(rows(&[90.0]))));
+        queued.move_to(&mut codes);
+        queued.move_to(&mut codes);
+        let mut files: Vec<usize> = codes.keys().copied().collect();
+        files.sort_unstable();
+        assert_eq!(files, [3, 5, 7, 9]);
+        for (&file, (fv, gate)) in &codes {
+            let gate = gate.as_ref().expect("soft attention keeps gates");
+            assert_eq!((fv.double_value(&[0]), gate.double_value(&[0])), (file as f64, 10.0 * file as f64));
+        }
+    }
 }
