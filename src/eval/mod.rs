@@ -329,15 +329,50 @@ mod tests {
         assert_eq!(with_blanks_padded(&[vec![]], 4), [vec![0]], "a batch of blanks alone: one step");
     }
 
+    /// The demo options' model at 32², with random weights, for a vocabulary of 12 words.
+    fn demo_model() -> Model {
+        let demo = include_str!("../../option/demo_AMFMN.yaml");
+        let options = Options::parse(demo, &["dataset.image_size=32".into()]).unwrap();
+        Model::new(&crate::model::ModelConfig::new(&options, 12), Device::Cpu, 3).unwrap()
+    }
+
+    /// 23 token lists of 0 to 8 words, blanks among them.
+    fn token_lists() -> Vec<Vec<i64>> {
+        (0..23).map(|k| (0..(k * 7) % 9).map(|t| 1 + (k * 5 + t * 3) % 12).collect()).collect()
+    }
+
+    /// What each of `world` processes gets from `work` (which gathers once), the all-gather
+    /// played in two rounds: every rank's rows are recorded (the gather answering zeros), then
+    /// the work runs again and the gather hands each rank every recorded row in rank order.
+    /// Also the rows each rank gave.
+    fn played_among<T>(world: usize, work: impl Fn(&Peers) -> T) -> (Vec<T>, Vec<Tensor>) {
+        let recorded = std::cell::RefCell::new((0..world).map(|_| None::<Tensor>).collect::<Vec<_>>());
+        let mut results = Vec::new();
+        for (round, rank) in (0..2).flat_map(|round| (0..world).map(move |rank| (round, rank))) {
+            let gather = |mine: &Tensor, sizes: &[usize]| {
+                assert_eq!(sizes.len(), world);
+                assert_eq!(mine.size()[0] as usize, sizes[rank], "rank {rank} of {world} gives its share");
+                if round == 0 {
+                    recorded.borrow_mut()[rank] = Some(mine.copy());
+                    let mut all = mine.size();
+                    all[0] = sizes.iter().sum::<usize>() as i64;
+                    return Ok(Tensor::zeros(all.as_slice(), (Kind::Float, Device::Cpu)));
+                }
+                Ok(Tensor::cat(&recorded.borrow().iter().flatten().collect::<Vec<_>>(), 0))
+            };
+            let out = work(&Peers { rank, world, gather: &gather });
+            if round == 1 {
+                results.push(out);
+            }
+        }
+        (results, recorded.into_inner().into_iter().flatten().collect())
+    }
+
     /// The codes of a caption set do not depend on how many captions are encoded together
     /// (what lets a GPU take [`GPU_TEXT_BATCH`] at a time), blanks included.
     #[test]
     fn caption_codes_do_not_depend_on_the_batching() {
-        let demo = include_str!("../../option/demo_AMFMN.yaml");
-        let options = Options::parse(demo, &["dataset.image_size=32".into()]).unwrap();
-        let model = Model::new(&crate::model::ModelConfig::new(&options, 12), Device::Cpu, 3).unwrap();
-        let lists: Vec<Vec<i64>> =
-            (0..23).map(|k| (0..(k * 7) % 9).map(|t| 1 + (k * 5 + t * 3) % 12).collect()).collect();
+        let (model, lists) = (demo_model(), token_lists());
         assert!(lists.iter().any(Vec::is_empty) && lists.iter().any(|l| l.len() == 8));
         let progress = indicatif::ProgressBar::hidden();
         let by_five = encode_token_lists(&model, &lists, (5, 5), None, &progress).unwrap();
@@ -350,36 +385,20 @@ mod tests {
     }
 
     /// Processes sharing the captions of an evaluation each end with the codes one process
-    /// makes, bit for bit, however many there are (more than chunks: some encode none). The
-    /// all-gather is played in two rounds: every rank's rows are recorded, then handed to each.
+    /// makes, bit for bit, however many there are (more than chunks: some encode none).
     #[test]
     fn processes_sharing_the_captions_get_the_codes_of_one_process() {
-        let demo = include_str!("../../option/demo_AMFMN.yaml");
-        let options = Options::parse(demo, &["dataset.image_size=32".into()]).unwrap();
-        let model = Model::new(&crate::model::ModelConfig::new(&options, 12), Device::Cpu, 3).unwrap();
-        let lists: Vec<Vec<i64>> =
-            (0..23).map(|k| (0..(k * 7) % 9).map(|t| 1 + (k * 5 + t * 3) % 12).collect()).collect();
+        let (model, lists) = (demo_model(), token_lists());
         let progress = indicatif::ProgressBar::hidden();
         let alone = encode_token_lists(&model, &lists, (5, 5), None, &progress).unwrap();
         for world in [2, 3, 7] {
-            let recorded = std::cell::RefCell::new((0..world).map(|_| None::<Tensor>).collect::<Vec<_>>());
-            for (round, rank) in (0..2).flat_map(|round| (0..world).map(move |rank| (round, rank))) {
-                let gather = |mine: &Tensor, sizes: &[usize]| {
-                    assert_eq!((sizes.len(), sizes.iter().sum::<usize>()), (world, 23));
-                    assert_eq!(mine.size()[0] as usize, sizes[rank], "rank {rank} of {world} gives its share");
-                    if round == 0 {
-                        recorded.borrow_mut()[rank] = Some(mine.copy());
-                        return Ok(Tensor::zeros([23, model.embed_dim()], (Kind::Float, Device::Cpu)));
-                    }
-                    Ok(Tensor::cat(&recorded.borrow().iter().flatten().collect::<Vec<_>>(), 0))
-                };
-                let peers = Peers { rank, world, gather: &gather };
-                let got = encode_token_lists(&model, &lists, (5, 5), Some(&peers), &progress).unwrap();
-                if round == 1 {
-                    assert!(got.equal(&alone), "rank {rank} of {world}: {}", (&got - &alone).abs().max());
-                }
+            let (got, given) = played_among(world, |peers| {
+                encode_token_lists(&model, &lists, (5, 5), Some(peers), &progress).unwrap()
+            });
+            for (rank, got) in got.iter().enumerate() {
+                assert!(got.equal(&alone), "rank {rank} of {world}: {}", (got - &alone).abs().max());
             }
-            let empty = recorded.borrow().iter().flatten().filter(|rows| rows.size()[0] == 0).count();
+            let empty = given.iter().filter(|rows| rows.size()[0] == 0).count();
             assert_eq!(empty, world.saturating_sub(5), "{world} processes for 5 chunks");
         }
     }
@@ -402,14 +421,11 @@ mod tests {
     }
 
     /// Processes sharing the scoring each end with the score matrix of one process in every
-    /// mode, however many there are (more than images: some score none); the all-gather is
-    /// played in two rounds as above. Not bit for bit: a product over fewer image rows may round
-    /// otherwise (up to 2.2e-8 here, with one row per process).
+    /// mode, however many there are (more than images: some score none). Not bit for bit: a
+    /// product over fewer image rows may round otherwise (up to 2.2e-8 here, one row per process).
     #[test]
     fn processes_sharing_the_scoring_get_the_scores_of_one_process() {
-        let demo = include_str!("../../option/demo_AMFMN.yaml");
-        let options = Options::parse(demo, &["dataset.image_size=32".into()]).unwrap();
-        let model = Model::new(&crate::model::ModelConfig::new(&options, 12), Device::Cpu, 3).unwrap();
+        let model = demo_model();
         let d = model.embed_dim();
         tch::manual_seed(5);
         let codes = Codes {
@@ -420,22 +436,12 @@ mod tests {
         for mode in [Mode::Sentence, Mode::Keywords, Mode::Fused] {
             let alone = score_matrix(&model, &codes, mode, None).unwrap();
             for world in [2, 3, 13] {
-                let recorded = std::cell::RefCell::new((0..world).map(|_| None::<Tensor>).collect::<Vec<_>>());
-                for (round, rank) in (0..2).flat_map(|round| (0..world).map(move |rank| (round, rank))) {
-                    let gather = |mine: &Tensor, sizes: &[usize]| {
-                        assert_eq!((sizes.iter().sum::<usize>(), mine.size()), (11, vec![sizes[rank] as i64, 7]));
-                        if round == 0 {
-                            recorded.borrow_mut()[rank] = Some(mine.copy());
-                            return Ok(Tensor::zeros([11, 7], (Kind::Float, Device::Cpu)));
-                        }
-                        Ok(Tensor::cat(&recorded.borrow().iter().flatten().collect::<Vec<_>>(), 0))
-                    };
-                    let peers = Peers { rank, world, gather: &gather };
-                    let shared = score_matrix(&model, &codes, mode, Some(&peers)).unwrap();
-                    if round == 1 {
-                        let worst = (&shared - &alone).mapv(f32::abs).fold(0f32, |a, &b| a.max(b));
-                        assert!(worst <= 1e-7, "{mode:?}, rank {rank} of {world}: {worst}");
-                    }
+                let (got, given) =
+                    played_among(world, |peers| score_matrix(&model, &codes, mode, Some(peers)).unwrap());
+                assert!(given.iter().all(|rows| rows.size()[1] == 7), "rows of scores against every caption");
+                for (rank, got) in got.iter().enumerate() {
+                    let worst = (got - &alone).mapv(f32::abs).fold(0f32, |a, &b| a.max(b));
+                    assert!(worst <= 1e-7, "{mode:?}, rank {rank} of {world}: {worst}");
                 }
             }
         }
