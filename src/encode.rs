@@ -154,6 +154,35 @@ pub fn image_codes_on_device(model: &Model, images: &Tensor) -> (Tensor, Option<
     (codes.fv, codes.gate)
 }
 
+/// Codes of batches left on the model's device ([`image_codes_on_device`]), copied to the CPU
+/// together: the host waits for the device once for all of them.
+#[derive(Default)]
+pub struct QueuedCodes {
+    fv: Vec<Tensor>,
+    gate: Vec<Tensor>,
+}
+
+impl QueuedCodes {
+    /// Adds a batch's Fv and gates `[B, d]`.
+    pub fn push(&mut self, (fv, gate): (Tensor, Option<Tensor>)) {
+        self.fv.push(fv);
+        self.gate.extend(gate);
+    }
+
+    /// The number of batches queued.
+    pub fn batches(&self) -> usize {
+        self.fv.len()
+    }
+
+    /// Fv `[N, d]` and the gates of every queued batch in order, on the CPU (waits for the
+    /// device to run them); the queue is left empty. At least one batch must be queued.
+    pub fn take_to_host(&mut self) -> (Tensor, Option<Tensor>) {
+        let on_host = |parts: Vec<Tensor>| Tensor::cat(&parts, 0).to_device(Device::Cpu);
+        let gate = (!self.gate.is_empty()).then(|| on_host(std::mem::take(&mut self.gate)));
+        (on_host(std::mem::take(&mut self.fv)), gate)
+    }
+}
+
 /// The codes of one image file ([`image_codes`]).
 pub fn image_file_codes(model: &Model, path: &Path) -> Result<(Tensor, Option<Tensor>)> {
     let side = model.image_size();

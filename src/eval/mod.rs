@@ -74,8 +74,8 @@ impl<'s, 'a, T> Share<'s, 'a, T> {
         Share { mine: &items[start..start + count], sizes: parts.iter().map(rows).collect(), peers }
     }
 
-    /// Every part's codes in order, `[Σ sizes, d]` on `device`, from this process's codes (its
-    /// items' in order; none when it has no items).
+    /// Every part's rows in order, `[Σ sizes, d]` on `device`, from this process's (its items'
+    /// in order; none when it has no items).
     fn gather(&self, mine: Vec<Tensor>, d: i64, device: Device) -> Result<Tensor> {
         let mine = if mine.is_empty() {
             Tensor::zeros([0, d], (Kind::Float, device))
@@ -234,8 +234,8 @@ pub fn encode(
         None
     };
     let total = set.num_images() + set.num_captions() + keyword_lists.map_or(0, |k| k.len());
-    let share = peers.map_or(1, |p| p.world);
-    let progress = crate::report::progress(total.div_ceil(share) as u64, label);
+    let world = peers.map_or(1, |p| p.world);
+    let progress = crate::report::progress(total.div_ceil(world) as u64, label);
     let fv = encode_images(model, (set, config, peers), &progress, &mut seconds.images)?;
     let start = Instant::now();
     let images = Scorer::new(&model.net).image_codes(fv);
@@ -263,19 +263,17 @@ pub fn encode(
 pub fn score_matrix(model: &Model, codes: &Codes, mode: Mode, peers: Option<&Peers>) -> Result<Array2<f32>> {
     let texts = TextCodes::of_mode(mode, &codes.texts, codes.keywords.as_ref())?;
     let scorer = Scorer::new(&model.net);
-    let Some(p) = peers else {
-        return to_array(&scorer.score_matrix(&codes.images, &texts, Precision::Exact));
+    let images: Vec<i64> = (0..codes.images.len()).collect();
+    let share = Share::of(&images, |_| 1, peers);
+    let mine = match share.mine {
+        [] => vec![],
+        all if all.len() == images.len() => vec![scorer.score_matrix(&codes.images, &texts, Precision::Exact)],
+        rows => {
+            let rows = upload(&Tensor::from_slice(rows), model.device());
+            vec![scorer.score_matrix(&codes.images.rows(&rows), &texts, Precision::Exact)]
+        }
     };
-    let parts = shares(codes.images.len() as usize, p.world);
-    let (start, count) = parts[p.rank];
-    let mine = if count == 0 {
-        Tensor::zeros([0, codes.texts.size()[0]], (Kind::Float, model.device()))
-    } else {
-        let rows = Tensor::arange_start(start as i64, (start + count) as i64, (Kind::Int64, model.device()));
-        scorer.score_matrix(&codes.images.rows(&rows), &texts, Precision::Exact)
-    };
-    let sizes: Vec<usize> = parts.iter().map(|&(_, count)| count).collect();
-    to_array(&(p.gather)(&mine, &sizes)?)
+    to_array(&share.gather(mine, codes.texts.size()[0], model.device())?)
 }
 
 /// A `[rows, columns]` tensor as a float32 array on the CPU.

@@ -135,8 +135,7 @@ fn levels_of(scene: &RgbImage) -> Tensor {
 /// The codes of the batches queued so far, and the time spent making their inputs and
 /// encoding them.
 struct Collected {
-    fvs: Vec<Tensor>,
-    gates: Vec<Tensor>,
+    codes: encode::QueuedCodes,
     /// Seconds the host spent preparing inputs (or uploading the scene).
     prepared: f64,
     /// The device's time cutting and resizing crops.
@@ -148,24 +147,22 @@ struct Collected {
 impl Collected {
     fn new(device: Device) -> Collected {
         let (cut, sim) = (DeviceClock::new(device), DeviceClock::new(device));
-        Collected { fvs: Vec::new(), gates: Vec::new(), prepared: 0.0, cut, sim }
+        Collected { codes: encode::QueuedCodes::default(), prepared: 0.0, cut, sim }
     }
 
     /// Queues the encoding of a batch of inputs `[B, 3, S, S]`, timed as "Sim"; the codes stay
     /// on the device until [`Collected::finish`].
     fn encode(&mut self, model: &Model, inputs: &Tensor) -> Result<()> {
-        let (fv, gate) = self.sim.time(|| encode::image_codes_on_device(model, inputs))?;
-        self.fvs.push(fv);
-        self.gates.extend(gate);
+        let codes = self.sim.time(|| encode::image_codes_on_device(model, inputs))?;
+        self.codes.push(codes);
         Ok(())
     }
 
     /// The codes, copied to the CPU once the device has run every batch, and the seconds.
     fn finish(mut self) -> Result<CropEncoding> {
         let seconds = [self.prepared + self.cut.seconds()?, self.sim.seconds()?];
-        let on_host = |codes: &[Tensor]| Tensor::cat(codes, 0).to_device(Device::Cpu);
-        let gate = (!self.gates.is_empty()).then(|| on_host(&self.gates));
-        Ok(CropEncoding { fv: on_host(&self.fvs), gate, seconds })
+        let (fv, gate) = self.codes.take_to_host();
+        Ok(CropEncoding { fv, gate, seconds })
     }
 }
 

@@ -202,36 +202,30 @@ const BATCHES_ON_DEVICE: usize = 32;
 #[derive(Default)]
 struct QueuedCodes {
     files: Vec<usize>,
-    fv: Vec<Tensor>,
-    gate: Vec<Tensor>,
+    codes: encode::QueuedCodes,
 }
 
 impl QueuedCodes {
     /// Adds a batch: the file of each row, and its Fv and gates `[B, d]`.
-    fn push(&mut self, files: Vec<usize>, (fv, gate): (Tensor, Option<Tensor>)) {
+    fn push(&mut self, files: Vec<usize>, codes: (Tensor, Option<Tensor>)) {
         self.files.extend(files);
-        self.fv.push(fv);
-        self.gate.extend(gate);
+        self.codes.push(codes);
     }
 
     fn batches(&self) -> usize {
-        self.fv.len()
+        self.codes.batches()
     }
 
     /// Copies the queued codes to the host (waiting for the device to run their batches) into
     /// `codes`, each row under its file.
     fn move_to(&mut self, codes: &mut HashMap<usize, (Tensor, Option<Tensor>)>) {
-        if self.fv.is_empty() {
+        if self.batches() == 0 {
             return;
         }
-        let on_host = |parts: &[Tensor]| Tensor::cat(parts, 0).to_device(tch::Device::Cpu);
-        let fv = on_host(&self.fv);
-        let gate = (!self.gate.is_empty()).then(|| on_host(&self.gate));
+        let (fv, gate) = self.codes.take_to_host();
         for (k, file) in self.files.drain(..).enumerate() {
             codes.insert(file, (fv.get(k as i64), gate.as_ref().map(|g| g.get(k as i64))));
         }
-        self.fv.clear();
-        self.gate.clear();
     }
 }
 
