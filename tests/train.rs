@@ -171,6 +171,26 @@ fn ctrl_c_writes_a_checkpoint_that_resumes_the_same_run() {
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     let c = dir.path().join("checkpoint");
     assert_same_weights(&c.join("straight/0/last.safetensors"), &c.join("stopped/0/last.safetensors"));
+
+    // Each step's loss is read after the next step is queued: every step is logged once, in
+    // order, the last of an epoch and the one Ctrl-C stopped after included, with the loss of
+    // the uninterrupted run.
+    let straight = logged_steps(&c.join("straight/0/AMFMN_demo.txt"));
+    let positions: Vec<(usize, usize)> = straight.iter().map(|&(epoch, i, _)| (epoch, i)).collect();
+    assert_eq!(positions, (0..2).flat_map(|e| (0..6).map(move |i| (e, i))).collect::<Vec<_>>());
+    assert_eq!(logged_steps(&c.join("stopped/0/AMFMN_demo.txt")), straight);
+}
+
+/// The (epoch, step, loss) of each step line of a text log ("Epoch: [e][i/n]\tTime t\tL loss").
+fn logged_steps(log: &Path) -> Vec<(usize, usize, String)> {
+    let text = std::fs::read_to_string(log).unwrap();
+    let parse = |line: &str| -> Option<(usize, usize, String)> {
+        let (position, rest) = line.strip_prefix("Epoch: [")?.split_once('/')?;
+        let (epoch, i) = position.split_once("][")?;
+        let loss = rest.split('\t').find_map(|field| field.strip_prefix("L "))?;
+        Some((epoch.parse().ok()?, i.parse().ok()?, loss.to_owned()))
+    };
+    text.lines().filter_map(parse).collect()
 }
 
 /// `device: auto` without a GPU trains on the CPU, and says so at the start and in the fold's log.

@@ -1,10 +1,12 @@
 //! One training epoch, a batch at a time: scores of the batch in each mode, the ranking loss
-//! (docs/ARCHITECTURE.md, Loss) summed over the modes, backward, clipping, Adam; logged like the original.
+//! (docs/ARCHITECTURE.md, Loss) summed over the modes, backward, clipping, Adam; logged like the
+//! original, each step's loss read once the next step is queued.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+use tch::Tensor;
 
 use super::fold::Fold;
 use super::Trainer;
@@ -29,6 +31,20 @@ pub(super) struct EpochStats {
     pub interrupted_at: Option<usize>,
 }
 
+/// A step queued on the device whose loss has not been read yet. It is read once the next step
+/// is queued: the host then prepares and queues step i + 1 while the device runs step i, and
+/// waits for the device once per step, for the step before, rather than after each step.
+struct Queued {
+    /// The loss, a scalar on the device.
+    loss: Tensor,
+    /// The step's position in the epoch.
+    i: usize,
+    /// Its global number (`Eiters` once it is done).
+    eiters: u64,
+    /// Seconds waited for its batch.
+    data_time: f64,
+}
+
 impl Trainer<'_> {
     /// Trains `epoch` from batch `skip` on; stops after the step in which Ctrl-C came.
     pub(super) fn train_epoch(&self, fold: &mut Fold, epoch: usize, skip: usize) -> Result<EpochStats> {
@@ -37,42 +53,47 @@ impl Trainer<'_> {
         let progress = report::progress((batches - skip.min(batches)) as u64, &label);
         let (mut loss_sum, mut steps, mut skipped, mut images, mut waited) = (0f64, 0usize, 0usize, 0usize, 0f64);
         let epoch_start = Instant::now();
-        let mut step_start = Instant::now();
+        let mut fetch_start = Instant::now();
+        let mut done_at = Instant::now();
+        let mut queued: Option<Queued> = None;
         let world = fold.replicas.peers().map_or(1, |group| group.world);
         for batch in fold.loader.train_epoch_from(epoch, skip) {
             let i = skip + steps;
             let batch = batch?;
-            let data_time = step_start.elapsed().as_secs_f64();
+            let data_time = fetch_start.elapsed().as_secs_f64();
             waited += data_time;
+            steps += 1;
             if batch.caption_ids.len() < world {
                 report::warn(format!(
                     "step {i} of epoch {epoch} has {} pair(s) for {world} processes: skipped (each needs one)",
                     batch.caption_ids.len()
                 ));
-                steps += 1;
                 skipped += 1;
-                step_start = Instant::now();
+                fetch_start = Instant::now();
                 continue;
             }
             let tuning = Autotune::for_batch(fold.replicas.primary.device(), fold.loader.is_full_batch(i));
             let loss = self.train_step(fold, &batch, epoch, i)?;
             drop(tuning);
-            loss_sum += loss;
-            steps += 1;
             images += batch.caption_ids.len();
-            let batch_time = step_start.elapsed().as_secs_f64();
-            step_start = Instant::now();
-            self.log_step(fold, epoch, i, batches, loss, (batch_time, data_time))?;
-            let speed = images as f64 / epoch_start.elapsed().as_secs_f64();
-            progress.set_message(format!("loss {loss:.3} lr {:.2e} {speed:.1} img/s", fold.adam.lr()));
+            let step = Queued { loss, i, eiters: fold.position.eiters, data_time };
+            if let Some(previous) = queued.replace(step) {
+                let loss = self.finish_step(fold, epoch, previous, &mut done_at)?;
+                loss_sum += loss;
+                let speed = images as f64 / epoch_start.elapsed().as_secs_f64();
+                progress.set_message(format!("loss {loss:.3} lr {:.2e} {speed:.1} img/s", fold.adam.lr()));
+            }
             progress.inc(1);
+            fetch_start = Instant::now();
             if self.stop_now(fold)? {
+                loss_sum += self.finish_queued(fold, epoch, queued, &mut done_at)?;
                 progress.finish_and_clear();
                 fold.board.flush();
                 let mean_loss = loss_sum / (steps - skipped).max(1) as f64;
                 return Ok(EpochStats { mean_loss, images_per_second: 0.0, waiting: 0.0, interrupted_at: Some(i + 1) });
             }
         }
+        loss_sum += self.finish_queued(fold, epoch, queued, &mut done_at)?;
         progress.finish_and_clear();
         fold.board.flush();
         let seconds = epoch_start.elapsed().as_secs_f64();
@@ -82,6 +103,38 @@ impl Trainer<'_> {
             waiting: waited / seconds,
             interrupted_at: None,
         })
+    }
+
+    /// [`Trainer::finish_step`] for the step still queued, if any; its loss, or 0.
+    fn finish_queued(
+        &self,
+        fold: &mut Fold,
+        epoch: usize,
+        queued: Option<Queued>,
+        done_at: &mut Instant,
+    ) -> Result<f64> {
+        queued.map_or(Ok(0.0), |step| self.finish_step(fold, epoch, step, done_at))
+    }
+
+    /// Reads a queued step's loss (waiting for the device to have run the step), stops on a
+    /// non-finite one, and logs it with the time since the step before was done (`done_at`,
+    /// then set to now). Returns the loss.
+    fn finish_step(&self, fold: &mut Fold, epoch: usize, step: Queued, done_at: &mut Instant) -> Result<f64> {
+        let value = step.loss.double_value(&[]);
+        if !value.is_finite() {
+            bail!(
+                "the loss became {value} at epoch {epoch}, step {} of fold {}; lower optim.lr or set optim.grad_clip \
+                 (the last good state is {})",
+                step.i,
+                fold.index,
+                fold.dir.join("last.json").display()
+            );
+        }
+        let batch_time = done_at.elapsed().as_secs_f64();
+        *done_at = Instant::now();
+        let batches = fold.loader.num_pair_batches();
+        self.log_step(fold, epoch, (step.i, batches), step.eiters, value, (batch_time, step.data_time))?;
+        Ok(value)
     }
 
     /// Whether to stop after this step: Ctrl-C came (on any process of a launch, which all stop
@@ -96,9 +149,10 @@ impl Trainer<'_> {
         group.any(interrupted)
     }
 
-    /// Step `i` of `epoch`: forward (on every replica), loss, backward, clipping and Adam.
-    /// Returns the loss.
-    fn train_step(&self, fold: &mut Fold, batch: &PairBatch, epoch: usize, i: usize) -> Result<f64> {
+    /// Queues step `i` of `epoch` on the device: forward (on every replica), loss, backward,
+    /// clipping and Adam. Returns the loss, a scalar on the device, unread: reading it would make
+    /// the host wait for the device to run the step ([`Queued`]).
+    fn train_step(&self, fold: &mut Fold, batch: &PairBatch, epoch: usize, i: usize) -> Result<Tensor> {
         let optim = &self.options.optim;
         // Each process of a launch draws its own dropout masks (rank 0 those of one process).
         let stream = match fold.replicas.peers().map_or(0, |group| group.rank as u64) {
@@ -118,32 +172,21 @@ impl Trainer<'_> {
             let modes = scores.iter().map(|scores| contrastive_loss(scores, &margin, optim.max_violation));
             modes.reduce(|a, b| a + b).expect("one mode at least")
         });
-        // Read only after the update is queued: reading it between the forward and the backward
-        // would make the host wait for the device mid-step. A diverged step's weights are never
-        // saved (the error ends the run).
         let detached = loss.detached();
         fold.replicas.update(&mut fold.adam, loss, optim.grad_clip)?;
-        let value = detached.double_value(&[]);
-        if !value.is_finite() {
-            bail!(
-                "the loss became {value} at epoch {epoch}, step {i} of fold {}; lower optim.lr or set optim.grad_clip \
-                 (the last good state is {})",
-                fold.index,
-                fold.dir.join("last.json").display()
-            );
-        }
         fold.position.eiters += 1;
-        Ok(value)
+        Ok(detached)
     }
 
-    /// The original's text-log line every `print_freq` steps, and the TensorBoard scalars;
-    /// `times` are the step's seconds, waiting for its batch included, and that wait.
+    /// The original's text-log line every `print_freq` steps, and the TensorBoard scalars, of
+    /// step `i` of `batches`, the `eiters`-th in all; `times` are the step's seconds, waiting for
+    /// its batch included, and that wait.
     fn log_step(
         &self,
         fold: &mut Fold,
         epoch: usize,
-        i: usize,
-        batches: usize,
+        (i, batches): (usize, usize),
+        eiters: u64,
         loss: f64,
         times: (f64, f64),
     ) -> Result<()> {
@@ -151,13 +194,12 @@ impl Trainer<'_> {
         if i.is_multiple_of(self.options.logs.print_freq) {
             fold.log.line(&format!("Epoch: [{epoch}][{i}/{batches}]\tTime {batch_time:.3}\tL {}\t", loss as f32));
         }
-        let step = fold.position.eiters;
-        fold.board.scalar("epoch", epoch as f64, step);
-        fold.board.scalar("step", i as f64, step);
-        fold.board.scalar("batch_time", batch_time, step);
-        fold.board.scalar("data_time", data_time, step);
-        fold.board.scalar("L", loss, step);
-        fold.board.scalar("lr", fold.adam.lr(), step);
+        fold.board.scalar("epoch", epoch as f64, eiters);
+        fold.board.scalar("step", i as f64, eiters);
+        fold.board.scalar("batch_time", batch_time, eiters);
+        fold.board.scalar("data_time", data_time, eiters);
+        fold.board.scalar("L", loss, eiters);
+        fold.board.scalar("lr", fold.adam.lr(), eiters);
         Ok(())
     }
 }
