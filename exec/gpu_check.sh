@@ -5,7 +5,8 @@
 # the PyTorch reference of tests/reference on the same device. Every row is printed as soon as it
 # is measured, so a run stopped by a time limit still reports what it did:
 #   1. the device, and the device paths' unit tests run there (the batched training transforms,
-#      the loader's device batches, locate's crops: equal to the host's bit for bit);
+#      the loader's device batches, locate's crops: equal to the host's bit for bit; the CUDA-event
+#      clock; training in a process group of one, NCCL's, like a process alone);
 #   2. score parity: amfmn test-single against the original's shard evaluation on the reference,
 #      same random weights, fp32 (target: max |dscore| <= 1e-4), and both times: amfmn's whole
 #      run and its model time (encoding and scoring), the original's scoring loop (target: 10x);
@@ -66,8 +67,10 @@ trap 'rm -rf "$work"' EXIT
 "$python" -c "import torch; d = torch.cuda.get_device_properties(0) if '$device' == 'cuda' else None; \
 print(f'device: {d.name}, {d.total_memory / 2**30:.0f} GiB, torch {torch.__version__}' if d else f'device: cpu, torch {torch.__version__}')"
 if [ -n "$libtests" ]; then
-    # A failing test prints its assertion; the run goes on to the figures.
-    AMFMN_TEST_DEVICE="$device" "$libtests" on_device 2>&1 | grep -E '^test |panicked|^test result' |
+    # A failing test prints its assertion; the run goes on to the figures. One of them trains in
+    # a process group of one, NCCL's on a GPU, bootstrapped over the loopback interface.
+    AMFMN_TEST_DEVICE="$device" NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-lo}" "$libtests" on_device 2>&1 |
+        grep -E '^test |panicked|^test result' |
         sed 's/^/device paths: /' || true
 fi
 

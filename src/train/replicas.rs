@@ -324,3 +324,101 @@ fn gather<'a>(codes: impl Iterator<Item = &'a Tensor>, device: Device) -> Tensor
         Err(moved) => Tensor::cat(&moved, 0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Images;
+    use crate::dist::Launch;
+    use crate::loss::{contrastive_loss, Margin};
+    use crate::model::ModelConfig;
+    use crate::options::Options;
+
+    /// The demo model at 64², without dropout, on `device`, with `weights` when given.
+    fn model(device: Device, weights: Option<&BTreeMap<String, Tensor>>) -> Model {
+        let demo = include_str!("../../option/demo_AMFMN.yaml");
+        let sets = ["model.seq2vec.dropout=0.0", "dataset.image_size=64", "dataset.resize=70"].map(String::from);
+        let options = Options::parse(demo, &sets).unwrap();
+        let mut model = Model::new(&ModelConfig::new(&options, 12), device, 3).unwrap();
+        if let Some(weights) = weights {
+            model.load_state_dict(weights).unwrap();
+        }
+        model
+    }
+
+    /// Four pairs of random 64² images and captions of 1 to 5 words.
+    fn four_pairs() -> PairBatch {
+        let images = Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let lengths = [5i64, 2, 1, 4];
+        let ids: Vec<i64> = (0..4)
+            .flat_map(|row| (0..5).map(move |t| if t < lengths[row] { 1 + (row as i64 * 3 + t) % 11 } else { 0 }))
+            .collect();
+        PairBatch {
+            images: Images::Ready(images),
+            images_from: 0,
+            captions: Tensor::from_slice(&ids).view([4, 5]),
+            lengths: Tensor::from_slice(&lengths),
+            caption_ids: (0..4).collect(),
+            image_ids: (0..4).collect(),
+            keywords: None,
+        }
+    }
+
+    /// The variables after two steps on `batch` of `replicas`. Adam's large eps makes its step
+    /// continuous in the gradient: a gradient that is zero up to the rounding of a GPU's
+    /// atomic sums does not move its weight by ±lr.
+    fn two_steps(replicas: &Replicas, batch: &PairBatch) -> BTreeMap<String, Tensor> {
+        let mut adam = Adam::new(replicas.primary.trainable(), 1e-2).with_eps(1e-2);
+        for _ in 0..2 {
+            let scores = replicas.scores(batch, Pass::training(None)).unwrap();
+            let loss = scores.map(|scores| contrastive_loss(&scores[0], &Margin::Fixed(0.2), false));
+            replicas.update(&mut adam, loss, 2.0).unwrap();
+        }
+        replicas.primary.state_dict()
+    }
+
+    /// A launch of one process trains as the process alone, through every collective of a
+    /// launch's step: the codes all-gathered, the backward continued from the gathered copies,
+    /// the gradients all-reduced, the buffers broadcast, the weights checked in sync. The group
+    /// is Gloo's on the CPU and NCCL's on a GPU: the GPU check runs this test there, where one
+    /// GPU is enough for it (NCCL refuses two ranks on one GPU).
+    #[test]
+    fn a_launch_of_one_process_trains_like_one_process_on_device() {
+        let device = crate::device::test_device();
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port();
+        let launch = Launch {
+            rank: 0,
+            world: 1,
+            local_rank: 0,
+            master_addr: "127.0.0.1".into(),
+            master_port: port,
+            agent_store: false,
+            prefix: "amfmn-test/".into(),
+            launcher: "torchrun",
+        };
+        let group = Rc::new(ProcessGroup::join(&launch, std::time::Duration::from_secs(60), device).unwrap());
+        let expected_backend = if device.is_cuda() && ProcessGroup::has_nccl() { "NCCL" } else { "Gloo" };
+        assert_eq!(group.backend(), expected_backend);
+        let first = model(device, None);
+        let (initial, trainable) = (first.state_dict(), first.trainable());
+        let batch = four_pairs();
+        let alone = two_steps(&Replicas::new(model(device, Some(&initial)), &[]).unwrap(), &batch);
+        let launched = Replicas::new(model(device, Some(&initial)), &[]).unwrap().with_peers(group.clone()).unwrap();
+        let after = two_steps(&launched, &batch);
+        launched.check_in_sync().unwrap();
+        assert!(group.time_in_collectives() > std::time::Duration::ZERO, "the collectives ran");
+        // The same arithmetic in the same order on the CPU; a GPU's atomic sums may round otherwise.
+        let tolerance = if device.is_cuda() { 1e-6 } else { 0.0 };
+        let (mut moved, mut worst) = (0f64, 0f64);
+        for (name, value) in &alone {
+            let diff = (value - &after[name]).abs().max().double_value(&[]);
+            assert!(diff <= tolerance, "{name} differs by {diff} ({expected_backend})");
+            if trainable.contains_key(name) {
+                moved = moved.max((value - &initial[name]).abs().max().double_value(&[]));
+            }
+            worst = worst.max(diff);
+        }
+        assert!(moved > 1e-3, "the steps moved the parameters ({moved})");
+        println!("{expected_backend}: largest difference {worst:.1e}, largest parameter move {moved:.1e}");
+    }
+}
