@@ -9,7 +9,10 @@
 //! `cargo bench --bench train_step -- BATCHES STEPS [DEVICE] [AMP] [SIZE]`: BATCHES one batch
 //! size or several, comma-separated; DEVICE as `--device` (`cpu`, `cuda`, `cuda:0,cuda:1`,
 //! `cpu,cpu`; default cpu), AMP as `optim.amp` (default off), SIZE the image side (default 256).
-//! Prints, for each batch, `batch=<b>` and the medians `step_seconds`, `image_seconds`,
+//! Prints, for each batch, `batch=<b>`; `back_to_back_seconds`, the time per step of STEPS steps
+//! queued as `amfmn train` queues them (each loss read once the next step is queued), and
+//! `back_to_back_host_wait`, the share of it the host waited for the device (near 1:
+//! device-bound; near 0: host-bound); and the medians `step_seconds`, `image_seconds`,
 //! `text_seconds`, `adam_seconds`, `transform_seconds`, each line as soon as it is measured, each followed by the
 //! number of ATen operators one such run dispatches and of those that compute (`step_ops`,
 //! `step_kernels`, ...: [`amfmn::profile`]), and of its product and convolution kernels, all and
@@ -56,6 +59,30 @@ fn time(steps: usize, device: Device, mut f: impl FnMut()) -> f64 {
         }
     }
     median(times)
+}
+
+/// `steps` steps queued as `amfmn train` queues them, after one warm-up step: each step's loss
+/// (returned on the device by `queue_step`) read once the next step is queued. Returns the
+/// seconds per step and the share of that time the host spent waiting for the device in the
+/// reads: near 1 the device is the bottleneck (the host queues faster than it computes), near 0
+/// the host is (launches, dispatch). On the CPU, which computes as it queues, the share is 0.
+fn back_to_back(steps: usize, mut queue_step: impl FnMut() -> Tensor) -> (f64, f64) {
+    let _ = queue_step().double_value(&[]);
+    let (start, mut waited) = (Instant::now(), 0f64);
+    let mut read = |loss: Tensor| {
+        let began = Instant::now();
+        let _ = loss.double_value(&[]);
+        waited += began.elapsed().as_secs_f64();
+    };
+    let mut previous: Option<Tensor> = None;
+    for _ in 0..steps.max(1) {
+        if let Some(loss) = previous.replace(queue_step()) {
+            read(loss);
+        }
+    }
+    read(previous.expect("one step at least"));
+    let total = start.elapsed().as_secs_f64();
+    (total / steps.max(1) as f64, waited / total)
 }
 
 /// Prints `<part>_seconds`, the median time of `steps` runs of `f`, then `<part>_ops` and
@@ -137,12 +164,19 @@ fn main() -> anyhow::Result<()> {
     for batch in batches {
         let pairs = pair_batch(batch, size, vocab as i64, device);
         println!("batch={batch}");
-        let mut train_step = || {
+        // The trainer's step, its loss still on the device.
+        let mut queue_step = || {
             let scores = replicas.scores(&pairs, pass).expect("one process");
             let loss = scores.map(|s| contrastive_loss(&s[0], &Margin::Fixed(0.2), false));
             let detached = loss.detached();
             replicas.update(&mut adam, loss, 0.0).expect("one process");
-            let _ = detached.double_value(&[]);
+            detached
+        };
+        let (seconds, host_wait) = back_to_back(steps, &mut queue_step);
+        println!("back_to_back_seconds={seconds:.4}");
+        println!("back_to_back_host_wait={host_wait:.3}");
+        let mut train_step = || {
+            let _ = queue_step().double_value(&[]);
         };
         measure("step", steps, device, &mut train_step)?;
         if let Some(prefix) = trace_prefix(batch) {

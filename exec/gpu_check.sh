@@ -12,7 +12,9 @@
 #      run and its model time (encoding and scoring), the original's scoring loop (target: 10x);
 #   3. the training step on batches made beforehand, per precision and batch size: amfmn and
 #      PyTorch (torch.optim.Adam, autocast), in ms, split into the image part (CNN + MVSA,
-#      forward and backward), the text part and Adam, with images/s and amfmn's ratio; then, at
+#      forward and backward), the text part and Adam, with images/s and amfmn's ratio, and
+#      amfmn's steps queued back to back as `train` queues them, with the share of their time
+#      the host waited for the device (which side is the bottleneck); then, at
 #      the training batch in fp32 and bf16, where one step's GPU time goes: both sides' kernels by
 #      kind and the GPU's busy share of the step, from libtorch's profiler (exec/trace_summary.py;
 #      GPU_CHECK_TRACES=<folder> keeps those Chrome traces there, gzipped, for Perfetto or
@@ -133,13 +135,16 @@ part "score parity" parity_and_evaluation
 
 echo
 echo "== 3. training step on made batches, ${size}x${size}, 15-token captions (median of $steps), ms"
-printf '%-8s %-5s %5s %9s %9s %9s %9s %9s %9s %9s %10s\n' who amp batch step image text adam "img/s" kernels "vs PyTorch" "16-bit"
+printf '%-8s %-5s %5s %9s %9s %9s %9s %9s %9s %9s %10s %8s %7s\n' who amp batch step image text adam "img/s" kernels "vs PyTorch" "16-bit" \
+    queued waited
 # Rows of one bench run (key=value lines, `batch=` first), printed as they arrive; kept in steps.txt.
 step_rows() {
-    local who="$1" amp="$2" b="" step="" image="" text="" adam="" kernels="" products="" low=""
+    local who="$1" amp="$2" b="" step="" image="" text="" adam="" kernels="" products="" low="" queued="" waited=""
     while IFS='=' read -r key value; do
         case "$key" in
-            batch) b="$value" ;;
+            batch) b="$value" queued="" waited="" ;;
+            back_to_back_seconds) queued=$(awk -v s="$value" 'BEGIN { printf "%.1f", s * 1000 }') ;;
+            back_to_back_host_wait) waited=$(awk -v w="$value" 'BEGIN { printf "%.0f %%", w * 100 }') ;;
             step_seconds) step="$value" ;;
             step_kernels) kernels="$value" ;;
             step_products) products="$value" ;;
@@ -152,11 +157,11 @@ step_rows() {
                 speed=$(awk -v n="$b" -v s="$step" 'BEGIN { printf "%.1f", n / s }')
                 base=$(awk -v a="$amp" -v n="$b" '$1 == "PyTorch" && $2 == a && $3 == n { print $4 }' "$work/steps.txt")
                 echo "$who $amp $b $step $image $text $adam $speed" >> "$work/steps.txt"
-                printf '%-8s %-5s %5s %9.1f %9.1f %9.1f %9.1f %9s %9s %9s %10s\n' "$who" "$amp" "$b" \
+                printf '%-8s %-5s %5s %9.1f %9.1f %9.1f %9.1f %9s %9s %9s %10s %8s %7s\n' "$who" "$amp" "$b" \
                     "$(awk -v s="$step" 'BEGIN { print s * 1000 }')" "$(awk -v s="$image" 'BEGIN { print s * 1000 }')" \
                     "$(awk -v s="$text" 'BEGIN { print s * 1000 }')" "$(awk -v s="$adam" 'BEGIN { print s * 1000 }')" \
                     "$speed" "$kernels" "$([ "$who" = amfmn ] && [ -n "$base" ] && ratio "$base" "$step" || echo -)" \
-                    "$([ -n "$products" ] && echo "$low/$products" || echo -)"
+                    "$([ -n "$products" ] && echo "$low/$products" || echo -)" "${queued:--}" "${waited:--}"
                 ;;
         esac
     done
@@ -176,7 +181,10 @@ for amp in $amps; do
 done
 echo "(vs PyTorch: its step time over amfmn's; target at batch 100 fp32 >= 2.00x. kernels: the ATen"
 echo " operators one step dispatches that compute, about its kernel launches; counted alike on both sides."
-echo " 16-bit: amfmn's matrix-product and convolution kernels on 16-bit inputs, of all of them)"
+echo " 16-bit: amfmn's matrix-product and convolution kernels on 16-bit inputs, of all of them."
+echo " queued: amfmn's ms per step when steps are queued back to back, as train queues them (each"
+echo " loss read once the next step is queued); waited: the share of that time the host waited for"
+echo " the device: near 100 % the GPU is the bottleneck, near 0 % the host's launches are)"
 for amp in $traced; do
     echo
     echo "-- where one step's GPU time goes: batch $batch, amp $amp (libtorch's profiler, one traced step)"
