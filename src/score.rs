@@ -208,20 +208,15 @@ fn half_soft_scores(fv_gate: &Tensor, gate_squared: &Tensor, norm: &Tensor, text
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::options::{AttentionType, Options};
+    use crate::options::AttentionType;
     use tch::{Device, Kind};
 
     /// A small network with attention `att` (embed_dim 16).
     fn network(att: AttentionType) -> crate::model::Model {
-        let demo = include_str!("../option/demo_AMFMN.yaml");
         let name = serde_json::to_value(att).unwrap();
-        let sets = [
-            "dataset.image_size=32".to_string(),
-            "model.embed.embed_dim=16".to_string(),
-            format!("model.cross_attention.att_type={}", name.as_str().unwrap()),
-        ];
-        let options = Options::parse(demo, &sets).unwrap();
-        crate::model::Model::new(&crate::model::ModelConfig::new(&options, 10), Device::Cpu, 3).unwrap()
+        let att_type = format!("model.cross_attention.att_type={}", name.as_str().unwrap());
+        let sets = ["dataset.image_size=32", "model.embed.embed_dim=16", att_type.as_str()];
+        crate::model::demo_model(&sets, 10, Device::Cpu, 3)
     }
 
     #[test]

@@ -149,9 +149,7 @@ mod tests {
     use tch::Device;
 
     fn model(seed: u64) -> (Options, Model) {
-        let demo = include_str!("../../option/demo_AMFMN.yaml");
-        let sets = ["dataset.image_size=32".to_string(), "model.embed.embed_dim=16".to_string()];
-        let options = Options::parse(demo, &sets).unwrap();
+        let options = crate::model::demo_options(&["dataset.image_size=32", "model.embed.embed_dim=16"]);
         let model = Model::new(&crate::model::ModelConfig::new(&options, 12), Device::Cpu, seed).unwrap();
         (options, model)
     }

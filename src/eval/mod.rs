@@ -267,7 +267,6 @@ pub fn score_matrix(model: &Model, codes: &Codes, mode: Mode, peers: Option<&Pee
     let share = Share::of(&images, |_| 1, peers);
     let mine = match share.mine {
         [] => vec![],
-        all if all.len() == images.len() => vec![scorer.score_matrix(&codes.images, &texts, Precision::Exact)],
         rows => {
             let rows = upload(&Tensor::from_slice(rows), model.device());
             vec![scorer.score_matrix(&codes.images.rows(&rows), &texts, Precision::Exact)]
@@ -329,9 +328,7 @@ mod tests {
 
     /// The demo options' model at 32², with random weights, for a vocabulary of 12 words.
     fn demo_model() -> Model {
-        let demo = include_str!("../../option/demo_AMFMN.yaml");
-        let options = Options::parse(demo, &["dataset.image_size=32".into()]).unwrap();
-        Model::new(&crate::model::ModelConfig::new(&options, 12), Device::Cpu, 3).unwrap()
+        crate::model::demo_model(&["dataset.image_size=32"], 12, Device::Cpu, 3)
     }
 
     /// 23 token lists of 0 to 8 words, blanks among them.

@@ -169,8 +169,6 @@ impl Collected {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ModelConfig;
-    use crate::options::Options;
     use rand::Rng;
 
     /// A scene of random levels (every rounding case of the resizes shows up).
@@ -213,9 +211,7 @@ mod tests {
 
     #[test]
     fn crops_encoded_on_device_equal_the_host_path() {
-        let demo = include_str!("../../option/demo_AMFMN.yaml");
-        let options = Options::parse(demo, &["dataset.image_size=32".into()]).unwrap();
-        let model = Model::new(&ModelConfig::new(&options, 12), crate::device::test_device(), 3).unwrap();
+        let model = crate::model::demo_model(&["dataset.image_size=32"], 12, crate::device::test_device(), 3);
         let scene = noise(100, 90, 4);
         let plan: Vec<Vec<Rect>> = rects().chunks(4).map(<[Rect]>::to_vec).collect();
         let mut counts = Vec::new();

@@ -22,3 +22,17 @@ pub use amfmn::{Amfmn, Model, SCORING_HEAD};
 pub use config::ModelConfig;
 pub use pass::Pass;
 pub use training::{add_to_gradient, Training};
+
+/// The demo option file with `sets` applied (`key=value`), for unit tests.
+#[cfg(test)]
+pub(crate) fn demo_options(sets: &[&str]) -> crate::options::Options {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    crate::options::Options::parse(include_str!("../../option/demo_AMFMN.yaml"), &sets).unwrap()
+}
+
+/// The model of [`demo_options`] with `sets`, for a vocabulary of `vocab` words, its random
+/// weights drawn from `seed`, on `device`, for unit tests.
+#[cfg(test)]
+pub(crate) fn demo_model(sets: &[&str], vocab: usize, device: tch::Device, seed: u64) -> Model {
+    Model::new(&ModelConfig::new(&demo_options(sets), vocab), device, seed).unwrap()
+}

@@ -331,15 +331,11 @@ mod tests {
     use crate::data::Images;
     use crate::dist::Launch;
     use crate::loss::{contrastive_loss, Margin};
-    use crate::model::ModelConfig;
-    use crate::options::Options;
 
     /// The demo model at 64², without dropout, on `device`, with `weights` when given.
     fn model(device: Device, weights: Option<&BTreeMap<String, Tensor>>) -> Model {
-        let demo = include_str!("../../option/demo_AMFMN.yaml");
-        let sets = ["model.seq2vec.dropout=0.0", "dataset.image_size=64", "dataset.resize=70"].map(String::from);
-        let options = Options::parse(demo, &sets).unwrap();
-        let mut model = Model::new(&ModelConfig::new(&options, 12), device, 3).unwrap();
+        let sets = ["model.seq2vec.dropout=0.0", "dataset.image_size=64", "dataset.resize=70"];
+        let mut model = crate::model::demo_model(&sets, 12, device, 3);
         if let Some(weights) = weights {
             model.load_state_dict(weights).unwrap();
         }

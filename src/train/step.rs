@@ -56,6 +56,7 @@ impl Trainer<'_> {
         let mut fetch_start = Instant::now();
         let mut done_at = Instant::now();
         let mut queued: Option<Queued> = None;
+        let mut interrupted_at = None;
         let world = fold.replicas.peers().map_or(1, |group| group.world);
         for batch in fold.loader.train_epoch_from(epoch, skip) {
             let i = skip + steps;
@@ -86,34 +87,26 @@ impl Trainer<'_> {
             progress.inc(1);
             fetch_start = Instant::now();
             if self.stop_now(fold)? {
-                loss_sum += self.finish_queued(fold, epoch, queued, &mut done_at)?;
-                progress.finish_and_clear();
-                fold.board.flush();
-                let mean_loss = loss_sum / (steps - skipped).max(1) as f64;
-                return Ok(EpochStats { mean_loss, images_per_second: 0.0, waiting: 0.0, interrupted_at: Some(i + 1) });
+                interrupted_at = Some(i + 1);
+                break;
             }
         }
-        loss_sum += self.finish_queued(fold, epoch, queued, &mut done_at)?;
+        if let Some(last) = queued {
+            loss_sum += self.finish_step(fold, epoch, last, &mut done_at)?;
+        }
         progress.finish_and_clear();
         fold.board.flush();
+        let mean_loss = loss_sum / (steps - skipped).max(1) as f64;
+        if interrupted_at.is_some() {
+            return Ok(EpochStats { mean_loss, images_per_second: 0.0, waiting: 0.0, interrupted_at });
+        }
         let seconds = epoch_start.elapsed().as_secs_f64();
         Ok(EpochStats {
-            mean_loss: if steps > skipped { loss_sum / (steps - skipped) as f64 } else { 0.0 },
+            mean_loss,
             images_per_second: images as f64 / seconds,
             waiting: waited / seconds,
-            interrupted_at: None,
+            interrupted_at,
         })
-    }
-
-    /// [`Trainer::finish_step`] for the step still queued, if any; its loss, or 0.
-    fn finish_queued(
-        &self,
-        fold: &mut Fold,
-        epoch: usize,
-        queued: Option<Queued>,
-        done_at: &mut Instant,
-    ) -> Result<f64> {
-        queued.map_or(Ok(0.0), |step| self.finish_step(fold, epoch, step, done_at))
     }
 
     /// Reads a queued step's loss (waiting for the device to have run the step), stops on a
