@@ -157,7 +157,7 @@ fn main() -> anyhow::Result<()> {
     let model = Model::new(&ModelConfig::new(&options, vocab), device, 0)?.with_channels_last(layout);
     let mut adam = Adam::new(model.trainable(), 2e-4);
     if precision == Amp::Fp16 {
-        adam.scaler = Some(GradScaler::new());
+        adam.scaler = Some(GradScaler::new(device));
     }
     let replicas = Replicas::new(model, &devices[1..])?;
     let pass = Pass::training(precision.kind());

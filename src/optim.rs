@@ -1,6 +1,7 @@
-//! Adam as `torch.optim.Adam` computes it, gradient-norm clipping, and the learning-rate
-//! schedule of the original (docs/ARCHITECTURE.md, Training). The state (moments and steps per
-//! parameter) is saved with checkpoints so a resumed run continues the same curve.
+//! Adam as `torch.optim.Adam` computes it, gradient-norm clipping, fp16 loss scaling as
+//! `torch.amp.GradScaler` does it, and the learning-rate schedule of the original
+//! (docs/ARCHITECTURE.md, Training). The state (moments and steps per parameter, the loss scale)
+//! is saved with checkpoints so a resumed run continues the same curve.
 
 use std::collections::BTreeMap;
 use std::ffi::{c_char, c_void};
@@ -23,6 +24,15 @@ extern "C" {
         beta1: f64,
         beta2: f64,
         eps: f64,
+        found_inf: *const c_void,
+        error: *mut c_char,
+        capacity: usize,
+    ) -> i32;
+    fn amfmn_unscale(
+        grads: *const *const c_void,
+        n: usize,
+        found_inf: *const c_void,
+        inv_scale: *const c_void,
         error: *mut c_char,
         capacity: usize,
     ) -> i32;
@@ -32,27 +42,63 @@ const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
 const EPS: f64 = 1e-8;
 
+/// A parameter's step count: on the host for the updates made one by one, a 0-d float tensor on
+/// the parameter's device for PyTorch's fused Adam, which advances it there (as
+/// `torch.optim.Adam(fused=True)` keeps `state["step"]`; one tensor for a flat group).
+enum Step {
+    Host(i64),
+    Device(Tensor),
+}
+
+impl Step {
+    /// The count (for a count on a GPU, a read of the device).
+    fn count(&self) -> i64 {
+        match self {
+            Step::Host(n) => *n,
+            Step::Device(count) => count.double_value(&[]) as i64,
+        }
+    }
+
+    /// The same count (shared, for one on the device).
+    fn shared(&self) -> Step {
+        match self {
+            Step::Host(n) => Step::Host(*n),
+            Step::Device(count) => Step::Device(count.shallow_clone()),
+        }
+    }
+}
+
 /// Moments and step count of one parameter.
 struct State {
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
-    step: i64,
+    step: Step,
 }
 
 impl State {
-    /// The same moments (shared: an update of either changes both) and step.
-    fn shared(&self) -> State {
-        State { exp_avg: self.exp_avg.shallow_clone(), exp_avg_sq: self.exp_avg_sq.shallow_clone(), step: self.step }
+    /// Zero moments laid out as `param`, at step 0.
+    fn new(param: &Tensor) -> State {
+        State { exp_avg: param.zeros_like(), exp_avg_sq: param.zeros_like(), step: Step::Host(0) }
     }
 
-    /// The same moments (shared) at the next step.
+    /// The same moments (shared: an update of either changes both) and step.
+    fn shared(&self) -> State {
+        State {
+            exp_avg: self.exp_avg.shallow_clone(),
+            exp_avg_sq: self.exp_avg_sq.shallow_clone(),
+            step: self.step.shared(),
+        }
+    }
+
+    /// The same moments (shared) at the next step, counted on the host.
     fn advanced(&self) -> State {
-        State { step: self.step + 1, ..self.shared() }
+        State { step: Step::Host(self.step.count() + 1), ..self.shared() }
     }
 }
 
-/// One update of a parameter or flat group: the tensors it changes in place, and the step it
-/// brings them to.
+/// One update of a parameter or flat group: the tensors it changes in place, and its step (the
+/// one it brings them to when updated one by one; the one before for the fused Adam, which
+/// advances it).
 struct Update {
     param: Tensor,
     grad: Tensor,
@@ -68,55 +114,117 @@ impl Update {
             .iter()
             .all(|t| t.kind() == p.kind() && t.size() == p.size() && t.stride() == p.stride())
     }
+
+    /// Its step count on the device, as the fused Adam reads it.
+    fn device_count(&self) -> &Tensor {
+        match &self.state.step {
+            Step::Device(count) => count,
+            Step::Host(_) => panic!("fused Adam: a step count on the host"),
+        }
+    }
 }
 
-/// Dynamic loss scaling for fp16 training, as `torch.cuda.amp.GradScaler` does it: the loss is
-/// multiplied by the scale before the backward pass and the gradients divided by it after; a
-/// step whose gradients hold an inf or NaN is skipped and the scale halved; after
-/// `growth_interval` clean steps in a row the scale doubles.
-#[derive(Debug, Clone, PartialEq)]
+/// Dynamic loss scaling for fp16 training, as `torch.amp.GradScaler` does it, on the training
+/// device: the loss is multiplied by the scale before the backward pass and the gradients divided
+/// by it after, a device flag recording whether any of them holds an inf or NaN; such a step is
+/// skipped (by the fused Adam reading the flag) and the scale halved; after `growth_interval`
+/// clean steps in a row the scale doubles (`_amp_update_scale_`). Nothing is read back from the
+/// device, so a step is queued without waiting for the one before.
 pub struct GradScaler {
+    /// The scale, a 0-d f32 tensor.
+    scale: Tensor,
+    /// Clean steps since the scale last changed, 0-d i32 (as `_amp_update_scale_` keeps it).
+    growth_tracker: Tensor,
+    /// Steps skipped for inf/NaN gradients, 0-d f32.
+    skipped: Tensor,
+    /// 1 when the gradients last unscaled held an inf or NaN, else 0 (0-d f32).
+    found_inf: Tensor,
+    growth_interval: i64,
+}
+
+/// What a [`GradScaler`] holds, read from its device.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScalerState {
     pub scale: f64,
     /// Clean steps since the scale last changed.
     pub growth_tracker: i64,
     /// Steps skipped for inf/NaN gradients.
     pub skipped: i64,
-    growth_interval: i64,
 }
 
 impl GradScaler {
     pub const INITIAL_SCALE: f64 = 65536.0;
     pub const GROWTH_INTERVAL: i64 = 2000;
 
-    pub fn new() -> GradScaler {
-        GradScaler::with_growth_interval(GradScaler::GROWTH_INTERVAL)
+    /// PyTorch's defaults (scale 2^16, doubled after 2000 clean steps), on `device`.
+    pub fn new(device: Device) -> GradScaler {
+        GradScaler::with_growth_interval(device, GradScaler::GROWTH_INTERVAL)
     }
 
-    pub fn with_growth_interval(growth_interval: i64) -> GradScaler {
-        GradScaler { scale: GradScaler::INITIAL_SCALE, growth_tracker: 0, skipped: 0, growth_interval }
-    }
-
-    /// After a step: halve on inf/NaN gradients (the step was skipped), double after
-    /// `growth_interval` clean steps (PyTorch's `_amp_update_scale_`).
-    pub fn update(&mut self, found_inf: bool) {
-        if found_inf {
-            self.scale *= 0.5;
-            self.growth_tracker = 0;
-            self.skipped += 1;
-        } else if self.growth_tracker + 1 == self.growth_interval {
-            if (self.scale * 2.0).is_finite() {
-                self.scale *= 2.0;
-            }
-            self.growth_tracker = 0;
-        } else {
-            self.growth_tracker += 1;
+    /// A scaler on `device` that doubles the scale after `growth_interval` clean steps.
+    pub fn with_growth_interval(device: Device, growth_interval: i64) -> GradScaler {
+        let scalar = |value: f64, kind: Kind| Tensor::full([], value, (kind, device));
+        GradScaler {
+            scale: scalar(GradScaler::INITIAL_SCALE, Kind::Float),
+            growth_tracker: scalar(0.0, Kind::Int),
+            skipped: scalar(0.0, Kind::Float),
+            found_inf: scalar(0.0, Kind::Float),
+            growth_interval,
         }
     }
-}
 
-impl Default for GradScaler {
-    fn default() -> GradScaler {
-        GradScaler::new()
+    /// Its state, read from the device.
+    pub fn state(&self) -> ScalerState {
+        ScalerState {
+            scale: self.scale.double_value(&[]),
+            growth_tracker: self.growth_tracker.int64_value(&[]),
+            skipped: self.skipped.double_value(&[]) as i64,
+        }
+    }
+
+    /// Continues from `state` (a resumed run's).
+    fn restore(&mut self, state: ScalerState) {
+        let _ = self.scale.fill_(state.scale);
+        let _ = self.growth_tracker.fill_(state.growth_tracker);
+        let _ = self.skipped.fill_(state.skipped as f64);
+    }
+
+    /// `loss` times the scale.
+    fn scale(&self, loss: &Tensor) -> Tensor {
+        loss * self.scale.to_device(loss.device())
+    }
+
+    /// Divides `grads` (on the scaler's device) by the scale in place, setting the flag when any
+    /// holds an inf or NaN and clearing it otherwise.
+    fn unscale(&self, grads: &[Tensor]) {
+        let _ = self.found_inf.shallow_clone().zero_();
+        if grads.is_empty() {
+            return;
+        }
+        let inv_scale = self.scale.reciprocal();
+        let pointers: Vec<*const c_void> = grads.iter().map(|g| g.as_ptr() as *const c_void).collect();
+        // SAFETY: `pointers` holds `grads.len()` live tensors and the flag and the inverse scale
+        // are live tensors, all borrowed for the call; the shim writes its message into the
+        // error buffer.
+        ffi::call(|error| unsafe {
+            let (found_inf, inv_scale) =
+                (self.found_inf.as_ptr() as *const c_void, inv_scale.as_ptr() as *const c_void);
+            amfmn_unscale(pointers.as_ptr(), pointers.len(), found_inf, inv_scale, error, ERROR_CAPACITY)
+        })
+        .unwrap_or_else(|e| panic!("loss scaling: {e}"));
+    }
+
+    /// After a step: the scale halved when the flag is set (the step was skipped), doubled after
+    /// `growth_interval` clean steps.
+    fn update(&mut self) {
+        let (tracker, found_inf) = (&self.growth_tracker, &self.found_inf);
+        let _ = self.scale.internal_amp_update_scale_(tracker, found_inf, 2.0, 0.5, self.growth_interval);
+        let _ = self.skipped.g_add_(&self.found_inf);
+    }
+
+    /// Whether the gradients last unscaled held an inf or NaN (a read of the device).
+    fn found_inf(&self) -> bool {
+        self.found_inf.double_value(&[]) != 0.0
     }
 }
 
@@ -152,13 +260,15 @@ pub struct Adam {
     lr: f64,
     /// The term added to the denominator (PyTorch's `eps`).
     eps: f64,
+    /// Whether parameters off CUDA too are updated by PyTorch's fused Adam (CUDA ones always are).
+    fused: bool,
     pub scaler: Option<GradScaler>,
 }
 
 impl Adam {
     /// Adam at learning rate `lr` with PyTorch's defaults (betas 0.9, 0.999; eps 1e-8).
     pub fn new(params: BTreeMap<String, Tensor>, lr: f64) -> Adam {
-        Adam { params, state: BTreeMap::new(), flat: None, lr, eps: EPS, scaler: None }
+        Adam { params, state: BTreeMap::new(), flat: None, lr, eps: EPS, fused: false, scaler: None }
     }
 
     /// The same optimizer with another `eps`. A large one (about the gradients' size) makes the
@@ -168,35 +278,35 @@ impl Adam {
         Adam { eps, ..self }
     }
 
+    /// The same optimizer updating every parameter by PyTorch's fused Adam, as
+    /// `torch.optim.Adam(fused=True)`: on the CPU too (libtorch's CPU kernel), where the
+    /// default is amfmn's own pass, equal to the for-loop Adam bit for bit. On CUDA it always is.
+    pub fn with_fused(self) -> Adam {
+        Adam { fused: true, ..self }
+    }
+
     /// The loss to backpropagate: scaled when a scaler is set.
     pub fn scale_loss(&self, loss: &Tensor) -> Tensor {
         match &self.scaler {
-            Some(scaler) => loss * scaler.scale,
+            Some(scaler) => scaler.scale(loss),
             None => loss.shallow_clone(),
         }
     }
 
-    /// With a scaler: divides every gradient by the scale and reports whether all are finite
-    /// (`true` without a scaler).
-    pub fn unscale_gradients(&self) -> bool {
-        let Some(scaler) = &self.scaler else { return true };
-        tch::no_grad(|| {
-            let checks: Vec<Tensor> = self
-                .params
-                .values()
-                .map(Tensor::grad)
-                .filter(Tensor::defined)
-                .map(|grad| grad.shallow_clone().g_div_scalar_(scaler.scale).isfinite().all())
-                .collect();
-            // One read of the device for the whole step, not one per parameter.
-            checks.is_empty() || Tensor::stack(&checks, 0).all().int64_value(&[]) == 1
-        })
-    }
-
-    /// Updates the scaler after a step (`skipped`: its gradients were not finite).
-    pub fn update_scale(&mut self, skipped: bool) {
+    /// One optimizer step from the gradients of a [`Adam::scale_loss`]d loss, as PyTorch's loop
+    /// with a `GradScaler` makes it: the gradients unscaled (fp16), clipped to `grad_clip` (0: not
+    /// clipped), Adam (skipped when the unscaled gradients hold an inf or NaN), the scale updated.
+    /// On the fused path (CUDA) nothing is read back from the device.
+    pub fn clip_and_step(&mut self, grad_clip: f64) {
+        if let Some(scaler) = &self.scaler {
+            tch::no_grad(|| scaler.unscale(&self.grad_spans()));
+        }
+        if grad_clip > 0.0 {
+            let _ = self.clip_grad_norm(grad_clip);
+        }
+        self.step();
         if let Some(scaler) = &mut self.scaler {
-            scaler.update(skipped);
+            tch::no_grad(|| scaler.update());
         }
     }
 
@@ -256,67 +366,97 @@ impl Adam {
         flat.chain(self.singles().into_iter().map(Tensor::grad).filter(Tensor::defined)).collect()
     }
 
-    /// One update of every parameter that has a gradient: on CUDA all of a device's parameters
-    /// by PyTorch's fused Adam ([`fused_update`]), elsewhere one fused pass per flat group or
-    /// parameter.
+    /// One update of every parameter that has a gradient: on CUDA (and everywhere
+    /// [`Adam::with_fused`]) all of a device's parameters by PyTorch's fused Adam
+    /// ([`fused_update`]), elsewhere one pass per flat group or parameter. With a scaler whose
+    /// flag says the gradients were not finite, nothing changes.
     pub fn step(&mut self) {
         let layout = self.flat.take().unwrap_or_else(|| self.flatten());
         tch::no_grad(|| {
-            let mut updates = Vec::new();
-            for group in &layout.groups {
-                let state = State {
-                    exp_avg: group.exp_avg.shallow_clone(),
-                    exp_avg_sq: group.exp_avg_sq.shallow_clone(),
-                    step: self.state[&group.names[0]].step + 1,
-                };
-                let (param, grad) = (group.param.shallow_clone(), group.grad.shallow_clone());
-                updates.push((group.names.as_slice(), Update { param, grad, state }));
-            }
-            for name in &layout.singles {
-                let param = self.params[name].shallow_clone();
-                let grad = param.grad();
-                if !grad.defined() {
-                    continue;
-                }
-                let state = self.state.entry(name.clone()).or_insert_with(|| State {
-                    exp_avg: param.zeros_like(),
-                    exp_avg_sq: param.zeros_like(),
-                    step: 0,
-                });
-                updates.push((std::slice::from_ref(name), Update { param, grad, state: state.advanced() }));
-            }
-            self.apply(&updates);
-            for (names, update) in &updates {
-                for name in *names {
-                    self.state.get_mut(name).expect("an updated parameter has its state").step = update.state.step;
-                }
-            }
+            let updates = self.updates(&layout);
+            let fused_here = |u: &Update| self.fused || u.param.device().is_cuda();
+            let (fused, one_by_one): (Vec<_>, Vec<_>) = updates.into_iter().partition(|(_, u)| fused_here(u));
+            self.fused_step(fused);
+            self.one_by_one_step(one_by_one);
         });
         self.flat = Some(layout);
     }
 
-    /// Runs `updates`: those on CUDA whose tensors share one layout by PyTorch's fused Adam, one
-    /// call per device and kind; the others one by one.
-    fn apply(&self, updates: &[(&[String], Update)]) {
-        let mut fused: BTreeMap<String, Vec<&Update>> = BTreeMap::new();
-        for (_, update) in updates {
-            if update.param.device().is_cuda() && update.shares_one_layout() {
-                let key = format!("{:?} {:?}", update.param.device(), update.param.kind());
-                fused.entry(key).or_default().push(update);
-            } else {
-                self.update(update);
+    /// The update of each flat group of `layout` and of each single parameter that has a
+    /// gradient, at its current step, with the names whose state it carries; a parameter's first
+    /// update gets zero moments at step 0.
+    fn updates<'a>(&mut self, layout: &'a Layout) -> Vec<(&'a [String], Update)> {
+        let mut updates = Vec::new();
+        for group in &layout.groups {
+            let step = self.state[&group.names[0]].step.shared();
+            let state =
+                State { exp_avg: group.exp_avg.shallow_clone(), exp_avg_sq: group.exp_avg_sq.shallow_clone(), step };
+            let (param, grad) = (group.param.shallow_clone(), group.grad.shallow_clone());
+            updates.push((group.names.as_slice(), Update { param, grad, state }));
+        }
+        for name in &layout.singles {
+            let param = self.params[name].shallow_clone();
+            let grad = param.grad();
+            if grad.defined() {
+                let state = self.state.entry(name.clone()).or_insert_with(|| State::new(&param)).shared();
+                updates.push((std::slice::from_ref(name), Update { param, grad, state }));
             }
         }
-        for bucket in fused.values() {
-            fused_update(bucket, self.lr, self.eps);
+        updates
+    }
+
+    /// Runs `updates` by PyTorch's fused Adam, one call per device and kind, obeying the
+    /// scaler's flag. A step count still on the host moves to the device first (once, one tensor
+    /// for the names an update carries); a gradient laid out unlike its parameter is copied to
+    /// the parameter's layout, as the kernel requires.
+    fn fused_step(&mut self, updates: Vec<(&[String], Update)>) {
+        let mut buckets: BTreeMap<String, Vec<Update>> = BTreeMap::new();
+        for (names, mut update) in updates {
+            if let Step::Host(n) = update.state.step {
+                let count = Tensor::full([], n as f64, (Kind::Float, update.param.device()));
+                for name in names {
+                    self.state.get_mut(name).expect("an updated parameter has its state").step =
+                        Step::Device(count.shallow_clone());
+                }
+                update.state.step = Step::Device(count);
+            }
+            if !update.shares_one_layout() {
+                let mut grad = update.param.empty_like();
+                grad.copy_(&update.grad);
+                update.grad = grad;
+            }
+            let key = format!("{:?} {:?}", update.param.device(), update.param.kind());
+            buckets.entry(key).or_default().push(update);
+        }
+        let found_inf = self.scaler.as_ref().map(|s| &s.found_inf);
+        for bucket in buckets.values() {
+            let found_inf = found_inf.map(|flag| flag.to_device(bucket[0].param.device()));
+            fused_update(bucket, self.lr, self.eps, found_inf.as_ref());
+        }
+    }
+
+    /// Runs `updates` one by one, each brought to its next step (counted on the host); none when
+    /// the scaler's flag says the gradients were not finite (a read of the flag, which lives on
+    /// these updates' device: the CPU, where the reading costs nothing).
+    fn one_by_one_step(&mut self, updates: Vec<(&[String], Update)>) {
+        if updates.is_empty() || self.scaler.as_ref().is_some_and(GradScaler::found_inf) {
+            return;
+        }
+        for (names, update) in updates {
+            let update = Update { state: update.state.advanced(), ..update };
+            self.update(&update);
+            for name in names {
+                self.state.get_mut(name).expect("an updated parameter has its state").step = update.state.step.shared();
+            }
         }
     }
 
     /// Adam's update of one parameter (or one flat group) to its state's step.
     fn update(&self, update: &Update) {
         let (mut param, grad, mut state) = (update.param.shallow_clone(), &update.grad, update.state.shared());
-        let bias1 = 1.0 - BETA1.powi(state.step as i32);
-        let bias2_sqrt = (1.0 - BETA2.powi(state.step as i32)).sqrt();
+        let step = state.step.count() as i32;
+        let bias1 = 1.0 - BETA1.powi(step);
+        let bias2_sqrt = (1.0 - BETA2.powi(step)).sqrt();
         let step_size = self.lr / bias1;
         if !fused_cpu_update(&mut param, grad, &mut state, step_size, bias2_sqrt, self.eps) {
             tensor_update(&mut param, grad, &mut state, step_size, bias2_sqrt, self.eps);
@@ -338,7 +478,7 @@ impl Adam {
                 && grad.kind() == param.kind()
                 && param.numel() > 0;
             if flattenable {
-                let step = self.state.get(name).map_or(0, |s| s.step);
+                let step = self.state.get(name).map_or(0, |s| s.step.count());
                 let key = (format!("{:?}", param.device()), format!("{:?}", param.kind()), step);
                 groups.entry(key).or_default().push(name.clone());
             } else {
@@ -370,7 +510,8 @@ impl Adam {
                 span(&group.exp_avg).copy_(&state.exp_avg);
                 span(&group.exp_avg_sq).copy_(&state.exp_avg_sq);
             }
-            let state = State { exp_avg: span(&group.exp_avg), exp_avg_sq: span(&group.exp_avg_sq), step };
+            let state =
+                State { exp_avg: span(&group.exp_avg), exp_avg_sq: span(&group.exp_avg_sq), step: Step::Host(step) };
             self.state.insert(name.clone(), state);
             offset += param.numel() as i64;
         }
@@ -383,12 +524,13 @@ impl Adam {
         for (name, s) in &self.state {
             out.insert(format!("exp_avg.{name}"), s.exp_avg.to_device(Device::Cpu).contiguous());
             out.insert(format!("exp_avg_sq.{name}"), s.exp_avg_sq.to_device(Device::Cpu).contiguous());
-            out.insert(format!("step.{name}"), Tensor::from(s.step));
+            out.insert(format!("step.{name}"), Tensor::from(s.step.count()));
         }
         if let Some(scaler) = &self.scaler {
-            out.insert("scaler.scale".into(), Tensor::from(scaler.scale));
-            out.insert("scaler.growth_tracker".into(), Tensor::from(scaler.growth_tracker));
-            out.insert("scaler.skipped".into(), Tensor::from(scaler.skipped));
+            let state = scaler.state();
+            out.insert("scaler.scale".into(), Tensor::from(state.scale));
+            out.insert("scaler.growth_tracker".into(), Tensor::from(state.growth_tracker));
+            out.insert("scaler.skipped".into(), Tensor::from(state.skipped));
         }
         out
     }
@@ -400,9 +542,8 @@ impl Adam {
         self.flat = None;
         if let (Some(scaler), Some(scale)) = (&mut self.scaler, tensors.get("scaler.scale")) {
             let get = |key: &str| tensors.get(key).map_or(0, |t| t.int64_value(&[]));
-            scaler.scale = scale.double_value(&[]);
-            scaler.growth_tracker = get("scaler.growth_tracker");
-            scaler.skipped = get("scaler.skipped");
+            let (growth_tracker, skipped) = (get("scaler.growth_tracker"), get("scaler.skipped"));
+            scaler.restore(ScalerState { scale: scale.double_value(&[]), growth_tracker, skipped });
         }
         for (key, step) in tensors.iter().filter(|(k, _)| k.starts_with("step.")) {
             let name = &key["step.".len()..];
@@ -419,26 +560,25 @@ impl Adam {
             };
             self.state.insert(
                 name.to_owned(),
-                State { exp_avg: get("exp_avg")?, exp_avg_sq: get("exp_avg_sq")?, step: step.int64_value(&[]) },
+                State {
+                    exp_avg: get("exp_avg")?,
+                    exp_avg_sq: get("exp_avg_sq")?,
+                    step: Step::Host(step.int64_value(&[])),
+                },
             );
         }
         Ok(())
     }
 }
 
-/// The updates `updates` (one device, one kind) in one call of PyTorch's fused Adam, `_fused_adam_`
-/// (`torch.optim.Adam(fused=True)`): on CUDA a multi-tensor kernel or a few for all of them. Its
-/// arithmetic is Adam's, rounded in another order than the for-loop Adam's (within 1e-6 of it,
-/// tested on the CPU, where libtorch has the same operator). Panics when the operator fails, as a
-/// tch operator does.
-fn fused_update(updates: &[&Update], lr: f64, eps: f64) {
-    let Some(first) = updates.first() else { return };
-    // One float step count per distinct step, on the device, as the kernel reads it.
-    let mut counts: BTreeMap<i64, Tensor> = BTreeMap::new();
-    for update in updates {
-        let step = update.state.step;
-        counts.entry(step).or_insert_with(|| Tensor::full([], step as f64, (Kind::Float, first.param.device())));
-    }
+/// The updates `updates` (one device, one kind, their step counts on that device) in one call of
+/// PyTorch's fused Adam, `_fused_adam_` (`torch.optim.Adam(fused=True)`): each distinct step
+/// count advanced by one on the device, then on CUDA a multi-tensor kernel or a few for all of
+/// them; with `found_inf` (a 0-d flag on that device) set, nothing changes, step counts included.
+/// Its arithmetic is Adam's, rounded in another order than the for-loop Adam's (within 1e-6 of
+/// it, tested on the CPU, where libtorch has the same operator). Panics when the operator fails,
+/// as a tch operator does.
+fn fused_update(updates: &[Update], lr: f64, eps: f64, found_inf: Option<&Tensor>) {
     let pointers = |f: &dyn Fn(&Update) -> &Tensor| -> Vec<*const c_void> {
         updates.iter().map(|u| f(u).as_ptr() as *const c_void).collect()
     };
@@ -446,9 +586,10 @@ fn fused_update(updates: &[&Update], lr: f64, eps: f64) {
     let grads = pointers(&|u| &u.grad);
     let exp_avgs = pointers(&|u| &u.state.exp_avg);
     let exp_avg_sqs = pointers(&|u| &u.state.exp_avg_sq);
-    let steps: Vec<*const c_void> = updates.iter().map(|u| counts[&u.state.step].as_ptr() as *const c_void).collect();
-    // SAFETY: the five arrays hold `updates.len()` live tensors each (borrowed for the call);
-    // the shim writes its message into the error buffer.
+    let steps = pointers(&Update::device_count);
+    let found_inf = found_inf.map_or(std::ptr::null(), |flag| flag.as_ptr() as *const c_void);
+    // SAFETY: the five arrays hold `updates.len()` live tensors each and `found_inf` is null or a
+    // live tensor, all borrowed for the call; the shim writes its message into the error buffer.
     ffi::call(|error| unsafe {
         amfmn_fused_adam(
             params.as_ptr(),
@@ -461,6 +602,7 @@ fn fused_update(updates: &[&Update], lr: f64, eps: f64) {
             BETA1,
             BETA2,
             eps,
+            found_inf,
             error,
             ERROR_CAPACITY,
         )
@@ -570,49 +712,64 @@ pub fn learning_rate(lr: f64, decay: f64, every: usize, epoch: usize) -> f64 {
 mod tests {
     use super::*;
 
+    /// Sets the scaler's flag as unscaling would and updates the scale.
+    fn after_step(scaler: &mut GradScaler, found_inf: bool) {
+        let _ = scaler.found_inf.fill_(f64::from(u8::from(found_inf)));
+        scaler.update();
+    }
+
     #[test]
     fn the_loss_scale_backs_off_grows_and_resumes() {
-        let mut scaler = GradScaler::with_growth_interval(3);
-        assert_eq!(scaler.scale, 65536.0);
-        scaler.update(true);
-        assert_eq!((scaler.scale, scaler.growth_tracker, scaler.skipped), (32768.0, 0, 1), "inf: halved, skipped");
-        scaler.update(false);
-        scaler.update(false);
-        assert_eq!((scaler.scale, scaler.growth_tracker), (32768.0, 2));
-        scaler.update(false);
-        assert_eq!((scaler.scale, scaler.growth_tracker), (65536.0, 0), "3 clean steps: doubled");
-        scaler.update(false);
-        scaler.update(true);
-        assert_eq!((scaler.scale, scaler.growth_tracker, scaler.skipped), (32768.0, 0, 2), "an inf resets the run");
-        assert_eq!(GradScaler::new().growth_interval, 2000, "PyTorch's default");
+        let mut scaler = GradScaler::with_growth_interval(Device::Cpu, 3);
+        let state = |scale, growth_tracker, skipped| ScalerState { scale, growth_tracker, skipped };
+        assert_eq!(scaler.state(), state(65536.0, 0, 0));
+        after_step(&mut scaler, true);
+        assert_eq!(scaler.state(), state(32768.0, 0, 1), "inf: halved, skipped");
+        after_step(&mut scaler, false);
+        after_step(&mut scaler, false);
+        assert_eq!(scaler.state(), state(32768.0, 2, 1));
+        after_step(&mut scaler, false);
+        assert_eq!(scaler.state(), state(65536.0, 0, 1), "3 clean steps: doubled");
+        after_step(&mut scaler, false);
+        after_step(&mut scaler, true);
+        assert_eq!(scaler.state(), state(32768.0, 0, 2), "an inf resets the run");
+        assert_eq!(GradScaler::new(Device::Cpu).growth_interval, 2000, "PyTorch's default");
 
-        let weight = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
-        let mut adam = Adam::new(BTreeMap::from([("w".to_string(), weight.shallow_clone())]), 0.1);
-        adam.scaler = Some(scaler.clone());
-        // A clean step: the loss is scaled, the gradient unscaled back to d(sum w²)/dw = 2w.
-        adam.scale_loss(&weight.square().sum(Kind::Float)).backward();
-        assert!(adam.unscale_gradients());
-        assert_eq!(Vec::<f32>::try_from(weight.grad()).unwrap(), [2.0, -4.0]);
-        adam.step();
-        adam.update_scale(false);
-        let after_clean = Vec::<f32>::try_from(&weight).unwrap();
-        assert_ne!(after_clean, [1.0, -2.0]);
-        // An overflowing step is skipped: the weights stay, the scale halves.
-        adam.zero_grad();
-        (adam.scale_loss(&weight.sum(Kind::Float)) * f64::INFINITY).backward();
-        let finite = adam.unscale_gradients();
-        assert!(!finite);
-        adam.update_scale(!finite);
-        assert_eq!(Vec::<f32>::try_from(&weight).unwrap(), after_clean);
-        assert_eq!(adam.scaler.as_ref().map(|s| (s.scale, s.skipped)), Some((16384.0, 3)));
-        // Resume: the scaler's state travels with the optimizer's.
-        let saved = adam.state_dict();
-        let mut resumed = Adam::new(BTreeMap::from([("w".to_string(), weight.shallow_clone())]), 0.1);
-        resumed.scaler = Some(GradScaler::with_growth_interval(3));
-        resumed.load_state_dict(&saved).unwrap();
-        assert_eq!(resumed.scaler, adam.scaler);
-        let keys: Vec<String> = resumed.state_dict().into_keys().collect();
-        assert_eq!(keys, saved.into_keys().collect::<Vec<_>>());
+        for fused in [false, true] {
+            let weight = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
+            let mut adam = Adam::new(BTreeMap::from([("w".to_string(), weight.shallow_clone())]), 0.1);
+            if fused {
+                adam = adam.with_fused();
+            }
+            let mut scaler = GradScaler::with_growth_interval(Device::Cpu, 3);
+            scaler.restore(state(32768.0, 0, 2));
+            adam.scaler = Some(scaler);
+            // A clean step: the loss is scaled, the gradient unscaled back to d(sum w²)/dw = 2w.
+            let loss = weight.square().sum(Kind::Float);
+            let scaled = adam.scale_loss(&loss);
+            assert_eq!(scaled.double_value(&[]), 5.0 * 32768.0);
+            scaled.backward();
+            adam.clip_and_step(0.0);
+            assert_eq!(Vec::<f32>::try_from(weight.grad()).unwrap(), [2.0, -4.0], "fused {fused}");
+            let after_clean = Vec::<f32>::try_from(&weight).unwrap();
+            assert!((after_clean[0] - 0.9).abs() < 1e-6 && (after_clean[1] + 1.9).abs() < 1e-6, "{after_clean:?}");
+            // An overflowing step is skipped: the weights and the step count stay, the scale halves.
+            adam.zero_grad();
+            (adam.scale_loss(&weight.sum(Kind::Float)) * f64::INFINITY).backward();
+            adam.clip_and_step(1.0);
+            assert_eq!(Vec::<f32>::try_from(&weight).unwrap(), after_clean, "fused {fused}");
+            let scaler = adam.scaler.as_ref().unwrap();
+            assert_eq!(scaler.state(), state(16384.0, 0, 3), "fused {fused}");
+            let saved = adam.state_dict();
+            assert_eq!(saved["step.w"].int64_value(&[]), 1, "fused {fused}: the skipped step does not count");
+            // Resume: the scaler's state travels with the optimizer's.
+            let mut resumed = Adam::new(BTreeMap::from([("w".to_string(), weight.shallow_clone())]), 0.1);
+            resumed.scaler = Some(GradScaler::with_growth_interval(Device::Cpu, 3));
+            resumed.load_state_dict(&saved).unwrap();
+            assert_eq!(resumed.scaler.as_ref().map(GradScaler::state), Some(state(16384.0, 0, 3)));
+            let keys: Vec<String> = resumed.state_dict().into_keys().collect();
+            assert_eq!(keys, saved.into_keys().collect::<Vec<_>>());
+        }
     }
 
     #[test]
@@ -688,7 +845,7 @@ mod tests {
             let w = if channels_last { crate::model::amfmn::to_channels_last(&w) } else { w.contiguous() };
             let grad = (&w * 3.0 + 1.0).to_kind(Kind::Float);
             let grad = if channels_last { crate::model::amfmn::to_channels_last(&grad) } else { grad };
-            let new_state = || State { exp_avg: w.zeros_like(), exp_avg_sq: w.zeros_like(), step: 0 };
+            let new_state = || State::new(&w);
             let (mut a, mut b) = (w.copy(), w.copy());
             let (mut sa, mut sb) = (new_state(), new_state());
             for step in 1..=4 {
@@ -729,8 +886,7 @@ mod tests {
         named.insert("row1".into(), rows[1].shallow_clone());
         let mut adam = Adam::new(named, 0.01);
         let reference = Adam::new(BTreeMap::new(), 0.01);
-        let mut states: Vec<State> =
-            single.iter().map(|p| State { exp_avg: p.zeros_like(), exp_avg_sq: p.zeros_like(), step: 0 }).collect();
+        let mut states: Vec<State> = single.iter().map(State::new).collect();
         for step in 1..=3 {
             adam.zero_grad();
             (loss(&flat) + rows.iter().map(|r| r.sum(Kind::Float)).reduce(|a, b| a + b).unwrap()).backward();
@@ -744,7 +900,7 @@ mod tests {
             loss(&single).backward();
             tch::no_grad(|| {
                 for (p, state) in single.iter().zip(&mut states) {
-                    state.step = step;
+                    state.step = Step::Host(step);
                     reference.update(&Update { param: p.shallow_clone(), grad: p.grad(), state: state.shared() });
                 }
             });
@@ -768,36 +924,40 @@ mod tests {
     }
 
     /// PyTorch's fused Adam through the shim (its CPU kernel) equals the for-loop update over
-    /// three steps, for tensors of several shapes and two step counts in one call: each argument
-    /// reaches the operator in its place (a swapped beta or step count moves the result far more).
+    /// three steps, for tensors of several shapes and two step counts in one call (the shim
+    /// advances them): each argument reaches the operator in its place (a swapped beta or step
+    /// count moves the result far more). A raised flag changes nothing, step counts included.
     #[test]
     fn pytorchs_fused_adam_is_the_same_update() {
         let shapes: [&[i64]; 3] = [&[300], &[7, 5], &[4, 3, 2, 2]];
         let params: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu))).collect();
         let grads: Vec<Tensor> = params.iter().map(Tensor::randn_like).collect();
-        // The last one starts a step ahead, so one call mixes step counts.
-        let updates = || -> Vec<Update> {
-            let start = |k: usize| i64::from(k == 2);
-            let state = |p: &Tensor, k| State { exp_avg: p.zeros_like(), exp_avg_sq: p.zeros_like(), step: start(k) };
+        // The last one starts a step ahead, so one call mixes step counts; the first two share one.
+        let shared = Tensor::zeros([], (Kind::Float, Device::Cpu));
+        let updates = |on_device: bool| -> Vec<Update> {
+            let step = |k: usize| match (on_device, k) {
+                (false, k) => Step::Host(i64::from(k == 2)),
+                (true, 2) => Step::Device(Tensor::ones([], (Kind::Float, Device::Cpu))),
+                (true, _) => Step::Device(shared.shallow_clone()),
+            };
             let update = |(k, (p, g)): (usize, (&Tensor, &Tensor))| Update {
                 param: p.copy(),
                 grad: g.copy(),
-                state: state(p, k),
+                state: State { step: step(k), ..State::new(p) },
             };
             params.iter().zip(&grads).enumerate().map(update).collect()
         };
         let adam = Adam::new(BTreeMap::new(), 0.01);
-        let (mut fused, mut looped) = (updates(), updates());
+        let (mut fused, mut looped) = (updates(true), updates(false));
+        let regraded = |updates: &[Update], step: i64, advance: bool| -> Vec<Update> {
+            let state = |u: &Update| if advance { u.state.advanced() } else { u.state.shared() };
+            let next =
+                |u: &Update| Update { param: u.param.shallow_clone(), grad: &u.grad * step as f64, state: state(u) };
+            updates.iter().map(next).collect()
+        };
         for step in 1..=3 {
-            let next = |updates: &[Update]| -> Vec<Update> {
-                let grad = |u: &Update| &u.grad * (step as f64);
-                updates
-                    .iter()
-                    .map(|u| Update { param: u.param.shallow_clone(), grad: grad(u), state: u.state.advanced() })
-                    .collect()
-            };
-            (fused, looped) = (next(&fused), next(&looped));
-            fused_update(&fused.iter().collect::<Vec<_>>(), adam.lr, adam.eps);
+            (fused, looped) = (regraded(&fused, step, false), regraded(&looped, step, true));
+            fused_update(&fused, adam.lr, adam.eps, None);
             looped.iter().for_each(|u| adam.update(u));
         }
         for ((a, b), p) in fused.iter().zip(&looped).zip(&params) {
@@ -805,40 +965,63 @@ mod tests {
             assert!((&a.state.exp_avg_sq - &b.state.exp_avg_sq).abs().max().double_value(&[]) < 1e-6);
             assert!((&a.param - p).abs().max().double_value(&[]) > 1e-3, "the parameter moved");
         }
+        let counts: Vec<i64> = fused.iter().map(|u| u.state.step.count()).collect();
+        assert_eq!(counts, [3, 3, 4], "a shared count advances once a step");
+
+        let before: Vec<Tensor> = fused.iter().map(|u| u.param.copy()).collect();
+        fused_update(&fused, adam.lr, adam.eps, Some(&Tensor::ones([], (Kind::Float, Device::Cpu))));
+        assert!(fused.iter().zip(&before).all(|(u, b)| u.param.equal(b)), "skipped: the parameters stay");
+        assert_eq!(fused.iter().map(|u| u.state.step.count()).collect::<Vec<_>>(), counts, "and the counts");
+        fused_update(&fused, adam.lr, adam.eps, Some(&Tensor::zeros([], (Kind::Float, Device::Cpu))));
+        assert!(!fused[0].param.equal(&before[0]), "a clear flag: updated");
+        assert_eq!(fused[2].state.step.count(), 5);
     }
 
     #[test]
-    fn only_tensors_of_one_layout_go_to_the_fused_adam() {
+    fn one_layout_means_one_kind_sizes_and_strides() {
         let param = Tensor::zeros([3, 4], (Kind::Float, Device::Cpu));
-        let state = State { exp_avg: param.zeros_like(), exp_avg_sq: param.zeros_like(), step: 1 };
+        let state = State { step: Step::Host(1), ..State::new(&param) };
         let update = |grad: Tensor| Update { param: param.shallow_clone(), grad, state: state.shared() };
         assert!(update(param.zeros_like()).shares_one_layout());
         assert!(!update(Tensor::zeros([4, 3], (Kind::Float, Device::Cpu)).tr()).shares_one_layout(), "strides");
         assert!(!update(param.to_kind(Kind::BFloat16)).shares_one_layout(), "kind");
     }
 
-    /// Adam on the test device (on CUDA, PyTorch's fused Adam for a flat group and for
-    /// parameters that share a storage, in one call) equals the CPU's over three steps.
+    /// Adam on the test device (on CUDA, PyTorch's fused Adam for a flat group, for parameters
+    /// that share a storage and for one whose gradient is laid out otherwise, in one call), and
+    /// the fused Adam on the CPU, equal the CPU's Adam over three steps.
     #[test]
     fn adam_on_device_equals_the_cpu_adam() {
         let values = Tensor::randn([6, 3], (Kind::Float, Device::Cpu));
-        let run = |device: Device| -> Vec<Tensor> {
+        let run = |device: Device, fused: bool| -> Vec<Tensor> {
             let base = values.to_device(device).copy();
             let own = base.copy().set_requires_grad(true);
             let rows = [base.narrow(0, 0, 3), base.narrow(0, 3, 3)].map(|r| r.set_requires_grad(true));
-            let named = [("own", &own), ("rows.0", &rows[0]), ("rows.1", &rows[1])];
+            let strided = base.view([3, 6]).copy().set_requires_grad(true);
+            let named = [("own", &own), ("rows.0", &rows[0]), ("rows.1", &rows[1]), ("strided", &strided)];
             let params = BTreeMap::from(named.map(|(n, p)| (n.to_string(), p.shallow_clone())));
             let mut adam = Adam::new(params, 0.01);
+            if fused {
+                adam = adam.with_fused();
+            }
             for step in 1..=3 {
                 adam.zero_grad();
                 let loss = named.iter().map(|(_, p)| (*p * *p * step as f64).sum(Kind::Float));
                 loss.reduce(|a, b| a + b).unwrap().backward();
+                // The same values in column-major strides for the step (and back for the next
+                // backward, which would warn of the layout).
+                let grad = strided.grad();
+                tch::no_grad(|| grad.shallow_clone().set_data(&grad.tr().contiguous().tr()));
+                assert_ne!(strided.grad().stride(), strided.stride());
                 adam.step();
+                tch::no_grad(|| grad.shallow_clone().set_data(&grad.contiguous()));
             }
             named.iter().map(|(_, p)| p.detach().to_device(Device::Cpu)).collect()
         };
-        let (on_device, on_cpu) = (run(crate::device::test_device()), run(Device::Cpu));
-        for (a, b) in on_device.iter().zip(&on_cpu) {
+        let on_cpu = run(Device::Cpu, false);
+        for (a, b) in
+            run(crate::device::test_device(), false).iter().chain(&run(Device::Cpu, true)).zip(on_cpu.iter().cycle())
+        {
             assert!((a - b).abs().max().double_value(&[]) < 1e-6);
         }
         assert!((&on_cpu[0] - &values).abs().max().double_value(&[]) > 1e-3, "the parameters moved");

@@ -91,10 +91,12 @@ pub struct OpCount {
 }
 
 impl OpCount {
-    /// The kernels that are matrix products or convolutions (forward or backward), and those
-    /// of them whose first input is 16-bit (bf16 or fp16): what mixed precision should lower.
+    /// The kernels that are matrix products or convolutions (forward or backward; oneDNN's,
+    /// cuDNN's, and ATen's own `_slow_conv2d_*`, which a CPU without oneDNN's bf16 kernels runs),
+    /// and those of them whose first input is 16-bit (bf16 or fp16): what mixed precision should
+    /// lower.
     pub fn products(&self) -> (i64, i64) {
-        let product = |name: &str| name.contains("convolution") || name.ends_with("mm");
+        let product = |name: &str| name.contains("convolution") || name.contains("conv2d") || name.ends_with("mm");
         let sixteen = |kind: &str| kind == "BFloat16" || kind == "Half";
         self.by_input_type
             .iter()

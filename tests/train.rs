@@ -582,3 +582,55 @@ fn gradient_clipping_equals_pytorchs_bit_for_bit() {
         adam.step();
     }
 }
+
+/// fp16's loss scaling, steps an inf or NaN skips, the scale backing off and growing, clipping,
+/// and the fused Adam that obeys the scaler's device flag (CUDA's path, through libtorch's CPU
+/// kernels), against PyTorch's `GradScaler` with `Adam(fused=True)`: the same scale, growth
+/// tracker and step count after every step, a skipped step leaving the weights exactly as they
+/// were, and the same weights to 1 ulp or so (the CPU kernel rounds the vectorized body of
+/// amfmn's flat buffer and the scalar tail of PyTorch's small tensors differently).
+#[test]
+fn loss_scaling_with_the_fused_adam_equals_pytorchs_grad_scaler() {
+    use amfmn::optim::{Adam, GradScaler};
+    let (w0, v0) = ([0.8f32, -1.3, 0.25, 2.0, -0.6], [[0.5f32, -1.1], [1.7, 0.3], [-0.9, 1.2]]);
+    let inf_steps = [2usize, 7];
+    let given = serde_json::json!({
+        "lr": 0.1, "max_norm": 2.0, "growth_interval": 3, "steps": 9, "inf_steps": inf_steps, "w": w0, "v": v0,
+    });
+    let reference: serde_json::Value =
+        serde_json::from_str(&common::run_reference("grad_scaler.py", &[&given.to_string()])).unwrap();
+    let w = Tensor::from_slice(&w0).set_requires_grad(true);
+    let v = Tensor::from_slice(v0.as_flattened()).view([3, 2]).detach().set_requires_grad(true);
+    let params = BTreeMap::from([("v".to_string(), v.shallow_clone()), ("w".to_string(), w.shallow_clone())]);
+    let mut adam = Adam::new(params, 0.1).with_fused();
+    adam.scaler = Some(GradScaler::with_growth_interval(Device::Cpu, 3));
+    let values = |t: &Tensor| -> Vec<f32> { Vec::try_from(t.detach().flatten(0, -1)).unwrap() };
+    let floats = |j: &serde_json::Value| -> Vec<f32> {
+        let flat = |x: &serde_json::Value| x.as_array().map_or_else(|| vec![x.clone()], |a| a.clone());
+        flat(j).iter().flat_map(flat).map(|x| x.as_f64().unwrap() as f32).collect()
+    };
+    let close = |ours: Vec<f32>, theirs: Vec<f32>, what: &str| {
+        let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(ours.len() == theirs.len() && worst <= 1e-6, "{what}: {ours:?} vs {theirs:?}");
+    };
+    let mut scales = Vec::new();
+    for (step, expected) in reference.as_array().unwrap().iter().enumerate() {
+        let before = (values(&w), values(&v));
+        adam.zero_grad();
+        let loss = (&w * &w).sum(tch::Kind::Float) + v.pow_tensor_scalar(3).sum(tch::Kind::Float);
+        let loss = if inf_steps.contains(&step) { loss * f64::INFINITY } else { loss };
+        adam.scale_loss(&loss).backward();
+        adam.clip_and_step(2.0);
+        let scaler = adam.scaler.as_ref().unwrap().state();
+        scales.push(scaler.scale);
+        assert_eq!(scaler.scale, expected["scale"].as_f64().unwrap(), "scale after step {step}");
+        assert_eq!(scaler.growth_tracker, expected["growth_tracker"].as_i64().unwrap(), "after step {step}");
+        assert_eq!(adam.state_dict()["step.w"].int64_value(&[]), expected["step"].as_i64().unwrap(), "step {step}");
+        close(values(&w), floats(&expected["w"]), &format!("w after step {step}"));
+        close(values(&v), floats(&expected["v"]), &format!("v after step {step}"));
+        let moved = before != (values(&w), values(&v));
+        assert_eq!(moved, !inf_steps.contains(&step), "step {step}: skipped exactly when not finite");
+    }
+    assert_eq!(adam.scaler.as_ref().unwrap().state().skipped, 2);
+    assert_eq!(scales, [65536.0, 65536.0, 32768.0, 32768.0, 32768.0, 65536.0, 65536.0, 32768.0, 32768.0]);
+}

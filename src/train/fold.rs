@@ -101,7 +101,7 @@ impl Trainer<'_> {
         let mut model = Model::new(&config, device, init_seed)?.with_channels_last(layout);
         let mut adam = Adam::new(model.trainable(), options.optim.lr);
         if options.optim.amp == Amp::Fp16 {
-            adam.scaler = Some(GradScaler::new());
+            adam.scaler = Some(GradScaler::new(device));
         }
         let (position, initial_weights) = match resume {
             Some(checkpoint) => (

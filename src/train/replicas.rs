@@ -179,14 +179,7 @@ impl Replicas {
         if let Some(group) = &self.peers {
             self.average_gradients(group)?;
         }
-        let finite = adam.unscale_gradients();
-        if finite {
-            if grad_clip > 0.0 {
-                let _ = adam.clip_grad_norm(grad_clip);
-            }
-            adam.step();
-        }
-        adam.update_scale(!finite);
+        adam.clip_and_step(grad_clip);
         if let Some(group) = &self.peers {
             let trainable = self.primary.trainable();
             let buffers = self.primary.vs.variables().into_iter().filter(|(key, _)| !trainable.contains_key(key));
