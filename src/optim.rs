@@ -1027,6 +1027,37 @@ mod tests {
         assert!((&on_cpu[0] - &values).abs().max().double_value(&[]) > 1e-3, "the parameters moved");
     }
 
+    /// fp16's loss scaling on the test device (on CUDA the scaler and the fused Adam on the GPU,
+    /// nothing read back) equals the CPU's one-by-one path, which reads the flag: five steps with
+    /// clipping, the third overflowing, the scale growing every two clean steps.
+    #[test]
+    fn loss_scaling_on_device_equals_the_cpu_path() {
+        let values = Tensor::randn([4, 5], (Kind::Float, Device::Cpu));
+        let run = |device: Device, fused: bool| -> (Tensor, ScalerState, i64) {
+            let w = values.to_device(device).copy().set_requires_grad(true);
+            let mut adam = Adam::new(BTreeMap::from([("w".to_string(), w.shallow_clone())]), 0.01);
+            if fused {
+                adam = adam.with_fused();
+            }
+            adam.scaler = Some(GradScaler::with_growth_interval(device, 2));
+            for step in 0..5 {
+                adam.zero_grad();
+                let loss = (&w * &w).sum(Kind::Float);
+                let loss = if step == 2 { loss * f64::INFINITY } else { loss };
+                adam.scale_loss(&loss).backward();
+                adam.clip_and_step(1.0);
+            }
+            let steps = adam.state_dict()["step.w"].int64_value(&[]);
+            (w.detach().to_device(Device::Cpu), adam.scaler.as_ref().unwrap().state(), steps)
+        };
+        let (on_device, on_cpu) = (run(crate::device::test_device(), true), run(Device::Cpu, false));
+        assert!((&on_device.0 - &on_cpu.0).abs().max().double_value(&[]) < 1e-6);
+        let expected = ScalerState { scale: 131072.0, growth_tracker: 0, skipped: 1 };
+        assert_eq!((on_device.1, on_device.2), (expected, 4));
+        assert_eq!((on_cpu.1, on_cpu.2), (expected, 4));
+        assert!((&on_cpu.0 - &values).abs().max().double_value(&[]) > 1e-3, "the weights moved");
+    }
+
     #[test]
     fn clipping_scales_to_the_max_norm() {
         let p = Tensor::from_slice(&[3.0f32, 4.0]).set_requires_grad(true);
