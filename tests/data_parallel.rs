@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use amfmn::data::shares;
 use amfmn::data::PairBatch;
 use amfmn::model::{Model, ModelConfig, Pass};
-use amfmn::optim::Adam;
+use amfmn::optim::{Adam, GradScaler};
 use amfmn::train::Replicas;
 use common::training::*;
 use tch::{Device, Tensor};
@@ -99,25 +99,45 @@ fn replicas_with_training_batch_norm_normalise_each_share() {
 const HOST_READS: [&str; 5] =
     ["aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::_unique2", "aten::is_nonzero"];
 
+/// The operators that read the device (name, calls) of one training step on `devices` (CPU
+/// replicas), with Adam's CUDA path (`fused`: PyTorch's fused Adam, through libtorch's CPU
+/// kernel) and fp16's loss scaler (`scaled`).
+fn host_reads(batch: &PairBatch, devices: &[Device], fused: bool, scaled: bool) -> Vec<(String, i64)> {
+    let model = Model::new(&ModelConfig::new(&options(), VOCAB as usize), Device::Cpu, 3).unwrap();
+    let mut adam = Adam::new(model.trainable(), LR);
+    if fused {
+        adam = adam.with_fused();
+    }
+    if scaled {
+        adam.scaler = Some(GradScaler::new(Device::Cpu));
+    }
+    let replicas = Replicas::new(model, &devices[1..]).unwrap();
+    let step = || {
+        let scores = replicas.scores(batch, Pass::training(None)).unwrap();
+        replicas.update(&mut adam, scores.map(|s| loss(&s)), 2.0).unwrap();
+    };
+    let ((), count) = amfmn::profile::count_ops(step).unwrap();
+    assert!(count.kernels > 500, "the step was counted ({} kernels)", count.kernels);
+    count.by_name.iter().filter(|c| HOST_READS.contains(&c.name.as_str())).map(|c| (c.name.clone(), c.calls)).collect()
+}
+
 /// A training step (every replica's forward, the loss of the three modes, backward, clipping
 /// and Adam) dispatches no operator that reads the device, so on a GPU the host queues the whole
 /// step without waiting: counted on the CPU, through the same code, for one device and for two
-/// replicas whose second share has shorter captions than the batch.
+/// replicas whose second share has shorter captions than the batch. With fp16's loss scaler
+/// (unscaling, the flag of non-finite gradients, a step the flag skips, the scale's update), the
+/// step reads no more than the fused Adam alone, whose CPU kernel reads each step count
+/// (libtorch's CUDA kernel reads them on the device).
 #[test]
 fn a_training_step_reads_nothing_back_from_the_device() {
     let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let batch = batch(5, true);
     for devices in [&[Device::Cpu][..], &[Device::Cpu, Device::Cpu]] {
-        let model = Model::new(&ModelConfig::new(&options(), VOCAB as usize), Device::Cpu, 3).unwrap();
-        let mut adam = Adam::new(model.trainable(), LR);
-        let replicas = Replicas::new(model, &devices[1..]).unwrap();
-        let step = || {
-            let scores = replicas.scores(&batch, Pass::training(None)).unwrap();
-            replicas.update(&mut adam, scores.map(|s| loss(&s)), 2.0).unwrap();
-        };
-        let ((), count) = amfmn::profile::count_ops(step).unwrap();
-        let reads: Vec<_> = count.by_name.iter().filter(|c| HOST_READS.contains(&c.name.as_str())).collect();
+        let reads = host_reads(&batch, devices, false, false);
         assert!(reads.is_empty(), "{} devices: {reads:?}", devices.len());
-        assert!(count.kernels > 500, "the step was counted ({} kernels)", count.kernels);
     }
+    let (fused, scaled) =
+        (host_reads(&batch, &[Device::Cpu], true, false), host_reads(&batch, &[Device::Cpu], true, true));
+    assert_eq!(scaled, fused, "loss scaling reads the device");
+    assert!(fused.iter().all(|(name, _)| name == "aten::_local_scalar_dense"), "{fused:?}");
 }
