@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use tch::{Device, Tensor};
 
-use crate::ffi::{self, ERROR_CAPACITY};
+use crate::ffi::{self, ptr, ERROR_CAPACITY};
 
 extern "C" {
     #[allow(clippy::too_many_arguments)]
@@ -445,10 +445,6 @@ fn contiguous(tensor: &Tensor) -> Result<&Tensor> {
         bail!("a collective's tensor must be contiguous");
     }
     Ok(tensor)
-}
-
-fn ptr(tensor: &Tensor) -> *const c_void {
-    tensor.as_ptr() as *const c_void
 }
 
 /// Runs a shim function with an error buffer ([`ffi::call`]): its message when it fails.

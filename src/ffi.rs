@@ -2,9 +2,15 @@
 //! function reports a C++ exception by writing the first line of its message into an error
 //! buffer the caller passes and returning a negative status (`src/shim/guarded.h`).
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 
 use anyhow::{anyhow, Result};
+use tch::Tensor;
+
+/// A tensor as the shim's functions take it (`const at::Tensor*`), borrowed for the call.
+pub fn ptr(tensor: &Tensor) -> *const c_void {
+    tensor.as_ptr() as *const c_void
+}
 
 /// The size in bytes of the error buffer [`call`] passes.
 pub const ERROR_CAPACITY: usize = 1024;

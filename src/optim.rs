@@ -202,13 +202,12 @@ impl GradScaler {
             return;
         }
         let inv_scale = self.scale.reciprocal();
-        let pointers: Vec<*const c_void> = grads.iter().map(|g| g.as_ptr() as *const c_void).collect();
+        let pointers: Vec<*const c_void> = grads.iter().map(ffi::ptr).collect();
         // SAFETY: `pointers` holds `grads.len()` live tensors and the flag and the inverse scale
         // are live tensors, all borrowed for the call; the shim writes its message into the
         // error buffer.
         ffi::call(|error| unsafe {
-            let (found_inf, inv_scale) =
-                (self.found_inf.as_ptr() as *const c_void, inv_scale.as_ptr() as *const c_void);
+            let (found_inf, inv_scale) = (ffi::ptr(&self.found_inf), ffi::ptr(&inv_scale));
             amfmn_unscale(pointers.as_ptr(), pointers.len(), found_inf, inv_scale, error, ERROR_CAPACITY)
         })
         .unwrap_or_else(|e| panic!("loss scaling: {e}"));
@@ -579,15 +578,14 @@ impl Adam {
 /// it, tested on the CPU, where libtorch has the same operator). Panics when the operator fails,
 /// as a tch operator does.
 fn fused_update(updates: &[Update], lr: f64, eps: f64, found_inf: Option<&Tensor>) {
-    let pointers = |f: &dyn Fn(&Update) -> &Tensor| -> Vec<*const c_void> {
-        updates.iter().map(|u| f(u).as_ptr() as *const c_void).collect()
-    };
+    let pointers =
+        |f: &dyn Fn(&Update) -> &Tensor| -> Vec<*const c_void> { updates.iter().map(|u| ffi::ptr(f(u))).collect() };
     let params = pointers(&|u| &u.param);
     let grads = pointers(&|u| &u.grad);
     let exp_avgs = pointers(&|u| &u.state.exp_avg);
     let exp_avg_sqs = pointers(&|u| &u.state.exp_avg_sq);
     let steps = pointers(&Update::device_count);
-    let found_inf = found_inf.map_or(std::ptr::null(), |flag| flag.as_ptr() as *const c_void);
+    let found_inf = found_inf.map_or(std::ptr::null(), ffi::ptr);
     // SAFETY: the five arrays hold `updates.len()` live tensors each and `found_inf` is null or a
     // live tensor, all borrowed for the call; the shim writes its message into the error buffer.
     ffi::call(|error| unsafe {

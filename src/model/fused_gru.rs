@@ -35,8 +35,7 @@ pub fn step(x: &Tensor, u: &Tensor, h: &Tensor) -> Tensor {
     // SAFETY: the three pointers are live tensors for the call; the shim writes a new tensor,
     // which the `Tensor` below owns, or its message into the error buffer.
     ffi::call(|error| unsafe {
-        let (x, u, h) = (x.as_ptr() as *const c_void, u.as_ptr() as *const c_void, h.as_ptr() as *const c_void);
-        amfmn_fused_gru_cell(x, u, h, &mut out, error, ERROR_CAPACITY)
+        amfmn_fused_gru_cell(ffi::ptr(x), ffi::ptr(u), ffi::ptr(h), &mut out, error, ERROR_CAPACITY)
     })
     .unwrap_or_else(|e| panic!("fused GRU cell: {e}"));
     unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) }

@@ -52,7 +52,7 @@ impl PackedLinear {
         }
         let weight = weight.detach().contiguous();
         let packed = shim_tensor(|out, e| unsafe {
-            amfmn_packed_weight(weight.as_ptr() as *const c_void, PACKED_ROWS, out, e, ERROR_CAPACITY)
+            amfmn_packed_weight(ffi::ptr(&weight), PACKED_ROWS, out, e, ERROR_CAPACITY)
         })?;
         Ok(packed.map(|packed| PackedLinear { weight, packed }))
     }
