@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tch::Tensor;
 
-use super::table::EpochRow;
+use super::table::{skipped_steps, EpochRow};
 use super::{FoldEnd, FoldResult, Replicas, Trainer};
 use crate::checkpoint::{
     board_dir, fold_dir, pretrained, recover_fold, Checkpoint, CheckpointInfo, CheckpointKind, InitialWeights,
@@ -172,6 +172,7 @@ impl Trainer<'_> {
         fold.adam.set_lr(lr);
         let skip = if epoch == fold.position.epoch { fold.position.batch } else { 0 };
         let started = Instant::now();
+        let scaler_before = fold.adam.scaler.as_ref().map(|scaler| scaler.state());
         let stats = self.train_epoch(fold, epoch, skip)?;
         if let Some(batch) = stats.interrupted_at {
             fold.position.epoch = epoch;
@@ -201,6 +202,10 @@ impl Trainer<'_> {
             seconds: started.elapsed().as_secs_f64(),
         };
         report::info(row.to_string());
+        let after = fold.adam.scaler.as_ref().map(|scaler| scaler.state());
+        if let Some(line) = scaler_before.zip(after).and_then(|(b, a)| skipped_steps(fold.index, epoch + 1, b, a)) {
+            report::info(line);
+        }
         Ok(None)
     }
 

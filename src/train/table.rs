@@ -1,11 +1,12 @@
 //! The per-epoch row of `amfmn train`: loss, learning rate, speed, the share of the time spent
 //! waiting for batches, the validation recalls of
 //! the selecting mode (the recall metrics of [`METRICS`]), the best mR so far, the time, and the
-//! other modes' mR.
+//! other modes' mR; under it, the fp16 steps the loss scaler skipped, if any.
 
 use std::fmt;
 
 use crate::eval::{Metrics, METRICS};
+use crate::optim::ScalerState;
 use crate::score::Mode;
 
 /// One line of the per-epoch table.
@@ -68,6 +69,20 @@ impl fmt::Display for EpochRow {
     }
 }
 
+/// The line under an epoch's row when fp16's loss scaler skipped steps in it (their gradients
+/// held an inf or NaN, as PyTorch's `GradScaler` skips them), `before` and `after` the epoch;
+/// `None` when it skipped none.
+pub(super) fn skipped_steps(fold: usize, epoch: usize, before: ScalerState, after: ScalerState) -> Option<String> {
+    let skipped = after.skipped - before.skipped;
+    (skipped > 0).then(|| {
+        format!(
+            "fold {fold} epoch {epoch}: fp16 skipped {skipped} step(s) whose gradients held an inf or NaN \
+             ({} in all); loss scale now {}",
+            after.skipped, after.scale
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +114,15 @@ mod tests {
         assert!(text.ends_with("  57.66  57.66   33.2       12.50"), "{text}");
         let blank = EpochRow { metrics: None, others: vec![], ..row };
         assert!(blank.to_string().contains("    -      -      -      -      -      -      -  57.66"), "{blank}");
+    }
+
+    #[test]
+    fn skipped_fp16_steps_are_told_under_the_row() {
+        let state = |scale, skipped| ScalerState { scale, growth_tracker: 0, skipped };
+        assert_eq!(skipped_steps(0, 3, state(65536.0, 2), state(65536.0, 2)), None, "none this epoch");
+        assert_eq!(
+            skipped_steps(1, 4, state(65536.0, 2), state(16384.0, 4)).as_deref(),
+            Some("fold 1 epoch 4: fp16 skipped 2 step(s) whose gradients held an inf or NaN (4 in all); loss scale now 16384")
+        );
     }
 }
