@@ -1,7 +1,7 @@
 //! Choosing where tensors live, and libtorch's thread count.
 
 use std::ffi::{c_char, c_void};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tch::{Cuda, Device, Kind, Tensor};
@@ -19,6 +19,7 @@ extern "C" {
         error: *mut c_char,
         capacity: usize,
     ) -> i32;
+    fn amfmn_event_query(event: *mut c_void, done: *mut i32, error: *mut c_char, capacity: usize) -> i32;
     fn amfmn_event_free(event: *mut c_void);
 }
 
@@ -268,12 +269,55 @@ impl Event {
             .context("reading the time between two CUDA events")?;
         Ok(ms / 1e3)
     }
+
+    /// Whether the device has passed the event (no waiting).
+    fn passed(&self) -> Result<bool> {
+        let mut done = 0;
+        ffi::call(|error| unsafe { amfmn_event_query(self.0, &mut done, error, ERROR_CAPACITY) })
+            .context("querying a CUDA event")?;
+        Ok(done != 0)
+    }
 }
 
 impl Drop for Event {
     fn drop(&mut self) {
         // SAFETY: `self.0` came from amfmn_event_record and is freed once.
         unsafe { amfmn_event_free(self.0) };
+    }
+}
+
+/// A point in a device's queue of work, which the host can wait for with a bound: on a GPU, an
+/// event recorded on the current stream, polled (reading a tensor instead would block in the
+/// driver for as long as the device takes, a collective that never completes included); on the
+/// CPU, where work is done once queued, nothing to wait for.
+pub struct QueueMark(Option<Event>);
+
+impl QueueMark {
+    /// How long the host sleeps between two looks at the event.
+    const POLL: Duration = Duration::from_micros(100);
+
+    /// The point that the work queued on `device` so far reaches.
+    pub fn now(device: Device) -> Result<QueueMark> {
+        Ok(QueueMark(match device {
+            Device::Cuda(index) => Some(Event::record(index)?),
+            _ => None,
+        }))
+    }
+
+    /// Waits until the device has run the work queued before the mark, at most `timeout`:
+    /// whether it has.
+    pub fn wait(&self, timeout: Duration) -> Result<bool> {
+        let Some(event) = &self.0 else { return Ok(true) };
+        let start = Instant::now();
+        loop {
+            if event.passed()? {
+                return Ok(true);
+            }
+            if start.elapsed() >= timeout {
+                return Ok(false);
+            }
+            std::thread::sleep(QueueMark::POLL);
+        }
     }
 }
 
@@ -336,6 +380,24 @@ pub(crate) fn test_device() -> Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A wait for a mark returns once the work queued before it has run (its result is there);
+    /// on a GPU busy with long work, a wait of a microsecond says that it has not yet (on the
+    /// CPU, work is done once queued).
+    #[test]
+    fn queue_marks_are_waited_for_with_a_bound_on_device() {
+        let device = test_device();
+        let (n, products) = if device.is_cuda() { (4096, 200) } else { (64, 3) };
+        let a = Tensor::randn([n, n], (Kind::Float, device)) / (n as f64).sqrt();
+        let mut b = a.shallow_clone();
+        for _ in 0..products {
+            b = b.matmul(&a).clamp(-1.0, 1.0);
+        }
+        let mark = QueueMark::now(device).unwrap();
+        assert_eq!(mark.wait(Duration::from_micros(1)).unwrap(), !device.is_cuda(), "busy on a GPU, done on the CPU");
+        assert!(mark.wait(Duration::from_secs(60)).unwrap());
+        assert!(bool::try_from(b.isfinite().all()).unwrap());
+    }
 
     /// The clock counts the device's time for each piece, a wait of the host inside a piece
     /// included (the device reaches the piece's end only then), and nothing between pieces.

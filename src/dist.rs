@@ -135,7 +135,9 @@ const SURVIVORS_GRACE: Duration = Duration::from_secs(2);
 
 /// This process's membership of a group of processes over a TCPStore: Gloo's process group, or
 /// NCCL's for processes on GPUs. Collectives take dense, contiguous tensors on
-/// [`ProcessGroup::device`] and block until done or until the timeout.
+/// [`ProcessGroup::device`]. Gloo's block until done or until the timeout; NCCL's are queued on
+/// the GPU like any other work (the host goes on queueing the step), bounded by NCCL's watchdog
+/// and by the host's bounded waits for the device ([`ProcessGroup::stalled`]).
 #[derive(Debug)]
 pub struct ProcessGroup {
     group: *mut c_void,
@@ -366,11 +368,25 @@ impl ProcessGroup {
         }
     }
 
-    /// Whether `flag` is set on any rank (one all-reduce of one number).
-    pub fn any(&self, flag: bool) -> Result<bool> {
+    /// The ranks' votes on `flag` (one all-reduce of one number, queued: on a GPU the host does
+    /// not wait for it): the returned `[1]` tensor holds how many ranks set it, to be read once
+    /// the host may wait for the device anyway.
+    pub fn vote(&self, flag: bool) -> Result<Tensor> {
         let votes = Tensor::from_slice(&[f32::from(u8::from(flag))]).to_device(self.device);
         self.all_reduce_sum(&votes)?;
-        Ok(votes.double_value(&[0]) > 0.0)
+        Ok(votes)
+    }
+
+    /// The error of a rank whose device has not finished `what` (queued work, collectives
+    /// included) within the timeout: it names the ranks that caused it, as a failed collective's.
+    pub fn stalled(&self, what: &str) -> anyhow::Error {
+        anyhow!(
+            "rank {} of {}: {what} did not finish within {} s, {}",
+            self.rank,
+            self.world,
+            self.timeout.as_secs(),
+            self.culprits()
+        )
     }
 
     /// Tells the other ranks, through the store, why this rank stops (its error), so that the

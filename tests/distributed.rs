@@ -73,7 +73,8 @@ fn collectives_combine_every_ranks_tensors() {
     let next = (group.rank + 1) % group.world;
     assert_eq!(group.get(&format!("hello/{next}")).unwrap(), format!("from {next}").as_bytes());
     assert!(group.has(&format!("hello/{next}")).unwrap() && !group.has("nobody wrote this").unwrap());
-    assert!(group.any(group.rank == 1).unwrap() && !group.any(false).unwrap());
+    let votes = |flag: bool| group.vote(flag).unwrap().double_value(&[0]);
+    assert_eq!((votes(group.rank == 1), votes(group.rank > 0), votes(false)), (1.0, 2.0, 0.0), "how many voted");
     assert_eq!(group.agree("all well", Ok(group.rank)).unwrap(), group.rank);
     let verdict = if group.rank == 2 { Err(anyhow::anyhow!("no data here")) } else { Ok(()) };
     let error = format!("{:#}", group.agree("one fails", verdict).unwrap_err());

@@ -1,8 +1,9 @@
 //! `amfmn train` started by torchrun (from the project's PyTorch environment) as two processes
 //! with Gloo on 127.0.0.1: they train exactly like two replicas in one process
 //! (`--device cpu,cpu`), share its validation to the same metrics, and write one set of files; stopped by SIGTERM and resumed they end
-//! where an uninterrupted run ends; a killed rank stops the other with one line naming it; a rank
-//! started with other options is refused before anything is written.
+//! where an uninterrupted run ends; Ctrl-C on one rank stops both; a killed rank stops the other
+//! with one line naming it; a rank started with other options is refused before anything is
+//! written.
 
 mod common;
 
@@ -169,6 +170,59 @@ fn a_killed_rank_stops_the_other_with_one_line_naming_it() {
     println!("{:.1} s after rank 1 was killed: {line}", elapsed.as_secs_f64());
     assert!(line.contains("rank 1 is lost"), "{line}");
     assert!(elapsed <= Duration::from_secs(timeout), "took {elapsed:?}");
+}
+
+/// Ctrl-C reaching one rank alone (SIGINT to rank 1's process; two processes started with
+/// torchrun's variables, no agent to pass signals on): the ranks' vote stops both after the same
+/// step, so rank 0, which got no signal, writes `last` and says how to resume, and no rank is
+/// reported lost; resumed, the run finishes.
+#[test]
+fn ctrl_c_on_one_rank_stops_both_after_the_same_step() {
+    let (_one, dir) = one_at_a_time_with_a_training_set();
+    let dir = dir.path();
+    let port = common::rendezvous_port().to_string();
+    let launch = |extra: &[&str]| -> Vec<Child> {
+        let args: Vec<&str> = ["--set", "optim.epochs=5", "--set", "k_fold.experiment_name=one"]
+            .iter()
+            .chain(&SETS)
+            .chain(extra)
+            .copied()
+            .collect();
+        (0..2)
+            .map(|rank| {
+                let rank = rank.to_string();
+                let vars = [
+                    ("RANK", rank.as_str()),
+                    ("LOCAL_RANK", &rank),
+                    ("WORLD_SIZE", "2"),
+                    ("MASTER_ADDR", "127.0.0.1"),
+                    ("MASTER_PORT", &port),
+                ];
+                train_as_launched(dir, &args, &vars).spawn().unwrap()
+            })
+            .collect()
+    };
+    let ranks = launch(&[]);
+    let split = dir.join("checkpoint/one/0/split.json");
+    let start = Instant::now();
+    while !split.exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no training started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    Command::new("kill").args(["-INT", &ranks[1].id().to_string()]).status().unwrap();
+    let said: Vec<String> = ranks.into_iter().map(|rank| text(&rank.wait_with_output().unwrap())).collect();
+    assert!(said[0].contains("stopped by Ctrl-C or SIGTERM; resume with: "), "rank 0 stopped too: {}", said[0]);
+    assert!(!said[0].contains("interrupted"), "rank 0 got no signal: {}", said[0]);
+    assert!(said.iter().all(|s| !s.contains("error")), "{said:?}");
+    let last: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("checkpoint/one/0/last.json")).unwrap()).unwrap();
+    println!("rank 1 interrupted: both stopped at epoch {}, batch {}", last["epoch"], last["batch"]);
+    assert!(last["epoch"].as_u64().unwrap() < 5, "{last}");
+    for (rank, resumed) in launch(&["--resume", "checkpoint/one/0"]).into_iter().enumerate() {
+        let out = resumed.wait_with_output().unwrap();
+        assert!(out.status.success(), "rank {rank}: {}", text(&out));
+    }
 }
 
 /// The amfmn process of rank `rank` working in `dir`.

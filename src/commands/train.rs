@@ -43,6 +43,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     args.runtime.apply(&mut options);
     let launched = Launch::from_env()?.map(|launch| Launched { launch, timeout: Duration::from_secs(args.timeout) });
     let follower = launched.as_ref().is_some_and(|l| l.launch.rank > 0);
+    let when = if launched.is_some() { "the step after this one (every process)" } else { "this step" };
     let interrupt = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&interrupt);
     ctrlc::set_handler(move || {
@@ -50,7 +51,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             std::process::exit(130);
         }
         if !follower {
-            eprintln!("\ninterrupted (Ctrl-C or SIGTERM): stopping after this step and writing a checkpoint (again: quit at once)");
+            eprintln!("\ninterrupted (Ctrl-C or SIGTERM): stopping after {when} and writing a checkpoint (again: quit at once)");
         }
     })?;
     let existing = if args.overwrite { Existing::MoveAside } else { Existing::Refuse };

@@ -1,7 +1,7 @@
 // PyTorch's own distributed engine (c10d) for several amfmn processes: the TCPStore rendezvous
 // that `init_process_group("env://")` uses, Gloo's process group for CPU tensors or NCCL's for
 // CUDA tensors (when built against the CUDA and NCCL headers: AMFMN_NCCL), and the
-// collectives training needs, each waited for with the group's timeout. Nothing here transports
+// collectives training needs, each bounded by the group's timeout. Nothing here transports
 // a byte itself: libtorch does, exactly as for a PyTorch job.
 //
 // C interface for src/dist.rs. Every function that can fail returns 0 on success, or -1 with one
@@ -36,6 +36,7 @@ struct Group {
     c10::intrusive_ptr<c10d::Store> store;
     c10::intrusive_ptr<c10d::Backend> backend;
     std::chrono::milliseconds timeout;
+    bool nccl;
 };
 
 // c10d logs its own view of a failure (a socket timeout, a closed peer) on stderr, beside the
@@ -48,8 +49,17 @@ void quiet_c10d_logs(bool nccl) {
     }
 }
 
-void finish(Group* group, const c10::intrusive_ptr<c10d::Work>& work) {
-    work->wait(group->timeout);
+// Gloo's collectives run on the host: wait for them, at most the timeout. NCCL's run on the GPU
+// on NCCL's stream: a wait without a timeout makes the current stream wait for them and lets the
+// host go on queueing the step (with a timeout, NCCL's wait blocks the host until the collective
+// has run). Their bound is then NCCL's watchdog (the group's timeout) and the host's own bounded
+// waits for the device (src/train). A barrier blocks the host in either case.
+void finish(Group* group, const c10::intrusive_ptr<c10d::Work>& work, bool barrier = false) {
+    if (group->nccl && !barrier) {
+        work->wait();
+    } else {
+        work->wait(group->timeout);
+    }
 }
 
 }  // namespace
@@ -85,8 +95,11 @@ int amfmn_dist_open(const char* host, int port, int rank, int world, int server,
         c10::intrusive_ptr<c10d::Backend> backend;
         if (nccl != 0) {
 #ifdef AMFMN_NCCL
+            // The watchdog, which ends the process with a line in c10d's log, waits twice the
+            // timeout: the trainer's bounded wait for a step (one line naming the lost ranks)
+            // comes first.
             auto options = c10d::ProcessGroupNCCL::Options::create();
-            options->timeout = timeout;
+            options->timeout = 2 * timeout;
             backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, options);
 #else
             throw std::runtime_error("this amfmn was built without NCCL's headers");
@@ -95,7 +108,7 @@ int amfmn_dist_open(const char* host, int port, int rank, int world, int server,
             auto gloo = c10d::ProcessGroupGloo::Options::create_default(timeout);
             backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, gloo);
         }
-        *out = new Group{store, backend, timeout};
+        *out = new Group{store, backend, timeout, nccl != 0};
     });
 }
 
@@ -139,7 +152,7 @@ int amfmn_dist_broadcast(void* group, at::Tensor* tensor, int root, char* error,
 int amfmn_dist_barrier(void* group, char* error, size_t capacity) noexcept {
     return amfmn::guarded(error, capacity, [&] {
         auto g = static_cast<Group*>(group);
-        finish(g, g->backend->barrier());
+        finish(g, g->backend->barrier(), true);
     });
 }
 

@@ -2,7 +2,7 @@
 // events with timing on (what `torch.cuda.Event(enable_timing=True)` makes), recorded on the
 // current stream of a CUDA device. c10's device interface reaches them without CUDA headers.
 //
-// C interface for src/device.rs: record, elapsed time, free.
+// C interface for src/device.rs: record, elapsed time, query, free.
 
 #include <c10/core/Device.h>
 #include <c10/core/Event.h>
@@ -33,6 +33,11 @@ int amfmn_event_elapsed(void* start, void* end, double* ms, char* error, size_t 
         last->synchronize();
         *ms = static_cast<const c10::Event*>(start)->elapsedTime(*last);
     });
+}
+
+// Whether the device has passed `event` (no waiting): `*done` is 1 or 0.
+int amfmn_event_query(void* event, int* done, char* error, size_t capacity) {
+    return amfmn::guarded(error, capacity, [&] { *done = static_cast<const c10::Event*>(event)->query() ? 1 : 0; });
 }
 
 void amfmn_event_free(void* event) noexcept {

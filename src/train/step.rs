@@ -11,7 +11,7 @@ use tch::Tensor;
 use super::fold::Fold;
 use super::Trainer;
 use crate::data::PairBatch;
-use crate::device::{upload, Autotune};
+use crate::device::{upload, Autotune, QueueMark};
 use crate::loss::{contrastive_loss, dynamic_margins, Margin};
 use crate::model::Pass;
 use crate::report;
@@ -37,6 +37,10 @@ pub(super) struct EpochStats {
 struct Queued {
     /// The loss, a scalar on the device.
     loss: Tensor,
+    /// In a launch: the processes' stop votes of the step (how many got Ctrl-C, queued with it),
+    /// and the point of the device's queue where the step ends, to wait for with the group's
+    /// timeout.
+    launch: Option<(Tensor, QueueMark)>,
     /// The step's position in the epoch.
     i: usize,
     /// Its global number (`Eiters` once it is done).
@@ -46,7 +50,8 @@ struct Queued {
 }
 
 impl Trainer<'_> {
-    /// Trains `epoch` from batch `skip` on; stops after the step in which Ctrl-C came.
+    /// Trains `epoch` from batch `skip` on; stops after the step in which Ctrl-C came (in a
+    /// launch, after the step that follows it: [`Trainer::vote`]).
     pub(super) fn train_epoch(&self, fold: &mut Fold, epoch: usize, skip: usize) -> Result<EpochStats> {
         let batches = fold.loader.num_pair_batches();
         let label = format!("fold {} epoch {}", fold.index, epoch + 1);
@@ -77,22 +82,29 @@ impl Trainer<'_> {
             let loss = self.train_step(fold, &batch, epoch, i)?;
             drop(tuning);
             images += batch.caption_ids.len();
-            let step = Queued { loss, i, eiters: fold.position.eiters, data_time };
+            let launch = self.vote(fold)?;
+            let mut stop = launch.is_none() && self.interrupt.load(Ordering::SeqCst);
+            let step = Queued { loss, launch, i, eiters: fold.position.eiters, data_time };
             if let Some(previous) = queued.replace(step) {
-                let loss = self.finish_step(fold, epoch, previous, &mut done_at)?;
+                let (loss, voted) = self.finish_step(fold, epoch, previous, &mut done_at)?;
+                stop |= voted;
                 loss_sum += loss;
                 let speed = images as f64 / epoch_start.elapsed().as_secs_f64();
                 progress.set_message(format!("loss {loss:.3} lr {:.2e} {speed:.1} img/s", fold.adam.lr()));
             }
             progress.inc(1);
             fetch_start = Instant::now();
-            if self.stop_now(fold)? {
+            if stop {
                 interrupted_at = Some(i + 1);
                 break;
             }
         }
         if let Some(last) = queued {
-            loss_sum += self.finish_step(fold, epoch, last, &mut done_at)?;
+            let (i, (loss, voted)) = (last.i, self.finish_step(fold, epoch, last, &mut done_at)?);
+            loss_sum += loss;
+            if voted && interrupted_at.is_none() {
+                interrupted_at = Some(i + 1);
+            }
         }
         progress.finish_and_clear();
         fold.board.flush();
@@ -109,10 +121,18 @@ impl Trainer<'_> {
         })
     }
 
-    /// Reads a queued step's loss (waiting for the device to have run the step), stops on a
-    /// non-finite one, and logs it with the time since the step before was done (`done_at`,
-    /// then set to now). Returns the loss.
-    fn finish_step(&self, fold: &mut Fold, epoch: usize, step: Queued, done_at: &mut Instant) -> Result<f64> {
+    /// Reads a queued step's loss (waiting for the device to have run the step: in a launch, at
+    /// most the group's timeout), stops on a non-finite one, and logs it with the time since the
+    /// step before was done (`done_at`, then set to now). Returns the loss and whether a process
+    /// of the launch got Ctrl-C by that step.
+    fn finish_step(&self, fold: &mut Fold, epoch: usize, step: Queued, done_at: &mut Instant) -> Result<(f64, bool)> {
+        let mut voted = false;
+        if let (Some((votes, end)), Some(group)) = (&step.launch, fold.replicas.peers()) {
+            if !end.wait(group.timeout)? {
+                return Err(group.stalled(&format!("step {} of epoch {epoch}", step.i)));
+            }
+            voted = votes.double_value(&[0]) > 0.0;
+        }
         let value = step.loss.double_value(&[]);
         if !value.is_finite() {
             bail!(
@@ -127,19 +147,21 @@ impl Trainer<'_> {
         *done_at = Instant::now();
         let batches = fold.loader.num_pair_batches();
         self.log_step(fold, epoch, (step.i, batches), step.eiters, value, (batch_time, step.data_time))?;
-        Ok(value)
+        Ok((value, voted))
     }
 
-    /// Whether to stop after this step: Ctrl-C came (on any process of a launch, which all stop
-    /// after the same step). Every [`SYNC_CHECK_STEPS`] steps, the processes also check that
-    /// they still hold the same weights.
-    fn stop_now(&self, fold: &Fold) -> Result<bool> {
-        let interrupted = self.interrupt.load(Ordering::SeqCst);
-        let Some(group) = fold.replicas.peers() else { return Ok(interrupted) };
+    /// In a launch, after a step is queued: the processes' votes on stopping (whether Ctrl-C
+    /// came), queued, and the step's end in the device's queue. The votes are read with the
+    /// step's loss, once the next step is queued, and every process stops after that next step.
+    /// Every [`SYNC_CHECK_STEPS`] steps, the processes also check that they still hold the same
+    /// weights. `None` for a process alone, which stops after the step in which Ctrl-C came.
+    fn vote(&self, fold: &Fold) -> Result<Option<(Tensor, QueueMark)>> {
+        let Some(group) = fold.replicas.peers() else { return Ok(None) };
         if fold.position.eiters.is_multiple_of(SYNC_CHECK_STEPS) {
             fold.replicas.check_in_sync()?;
         }
-        group.any(interrupted)
+        let votes = group.vote(self.interrupt.load(Ordering::SeqCst))?;
+        Ok(Some((votes, QueueMark::now(fold.replicas.primary.device())?)))
     }
 
     /// Queues step `i` of `epoch` on the device: forward (on every replica), loss, backward,
