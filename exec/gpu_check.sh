@@ -34,7 +34,8 @@
 # Each part (a side's step rows, a train row, index, locate, ...) that fails says so in one line
 # and the check goes on; it exits non-zero at the end if any part stopped.
 # GPU_CHECK_DEVICE=cpu runs every step on the CPU at a small size, two CPU replicas and two Gloo
-# ranks standing for two GPUs: CI runs it so that the script cannot rot.
+# ranks standing for two GPUs (bf16 smaller still where the CPU emulates it): CI runs it so that
+# the script cannot rot.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -63,7 +64,13 @@ else
     images=100 size=64 batch=10 batches=4,10 steps=2 epochs=2 scene=1024 workers=2
     amps="off bf16"
     gpus=2 all=cpu,cpu
+    # Without bf16 instructions (AVX-512 BF16, AMX) the CPU emulates bf16, some 25x slower than
+    # fp32: the dry run then takes its bf16 steps at the small batch only and trains bf16 on 10
+    # images (about 3 minutes in all, against some 12 at the full dry-run size).
+    grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo || emulated_bf16=1
 fi
+# The step rows' batch sizes at AMP.
+batches_at() { if [ "$1" = bf16 ] && [ -n "${emulated_bf16:-}" ]; then echo "${batches%%,*}"; else echo "$batches"; fi; }
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$python" -c "import torch; d = torch.cuda.get_device_properties(0) if '$device' == 'cuda' else None; \
@@ -173,7 +180,8 @@ bench_rows() {
     local who="$1" amp="$2" trace="" command=("$bench")
     case " $traced " in *" $amp "*) trace="$work/trace-$who-$amp" ;; esac
     if [ "$who" = PyTorch ]; then command=("$python" exec/bench_train_step.py); fi
-    AMFMN_TRACE="$trace" AMFMN_TRACE_BATCH="$batch" "${command[@]}" "$batches" "$steps" "$device" "$amp" "$size" | step_rows "$who" "$amp"
+    AMFMN_TRACE="$trace" AMFMN_TRACE_BATCH="$batch" "${command[@]}" "$(batches_at "$amp")" "$steps" "$device" "$amp" "$size" |
+        step_rows "$who" "$amp"
 }
 for amp in $amps; do
     part "PyTorch's $amp step" bench_rows PyTorch "$amp"
@@ -192,7 +200,8 @@ for amp in $traced; do
     for who in amfmn PyTorch; do
         [ ! -f "$work/trace-$who-$amp-$batch.json" ] || sides+=("$who=$work/trace-$who-$amp-$batch.json")
     done
-    [ ${#sides[@]} -eq 0 ] || part "the $amp trace summary" "$python" exec/trace_summary.py "${sides[@]}" --top 8
+    if [ ${#sides[@]} -eq 0 ]; then echo "(no step traced at this batch)"; continue; fi
+    part "the $amp trace summary" "$python" exec/trace_summary.py "${sides[@]}" --top 8
 done
 if [ -n "${GPU_CHECK_TRACES:-}" ] && mkdir -p "$GPU_CHECK_TRACES"; then
     for kept in "$work"/trace-*-"$batch".json; do
@@ -209,19 +218,29 @@ launcher=()
 # amfmn train on DEVICES at AMP, named NAME, with more --set KEY=VALUE: one row.
 train_row() {
     rm -rf "$work/ckpt" "$work/logs"
-    local mem sets=()
-    for set in "${@:4}"; do sets+=(--set "$set"); done
+    local mem sets=() b="$batch"
+    for set in "${@:4}"; do
+        sets+=(--set "$set")
+        case "$set" in dataset.batch_size=*) b="${set#*=}" ;; esac
+    done
     mem=$(peak "${launcher[@]}" "$amfmn" train --path_opt "$work/opt.yaml" --device "$1" --set model.resnet_weights=none \
         --set "optim.amp=$2" "${sets[@]}")
     local first steady waiting made
     first=$(awk 'NF == 15 && $1 == "0" && $2 == "1" { print $5; exit }' "$work/out.txt")
     steady=$(awk 'NF == 15 && $1 == "0" && $2 > 1 && $5 + 0 > 0 { s += $5; n++ } END { if (n) printf "%.1f", s / n; else print "-" }' "$work/out.txt")
     waiting=$(awk 'NF == 15 && $1 == "0" && $2 > 1 && $5 + 0 > 0 { if ($6 > w) w = $6 } END { printf "%.1f", w }' "$work/out.txt")
-    made=$(awk -v a="$2" -v n="$batch" '$1 == "amfmn" && $2 == a && $3 == n { print $8 }' "$work/steps.txt")
+    made=$(awk -v a="$2" -v n="$b" '$1 == "amfmn" && $2 == a && $3 == n { print $8 }' "$work/steps.txt")
     printf '%-24s %12s %13s %9s %16s %14s\n' "$3" "$first" "$steady" "$waiting" \
         "$(awk -v s="$steady" -v m="$made" 'BEGIN { if (m > 0 && s > 0) printf "%.0f %%", 100 * s / m; else print "-" }')" "$mem"
 }
 for amp in $amps; do
+    if [ "$amp" = bf16 ] && [ -n "${emulated_bf16:-}" ]; then
+        "$amfmn" synth --out "$work/small" --images 10 --size "$size" --format tif --seed 3 >/dev/null
+        small=$(batches_at bf16)
+        part "train at $amp" train_row "$device" "$amp" "$amp, 10 images, batch $small" \
+            "dataset.data_path=$work/small/" "dataset.image_path=$work/small/images/" "dataset.batch_size=$small"
+        continue
+    fi
     part "train at $amp" train_row "$device" "$amp" "$amp"
 done
 if [ "$gpus" -ge 2 ]; then
