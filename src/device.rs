@@ -11,7 +11,7 @@ use crate::options::{Amp, DeviceChoice, Devices};
 
 extern "C" {
     fn amfmn_empty_pinned(sizes: *const i64, dims: usize) -> *mut torch_sys::C_tensor;
-    fn amfmn_event_record(index: i32, out: *mut *mut c_void, error: *mut c_char, capacity: usize) -> i32;
+    fn amfmn_event_record(index: i32, timing: i32, out: *mut *mut c_void, error: *mut c_char, capacity: usize) -> i32;
     fn amfmn_event_elapsed(
         start: *mut c_void,
         end: *mut c_void,
@@ -249,16 +249,19 @@ pub fn synchronize(device: Device) {
     }
 }
 
-/// A CUDA timing event recorded on a device's current stream (c10's, through the shim).
+/// A CUDA event recorded on a device's current stream (c10's, through the shim).
 struct Event(*mut c_void);
 
 impl Event {
     /// An event recorded now on the current stream of CUDA device `index`: it completes when the
-    /// device has run the work queued before it.
-    fn record(index: usize) -> Result<Event> {
+    /// device has run the work queued before it. Only a `timing` event can be read by
+    /// [`Event::seconds_to`]; one without timing is cheaper to wait for.
+    fn record(index: usize, timing: bool) -> Result<Event> {
         let mut event = std::ptr::null_mut();
-        ffi::call(|error| unsafe { amfmn_event_record(index as i32, &mut event, error, ERROR_CAPACITY) })
-            .context("recording a CUDA event")?;
+        ffi::call(|error| unsafe {
+            amfmn_event_record(index as i32, i32::from(timing), &mut event, error, ERROR_CAPACITY)
+        })
+        .context("recording a CUDA event")?;
         Ok(Event(event))
     }
 
@@ -299,7 +302,7 @@ impl QueueMark {
     /// The point that the work queued on `device` so far reaches.
     pub fn now(device: Device) -> Result<QueueMark> {
         Ok(QueueMark(match device {
-            Device::Cuda(index) => Some(Event::record(index)?),
+            Device::Cuda(index) => Some(Event::record(index, false)?),
             _ => None,
         }))
     }
@@ -348,9 +351,9 @@ impl DeviceClock {
             self.seconds += start.elapsed().as_secs_f64();
             return Ok(out);
         };
-        let start = Event::record(index)?;
+        let start = Event::record(index, true)?;
         let out = work();
-        self.pending.push((start, Event::record(index)?));
+        self.pending.push((start, Event::record(index, true)?));
         Ok(out)
     }
 
@@ -414,7 +417,7 @@ mod tests {
         let second = clock.seconds().unwrap() - first;
         assert!((0.019..0.045).contains(&second), "the piece's 20 ms, not the 30 ms before it: {second}");
         if !Cuda::is_available() {
-            let error = format!("{:#}", Event::record(0).err().expect("no CUDA device here"));
+            let error = format!("{:#}", Event::record(0, true).err().expect("no CUDA device here"));
             assert!(error.starts_with("recording a CUDA event: "), "{error}");
         }
     }

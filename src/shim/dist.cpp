@@ -53,9 +53,9 @@ void quiet_c10d_logs(bool nccl) {
 // on NCCL's stream: a wait without a timeout makes the current stream wait for them and lets the
 // host go on queueing the step (with a timeout, NCCL's wait blocks the host until the collective
 // has run). Their bound is then NCCL's watchdog (the group's timeout) and the host's own bounded
-// waits for the device (src/train). A barrier blocks the host in either case.
-void finish(Group* group, const c10::intrusive_ptr<c10d::Work>& work, bool barrier = false) {
-    if (group->nccl && !barrier) {
+// waits for the device (src/train).
+void finish(Group* group, const c10::intrusive_ptr<c10d::Work>& work) {
+    if (group->nccl) {
         work->wait();
     } else {
         work->wait(group->timeout);
@@ -148,11 +148,12 @@ int amfmn_dist_broadcast(void* group, at::Tensor* tensor, int root, char* error,
     });
 }
 
-// Returns when every rank has called it.
+// Returns when every rank has called it (the host waits, at most the timeout, with either
+// backend).
 int amfmn_dist_barrier(void* group, char* error, size_t capacity) noexcept {
     return amfmn::guarded(error, capacity, [&] {
         auto g = static_cast<Group*>(group);
-        finish(g, g->backend->barrier(), true);
+        g->backend->barrier()->wait(g->timeout);
     });
 }
 

@@ -1,6 +1,7 @@
-// Timing the work queued on a GPU without waiting for it between pieces: c10's device-generic
-// events with timing on (what `torch.cuda.Event(enable_timing=True)` makes), recorded on the
-// current stream of a CUDA device. c10's device interface reaches them without CUDA headers.
+// Timing the work queued on a GPU without waiting for it between pieces, and waiting for it with
+// a bound: c10's device-generic events, with timing on (what
+// `torch.cuda.Event(enable_timing=True)` makes) or off, recorded on the current stream of a CUDA
+// device. c10's device interface reaches them without CUDA headers.
 //
 // C interface for src/device.rs: record, elapsed time, query, free.
 
@@ -14,12 +15,16 @@
 
 extern "C" {
 
-// A timing event recorded now on the current stream of CUDA device `index`, into `*out`.
-int amfmn_event_record(int index, void** out, char* error, size_t capacity) {
+// An event (with timing when `timing` is set) recorded now on the current stream of CUDA device
+// `index`, into `*out`.
+int amfmn_event_record(int index, int timing, void** out, char* error, size_t capacity) {
     return amfmn::guarded(error, capacity, [&] {
         const c10::Device device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(index));
         const c10::impl::VirtualGuardImpl guard(c10::DeviceType::CUDA);
-        auto event = std::make_unique<c10::Event>(c10::DeviceType::CUDA, c10::EventFlag::BACKEND_DEFAULT);
+        // BACKEND_DEFAULT is CUDA's default event (timing on); PYTORCH_DEFAULT disables timing,
+        // the cheaper event for waiting alone.
+        const auto flag = timing != 0 ? c10::EventFlag::BACKEND_DEFAULT : c10::EventFlag::PYTORCH_DEFAULT;
+        auto event = std::make_unique<c10::Event>(c10::DeviceType::CUDA, flag);
         event->record(guard.getStream(device));
         *out = event.release();
     });

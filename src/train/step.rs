@@ -100,7 +100,8 @@ impl Trainer<'_> {
             }
         }
         if let Some(last) = queued {
-            let (i, (loss, voted)) = (last.i, self.finish_step(fold, epoch, last, &mut done_at)?);
+            let i = last.i;
+            let (loss, voted) = self.finish_step(fold, epoch, last, &mut done_at)?;
             loss_sum += loss;
             if voted && interrupted_at.is_none() {
                 interrupted_at = Some(i + 1);
