@@ -5,7 +5,7 @@
 //! `LD_LIBRARY_PATH`.
 use std::path::PathBuf;
 
-const SHIM: [&str; 8] = [
+const SHIM: [&str; 9] = [
     "src/shim/ops.cpp",
     "src/shim/dist.cpp",
     "src/shim/packed.cpp",
@@ -14,13 +14,14 @@ const SHIM: [&str; 8] = [
     "src/shim/adam.cpp",
     "src/shim/trace.cpp",
     "src/shim/event.cpp",
+    "src/shim/graph.cpp",
 ];
 
 /// Declarations of the Gloo types libtorch's `ProcessGroupGloo.hpp` names (the wheel ships no
 /// Gloo headers; see `src/shim/gloo_decl/gloo/context.h`).
 const GLOO_DECLARATIONS: &str = "src/shim/gloo_decl";
 
-/// The folders of the headers `ProcessGroupNCCL.hpp` needs beyond libtorch's own, as the PyTorch
+/// The folders of the headers `ProcessGroupNCCL.hpp` and `CUDAGraph.h` need beyond libtorch's own, as the PyTorch
 /// wheel's environment holds them (`nvidia/cu13/include` with the `nvidia-cuda-crt` and
 /// `nvidia-cuda-cccl` header wheels, `nvidia/nccl/include`); `None` when one is missing.
 fn nccl_headers(lib_dir: &std::path::Path) -> Option<[PathBuf; 2]> {
@@ -56,14 +57,14 @@ fn main() {
         .include(GLOO_DECLARATIONS)
         .files(SHIM);
     if let Some(dirs) = nccl_headers(&lib_dir) {
-        build.define("AMFMN_NCCL", None).flag_if_supported("-Wno-interference-size");
+        build.define("AMFMN_NCCL", None).define("AMFMN_CUDA", None).flag_if_supported("-Wno-interference-size");
         for dir in dirs {
             build.include(dir);
         }
     } else {
         println!(
             "cargo:warning=no NCCL or CUDA headers next to libtorch: processes on GPUs will exchange through Gloo \
-             (exec/env.sh installs the headers)"
+             and training has no CUDA graphs (exec/env.sh installs the headers)"
         );
     }
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("windows") {

@@ -20,7 +20,10 @@
 //! `AMFMN_TRACE=<prefix>`, one more step per batch is traced with libtorch's profiler
 //! ([`amfmn::profile::trace`]: on CUDA each kernel with its device time) into
 //! `<prefix>-<batch>.json`, whose path it prints (`trace=`); `exec/trace_summary.py` reads it.
-//! `AMFMN_TRACE_BATCH=<b>` traces batch `b` alone.
+//! `AMFMN_TRACE_BATCH=<b>` traces batch `b` alone. With `AMFMN_CUDA_GRAPHS=1` the step (and
+//! the steps queued back to back) runs through CUDA graphs as `train` runs it with
+//! `cuda_graphs: True` ([`amfmn::train::StepGraphs`]; on the CPU, without graphs through the same
+//! copies of the inputs); one more step before the timing is the graph's capture.
 //! `exec/bench_train.sh` runs it beside the PyTorch reference; `exec/gpu_check.sh` runs it as
 //! amfmn's step without decoding.
 
@@ -32,7 +35,7 @@ use amfmn::loss::{contrastive_loss, Margin};
 use amfmn::model::{Model, ModelConfig, Pass};
 use amfmn::optim::{Adam, GradScaler};
 use amfmn::options::{Amp, Devices, Options};
-use amfmn::train::Replicas;
+use amfmn::train::{Replicas, StepGraphs, StepInputs};
 use tch::{Device, Kind, Tensor};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -161,17 +164,33 @@ fn main() -> anyhow::Result<()> {
     }
     let replicas = Replicas::new(model, &devices[1..])?;
     let pass = Pass::training(precision.kind());
+    let graphed = std::env::var("AMFMN_CUDA_GRAPHS").is_ok_and(|v| v == "1");
+    let mut graphs = graphed.then(|| StepGraphs::new(device)).transpose()?;
     for batch in batches {
         let pairs = pair_batch(batch, size, vocab as i64, device);
         println!("batch={batch}");
-        // The trainer's step, its loss still on the device.
+        // The trainer's step, its loss still on the device: through CUDA graphs with
+        // AMFMN_CUDA_GRAPHS=1, as `train` with `cuda_graphs: True`.
         let mut queue_step = || {
-            let scores = replicas.scores(&pairs, pass).expect("one process");
-            let loss = scores.map(|s| contrastive_loss(&s[0], &Margin::Fixed(0.2), false));
-            let detached = loss.detached();
-            replicas.update(&mut adam, loss, 0.0).expect("one process");
-            detached
+            let inputs = StepInputs { batch: replicas.inputs(&pairs).expect("one process"), margins: None };
+            let lr = adam.lr();
+            let mut step = |inputs: &StepInputs| {
+                let scores = replicas.scores_of(&inputs.batch, pass)?;
+                let loss = scores.map(|s| contrastive_loss(&s[0], &Margin::Fixed(0.2), false));
+                let detached = loss.detached();
+                replicas.update(&mut adam, loss, 0.0)?;
+                Ok(detached)
+            };
+            match graphs.as_mut() {
+                Some(graphs) => graphs.step(lr, inputs, step),
+                None => step(&inputs),
+            }
+            .expect("a training step")
         };
+        if graphed {
+            // A shape's first step warms up, its second is captured: steps replay from the third.
+            let _ = queue_step().double_value(&[]);
+        }
         let (seconds, host_wait) = back_to_back(steps, &mut queue_step);
         println!("back_to_back_seconds={seconds:.4}");
         println!("back_to_back_host_wait={host_wait:.3}");

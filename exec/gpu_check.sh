@@ -14,14 +14,17 @@
 #      PyTorch (torch.optim.Adam, autocast), in ms, split into the image part (CNN + MVSA,
 #      forward and backward), the text part and Adam, with images/s and amfmn's ratio, and
 #      amfmn's steps queued back to back as `train` queues them, with the share of their time
-#      the host waited for the device (which side is the bottleneck); then, at
+#      the host waited for the device (which side is the bottleneck); amfmn's step through CUDA
+#      graphs too (`graphs` rows: the train_step bench with AMFMN_CUDA_GRAPHS=1), in fp32 and bf16
+#      (fp32 alone where the CPU emulates bf16); then, at
 #      the training batch in fp32 and bf16, where one step's GPU time goes: both sides' kernels by
 #      kind and the GPU's busy share of the step, from libtorch's profiler (exec/trace_summary.py;
 #      GPU_CHECK_TRACES=<folder> keeps those Chrome traces there, gzipped, for Perfetto or
 #      exec/trace_summary.py);
-#   4. `train` (decoding included), per precision: the first epoch's and the steady state's
-#      images/s (the epochs after the first), the steady state's wait% (target <= 2) and its share
-#      of the step's rate at the same batch (target >= 90 %); with several GPUs, data-parallel too,
+#   4. `train` (decoding included), per precision and in fp32 with `cuda_graphs: True`: the first
+#      epoch's and the steady state's images/s (the epochs after the first), the steady state's
+#      wait% (target <= 2) and its share of the step's rate at the same batch (target >= 90 %;
+#      the graphs' row against the graphed step's rate); with several GPUs, data-parallel too,
 #      in one process and as one process per GPU under torchrun (NCCL);
 #   5. inference with the last trained checkpoint: index (images/s over the synthetic set, with
 #      and without the command's start-up: loading the model, CUDA's initialisation) and
@@ -70,6 +73,8 @@ else
     grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo || emulated_bf16=1
 fi
 # The step rows' batch sizes at AMP.
+# The precisions whose step also runs through CUDA graphs.
+graphed_amps=$([ -n "${emulated_bf16:-}" ] && echo off || echo "off bf16")
 batches_at() { if [ "$1" = bf16 ] && [ -n "${emulated_bf16:-}" ]; then echo "${batches%%,*}"; else echo "$batches"; fi; }
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -77,8 +82,9 @@ trap 'rm -rf "$work"' EXIT
 print(f'device: {d.name}, {d.total_memory / 2**30:.0f} GiB, torch {torch.__version__}' if d else f'device: cpu, torch {torch.__version__}')"
 if [ -n "$libtests" ]; then
     # A failing test prints its assertion; the run goes on to the figures. One of them trains in
-    # a process group of one, NCCL's on a GPU, bootstrapped over the loopback interface.
-    AMFMN_TEST_DEVICE="$device" NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-lo}" "$libtests" on_device 2>&1 |
+    # a process group of one, NCCL's on a GPU, bootstrapped over the loopback interface. One at a
+    # time: the CUDA graphs' test checks dropout masks of the generator the others draw from.
+    AMFMN_TEST_DEVICE="$device" NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-lo}" "$libtests" on_device --test-threads=1 2>&1 |
         grep -E '^test |panicked|^test result' |
         sed 's/^/device paths: /' || true
 fi
@@ -167,7 +173,7 @@ step_rows() {
                 printf '%-8s %-5s %5s %9.1f %9.1f %9.1f %9.1f %9s %9s %9s %10s %8s %7s\n' "$who" "$amp" "$b" \
                     "$(awk -v s="$step" 'BEGIN { print s * 1000 }')" "$(awk -v s="$image" 'BEGIN { print s * 1000 }')" \
                     "$(awk -v s="$text" 'BEGIN { print s * 1000 }')" "$(awk -v s="$adam" 'BEGIN { print s * 1000 }')" \
-                    "$speed" "$kernels" "$([ "$who" = amfmn ] && [ -n "$base" ] && ratio "$base" "$step" || echo -)" \
+                    "$speed" "$kernels" "$([ "$who" != PyTorch ] && [ -n "$base" ] && ratio "$base" "$step" || echo -)" \
                     "$([ -n "$products" ] && echo "$low/$products" || echo -)" "${queued:--}" "${waited:--}"
                 ;;
         esac
@@ -177,22 +183,25 @@ touch "$work/steps.txt"
 traced="off bf16"
 # The step rows of WHO (PyTorch or amfmn) at AMP, one step of the training batch traced where asked.
 bench_rows() {
-    local who="$1" amp="$2" trace="" command=("$bench")
+    local who="$1" amp="$2" trace="" command=("$bench") graphs=0
     case " $traced " in *" $amp "*) trace="$work/trace-$who-$amp" ;; esac
     if [ "$who" = PyTorch ]; then command=("$python" exec/bench_train_step.py); fi
-    AMFMN_TRACE="$trace" AMFMN_TRACE_BATCH="$batch" "${command[@]}" "$(batches_at "$amp")" "$steps" "$device" "$amp" "$size" |
-        step_rows "$who" "$amp"
+    if [ "$who" = graphs ]; then graphs=1 trace=""; fi
+    AMFMN_CUDA_GRAPHS="$graphs" AMFMN_TRACE="$trace" AMFMN_TRACE_BATCH="$batch" \
+        "${command[@]}" "$(batches_at "$amp")" "$steps" "$device" "$amp" "$size" | step_rows "$who" "$amp"
 }
 for amp in $amps; do
     part "PyTorch's $amp step" bench_rows PyTorch "$amp"
     [ -z "$bench" ] || part "amfmn's $amp step" bench_rows amfmn "$amp"
+    case " $graphed_amps " in *" $amp "*) [ -z "$bench" ] || part "amfmn's $amp step in CUDA graphs" bench_rows graphs "$amp" ;; esac
 done
 echo "(vs PyTorch: its step time over amfmn's; target at batch 100 fp32 >= 2.00x. kernels: the ATen"
 echo " operators one step dispatches that compute, about its kernel launches; counted alike on both sides."
 echo " 16-bit: amfmn's matrix-product and convolution kernels on 16-bit inputs, of all of them."
 echo " queued: amfmn's ms per step when steps are queued back to back, as train queues them (each"
 echo " loss read once the next step is queued); waited: the share of that time the host waited for"
-echo " the device: near 100 % the GPU is the bottleneck, near 0 % the host's launches are)"
+echo " the device: near 100 % the GPU is the bottleneck, near 0 % the host's launches are;"
+echo " graphs: amfmn's step through CUDA graphs, cuda_graphs: True; on the CPU the same copies, no graph)"
 for amp in $traced; do
     echo
     echo "-- where one step's GPU time goes: batch $batch, amp $amp (libtorch's profiler, one traced step)"
@@ -229,7 +238,7 @@ train_row() {
     first=$(awk 'NF == 15 && $1 == "0" && $2 == "1" { print $5; exit }' "$work/out.txt")
     steady=$(awk 'NF == 15 && $1 == "0" && $2 > 1 && $5 + 0 > 0 { s += $5; n++ } END { if (n) printf "%.1f", s / n; else print "-" }' "$work/out.txt")
     waiting=$(awk 'NF == 15 && $1 == "0" && $2 > 1 && $5 + 0 > 0 { if ($6 > w) w = $6 } END { printf "%.1f", w }' "$work/out.txt")
-    made=$(awk -v a="$2" -v n="$b" '$1 == "amfmn" && $2 == a && $3 == n { print $8 }' "$work/steps.txt")
+    made=$(awk -v w="${made_by:-amfmn}" -v a="$2" -v n="$b" '$1 == w && $2 == a && $3 == n { print $8 }' "$work/steps.txt")
     printf '%-24s %12s %13s %9s %16s %14s\n' "$3" "$first" "$steady" "$waiting" \
         "$(awk -v s="$steady" -v m="$made" 'BEGIN { if (m > 0 && s > 0) printf "%.0f %%", 100 * s / m; else print "-" }')" "$mem"
 }
@@ -243,6 +252,7 @@ for amp in $amps; do
     fi
     part "train at $amp" train_row "$device" "$amp" "$amp"
 done
+made_by=graphs part "train in CUDA graphs" train_row "$device" off "off, CUDA graphs" cuda_graphs=True
 if [ "$gpus" -ge 2 ]; then
     part "data-parallel train" train_row "$all" off "off, $gpus devices"
     # One process per GPU under torchrun, each on its local rank's GPU: NCCL on GPUs, Gloo on

@@ -21,6 +21,15 @@ extern "C" {
     ) -> i32;
     fn amfmn_event_query(event: *mut c_void, done: *mut i32, error: *mut c_char, capacity: usize) -> i32;
     fn amfmn_event_free(event: *mut c_void);
+    fn amfmn_side_stream_new(index: i32, out: *mut *mut c_void, error: *mut c_char, capacity: usize) -> i32;
+    fn amfmn_side_stream_enter(side: *mut c_void, error: *mut c_char, capacity: usize) -> i32;
+    fn amfmn_side_stream_leave(side: *mut c_void, error: *mut c_char, capacity: usize) -> i32;
+    fn amfmn_side_stream_free(side: *mut c_void);
+    fn amfmn_graph_pool(first: *mut u64, second: *mut u64, error: *mut c_char, capacity: usize) -> i32;
+    fn amfmn_graph_begin(first: u64, second: u64, out: *mut *mut c_void, error: *mut c_char, capacity: usize) -> i32;
+    fn amfmn_graph_end(graph: *mut c_void, error: *mut c_char, capacity: usize) -> i32;
+    fn amfmn_graph_replay(graph: *mut c_void, error: *mut c_char, capacity: usize) -> i32;
+    fn amfmn_graph_free(graph: *mut c_void);
 }
 
 /// The one device of `devices`, for the commands that run on one: several are refused.
@@ -363,6 +372,102 @@ impl DeviceClock {
             self.seconds += start.seconds_to(&end)?;
         }
         Ok(self.seconds)
+    }
+}
+
+/// A stream of a CUDA device from c10's pool, beside the current one: CUDA graphs are captured,
+/// and their warm-up steps run, on it (as `torch.cuda.graph` does; a graph cannot be captured on
+/// the default stream, and lazily made resources such as cuBLAS's workspaces are made for this
+/// stream before a capture).
+pub struct SideStream(*mut c_void);
+
+impl SideStream {
+    /// A side stream of CUDA device `index`.
+    pub fn new(index: usize) -> Result<SideStream> {
+        let mut side = std::ptr::null_mut();
+        ffi::call(|error| unsafe { amfmn_side_stream_new(index as i32, &mut side, error, ERROR_CAPACITY) })
+            .context("taking a CUDA stream for graphs")?;
+        Ok(SideStream(side))
+    }
+
+    /// Runs `work` with this stream current: it starts once the device has run everything queued
+    /// before, and its kernels have run when this returns (the two waits a capture needs; a few
+    /// per run, never per step).
+    pub fn run<T>(&self, work: impl FnOnce() -> T) -> Result<T> {
+        ffi::call(|error| unsafe { amfmn_side_stream_enter(self.0, error, ERROR_CAPACITY) })
+            .context("switching to the graphs' CUDA stream")?;
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+        let left = ffi::call(|error| unsafe { amfmn_side_stream_leave(self.0, error, ERROR_CAPACITY) });
+        let out = out.map_err(|panic| anyhow::anyhow!("{}", panic_message(&panic)))?;
+        left.context("leaving the graphs' CUDA stream")?;
+        Ok(out)
+    }
+}
+
+impl Drop for SideStream {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` came from amfmn_side_stream_new and is freed once.
+        unsafe { amfmn_side_stream_free(self.0) };
+    }
+}
+
+/// The message of a caught panic (libtorch's errors reach Rust as tch's panics).
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let text = panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied());
+    text.unwrap_or("a panic").lines().next().unwrap_or_default().to_owned()
+}
+
+/// The id of a memory pool that CUDA graphs share (`torch.cuda.graph_pool_handle()`): each
+/// graph's temporaries are free again once it has run, so graphs replayed one after the other on
+/// one stream can use the same memory.
+pub struct GraphPool(u64, u64);
+
+impl GraphPool {
+    /// A new pool.
+    pub fn new() -> Result<GraphPool> {
+        let (mut first, mut second) = (0, 0);
+        ffi::call(|error| unsafe { amfmn_graph_pool(&mut first, &mut second, error, ERROR_CAPACITY) })
+            .context("making a memory pool for CUDA graphs")?;
+        Ok(GraphPool(first, second))
+    }
+}
+
+/// A captured CUDA graph (libtorch's `at::cuda::CUDAGraph`): the kernels some work queued, with
+/// their arguments (the addresses of the tensors they read and write), replayed in one launch.
+/// Random draws inside it (dropout) follow the CUDA generator's seed at each replay.
+pub struct Graph(*mut c_void);
+
+impl Graph {
+    /// Captures what `work` queues, on `side` with memory from `pool`; nothing runs. Returns the
+    /// graph and `work`'s result, whose tensors the graph writes on each replay. A panic or an
+    /// error in `work` (an operation a capture forbids, such as reading a value back) ends the
+    /// capture and is returned as the error.
+    pub fn capture<T>(side: &SideStream, pool: &GraphPool, work: impl FnOnce() -> Result<T>) -> Result<(Graph, T)> {
+        side.run(|| {
+            let mut raw = std::ptr::null_mut();
+            ffi::call(|error| unsafe { amfmn_graph_begin(pool.0, pool.1, &mut raw, error, ERROR_CAPACITY) })
+                .context("starting a CUDA graph capture")?;
+            let graph = Graph(raw);
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            let ended = ffi::call(|error| unsafe { amfmn_graph_end(graph.0, error, ERROR_CAPACITY) });
+            let out = out.map_err(|panic| anyhow::anyhow!("{}", panic_message(&panic)))??;
+            ended.context("ending a CUDA graph capture")?;
+            Ok((graph, out))
+        })?
+    }
+
+    /// Queues the captured work on the current stream.
+    pub fn replay(&self) -> Result<()> {
+        ffi::call(|error| unsafe { amfmn_graph_replay(self.0, error, ERROR_CAPACITY) })
+            .context("replaying a CUDA graph")?;
+        Ok(())
+    }
+}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` came from amfmn_graph_begin and is freed once.
+        unsafe { amfmn_graph_free(self.0) };
     }
 }
 

@@ -22,6 +22,7 @@ pub const RUNTIME_KEYS: &[&str] = &[
     "device",
     "threads",
     "channels_last",
+    "cuda_graphs",
     "dataset.workers",
     "dataset.prefetch",
     "dataset.batch_size_val",
@@ -66,6 +67,9 @@ pub struct Options {
     /// amfmn: the memory layout of the CNN's images and weights (`auto`, `on`, `off`).
     #[serde(default)]
     pub channels_last: ChannelsLast,
+    /// amfmn: train through CUDA graphs of the step (one device, one process).
+    #[serde(default)]
+    pub cuda_graphs: bool,
 }
 
 /// `model:` section.

@@ -290,6 +290,46 @@ fn data_parallel_training_resumes_and_saves_the_checkpoints_of_one_device() {
     assert!(stdout(&continued).contains("resuming checkpoint/two/0 at epoch 2, batch 0"), "{}", stdout(&continued));
 }
 
+/// `cuda_graphs: True` on the CPU, where there are no CUDA graphs, runs the trainer's graphed
+/// path (each shape's first step as it is, later ones from the graphs' copies of their inputs):
+/// the same weights and optimizer state as without, bit for bit, with dynamic margins; with
+/// several replicas it is refused in one line.
+#[test]
+fn cuda_graphs_train_as_without_them_and_take_one_device() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let sets = |name: &'static str| ["--set", name, "--set", "optim.margin_type=dynamic"];
+    let plain = train(dir.path(), &sets("k_fold.experiment_name=plain"));
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    let mut graphed_sets = sets("k_fold.experiment_name=graphed").to_vec();
+    graphed_sets.extend(["--set", "cuda_graphs=True"]);
+    let graphed = train(dir.path(), &graphed_sets);
+    assert!(graphed.status.success(), "{}", stderr(&graphed));
+    assert!(
+        stderr(&graphed)
+            .contains("cuda_graphs: True on the CPU, which has no CUDA graphs: the steps run as without them"),
+        "{}",
+        stderr(&graphed)
+    );
+    let replayed: Vec<usize> = stdout(&graphed)
+        .lines()
+        .filter(|l| l.contains("replayed from CUDA graphs"))
+        .map(|l| l.split(": ").nth(1).and_then(|t| t.split(' ').next()).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(replayed.len(), 2, "a line per epoch: {}", stdout(&graphed));
+    assert!(replayed[1] > 0, "steps replayed in the second epoch: {}", stdout(&graphed));
+    let c = dir.path().join("checkpoint");
+    for file in ["last.safetensors", "last.optimizer.safetensors"] {
+        assert_same_weights(&c.join("plain/0").join(file), &c.join("graphed/0").join(file));
+    }
+    let out = train_on(dir.path(), "cpu,cpu", &["--set", "cuda_graphs=True", "--set", "k_fold.experiment_name=two"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: cuda_graphs: True trains on one device in one process (device cpu,cpu); set cuda_graphs: False"
+    );
+}
+
 /// Device lists: one line each for what cannot run, before any training.
 #[test]
 fn device_lists_that_cannot_run_are_refused_in_one_line() {

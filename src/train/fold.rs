@@ -9,8 +9,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tch::Tensor;
 
-use super::table::{skipped_steps, EpochRow};
-use super::{FoldEnd, FoldResult, Replicas, Trainer};
+use super::table::{graphed_steps, skipped_steps, EpochRow};
+use super::{FoldEnd, FoldResult, Replicas, StepGraphs, Trainer};
 use crate::checkpoint::{
     board_dir, fold_dir, pretrained, recover_fold, Checkpoint, CheckpointInfo, CheckpointKind, InitialWeights,
 };
@@ -56,6 +56,8 @@ pub(super) struct Fold {
     pub data_seed: u64,
     /// The pretrained weights the fold started from (unknown when resumed from an older checkpoint).
     pub initial_weights: Option<InitialWeights>,
+    /// The CUDA graphs of the steps, with `cuda_graphs: True`.
+    pub graphs: Option<StepGraphs>,
 }
 
 /// The retrieval modes validated: the last one selects the best epoch.
@@ -119,18 +121,7 @@ impl Trainer<'_> {
         }
         let dataset = &options.dataset;
         let data_seed = rng::derive(seed, &[rng::tag::DATA, index as u64]);
-        let loader = Loader::new(
-            Arc::clone(&train_set),
-            Transform::Train { resize: dataset.resize, crop: dataset.image_size, rotation: dataset.rotation },
-            LoaderConfig {
-                batch_size: dataset.batch_size,
-                workers: dataset.workers,
-                prefetch: dataset.prefetch,
-                seed: data_seed,
-                pixels: if self.devices[0].is_cuda() { Pixels::Device } else { Pixels::Host },
-                share: self.group.as_ref().map(|g| (g.rank, g.world)),
-            },
-        );
+        let loader = self.loader(&train_set, data_seed);
         let prior = (options.optim.margin_type == MarginType::Dynamic).then(|| PriorSimilarity::new(&train_set));
         let log_path = dir.join(format!("{}_{}.txt", options.model.name_str(), dataset.datatype));
         let board_path = board_dir(options).join(index.to_string());
@@ -161,7 +152,25 @@ impl Trainer<'_> {
             board,
             data_seed,
             initial_weights,
+            graphs: options.cuda_graphs.then(|| StepGraphs::new(device)).transpose()?,
         })
+    }
+
+    /// The loader of a fold's training images, in the epoch orders of `data_seed`.
+    fn loader(&self, train_set: &Arc<CaptionSet>, data_seed: u64) -> Loader {
+        let dataset = &self.options.dataset;
+        Loader::new(
+            Arc::clone(train_set),
+            Transform::Train { resize: dataset.resize, crop: dataset.image_size, rotation: dataset.rotation },
+            LoaderConfig {
+                batch_size: dataset.batch_size,
+                workers: dataset.workers,
+                prefetch: dataset.prefetch,
+                seed: data_seed,
+                pixels: if self.devices[0].is_cuda() { Pixels::Device } else { Pixels::Host },
+                share: self.group.as_ref().map(|g| (g.rank, g.world)),
+            },
+        )
     }
 
     /// One epoch: train, then (every `eval_step` epochs) validate and keep the best, save
@@ -173,6 +182,7 @@ impl Trainer<'_> {
         let skip = if epoch == fold.position.epoch { fold.position.batch } else { 0 };
         let started = Instant::now();
         let scaler_before = fold.adam.scaler.as_ref().map(|scaler| scaler.state());
+        let graphs_before = fold.graphs.as_ref().map(|graphs| graphs.counts);
         let stats = self.train_epoch(fold, epoch, skip)?;
         if let Some(batch) = stats.interrupted_at {
             fold.position.epoch = epoch;
@@ -205,6 +215,9 @@ impl Trainer<'_> {
         let after = fold.adam.scaler.as_ref().map(|scaler| scaler.state());
         if let Some(line) = scaler_before.zip(after).and_then(|(b, a)| skipped_steps(fold.index, epoch + 1, b, a)) {
             report::info(line);
+        }
+        if let Some((before, graphs)) = graphs_before.zip(fold.graphs.as_ref()) {
+            report::info(graphed_steps(fold.index, epoch + 1, before, graphs.counts));
         }
         Ok(None)
     }

@@ -4,14 +4,17 @@
 //! resumable from any step, Ctrl-C writes a checkpoint, a non-finite loss stops with its position.
 //!
 //! [`run`] loads the data once and trains the folds in turn; [`fold`] prepares one fold and runs
-//! its epochs; [`step`] trains one epoch a batch at a time; [`table`] is the per-epoch row.
+//! its epochs; [`step`] trains one epoch a batch at a time, through the CUDA graphs of [`graphs`]
+//! when asked; [`table`] is the per-epoch row.
 
 mod fold;
+mod graphs;
 mod replicas;
 mod step;
 mod table;
 
-pub use replicas::Replicas;
+pub use graphs::{GraphCounts, StepGraphs, StepInputs};
+pub use replicas::{BatchInputs, Replicas};
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -199,8 +202,8 @@ fn together<T>(group: Option<&ProcessGroup>, step: &str, outcome: Result<T>) -> 
     }
 }
 
-/// What this process checks before anything is shared: enough pairs per device, its threads
-/// and precision, and the vocabulary (returned).
+/// What this process checks before anything is shared: enough pairs per device, CUDA graphs
+/// on one device alone, its threads and precision, and the vocabulary (returned).
 fn prepare_process(options: &Options, devices: &[Device], group: Option<&ProcessGroup>) -> Result<Vocabulary> {
     let batch = options.dataset.batch_size;
     if batch < devices.len() {
@@ -212,6 +215,16 @@ fn prepare_process(options: &Options, devices: &[Device], group: Option<&Process
     }
     if let Some(group) = group.filter(|g| batch < g.world) {
         bail!("dataset.batch_size {batch} is smaller than the {} processes: each needs a pair at least", group.world);
+    }
+    if options.cuda_graphs && (devices.len() > 1 || group.is_some()) {
+        bail!(
+            "cuda_graphs: True trains on one device in one process (device {}{}); set cuda_graphs: False",
+            options.device,
+            if group.is_some() { ", under a launcher" } else { "" }
+        );
+    }
+    if options.cuda_graphs && !devices[0].is_cuda() {
+        report::warn("cuda_graphs: True on the CPU, which has no CUDA graphs: the steps run as without them");
     }
     crate::device::set_threads(options.threads)?;
     crate::device::set_precision(options.optim.amp, options.optim.tf32, devices[0])?;

@@ -37,6 +37,55 @@ pub struct Replicas {
     peers: Option<Rc<ProcessGroup>>,
 }
 
+/// A batch's inputs on the devices, made before the step that reads them: this process's share
+/// of the batch cut among the replicas, each part on its replica's device, ready for the
+/// encoders. A step reads nothing else of the batch, so a captured step (`super::graphs`) reads
+/// these tensors each time, refilled.
+pub struct BatchInputs {
+    /// Pairs in the batch (the global batch, with peers).
+    pairs: usize,
+    /// Whether the batch has keywords.
+    keywords: bool,
+    /// Each replica's part, in replica order (replicas without a pair left out).
+    shares: Vec<ShareInputs>,
+}
+
+/// One replica's part of a batch on its device.
+struct ShareInputs {
+    /// The images, prepared for the CNN `[b, 3, H, W]`.
+    pixels: Tensor,
+    /// The captions' ids `[b, W]` (cut to the part's longest caption) and lengths `[b]`.
+    captions: (Tensor, Tensor),
+    /// The keywords' ids and lengths, when the batch has them.
+    keywords: Option<(Tensor, Tensor)>,
+}
+
+impl BatchInputs {
+    /// Every tensor, in a fixed order.
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        let mut all = Vec::new();
+        for share in &self.shares {
+            all.extend([&share.pixels, &share.captions.0, &share.captions.1]);
+            all.extend(share.keywords.iter().flat_map(|(ids, lengths)| [ids, lengths]));
+        }
+        all
+    }
+
+    /// The same inputs with each tensor replaced by `f` of it, in [`BatchInputs::tensors`]' order.
+    pub fn map(&self, f: &mut dyn FnMut(&Tensor) -> Tensor) -> BatchInputs {
+        let shares = self
+            .shares
+            .iter()
+            .map(|share| ShareInputs {
+                pixels: f(&share.pixels),
+                captions: (f(&share.captions.0), f(&share.captions.1)),
+                keywords: share.keywords.as_ref().map(|(ids, lengths)| (f(ids), f(lengths))),
+            })
+            .collect();
+        BatchInputs { pairs: self.pairs, keywords: self.keywords, shares }
+    }
+}
+
 /// The codes of one share of a batch, on its replica's device.
 struct ShareCodes {
     /// Fv `[b, d]`.
@@ -115,18 +164,43 @@ impl Replicas {
     /// sentence; or by sentence, keywords and both fused when the batch has keywords. With
     /// peers, `batch` is the global batch, of which this process encodes its share.
     pub fn scores(&self, batch: &PairBatch, pass: Pass) -> Result<Training<Vec<Tensor>>> {
+        self.scores_of(&self.inputs(batch)?, pass)
+    }
+
+    /// The inputs of `batch` for [`Replicas::scores_of`]: this process's share of it (all of it
+    /// without peers), cut among the replicas, each part uploaded to its replica's device with
+    /// its images prepared and its ids cut to its longest caption (the text encoder runs as many
+    /// steps as the ids are wide).
+    pub fn inputs(&self, batch: &PairBatch) -> Result<BatchInputs> {
         let b = batch.caption_ids.len();
-        let keywords = batch.keywords.is_some();
-        let Some(group) = &self.peers else {
-            return Ok(self.encode(batch, 0, b, pass).map(|codes| self.head(&codes, keywords, pass)));
+        let (start, size) = match &self.peers {
+            None => (0, b),
+            Some(group) => {
+                let all = shares(b, group.world);
+                if all.iter().any(|&(_, size)| size == 0) {
+                    bail!(
+                        "a batch of {b} pairs over {} processes leaves one without a pair: raise batch_size",
+                        group.world
+                    );
+                }
+                all[group.rank]
+            }
         };
-        let all = shares(b, group.world);
-        if all.iter().any(|&(_, size)| size == 0) {
-            bail!("a batch of {b} pairs over {} processes leaves one without a pair: raise batch_size", group.world);
-        }
-        let (start, size) = all[group.rank];
+        let parts = self.iter().zip(shares(size, self.len())).filter(|(_, (_, n))| *n > 0);
+        let shares = parts.map(|(model, (offset, n))| share_inputs(model, batch, start + offset, n)).collect();
+        Ok(BatchInputs { pairs: b, keywords: batch.keywords.is_some(), shares })
+    }
+
+    /// [`Replicas::scores`] of a batch's [`Replicas::inputs`].
+    pub fn scores_of(&self, inputs: &BatchInputs, pass: Pass) -> Result<Training<Vec<Tensor>>> {
+        let keywords = inputs.keywords;
+        let Some(group) = &self.peers else {
+            return Ok(self.encode(inputs, pass).map(|codes| self.head(&codes, keywords, pass)));
+        };
+        let all = shares(inputs.pairs, group.world);
+        let start = all[group.rank].0;
         let sizes: Vec<usize> = all.iter().map(|&(_, size)| size).collect();
-        let local = self.encode(batch, start, size, pass);
+        let local = self.encode(inputs, pass);
         let device = self.primary.device();
         let gathered = local
             .detached()
@@ -137,22 +211,18 @@ impl Replicas {
         Ok(local.continued(scores, gathered, start as i64, group.world as f64))
     }
 
-    /// The codes of rows `start..start + size` of the batch, encoded by the replicas in shares
-    /// and gathered on the primary's device: Fv, t of the captions and, with keywords, theirs.
-    fn encode(&self, batch: &PairBatch, start: usize, size: usize, pass: Pass) -> Training<Vec<Tensor>> {
-        let codes: Vec<Training<ShareCodes>> = self
-            .iter()
-            .zip(shares(size, self.len()))
-            .filter(|(_, (_, n))| *n > 0)
-            .map(|(model, (offset, n))| encode_share(model, batch, start + offset, n, pass))
-            .collect();
+    /// The codes of a batch's inputs, encoded by the replicas in parts and gathered on the
+    /// primary's device: Fv, t of the captions and, with keywords, theirs.
+    fn encode(&self, inputs: &BatchInputs, pass: Pass) -> Training<Vec<Tensor>> {
+        let codes: Vec<Training<ShareCodes>> =
+            self.iter().zip(&inputs.shares).map(|(model, share)| encode_share(model, share, pass)).collect();
         Training::collect(codes).map(|codes| {
             let device = self.primary.device();
             let mut out = vec![
                 gather(codes.iter().map(|c| &c.visual), device),
                 gather(codes.iter().map(|c| &c.sentence), device),
             ];
-            if batch.keywords.is_some() {
+            if inputs.keywords {
                 out.push(gather(codes.iter().filter_map(|c| c.keywords.as_ref()), device));
             }
             out
@@ -280,30 +350,35 @@ fn add_gradient(target: &Tensor, mut grad: Tensor) {
     let _ = grad.zero_();
 }
 
-/// Rows `start..start + size` of the batch encoded by `model` on its device.
-fn encode_share(model: &Model, batch: &PairBatch, start: usize, size: usize, pass: Pass) -> Training<ShareCodes> {
+/// Rows `start..start + size` of the batch on `model`'s device, ready for its encoders.
+fn share_inputs(model: &Model, batch: &PairBatch, start: usize, size: usize) -> ShareInputs {
     let device = model.device();
-    // The share's rows, its ids cut to its longest caption on the host (the text encoder runs
-    // as many steps as the ids are wide).
+    // The ids cut to the part's longest caption on the host.
     let rows = |(ids, lengths): (&Tensor, &Tensor)| {
         let (ids, lengths) = (ids.narrow(0, start as i64, size as i64), lengths.narrow(0, start as i64, size as i64));
         let longest = Vec::<i64>::try_from(&lengths).map_or(ids.size()[1], |l| l.into_iter().max().unwrap_or(1));
         (upload(&ids.narrow(1, 0, longest).contiguous(), device), upload(&lengths, device))
     };
     let images = batch.images.narrow(start - batch.images_from, size);
-    let pixels = model.prepare_images(&images.input_on(device));
-    let visual = model.net.encode_images(&pixels, pass);
-    let captions = rows((&batch.captions, &batch.lengths));
-    let captions = (&captions.0, &captions.1);
-    match &batch.keywords {
-        None => model.net.encode_texts_with(captions.0, captions.1, pass).map(|sentence| ShareCodes {
+    ShareInputs {
+        pixels: model.prepare_images(&images.input_on(device)),
+        captions: rows((&batch.captions, &batch.lengths)),
+        keywords: batch.keywords.as_ref().map(|(ids, lengths)| rows((ids, lengths))),
+    }
+}
+
+/// A replica's part of a batch encoded by `model`.
+fn encode_share(model: &Model, share: &ShareInputs, pass: Pass) -> Training<ShareCodes> {
+    let visual = model.net.encode_images(&share.pixels, pass);
+    let (ids, lengths) = &share.captions;
+    match &share.keywords {
+        None => model.net.encode_texts_with(ids, lengths, pass).map(|sentence| ShareCodes {
             visual,
             sentence,
             keywords: None,
         }),
-        Some((ids, lengths)) => {
-            let keywords = rows((ids, lengths));
-            let texts = model.net.encode_sentences_and_keywords(captions, (&keywords.0, &keywords.1), pass);
+        Some((keyword_ids, keyword_lengths)) => {
+            let texts = model.net.encode_sentences_and_keywords((ids, lengths), (keyword_ids, keyword_lengths), pass);
             texts.map(|(sentence, keywords)| ShareCodes { visual, sentence, keywords: Some(keywords) })
         }
     }

@@ -9,11 +9,13 @@ use anyhow::{bail, Result};
 use tch::Tensor;
 
 use super::fold::Fold;
-use super::Trainer;
+use super::graphs::StepInputs;
+use super::{Replicas, Trainer};
 use crate::data::PairBatch;
 use crate::device::{upload, Autotune, QueueMark};
 use crate::loss::{contrastive_loss, dynamic_margins, Margin};
 use crate::model::Pass;
+use crate::optim::Adam;
 use crate::report;
 use crate::rng;
 
@@ -166,8 +168,9 @@ impl Trainer<'_> {
     }
 
     /// Queues step `i` of `epoch` on the device: forward (on every replica), loss, backward,
-    /// clipping and Adam. Returns the loss, a scalar on the device, unread: reading it would make
-    /// the host wait for the device to run the step ([`Queued`]).
+    /// clipping and Adam; a full batch's step through the fold's CUDA graphs when it has them.
+    /// Returns the loss, a scalar on the device, unread: reading it would make the host wait for
+    /// the device to run the step ([`Queued`]).
     fn train_step(&self, fold: &mut Fold, batch: &PairBatch, epoch: usize, i: usize) -> Result<Tensor> {
         let optim = &self.options.optim;
         // Each process of a launch draws its own dropout masks (rank 0 those of one process).
@@ -176,12 +179,28 @@ impl Trainer<'_> {
             rank => rng::derive(fold.data_seed, &[rng::tag::DROPOUT, epoch as u64, i as u64, rank]),
         };
         tch::manual_seed(stream as i64);
-        let scores = fold.replicas.scores(batch, Pass::training(optim.amp.kind()))?;
-        let margin = match &fold.prior {
-            Some(prior) => Margin::PerPair(upload(
-                &dynamic_margins(&prior.matrix(&batch.image_ids, &batch.caption_ids), optim.gamma, optim.beta),
-                fold.replicas.primary.device(),
-            )),
+        let margins = fold.prior.as_ref().map(|prior| {
+            let margins = dynamic_margins(&prior.matrix(&batch.image_ids, &batch.caption_ids), optim.gamma, optim.beta);
+            upload(&margins, fold.replicas.primary.device())
+        });
+        let inputs = StepInputs { batch: fold.replicas.inputs(batch)?, margins };
+        let (replicas, adam) = (&fold.replicas, &mut fold.adam);
+        let lr = adam.lr();
+        let mut step = |inputs: &StepInputs| self.queue_step(replicas, adam, inputs);
+        let loss = match &mut fold.graphs {
+            Some(graphs) if fold.loader.is_full_batch(i) => graphs.step(lr, inputs, step)?,
+            _ => step(&inputs)?,
+        };
+        fold.position.eiters += 1;
+        Ok(loss)
+    }
+
+    /// The step of [`Trainer::train_step`] on its inputs: reads nothing else of the batch.
+    fn queue_step(&self, replicas: &Replicas, adam: &mut Adam, inputs: &StepInputs) -> Result<Tensor> {
+        let optim = &self.options.optim;
+        let scores = replicas.scores_of(&inputs.batch, Pass::training(optim.amp.kind()))?;
+        let margin = match &inputs.margins {
+            Some(margins) => Margin::PerPair(margins.shallow_clone()),
             None => Margin::Fixed(optim.margin),
         };
         let loss = scores.map(|scores| {
@@ -189,8 +208,7 @@ impl Trainer<'_> {
             modes.reduce(|a, b| a + b).expect("one mode at least")
         });
         let detached = loss.detached();
-        fold.replicas.update(&mut fold.adam, loss, optim.grad_clip)?;
-        fold.position.eiters += 1;
+        replicas.update(adam, loss, optim.grad_clip)?;
         Ok(detached)
     }
 

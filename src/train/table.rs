@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use super::GraphCounts;
 use crate::eval::{Metrics, METRICS};
 use crate::optim::ScalerState;
 use crate::score::Mode;
@@ -81,6 +82,18 @@ pub(super) fn skipped_steps(fold: usize, epoch: usize, before: ScalerState, afte
             after.skipped, after.scale
         )
     })
+}
+
+/// The line under an epoch's row trained through CUDA graphs: how its steps ran, from the
+/// graphs' counts `before` and `after` the epoch.
+pub(super) fn graphed_steps(fold: usize, epoch: usize, before: GraphCounts, after: GraphCounts) -> String {
+    format!(
+        "fold {fold} epoch {epoch}: {} step(s) replayed from CUDA graphs, {} graph(s) captured, {} warm-up step(s) \
+         without a graph (each new caption width's first)",
+        after.replays - before.replays,
+        after.captures - before.captures,
+        after.warm_ups - before.warm_ups
+    )
 }
 
 #[cfg(test)]
