@@ -411,10 +411,13 @@ impl Drop for SideStream {
     }
 }
 
-/// The message of a caught panic (libtorch's errors reach Rust as tch's panics).
+/// The first line of a caught panic's message: for a libtorch error (which reaches Rust as tch's
+/// panic, `... Torch("<message>\n<C++ frames>")`, its line breaks escaped), libtorch's message.
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     let text = panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied());
-    text.unwrap_or("a panic").lines().next().unwrap_or_default().to_owned()
+    let line = text.unwrap_or("a panic").lines().next().unwrap_or_default();
+    let line = line.split("\\n").next().unwrap_or_default();
+    line.rsplit("Torch(\"").next().unwrap_or_default().to_owned()
 }
 
 /// The id of a memory pool that CUDA graphs share (`torch.cuda.graph_pool_handle()`): each
@@ -448,7 +451,11 @@ impl Graph {
             ffi::call(|error| unsafe { amfmn_graph_begin(pool.0, pool.1, &mut raw, error, ERROR_CAPACITY) })
                 .context("starting a CUDA graph capture")?;
             let graph = Graph(raw);
+            // A failed capture is returned as one error, without the panic's report.
+            let report = std::panic::take_hook();
+            std::panic::set_hook(Box::new(|_| {}));
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            std::panic::set_hook(report);
             let ended = ffi::call(|error| unsafe { amfmn_graph_end(graph.0, error, ERROR_CAPACITY) });
             let out = out.map_err(|panic| anyhow::anyhow!("{}", panic_message(&panic)))??;
             ended.context("ending a CUDA graph capture")?;
@@ -488,6 +495,15 @@ pub(crate) fn test_device() -> Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A libtorch error caught as tch's panic reads as libtorch's one-line message.
+    #[test]
+    fn a_caught_libtorch_error_reads_as_its_message() {
+        let caught = std::panic::catch_unwind(|| Tensor::zeros([2], (Kind::Float, Device::Cpu)).view([3]));
+        assert_eq!(panic_message(&caught.unwrap_err()), "shape '[3]' is invalid for input of size 2");
+        let plain: Box<dyn std::any::Any + Send> = Box::new("a plain panic\nsecond line");
+        assert_eq!(panic_message(&plain), "a plain panic");
+    }
 
     /// A wait for a mark returns once the work queued before it has run (its result is there);
     /// on a GPU busy with long work, a wait of a microsecond says that it has not yet (on the

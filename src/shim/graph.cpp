@@ -9,15 +9,17 @@
 // graph (begin, end, replay, free). Without CUDA headers at build time every call fails.
 
 #include <cstdint>
-#include <memory>
 #include <optional>
 
 #include "guarded.h"
 
 #ifdef AMFMN_CUDA
+
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/core/StreamGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
+
+#include <memory>
 
 namespace {
 
@@ -30,44 +32,31 @@ struct SideStream {
 };
 
 }  // namespace
-#endif
 
 extern "C" {
 
 // A side stream of CUDA device `index`, into `*out`.
 int amfmn_side_stream_new(int index, void** out, char* error, size_t capacity) {
     return amfmn::guarded(error, capacity, [&] {
-#ifdef AMFMN_CUDA
         const c10::Device device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(index));
         const c10::impl::VirtualGuardImpl guard(c10::DeviceType::CUDA);
         *out = new SideStream{guard.getStreamFromGlobalPool(device, false), std::nullopt};
-#else
-        (void)index;
-        (void)out;
-        TORCH_CHECK(false, "amfmn was built without CUDA headers: no CUDA graphs");
-#endif
     });
 }
 
 // Makes `side` the current stream, once the device has run everything queued before.
 int amfmn_side_stream_enter(void* side, char* error, size_t capacity) {
     return amfmn::guarded(error, capacity, [&] {
-#ifdef AMFMN_CUDA
         auto* s = static_cast<SideStream*>(side);
         TORCH_CHECK(!s->guard.has_value(), "the side stream is already entered");
         c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).synchronizeDevice(s->stream.device_index());
         s->guard.emplace(s->stream);
-#else
-        (void)side;
-        TORCH_CHECK(false, "amfmn was built without CUDA headers: no CUDA graphs");
-#endif
     });
 }
 
 // Waits for the work queued on `side` and makes the stream current before `enter` current again.
 int amfmn_side_stream_leave(void* side, char* error, size_t capacity) {
     return amfmn::guarded(error, capacity, [&] {
-#ifdef AMFMN_CUDA
         auto* s = static_cast<SideStream*>(side);
         TORCH_CHECK(s->guard.has_value(), "the side stream is not entered");
         // The stream before `enter` is current again even when the wait fails.
@@ -76,33 +65,19 @@ int amfmn_side_stream_leave(void* side, char* error, size_t capacity) {
             ~Restore() { s->guard.reset(); }
         } restore{s};
         s->stream.synchronize();
-#else
-        (void)side;
-        TORCH_CHECK(false, "amfmn was built without CUDA headers: no CUDA graphs");
-#endif
     });
 }
 
 void amfmn_side_stream_free(void* side) noexcept {
-#ifdef AMFMN_CUDA
     delete static_cast<SideStream*>(side);
-#else
-    (void)side;
-#endif
 }
 
 // A new memory pool for graphs to share (`torch.cuda.graph_pool_handle()`): its id.
 int amfmn_graph_pool(uint64_t* first, uint64_t* second, char* error, size_t capacity) {
     return amfmn::guarded(error, capacity, [&] {
-#ifdef AMFMN_CUDA
         const auto pool = at::cuda::graph_pool_handle();
         *first = pool.first;
         *second = pool.second;
-#else
-        (void)first;
-        (void)second;
-        TORCH_CHECK(false, "amfmn was built without CUDA headers: no CUDA graphs");
-#endif
     });
 }
 
@@ -110,49 +85,50 @@ int amfmn_graph_pool(uint64_t* first, uint64_t* second, char* error, size_t capa
 // memory comes from the pool `first`/`second`.
 int amfmn_graph_begin(uint64_t first, uint64_t second, void** out, char* error, size_t capacity) {
     return amfmn::guarded(error, capacity, [&] {
-#ifdef AMFMN_CUDA
         auto graph = std::make_unique<at::cuda::CUDAGraph>();
         graph->capture_begin({first, second}, cudaStreamCaptureModeThreadLocal);
         *out = graph.release();
-#else
-        (void)first;
-        (void)second;
-        (void)out;
-        TORCH_CHECK(false, "amfmn was built without CUDA headers: no CUDA graphs");
-#endif
     });
 }
 
 // Ends the capture `graph` began, and instantiates the graph.
 int amfmn_graph_end(void* graph, char* error, size_t capacity) {
-    return amfmn::guarded(error, capacity, [&] {
-#ifdef AMFMN_CUDA
-        static_cast<at::cuda::CUDAGraph*>(graph)->capture_end();
-#else
-        (void)graph;
-        TORCH_CHECK(false, "amfmn was built without CUDA headers: no CUDA graphs");
-#endif
-    });
+    return amfmn::guarded(error, capacity, [&] { static_cast<at::cuda::CUDAGraph*>(graph)->capture_end(); });
 }
 
 // Queues the captured work on the current stream.
 int amfmn_graph_replay(void* graph, char* error, size_t capacity) {
-    return amfmn::guarded(error, capacity, [&] {
-#ifdef AMFMN_CUDA
-        static_cast<at::cuda::CUDAGraph*>(graph)->replay();
-#else
-        (void)graph;
-        TORCH_CHECK(false, "amfmn was built without CUDA headers: no CUDA graphs");
-#endif
-    });
+    return amfmn::guarded(error, capacity, [&] { static_cast<at::cuda::CUDAGraph*>(graph)->replay(); });
 }
 
 void amfmn_graph_free(void* graph) noexcept {
-#ifdef AMFMN_CUDA
     delete static_cast<at::cuda::CUDAGraph*>(graph);
-#else
-    (void)graph;
-#endif
 }
 
 }  // extern "C"
+
+#else  // no CUDA headers: every call fails with one message; nothing is ever made to free.
+
+namespace {
+
+int no_cuda(char* error, size_t capacity) {
+    return amfmn::fail(error, capacity, "amfmn was built without CUDA headers: no CUDA graphs");
+}
+
+}  // namespace
+
+extern "C" {
+
+int amfmn_side_stream_new(int, void**, char* error, size_t capacity) { return no_cuda(error, capacity); }
+int amfmn_side_stream_enter(void*, char* error, size_t capacity) { return no_cuda(error, capacity); }
+int amfmn_side_stream_leave(void*, char* error, size_t capacity) { return no_cuda(error, capacity); }
+void amfmn_side_stream_free(void*) noexcept {}
+int amfmn_graph_pool(uint64_t*, uint64_t*, char* error, size_t capacity) { return no_cuda(error, capacity); }
+int amfmn_graph_begin(uint64_t, uint64_t, void**, char* error, size_t capacity) { return no_cuda(error, capacity); }
+int amfmn_graph_end(void*, char* error, size_t capacity) { return no_cuda(error, capacity); }
+int amfmn_graph_replay(void*, char* error, size_t capacity) { return no_cuda(error, capacity); }
+void amfmn_graph_free(void*) noexcept {}
+
+}  // extern "C"
+
+#endif
