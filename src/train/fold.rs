@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tch::Tensor;
 
+use super::replicas::settled;
 use super::table::{graphed_steps, skipped_steps, EpochRow};
 use super::{FoldEnd, FoldResult, Replicas, StepGraphs, Trainer};
 use crate::checkpoint::{
@@ -229,7 +230,11 @@ impl Trainer<'_> {
         let gather;
         let peers = match fold.replicas.peers() {
             Some(group) => {
-                gather = |rows: &Tensor, sizes: &[usize]| group.all_gather_rows(rows, sizes);
+                gather = |rows: &Tensor, sizes: &[usize]| {
+                    let all = group.all_gather_rows(rows, sizes)?;
+                    settled(group, "a gather of the validation's codes")?;
+                    Ok(all)
+                };
                 Some(eval::Peers { rank: group.rank, world: group.world, gather: &gather })
             }
             None => None,

@@ -22,7 +22,7 @@ use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::{shares, PairBatch};
-use crate::device::upload;
+use crate::device::{upload, QueueMark};
 use crate::dist::ProcessGroup;
 use crate::model::{add_to_gradient, Model, Pass, Training};
 use crate::optim::Adam;
@@ -136,6 +136,7 @@ impl Replicas {
             .collect();
         let mine = Tensor::stack(&sums, 0).to_device(group.device);
         let all = group.all_gather(&mine)?.view([group.world as i64, -1]);
+        settled(group, "the check of the weights")?;
         let rank_0 = Vec::<f64>::try_from(all.get(0))?;
         for rank in 1..group.world {
             let theirs = Vec::<f64>::try_from(all.get(rank as i64))?;
@@ -312,6 +313,19 @@ impl Replicas {
                 }
             }
         });
+    }
+}
+
+/// Waits until the device has run the work queued so far (the collectives just queued with it),
+/// at most the group's timeout, so that a read that follows does not block: NCCL's collectives
+/// are queued without the host waiting, and a read of their result would otherwise wait for as
+/// long as a lost rank makes them take (until NCCL's own watchdog, at twice the timeout). `what`
+/// names the work in the error.
+pub(super) fn settled(group: &ProcessGroup, what: &str) -> Result<()> {
+    if QueueMark::now(group.device)?.wait(group.timeout)? {
+        Ok(())
+    } else {
+        Err(group.stalled(what))
     }
 }
 
