@@ -122,13 +122,13 @@ impl StepGraphs {
         inputs: StepInputs,
         mut step: impl FnMut(&StepInputs) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        if self.lr != Some(lr) {
+        if self.lr.is_some_and(|captured_at| captured_at != lr) {
             self.captured.clear();
             if let Some((_, pool)) = &mut self.cuda {
                 *pool = GraphPool::new()?;
             }
-            self.lr = Some(lr);
         }
+        self.lr = Some(lr);
         let key = inputs.key();
         if !self.captured.contains_key(&key) {
             if self.warmed.insert(key.clone()) {

@@ -44,8 +44,6 @@ pub struct Replicas {
 pub struct BatchInputs {
     /// Pairs in the batch (the global batch, with peers).
     pairs: usize,
-    /// Whether the batch has keywords.
-    keywords: bool,
     /// Each replica's part, in replica order (replicas without a pair left out).
     shares: Vec<ShareInputs>,
 }
@@ -61,6 +59,11 @@ struct ShareInputs {
 }
 
 impl BatchInputs {
+    /// Whether the batch has keywords.
+    fn keywords(&self) -> bool {
+        self.shares.iter().any(|share| share.keywords.is_some())
+    }
+
     /// Every tensor, in a fixed order.
     pub fn tensors(&self) -> Vec<&Tensor> {
         let mut all = Vec::new();
@@ -82,7 +85,7 @@ impl BatchInputs {
                 keywords: share.keywords.as_ref().map(|(ids, lengths)| (f(ids), f(lengths))),
             })
             .collect();
-        BatchInputs { pairs: self.pairs, keywords: self.keywords, shares }
+        BatchInputs { pairs: self.pairs, shares }
     }
 }
 
@@ -189,12 +192,12 @@ impl Replicas {
         };
         let parts = self.iter().zip(shares(size, self.len())).filter(|(_, (_, n))| *n > 0);
         let shares = parts.map(|(model, (offset, n))| share_inputs(model, batch, start + offset, n)).collect();
-        Ok(BatchInputs { pairs: b, keywords: batch.keywords.is_some(), shares })
+        Ok(BatchInputs { pairs: b, shares })
     }
 
     /// [`Replicas::scores`] of a batch's [`Replicas::inputs`].
     pub fn scores_of(&self, inputs: &BatchInputs, pass: Pass) -> Result<Training<Vec<Tensor>>> {
-        let keywords = inputs.keywords;
+        let keywords = inputs.keywords();
         let Some(group) = &self.peers else {
             return Ok(self.encode(inputs, pass).map(|codes| self.head(&codes, keywords, pass)));
         };
@@ -223,7 +226,7 @@ impl Replicas {
                 gather(codes.iter().map(|c| &c.visual), device),
                 gather(codes.iter().map(|c| &c.sentence), device),
             ];
-            if inputs.keywords {
+            if inputs.keywords() {
                 out.push(gather(codes.iter().filter_map(|c| c.keywords.as_ref()), device));
             }
             out
