@@ -62,15 +62,15 @@ fn rank() -> Result<()> {
         replicas = replicas.with_peers(Rc::new(ProcessGroup::join(launch, Duration::from_secs(600), Device::Cpu)?))?;
     }
     let batch = pair_batch(per_rank * world as i64, size, 1349);
-    let collectives = |r: &Replicas| r.peers().map_or(Duration::ZERO, ProcessGroup::time_in_collectives);
+    let collectives = |r: &Replicas| r.peers().map_or(Ok(Duration::ZERO), ProcessGroup::time_in_collectives);
     let (mut spent, mut in_collectives) = (Duration::ZERO, Duration::ZERO);
     for step in 0..=steps {
-        let (start, before) = (Instant::now(), collectives(&replicas));
+        let (start, before) = (Instant::now(), collectives(&replicas)?);
         let scores = replicas.scores(&batch, Pass::training(None))?;
         replicas.update(&mut adam, scores.map(|s| contrastive_loss(&s[0], &Margin::Fixed(0.2), false)), 0.0)?;
         if step > 0 {
             spent += start.elapsed();
-            in_collectives += collectives(&replicas) - before;
+            in_collectives += collectives(&replicas)? - before;
         }
     }
     let per_step = |d: Duration| d.as_secs_f64() / steps as f64;

@@ -3,13 +3,14 @@
 //! torchrun or SLURM), the TCPStore rendezvous and Gloo's process group ([`ProcessGroup`]), and
 //! the collectives on tensors, each bounded by the group's timeout.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_void, CString};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use tch::{Device, Tensor};
 
+use crate::device::DeviceClock;
 use crate::ffi::{self, ptr, ERROR_CAPACITY};
 
 extern "C" {
@@ -27,7 +28,7 @@ extern "C" {
         error: *mut c_char,
         capacity: usize,
     ) -> i32;
-    fn amfmn_dist_close(group: *mut c_void);
+    fn amfmn_dist_close(group: *mut c_void, abort: i32);
     fn amfmn_dist_has_nccl() -> i32;
     fn amfmn_dist_all_reduce(group: *mut c_void, tensor: *const c_void, error: *mut c_char, capacity: usize) -> i32;
     fn amfmn_dist_all_gather(
@@ -146,8 +147,10 @@ pub struct ProcessGroup {
     pub timeout: Duration,
     /// Where the collectives' tensors live: this rank's GPU (NCCL) or the CPU (Gloo).
     pub device: Device,
-    /// Time spent in collectives so far.
-    spent: Cell<Duration>,
+    /// The time of the collectives so far: the device's (NCCL) or the host's (Gloo).
+    clock: RefCell<DeviceClock>,
+    /// Whether this process finished every collective it queued ([`ProcessGroup::finished`]).
+    finished: Cell<bool>,
 }
 
 impl ProcessGroup {
@@ -193,7 +196,8 @@ impl ProcessGroup {
             world: launch.world,
             timeout,
             device,
-            spent: Cell::new(Duration::ZERO),
+            clock: RefCell::new(DeviceClock::new(device)),
+            finished: Cell::new(false),
         })
     }
 
@@ -313,10 +317,18 @@ impl ProcessGroup {
         }
     }
 
-    /// The time spent in collectives since the group was joined (waiting for slower ranks
-    /// included).
-    pub fn time_in_collectives(&self) -> Duration {
-        self.spent.get()
+    /// The time spent in collectives since the group was joined, waiting for slower ranks
+    /// included: on NCCL, the GPU's (from reaching each collective to passing it; the host only
+    /// queues them), read once the GPU has run them (waits for it); on Gloo, the host's.
+    pub fn time_in_collectives(&self) -> Result<Duration> {
+        Ok(Duration::from_secs_f64(self.clock.borrow_mut().seconds()?))
+    }
+
+    /// Says that this process has finished its part of the run (every rank agreed on its end):
+    /// the group is then shut down when dropped, as `destroy_process_group` does, instead of
+    /// aborted (which cancels NCCL's collectives left waiting on a lost rank).
+    pub fn finished(&self) {
+        self.finished.set(true);
     }
 
     /// Whether `key` is in the store now (no waiting).
@@ -401,9 +413,7 @@ impl ProcessGroup {
     /// A collective, its time added to [`ProcessGroup::time_in_collectives`]; its failure
     /// names the ranks that caused it.
     fn timed(&self, what: &str, collective: impl FnOnce() -> Result<()>) -> Result<()> {
-        let start = Instant::now();
-        let status = collective();
-        self.spent.set(self.spent.get() + start.elapsed());
+        let status = self.clock.borrow_mut().time(collective).and_then(|status| status);
         status.map_err(|error| {
             let culprits = self.culprits();
             error.context(format!("rank {} of {}: {what} failed, {culprits}", self.rank, self.world))
@@ -444,9 +454,11 @@ impl ProcessGroup {
 }
 
 impl Drop for ProcessGroup {
+    /// Leaves the group: shut down after [`ProcessGroup::finished`], aborted otherwise.
     fn drop(&mut self) {
+        let abort = i32::from(!self.finished.get());
         // SAFETY: `group` came from amfmn_dist_open and is closed once.
-        unsafe { amfmn_dist_close(self.group) };
+        unsafe { amfmn_dist_close(self.group, abort) };
     }
 }
 

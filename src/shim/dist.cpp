@@ -112,8 +112,23 @@ int amfmn_dist_open(const char* host, int port, int rank, int world, int server,
     });
 }
 
-void amfmn_dist_close(void* group) noexcept {
-    delete static_cast<Group*>(group);
+// Leaves the group: after a clean finish it shuts the backend down (what
+// `destroy_process_group` does: NCCL's communicators destroyed once their work is done);
+// otherwise (`abort` set: a rank was lost, or this one stopped with an error) it aborts the
+// backend, so that NCCL's collectives left waiting on a lost rank are cancelled instead of
+// waited for by the destructor. Both are bounded by the group's timeout; Gloo has nothing to do.
+void amfmn_dist_close(void* group, int abort) noexcept {
+    auto g = static_cast<Group*>(group);
+    try {
+        if (abort != 0) {
+            g->backend->abort();
+        } else {
+            g->backend->shutdown();
+        }
+    } catch (...) {
+        // The process is leaving the group either way; the error that ended the run is reported.
+    }
+    delete g;
 }
 
 // Sums `tensor` over all ranks, in place.

@@ -116,8 +116,11 @@ pub fn run(
         report::as_rank(group.rank);
     }
     let outcome = train_all(options, resume, existing, interrupt, devices, group.clone());
-    if let (Err(error), Some(group)) = (&outcome, &group) {
-        group.announce_stop(&format!("{error:#}"));
+    if let Some(group) = &group {
+        match &outcome {
+            Ok(_) => group.finished(),
+            Err(error) => group.announce_stop(&format!("{error:#}")),
+        }
     }
     outcome
 }
