@@ -28,7 +28,8 @@
 #      in one process and as one process per GPU under torchrun (NCCL);
 #   5. inference with the last trained checkpoint: index (images/s over the synthetic set, with
 #      and without the command's start-up: loading the model, CUDA's initialisation) and
-#      locate (crops/s of its scoring stage on one large scene).
+#      locate (crops/s of its scoring stage on one large scene);
+#   6. the targets together: each one's measured value, goal and whether it is met.
 # Usage: exec/gpu_check.sh [AMFMN_BINARY [TRAIN_STEP_BENCH [LIB_TESTS]]]   (AMFMN_PYTHON: a Python
 # with torch; default python3). TRAIN_STEP_BENCH is the executable `cargo bench --bench train_step
 # --no-run` prints (run from the repository root); without it section 3 has the PyTorch rows only.
@@ -124,6 +125,14 @@ part() {
     wait $! || { echo "gpu_check: $name stopped (exit $?); the check goes on"; stopped=$((stopped + 1)); }
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2fx", a / b; else printf "-" }'; }
+# The issue's targets, each noted where it is measured and printed together at the end:
+# target NAME MEASURED GOAL MET. `meets V OP G` says yes, no, or - when V was not measured.
+target() { printf '%-44s %-42s %-22s %s\n' "$1" "${2:--}" "$3" "$4" >> "$work/targets.txt"; }
+meets() {
+    awk -v v="$1" -v op="$2" -v g="$3" 'BEGIN {
+        if (v !~ /^[0-9.eE+-]+$/) { print "-"; exit }
+        print ((op == "<=" ? v + 0 <= g + 0 : v + 0 >= g + 0) ? "yes" : "no") }'
+}
 
 parity_and_evaluation() {
     local start eval_ours model_time eval_theirs parity
@@ -141,6 +150,10 @@ parity_and_evaluation() {
     echo "original's shards, scores only (s):       $eval_theirs"
     echo "original's shards over amfmn's model time: $(ratio "$eval_theirs" "$model_time") (target >= 10x)"
     echo "max |dscore| = $parity (target <= 1e-4)"
+    local faster
+    faster=$(awk -v a="$eval_theirs" -v b="$model_time" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b }')
+    target "score parity: max |dscore|" "$parity" "<= 1e-4" "$(meets "$parity" "<=" 1e-4)"
+    target "test: original's shards over model time" "${faster:+${faster}x}" ">= 10x" "$(meets "$faster" ">=" 10)"
 }
 echo
 echo "== 2. score parity and test evaluation ($((images / 5)) images x $images captions, fp32)"
@@ -179,7 +192,7 @@ step_rows() {
         esac
     done
 }
-touch "$work/steps.txt"
+touch "$work/steps.txt" "$work/targets.txt"
 traced="off bf16"
 # The step rows of WHO (PyTorch or amfmn) at AMP, one step of the training batch traced where asked.
 bench_rows() {
@@ -202,6 +215,18 @@ echo " queued: amfmn's ms per step when steps are queued back to back, as train 
 echo " loss read once the next step is queued); waited: the share of that time the host waited for"
 echo " the device: near 100 % the GPU is the bottleneck, near 0 % the host's launches are;"
 echo " graphs: amfmn's step through CUDA graphs, cuda_graphs: True; on the CPU the same copies, no graph)"
+# The step targets from the rows above: WHO's fp32 step at the training batch over PyTorch's, and
+# its bf16 images/s over its fp32 ones at the largest batch.
+step_of() { awk -v w="$1" -v a="$2" -v n="$3" -v c="$4" '$1 == w && $2 == a && $3 == n { print $c }' "$work/steps.txt"; }
+largest="${batches##*,}"
+for who in amfmn graphs; do
+    over=$(awk -v a="$(step_of "$who" off "$batch" 4)" -v b="$(step_of PyTorch off "$batch" 4)" \
+        'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b }')
+    target "$who step, batch $batch, fp32, over PyTorch's" "${over:+${over}x}" "<= 0.50x" "$(meets "$over" "<=" 0.5)"
+    gain=$(awk -v a="$(step_of "$who" bf16 "$largest" 8)" -v b="$(step_of "$who" off "$largest" 8)" \
+        'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b }')
+    target "$who bf16 over fp32 images/s, batch $largest" "${gain:+${gain}x}" ">= 1.50x" "$(meets "$gain" ">=" 1.5)"
+done
 for amp in $traced; do
     echo
     echo "-- where one step's GPU time goes: batch $batch, amp $amp (libtorch's profiler, one traced step)"
@@ -239,8 +264,14 @@ train_row() {
     steady=$(awk 'NF == 15 && $1 == "0" && $2 > 1 && $5 + 0 > 0 { s += $5; n++ } END { if (n) printf "%.1f", s / n; else print "-" }' "$work/out.txt")
     waiting=$(awk 'NF == 15 && $1 == "0" && $2 > 1 && $5 + 0 > 0 { if ($6 > w) w = $6 } END { printf "%.1f", w }' "$work/out.txt")
     made=$(awk -v w="${made_by:-amfmn}" -v a="$2" -v n="$b" '$1 == w && $2 == a && $3 == n { print $8 }' "$work/steps.txt")
-    printf '%-24s %12s %13s %9s %16s %14s\n' "$3" "$first" "$steady" "$waiting" \
-        "$(awk -v s="$steady" -v m="$made" 'BEGIN { if (m > 0 && s > 0) printf "%.0f %%", 100 * s / m; else print "-" }')" "$mem"
+    local share warm
+    share=$(awk -v s="$steady" -v m="$made" 'BEGIN { if (m > 0 && s > 0) printf "%.0f", 100 * s / m }')
+    warm=$(awk -v f="$first" -v s="$steady" 'BEGIN { if (f > 0 && s > 0) printf "%.0f", 100 * f / s }')
+    printf '%-24s %12s %13s %9s %16s %14s\n' "$3" "$first" "$steady" "$waiting" "${share:+$share %}" "$mem"
+    local all_met verdicts
+    verdicts="$(meets "$share" ">=" 90) $(meets "$waiting" "<=" 2) $(meets "$warm" ">=" 70)"
+    case " $verdicts " in *" no "*) all_met=no ;; *" - "*) all_met=- ;; *) all_met=yes ;; esac
+    target "train $3" "${share:--} % of step, wait ${waiting:--} %, first ${warm:--} %" ">= 90 %, <= 2 %, >= 70 %" "$all_met"
 }
 for amp in $amps; do
     if [ "$amp" = bf16 ] && [ -n "${emulated_bf16:-}" ]; then
@@ -275,6 +306,7 @@ index_rate() {
     encoding=$(awk 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "encoded/s") c = i } NR == 3 && c { print $c }' "$work/index.txt")
     echo "index: $images images in $index_s s with start-up: $(awk -v n="$images" -v s="$index_s" 'BEGIN { printf "%.0f", n / s }') images/s;" \
         "encoding alone: ${encoding:-?} images/s (target >= 5000 on 16 cores)"
+    target "index: images/s encoding ($(nproc) cores)" "$encoding" ">= 5000" "$(meets "$encoding" ">=" 5000)"
 }
 locate_rate() {
     "$amfmn" synth-scenes --out "$work/scenes" --scenes 1 --size "${scene}x${scene}" --seed 1 >/dev/null
@@ -283,7 +315,16 @@ locate_rate() {
     "$python" -c "import json, sys; r = json.load(open(sys.argv[1])); s, c = r['seconds']['sim'], r['seconds']['cut']; \
     print(f\"locate: {r['crops']} crops of a ${scene}x${scene} scene cut in {c:.2f} s, scored in {s:.2f} s: {r['crops'] / s:.0f} crops/s (target: 4096x4096 <= 0.2 s)\")" \
         "$work/locate.json"
+    local sim
+    sim=$("$python" -c "import json, sys; print(f\"{json.load(open(sys.argv[1]))['seconds']['sim']:.3f}\")" "$work/locate.json")
+    target "locate: ${scene}x${scene} scene scored, s" "$sim" "<= 0.2 (4096²)" "$(meets "$sim" "<=" 0.2)"
 }
 part "index" index_rate
 part "locate" locate_rate
+echo
+echo "== 6. the targets, as measured above$([ "$device" = cuda ] || echo " (a dry run: CPU figures, not the targets' H200)")"
+printf '%-44s %-42s %-22s %s\n' target measured goal met
+cat "$work/targets.txt"
+echo "(train rows: the steady state's images/s over the step's rate, its wait%, the first epoch's images/s"
+echo " over the steady state's)"
 [ "$stopped" -eq 0 ] || { echo "gpu_check: $stopped part(s) stopped (above)"; exit 1; }
