@@ -369,17 +369,18 @@ impl DeviceClock {
         let out = work();
         self.pending.push((start, Event::record(index, true)?));
         if self.pending.len() >= CLOCK_PENDING {
-            self.fold_finished()?;
+            self.count(false)?;
         }
         Ok(out)
     }
 
-    /// Counts the pieces the device has finished and forgets their events, without waiting for
-    /// the others: a clock that times every step of a long run holds only the pieces in flight.
-    fn fold_finished(&mut self) -> Result<()> {
+    /// Counts the timed pieces the device has finished and forgets their events: every piece,
+    /// once the device has run it, when `wait`; otherwise only those already run, so that a clock
+    /// timing every step of a long run holds the pieces in flight only.
+    fn count(&mut self, wait: bool) -> Result<()> {
         let mut in_flight = Vec::new();
         for (start, end) in self.pending.drain(..) {
-            if end.passed()? {
+            if wait || end.passed()? {
                 self.seconds += start.seconds_to(&end)?;
             } else {
                 in_flight.push((start, end));
@@ -391,9 +392,7 @@ impl DeviceClock {
 
     /// The seconds counted so far, once the device has run every timed piece (waits for it).
     pub fn seconds(&mut self) -> Result<f64> {
-        for (start, end) in self.pending.drain(..) {
-            self.seconds += start.seconds_to(&end)?;
-        }
+        self.count(true)?;
         Ok(self.seconds)
     }
 }
