@@ -34,6 +34,13 @@ if [ ! -d "$base/src" ]; then
 fi
 mapfile -t B < <(build "$base/src" "$base/target")
 mapfile -t H < <(build "$PWD" "${CARGO_TARGET_DIR:-$PWD/target}")
+for side in B H; do
+    declare -n built=$side
+    if [ "${#built[@]}" -ne 3 ] || ! [ -x "${built[0]}" ] || ! [ -x "${built[1]}" ] || ! [ -x "${built[2]}" ]; then
+        echo "bench_against: building $([ $side = B ] && echo "$rev (in $base/src)" || echo "this checkout") failed; see cargo's errors above" >&2
+        exit 1
+    fi
+done
 declare -A dir=([base]="$base/src" [this]="$PWD")
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
