@@ -22,9 +22,11 @@ base="$HOME/.cache/amfmn/against/$rev"
 build() {
     (cd "$1" && CARGO_TARGET_DIR="$2" cargo build --release --quiet)
     echo "$2/release/amfmn"
+    local built
+    built=$(cd "$1" && CARGO_TARGET_DIR="$2" cargo bench --bench train_step --bench loader --no-run --message-format=json 2>/dev/null)
     for bench in train_step loader; do
-        (cd "$1" && CARGO_TARGET_DIR="$2" cargo bench --bench "$bench" --no-run --message-format=json 2>/dev/null) |
-            grep '"kind":\["bench"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
+        grep "\"kind\":\[\"bench\"\],\"crate_types\":\[\"bin\"\],\"name\":\"$bench\"" <<< "$built" |
+            sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
     done
 }
 if [ ! -d "$base/src" ]; then
@@ -34,13 +36,15 @@ if [ ! -d "$base/src" ]; then
 fi
 mapfile -t B < <(build "$base/src" "$base/target")
 mapfile -t H < <(build "$PWD" "${CARGO_TARGET_DIR:-$PWD/target}")
-for side in B H; do
-    declare -n built=$side
-    if [ "${#built[@]}" -ne 3 ] || ! [ -x "${built[0]}" ] || ! [ -x "${built[1]}" ] || ! [ -x "${built[2]}" ]; then
-        echo "bench_against: building $([ $side = B ] && echo "$rev (in $base/src)" || echo "this checkout") failed; see cargo's errors above" >&2
-        exit 1
-    fi
-done
+# Stops unless the build of side $1 gave three programs.
+check_built() {
+    local -n bins=$([ "$1" = base ] && echo B || echo H)
+    local bin ok=$((${#bins[@]} == 3))
+    for bin in "${bins[@]}"; do [ -x "$bin" ] || ok=0; done
+    [ "$ok" = 1 ] || { echo "bench_against: building $1 ($([ "$1" = base ] && echo "$rev in $base/src" || echo "this checkout")) failed; see cargo's errors above" >&2; exit 1; }
+}
+check_built base
+check_built this
 declare -A dir=([base]="$base/src" [this]="$PWD")
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -98,21 +102,20 @@ done
 "${H[0]}" synth --out "$work/d" --images 2260 --size 256 --format tif --seed 3 >/dev/null
 "${H[0]}" vocab --data_path "$work/d" --out "$work/vocab.json" >/dev/null
 vocab_size=$("$AMFMN_PYTHON" -c "import json,sys; print(len(json.load(open(sys.argv[1]))['word2idx']))" "$work/vocab.json")
-sed -e "s#'data/demo_precomp/'#'$work/d/'#" -e "s#'data/demo_precomp/images/'#'$work/d/images/'#" \
-    -e "s#'vocab/demo_vocab.json'#'$work/vocab.json'#" -e "s#image_size: 128#image_size: 256#" \
-    -e "s#resize: 139#resize: 278#" -e "s#batch_size_val: 64#batch_size_val: 128#" option/demo_AMFMN.yaml > "$work/test.yaml"
+# The demo's options pointed at the set (the same file for both sides).
+test_options="--path_opt $PWD/option/demo_AMFMN.yaml --set dataset.data_path=$work/d/ --set dataset.image_path=$work/d/images/ \
+    --set dataset.vocab_path=$work/vocab.json --set dataset.image_size=256 --set dataset.resize=278 --set dataset.batch_size_val=128"
 (cd tests/reference && "$AMFMN_PYTHON" random_weights.py "$work/weights.safetensors" "$vocab_size" soft_att 512 256 >/dev/null)
 export -f seconds
 row "test-single 452 x 2260, 256²" s \
-    "seconds \$amfmn test-single --path_opt $work/test.yaml --resume $work/weights.safetensors --device cpu --save-sims $work/\$side.npy --json"
+    "seconds \$amfmn test-single $test_options --resume $work/weights.safetensors --device cpu --save-sims $work/\$side.npy --json"
 "$AMFMN_PYTHON" -c "import numpy as np,sys; a,b=np.load(sys.argv[1]),np.load(sys.argv[2]); print(f'test-single scores: max |base - this| {np.abs(a-b).max():.2e}')" \
     "$work/base.npy" "$work/this.npy"
 
 "${H[0]}" synth --out "$work/demo" --images 400 --size 128 --seed 0 >/dev/null
 "${H[0]}" vocab --data_path "$work/demo" --splits train,test --threshold 5 --out "$work/demo_vocab.json" >/dev/null
-sed -e "s#'data/demo_precomp/'#'$work/demo/'#" -e "s#'data/demo_precomp/images/'#'$work/demo/images/'#" \
-    -e "s#'vocab/demo_vocab.json'#'$work/demo_vocab.json'#" -e "s#epochs: 4#epochs: 1#" \
-    -e "s#ckpt_save_path: \"checkpoint/\"#ckpt_save_path: \"$work/ckpt/\"#" \
-    -e "s#logger_name: 'logs/demo/'#logger_name: '$work/logs/'#" option/demo_AMFMN.yaml > "$work/train.yaml"
+train_options="--path_opt $PWD/option/demo_AMFMN.yaml --set dataset.data_path=$work/demo/ --set dataset.image_path=$work/demo/images/ \
+    --set dataset.vocab_path=$work/demo_vocab.json --set optim.epochs=1 --set logs.ckpt_save_path=$work/ckpt/ \
+    --set logs.logger_name=$work/logs/ --set model.resnet_weights=none"
 row "train, demo 128², 1 epoch" s \
-    "rm -rf $work/ckpt $work/logs && seconds \$amfmn train --path_opt $work/train.yaml --device cpu --set model.resnet_weights=none"
+    "rm -rf $work/ckpt $work/logs && seconds \$amfmn train $train_options --device cpu"
